@@ -1,0 +1,24 @@
+"""Errors that are the user's to fix.
+
+The CLI turns every ``UserError`` into one clear message and exit code 2, with
+no traceback; anything else is a bug in lrbench and exits 1.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user (a sweep file, a flag, a missing data set)."""
+
+
+class ConfigError(UserError):
+    """A sweep file that cannot be used: names the file, the key and the bad value."""
+
+    def __init__(self, path: object, key: str, message: str) -> None:
+        self.path = str(path)
+        self.key = key
+        super().__init__(f"{self.path}: {key}: {message}")
+
+
+class DataNotFoundError(UserError):
+    """A data set that is neither on disk nor downloadable from here."""
