@@ -1,0 +1,279 @@
+"""Data sets: a name and a data dir in, tensors on a device out.
+
+Reading is left to torchvision's dataset classes (they parse the IDX files);
+this module only decides *where* the files come from, splits off a validation
+set, and moves everything to the worker's device once.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.datasets import KMNIST, MNIST, FashionMNIST
+
+from lrbench.errors import DataNotFoundError, UserError
+
+log = logging.getLogger(__name__)
+
+DATASETS: dict[str, type[MNIST]] = {"mnist": MNIST, "fashion-mnist": FashionMNIST, "kmnist": KMNIST}
+DATA_DIR_ENV = "LRBENCH_DATA_DIR"
+CACHE_ENV = "LRBENCH_CACHE_DIR"
+
+# The un-gzipped names torchvision looks for in <root>/<ClassName>/raw/ (same for all three).
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+# Folders that may hold a data set as the four "<name>.gz" files side by side (not in
+# torchvision's layout). Found ones are gunzipped once into the cache.
+KNOWN_GZ_DIRS: dict[str, list[Path]] = {
+    "fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")],  # apt: dataset-fashion-mnist
+}
+INSTALL_HINTS = {"fashion-mnist": "on Debian/Ubuntu: apt-get install dataset-fashion-mnist"}
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field by field is ambiguous
+class DatasetArrays:
+    """A data set's CPU tensors, exactly as stored in its IDX files."""
+
+    name: str
+    train_images: torch.Tensor  # uint8 [N, 28, 28]
+    train_labels: torch.Tensor  # int64 [N]
+    test_images: torch.Tensor  # uint8 [M, 28, 28]
+    test_labels: torch.Tensor  # int64 [M]
+    root: Path  # the torchvision root the files were read from
+    num_classes: int = 10
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceData:
+    """Everything a worker trains on, already on its device.
+
+    Images stay uint8 (flattened to 784 columns): 47 MB for 60k images instead of
+    188 MB as float32. The trainer scales each batch with `to_float`.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    validation_is_test: bool  # validation_size == 0: validate on the test set, as the tutorial did
+    device: torch.device
+
+
+def cache_dir() -> Path:
+    """Where lrbench keeps downloads and materialised copies."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    xdg = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(xdg) / "lrbench"
+
+
+def _raw_dir(root: Path, cls: type[MNIST]) -> Path:
+    return root / cls.__name__ / "raw"
+
+
+def _has_files(root: Path, cls: type[MNIST]) -> bool:
+    return all((_raw_dir(root, cls) / name).is_file() for name in IDX_FILES)
+
+
+def _dataset_class(dataset: str) -> type[MNIST]:
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[dataset]
+
+
+def _read(dataset: str, cls: type[MNIST], root: Path) -> DatasetArrays:
+    """Read both splits with torchvision from a root known to hold the four files."""
+    try:
+        train = cls(root=root, train=True, download=False)
+        test = cls(root=root, train=False, download=False)
+    except (AssertionError, RuntimeError, ValueError) as e:  # torchvision asserts on bad headers
+        raise UserError(f"{_raw_dir(root, cls)}: not valid IDX files ({e!r})") from e
+    return DatasetArrays(
+        name=dataset,
+        train_images=train.data.to(torch.uint8),
+        train_labels=train.targets.to(torch.int64),
+        test_images=test.data.to(torch.uint8),
+        test_labels=test.targets.to(torch.int64),
+        root=root,
+        num_classes=len(cls.classes),
+    )
+
+
+def _missing_message(root: Path, source: str, dataset: str, cls: type[MNIST]) -> str:
+    raw = _raw_dir(root, cls)
+    missing = [n for n in IDX_FILES if not (raw / n).is_file()]
+    msg = (
+        f"data dir {root} ({source}) does not hold dataset {dataset!r}: "
+        f"expected {raw}/ with {', '.join(IDX_FILES)} (un-gzipped IDX files); "
+        f"missing: {', '.join(missing)}"
+    )
+    if any((raw / f"{n}.gz").is_file() for n in missing):
+        msg += f"; gunzip the .gz files in {raw}"
+    elif any((root / n).is_file() for n in IDX_FILES):  # a common slip: passing the raw folder
+        msg += f"; the files are directly in {root}: move them to {raw}/"
+    return msg
+
+
+def _materialise(gz_dir: Path, raw: Path) -> None:
+    """Gunzip the four files into `raw`; each appears atomically, so a crash or a
+    concurrent worker never leaves a truncated file that would pass as data."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in IDX_FILES:
+        with (
+            gzip.open(gz_dir / f"{name}.gz", "rb") as src,
+            tempfile.NamedTemporaryFile(dir=raw, prefix=f".{name}.", delete=False) as dst,
+        ):
+            shutil.copyfileobj(src, dst)
+        os.replace(dst.name, raw / name)
+
+
+def _download(cls: type[MNIST], cache: Path) -> None:
+    """Download into a staging folder and move it into place only when complete:
+    torchvision leaves an empty or half-filled raw/ folder behind when it fails."""
+    cache.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
+    try:
+        cls(root=staging, train=True, download=True)  # fetches all four files
+        if not _has_files(cache, cls):  # another worker may have finished first
+            shutil.rmtree(cache / cls.__name__, ignore_errors=True)
+            os.replace(staging / cls.__name__, cache / cls.__name__)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_arrays(
+    dataset: str, data_dir: str | Path | None = None, *, download: bool = True
+) -> DatasetArrays:
+    """Load a data set's train and test tensors (CPU).
+
+    Looks in order at: `data_dir`, else $LRBENCH_DATA_DIR (either one, when given, is
+    the only place looked); the lrbench cache; KNOWN_GZ_DIRS; then downloads into the
+    cache if `download`. Raises DataNotFoundError saying where to put the files.
+    """
+    cls = _dataset_class(dataset)
+    source = "--data-dir" if data_dir is not None else DATA_DIR_ENV
+    explicit = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
+    if explicit:  # the user said where the data is: no guessing, no download
+        root = Path(explicit).expanduser()
+        if not _has_files(root, cls):
+            raise DataNotFoundError(_missing_message(root, source, dataset, cls))
+        return _read(dataset, cls, root)
+
+    cache = cache_dir()
+    if _has_files(cache, cls):
+        return _read(dataset, cls, cache)
+    looked = [_raw_dir(cache, cls)]
+    for gz_dir in KNOWN_GZ_DIRS.get(dataset, []):
+        looked.append(gz_dir)
+        if all((gz_dir / f"{n}.gz").is_file() for n in IDX_FILES):
+            log.info("materialising %s from %s into %s", dataset, gz_dir, cache)
+            _materialise(gz_dir, _raw_dir(cache, cls))
+            return _read(dataset, cls, cache)
+
+    failure = "downloading is off"
+    if download:
+        log.info("downloading %s into %s", dataset, cache)
+        try:
+            _download(cls, cache)
+            return _read(dataset, cls, cache)
+        except (RuntimeError, OSError) as e:  # offline: RuntimeError wrapping URLErrors
+            # torchvision's message: what failed on the first line, the last mirror's why last
+            lines = str(e).strip().splitlines() or [repr(e)]
+            cause = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+            failure = f"download failed: {cause}"
+    hint = INSTALL_HINTS.get(dataset)
+    raise DataNotFoundError(
+        f"dataset {dataset!r} not found ({failure}). lrbench looked in: "
+        f"{', '.join(map(str, looked))}. Put {', '.join(IDX_FILES)} (un-gzipped) in "
+        f"<dir>/{cls.__name__}/raw/ and pass --data-dir <dir>, or set {DATA_DIR_ENV}=<dir>"
+        + (f"; {hint}" if hint else "")
+    )
+
+
+def validation_count(validation_size: float, n: int) -> int:
+    """Turn a count or a fraction of the `n` training images into a count."""
+    if isinstance(validation_size, bool) or not isinstance(validation_size, (int, float)):
+        raise UserError(f"validation_size must be a count or a fraction, got {validation_size!r}")
+    if isinstance(validation_size, float) and validation_size != 0:
+        if not 0 < validation_size < 1:
+            raise UserError(f"validation_size {validation_size!r}: a fraction must be in (0, 1)")
+        count = max(1, round(validation_size * n))
+    else:
+        count = int(validation_size)
+    if count < 0 or n - count < 1:
+        raise UserError(
+            f"validation_size {validation_size!r} leaves {n - count} of the {n} training "
+            "images for training; it must leave at least 1"
+        )
+    return count
+
+
+def split_to_device(
+    arrays: DatasetArrays, validation_size: float, seed: int, device: str | torch.device
+) -> DeviceData:
+    """Split the training images into train/validation by `seed`; move all to `device`.
+
+    validation_size: a count (>= 1), a fraction in (0, 1), or 0 for no held-out split
+    (validation then uses the test set, as the Deep Learning Wizard tutorial did).
+    """
+    n = len(arrays.train_images)
+    n_val = validation_count(validation_size, n)
+    images = arrays.train_images.reshape(n, -1)
+    # A CPU generator makes the split the same on every device and machine.
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+
+    test_x = arrays.test_images.reshape(len(arrays.test_images), -1).to(device)
+    test_y = arrays.test_labels.to(device)
+    train_x = images[train_idx].to(device)
+    if n_val == 0:
+        val_x, val_y = test_x, test_y
+    else:
+        val_x, val_y = images[val_idx].to(device), arrays.train_labels[val_idx].to(device)
+    return DeviceData(
+        train_x=train_x,
+        train_y=arrays.train_labels[train_idx].to(device),
+        val_x=val_x,
+        val_y=val_y,
+        test_x=test_x,
+        test_y=test_y,
+        num_classes=arrays.num_classes,
+        validation_is_test=n_val == 0,
+        device=train_x.device,  # normalised: "cuda" becomes cuda:0
+    )
+
+
+# Memoised so a worker process loads and transfers the data once, not once per trial;
+# a few entries only, since each holds tensors on the device.
+@functools.lru_cache(maxsize=4)
+def load_device_data(
+    dataset: str,
+    data_dir: str | Path | None,
+    validation_size: float,
+    seed: int,
+    device: str | torch.device,
+) -> DeviceData:
+    """`load_arrays` + `split_to_device`, once per distinct set of arguments."""
+    return split_to_device(load_arrays(dataset, data_dir), validation_size, seed, device)
+
+
+def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
+    """Scale uint8 pixels to [0, 1] floats exactly as torchvision's ToTensor does,
+    so results match the tutorial's pipeline bit for bit."""
+    return x_uint8.float().div_(255)

@@ -1,0 +1,105 @@
+"""The sequential engine: one trial, one model, one readable training loop."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from lrbench.config import OptimizerConfig
+from lrbench.data import DeviceData, to_float
+from lrbench.engine.trial import TrialResult, TrialSpec
+from lrbench.models import MODELS
+from lrbench.schedules import LRSchedule, ScheduleContext
+
+# A model whose validation accuracy sits within 20% of chance after its first epoch
+# has collapsed (MNIST models are above 80% after one epoch at any sane LR).
+CHANCE_MARGIN = 1.2
+EVAL_CHUNK = 2000  # images per forward pass in evaluation: bounds the CNN's activations
+
+EpochHook = Callable[[int, float], bool]  # (epoch index, val accuracy) -> prune now?
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter],
+                   cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a whole split."""
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for xb, yb in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK)):
+        logits = model(to_float(xb))
+        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
+        correct += (logits.argmax(1) == yb).sum()
+    n = len(y)
+    return loss_sum.item() / n, correct.item() / n
+
+
+def train_trial(spec: TrialSpec, data: DeviceData, on_epoch: EpochHook | None = None) -> TrialResult:
+    """Train one model with one schedule; validate every epoch; test once at the end.
+
+    ``on_epoch`` sees each epoch's validation accuracy and returns True to prune the
+    trial (Optuna's pruner lives behind it; the engine knows nothing of Optuna).
+    """
+    started = time.perf_counter()
+    device = data.device
+    torch.manual_seed(spec.seed)  # the model's initial weights
+    model = MODELS[spec.model](data.num_classes).to(device)
+    optimizer = make_optimizer(model.parameters(), spec.optimizer)
+    n_train = len(data.train_y)
+    steps_per_epoch = math.ceil(n_train / spec.batch_size)
+    schedule = LRSchedule(optimizer, spec.schedule,
+                          ScheduleContext(spec.epochs, steps_per_epoch, spec.plateau_metric))
+    # Batch order has its own CPU generator, so it is the same on every device.
+    order = torch.Generator().manual_seed(spec.seed)
+    chance = 1.0 / data.num_classes
+
+    result = TrialResult("complete", math.nan, math.nan, math.nan, 0.0, str(device))
+    for epoch in range(spec.epochs):
+        lr = schedule.lr
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        for batch in torch.randperm(n_train, generator=order).to(device).split(spec.batch_size):
+            logits = model(to_float(data.train_x[batch]))
+            loss = F.cross_entropy(logits, data.train_y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.after_batch()
+            loss_sum += loss.detach() * len(batch)  # no .item(): one sync per epoch, not per batch
+        train_loss = loss_sum.item() / n_train
+        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y)
+
+        for key, value in zip(result.curves, (epoch + 1, lr, train_loss, val_loss, val_accuracy,
+                                              time.perf_counter() - started)):
+            result.curves[key].append(value)
+        result.val_accuracy = val_accuracy
+
+        if not math.isfinite(train_loss):
+            result.status, result.reason = "diverged", f"train loss is {train_loss} in epoch {epoch + 1}"
+            break
+        if epoch >= 1 and val_accuracy <= CHANCE_MARGIN * chance:
+            result.status = "diverged"
+            result.reason = (f"validation accuracy collapsed to {val_accuracy:.3f} "
+                             f"(chance is {chance:.3f}) in epoch {epoch + 1}")
+            break
+        schedule.after_epoch(val_accuracy, val_loss)
+        if on_epoch is not None and on_epoch(epoch, val_accuracy) and epoch + 1 < spec.epochs:
+            result.status, result.reason = "pruned", f"pruned after epoch {epoch + 1}"
+            break
+
+    result.test_loss, result.test_accuracy = evaluate(model, data.test_x, data.test_y)
+    result.train_seconds = time.perf_counter() - started
+    return result

@@ -1,0 +1,235 @@
+"""The Optuna side of a sweep: the study, its conditional space, and its bookkeeping.
+
+Search space: ``schedule`` (categorical over the sweep's families), then that family's
+parameters named ``family.param`` (``step.gamma``), then ``lr`` and ``warmup_epochs``
+when the sweep searches them. Each trial's results go into its user attributes so
+the report can redraw every curve without retraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+import json
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import psutil
+from optuna.trial import FrozenTrial, TrialState
+
+import lrbench
+from lrbench.config import FixedTrial, SweepConfig
+from lrbench.engine.trial import TrialResult, TrialSpec
+from lrbench.errors import UserError
+from lrbench.schedules import ScheduleSpec
+from lrbench.space import grid_values, suggest
+
+# A RUNNING trial from another machine whose heartbeat (refreshed every epoch) is older
+# than this is taken as dead. On this machine the worker's process is checked directly.
+STALE_AFTER_SECONDS = 30 * 60
+CONFIG_ATTR = "lrbench_config"
+
+
+def make_sampler(config: SweepConfig, slot_index: int = 0) -> optuna.samplers.BaseSampler:
+    # Each slot gets its own seed: slots with equal seeds would propose equal trials.
+    seed = config.seed + slot_index
+    if config.sampler == "tpe":
+        with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # group=True samples each family's parameters jointly after `schedule`;
+            # constant_liar keeps parallel slots from proposing the same point.
+            return optuna.samplers.TPESampler(multivariate=True, group=True,
+                                              constant_liar=True, seed=seed)
+    if config.sampler == "qmc":
+        # QMC walks one shared low-discrepancy sequence: every slot must use one seed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=config.seed, warn_independent_sampling=False)
+    return optuna.samplers.RandomSampler(seed=seed)  # random, and grid beyond its queue
+
+
+def make_pruner(config: SweepConfig, epochs: int) -> optuna.pruners.BasePruner:
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def provenance() -> dict[str, Any]:
+    import torch
+
+    try:
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  cwd=Path(lrbench.__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        revision = ""
+    return {"lrbench": lrbench.__version__, "optuna": optuna.__version__,
+            "torch": torch.__version__, "git_revision": revision or "unknown",
+            "host": socket.gethostname(),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the study, or reopen it if this is the same sweep run again."""
+    identity = config.identity()
+    study = optuna.create_study(study_name=config.study, storage=storage, direction="maximize",
+                                load_if_exists=True)
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        study.set_user_attr(CONFIG_ATTR, identity)
+        study.set_user_attr("sweep_file", config.source)
+        study.set_user_attr("provenance", provenance())
+        _enqueue_planned(study, config)
+    elif stored != json.loads(json.dumps(identity)):
+        changed = sorted(k for k in identity if json.dumps(identity[k]) != json.dumps(stored.get(k)))
+        raise UserError(f"study {config.study!r} already exists with a different setup "
+                        f"(changed: {', '.join(changed)}); resume it unchanged, or start a new "
+                        f"study with --study NAME")
+    return study
+
+
+def fixed_params(config: SweepConfig, fixed: FixedTrial) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A fixed trial as Optuna params (what is searched) and user attrs (what is not)."""
+    params: dict[str, Any] = {"schedule": fixed.family}
+    params.update({f"{fixed.family}.{k}": v for k, v in fixed.params.items()})
+    attrs: dict[str, Any] = {}
+    if fixed.lr is not None:
+        if config.lr_axis is not None:
+            params["lr"] = fixed.lr
+        else:
+            attrs["fixed_lr"] = fixed.lr
+    if config.warmup_axis is not None:
+        params["warmup_epochs"] = fixed.warmup_epochs
+    elif fixed.warmup_epochs:
+        attrs["fixed_warmup_epochs"] = fixed.warmup_epochs
+    if fixed.epochs is not None:
+        attrs["epochs"] = fixed.epochs
+    return params, attrs
+
+
+def _grid_points(config: SweepConfig) -> list[dict[str, Any]]:
+    """Each family's own Cartesian product: a grid over a conditional space."""
+    points = []
+    shared = {"lr": config.lr_axis, "warmup_epochs": config.warmup_axis}
+    shared_axes = {k: grid_values(a) for k, a in shared.items() if a is not None}
+    for family in config.families:
+        axes = {f"{family}.{k}": grid_values(a) for k, a in config.space(family).items()}
+        axes.update(shared_axes)
+        for values in itertools.product(*axes.values()):
+            points.append({"schedule": family, **dict(zip(axes, values))})
+    return points
+
+
+def _enqueue_planned(study: optuna.Study, config: SweepConfig) -> None:
+    for fixed in config.fixed:
+        params, attrs = fixed_params(config, fixed)
+        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
+    if config.sampler == "grid":
+        for point in _grid_points(config):
+            study.enqueue_trial(point, skip_if_exists=True)
+
+
+def trial_spec(trial: optuna.Trial, config: SweepConfig) -> TrialSpec:
+    """Sample the conditional space: the family first, then only its parameters."""
+    attrs = trial.user_attrs
+    family = trial.suggest_categorical("schedule", list(config.families))
+    params = {name: suggest(trial, f"{family}.{name}", axis)
+              for name, axis in config.space(family).items()}
+    if config.lr_axis is not None:
+        lr = float(suggest(trial, "lr", config.lr_axis))
+    else:
+        lr = float(attrs.get("fixed_lr", config.optimizer.lr))
+    if config.warmup_axis is not None:
+        warmup = int(suggest(trial, "warmup_epochs", config.warmup_axis))
+    else:
+        warmup = int(attrs.get("fixed_warmup_epochs", 0))
+    epochs = int(attrs.get("epochs", config.epochs))
+    seed = config.seed + trial.number
+    trial.set_user_attr("family", family)
+    trial.set_user_attr("seed", seed)
+    trial.set_user_attr("epochs", epochs)
+    return TrialSpec(
+        number=trial.number, seed=seed, model=config.model, epochs=epochs,
+        batch_size=config.batch_size,
+        optimizer=dataclasses.replace(config.optimizer, lr=lr),
+        schedule=ScheduleSpec(family, params, warmup), plateau_metric=config.plateau_metric,
+    )
+
+
+# --- who is running what: liveness, so a dead worker's trial can be recovered ---
+
+
+def mark_running(trial: optuna.Trial, slot_index: int, device: str) -> None:
+    me = psutil.Process()
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("pid", me.pid)
+    trial.set_user_attr("pid_started", me.create_time())
+    trial.set_user_attr("slot", slot_index)
+    trial.set_user_attr("device", device)
+    heartbeat(trial)
+
+
+def heartbeat(trial: optuna.Trial) -> None:
+    trial.set_user_attr("heartbeat", time.time())
+
+
+def _worker_alive(trial: FrozenTrial) -> bool:
+    attrs = trial.user_attrs
+    if attrs.get("host") != socket.gethostname():
+        return time.time() - attrs.get("heartbeat", 0) < STALE_AFTER_SECONDS
+    try:
+        process = psutil.Process(attrs.get("pid", -1))
+        # The same pid with another start time is a new process that reused the number.
+        return abs(process.create_time() - attrs.get("pid_started", 0)) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def recover_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail trials left RUNNING by dead workers and queue their configs again."""
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _worker_alive(trial):
+            continue
+        try:
+            # Optuna has no public setter for another process's trial attributes.
+            study._storage.set_trial_user_attr(trial._trial_id, "reason",
+                                               "worker died or was interrupted; re-queued")
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another sweep recovered it first
+            continue
+        requeue(study, trial)
+        recovered.append(trial.number)
+    return recovered
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
+    attrs = {k: v for k, v in trial.user_attrs.items()
+             if k in ("epochs", "fixed_lr", "fixed_warmup_epochs")}
+    attrs["requeued_from"] = trial.number
+    study.enqueue_trial(trial.params, user_attrs=attrs)
+
+
+def record_result(trial: optuna.Trial, result: TrialResult) -> None:
+    trial.set_user_attr("status", result.status)
+    trial.set_user_attr("diverged", result.status == "diverged")
+    trial.set_user_attr("reason", result.reason)
+    trial.set_user_attr("curves", result.curves)
+    trial.set_user_attr("val_accuracy", result.val_accuracy)
+    trial.set_user_attr("test_accuracy", result.test_accuracy)
+    trial.set_user_attr("test_loss", result.test_loss)
+    trial.set_user_attr("train_seconds", result.train_seconds)
+    trial.set_user_attr("epochs_run", result.epochs_run)
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards the sweep's total: finished or being trained."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))

@@ -1,0 +1,61 @@
+"""Small tables for the terminal: the best trial per family, the studies in a storage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+
+def _params_text(trial: optuna.trial.FrozenTrial) -> str:
+    parts = []
+    for name, value in trial.params.items():
+        if name == "schedule":
+            continue
+        short = name.split(".", 1)[-1]
+        parts.append(f"{short}={value:.4g}" if isinstance(value, float) else f"{short}={value}")
+    return " ".join(parts)
+
+
+def best_by_family(study: optuna.Study) -> list[dict[str, Any]]:
+    """One row per schedule family, best validation accuracy first."""
+    rows: dict[str, dict[str, Any]] = {}
+    for trial in study.get_trials(deepcopy=False):
+        family = trial.params.get("schedule")
+        if family is None or trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue
+        row = rows.setdefault(family, {"family": family, "complete": 0, "pruned": 0,
+                                       "diverged": 0, "best": None})
+        if trial.state == TrialState.PRUNED:
+            row["pruned"] += 1
+            continue
+        row["complete"] += 1
+        row["diverged"] += bool(trial.user_attrs.get("diverged"))
+        if row["best"] is None or trial.value > row["best"].value:
+            row["best"] = trial
+    out = []
+    for row in rows.values():
+        best = row.pop("best")
+        if best is None:
+            continue
+        row.update(val_accuracy=best.value, test_accuracy=best.user_attrs.get("test_accuracy"),
+                   number=best.number, params=_params_text(best))
+        out.append(row)
+    return sorted(out, key=lambda r: -r["val_accuracy"])
+
+
+def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        count = {s: sum(t.state == s for t in trials) for s in TrialState}
+        values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+        families = sorted({t.params["schedule"] for t in trials if "schedule" in t.params})
+        rows.append({"study": summary.study_name, "complete": count[TrialState.COMPLETE],
+                     "pruned": count[TrialState.PRUNED], "failed": count[TrialState.FAIL],
+                     "running": count[TrialState.RUNNING],
+                     "best": f"{max(values):.4f}" if values else "-",
+                     "families": ", ".join(families)})
+    return rows

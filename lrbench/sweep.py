@@ -1,0 +1,120 @@
+"""Run a sweep: open the study, start one joblib process per slot, watch progress.
+
+The parent does the checks that should fail fast and once (devices, data, the
+study's setup), recovers trials that dead workers left RUNNING, then lets the slots
+work while it draws a progress bar from the storage. Ctrl-C asks every slot to stop
+at its next epoch; finished trials are already in the storage, the interrupted ones
+are re-queued for the next run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import joblib
+import optuna
+from optuna.trial import TrialState
+
+from lrbench import data
+from lrbench.config import SweepConfig
+from lrbench.devices import Slot, plan_slots
+from lrbench.storage import open_storage, storage_location
+from lrbench.study import counted_trials, open_study, recover_stale_trials
+from lrbench.worker import SlotJob, SlotReport, run_slot
+
+
+@dataclass
+class Progress:
+    """A snapshot of the study, as the progress bar shows it."""
+
+    finished: int
+    running: int
+    failed: int
+    best: float | None
+
+
+@dataclass
+class SweepOutcome:
+    study: str
+    storage: str
+    slots: list[Slot]
+    finished: int
+    target: int
+    recovered: list[int] = field(default_factory=list)  # trials re-queued from dead workers
+    interrupted: bool = False
+    wall_seconds: float = 0.0
+    reports: list[SlotReport] = field(default_factory=list)
+    error: BaseException | None = None
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(r.train_seconds for r in self.reports)
+
+
+def snapshot(study: optuna.Study) -> Progress:
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return Progress(finished=len(done),
+                    running=sum(t.state == TrialState.RUNNING for t in trials),
+                    failed=sum(t.state == TrialState.FAIL for t in trials),
+                    best=max(complete) if complete else None)
+
+
+def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
+              storage: str | None = None, data_dir: str | None = None, device: str = "auto",
+              workers: int | None = None,
+              on_progress: Callable[[Progress], None] | None = None) -> SweepOutcome:
+    """Train the sweep's trials on worker slots until the study holds ``config.trials``."""
+    started = time.perf_counter()
+    slots = plan_slots(device, workers)
+    # Fail here, once, on a missing data set or a bad validation size, not in N workers.
+    arrays = data.load_arrays(config.dataset, data_dir)
+    data.validation_count(config.validation_size, len(arrays.train_labels))
+    location = storage_location(storage, results_dir)
+    study = open_study(config, open_storage(location))
+    outcome = SweepOutcome(config.study, location, slots, 0, config.trials,
+                           recovered=recover_stale_trials(study))
+    if counted_trials(study) < config.trials:
+        stop_file = Path(results_dir) / f".stop-{uuid.uuid4().hex}"
+        jobs = [SlotJob(slot, config, location, str(arrays.root), str(stop_file)) for slot in slots]
+        _run_slots(jobs, study, stop_file, outcome, on_progress)
+        outcome.recovered += recover_stale_trials(study)  # a slot that died mid-trial
+    outcome.finished = snapshot(study).finished
+    outcome.wall_seconds = time.perf_counter() - started
+    return outcome
+
+
+def _run_slots(jobs: list[SlotJob], study: optuna.Study, stop_file: Path,
+               outcome: SweepOutcome, on_progress: Callable[[Progress], None] | None) -> None:
+    """Run the slots in loky processes from a thread, so this thread can draw progress."""
+
+    def work() -> None:
+        try:
+            outcome.reports = list(joblib.Parallel(n_jobs=len(jobs), backend="loky")(
+                joblib.delayed(run_slot)(job) for job in jobs))
+        except BaseException as err:  # reported by the caller; the thread must not die silently
+            outcome.error = err
+
+    thread = threading.Thread(target=work, name="lrbench-slots", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            if on_progress is not None:
+                on_progress(snapshot(study))
+            thread.join(timeout=0.5)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        stop_file.parent.mkdir(parents=True, exist_ok=True)
+        stop_file.touch()  # every slot stops at its next epoch and re-queues its trial
+        thread.join()
+    finally:
+        stop_file.unlink(missing_ok=True)
+    if on_progress is not None:
+        on_progress(snapshot(study))
+    outcome.interrupted |= any(r.interrupted for r in outcome.reports)

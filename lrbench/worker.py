@@ -1,0 +1,120 @@
+"""One worker slot: a process pinned to one device, looping ask -> train -> tell.
+
+Each slot talks to the shared study itself, so pruning decisions are per trial and a
+sweep can be joined by more slots (or a second ``lrbench sweep``) at any time. The
+trial count is checked across all slots under a lock, not per slot.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from lrbench.config import SweepConfig
+from lrbench.data import load_device_data
+from lrbench.devices import Slot
+from lrbench.engine.sequential import train_trial
+from lrbench.storage import claim_lock, open_storage
+from lrbench.study import (
+    counted_trials,
+    heartbeat,
+    make_pruner,
+    make_sampler,
+    mark_running,
+    record_result,
+    requeue,
+    trial_spec,
+)
+
+# A slot whose trials keep raising has a bug or a broken device, not bad luck: stop it.
+MAX_FAILURES_IN_A_ROW = 3
+
+
+class StopRequested(Exception):
+    """The parent asked every slot to stop (Ctrl-C): abandon the trial, re-queue it."""
+
+
+@dataclass(frozen=True)
+class SlotJob:
+    slot: Slot
+    config: SweepConfig
+    storage: str  # URL or journal path: each process opens its own connection
+    data_dir: str  # the torchvision root the parent already found the data in
+    stop_file: str  # exists once the parent wants the sweep stopped
+
+
+@dataclass
+class SlotReport:
+    slot: Slot
+    trials: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    data_seconds: float = 0.0  # loading the data set onto the device, once per slot
+    train_seconds: float = 0.0  # sum of the slot's trials' training time
+
+
+def run_slot(job: SlotJob) -> SlotReport:
+    slot, config = job.slot, job.config
+    torch.set_num_threads(slot.threads)  # slots share the cores; don't oversubscribe them
+    if slot.device.startswith("cuda"):
+        torch.cuda.set_device(slot.device)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=config.study, storage=open_storage(job.storage),
+                              sampler=make_sampler(config, slot.index),
+                              pruner=make_pruner(config, config.epochs))
+    report = SlotReport(slot)
+    started = time.perf_counter()
+    data = load_device_data(config.dataset, job.data_dir, config.validation_size, config.seed,
+                            slot.device)
+    report.data_seconds = time.perf_counter() - started
+    stop = Path(job.stop_file)
+
+    failures_in_a_row = 0
+    while not stop.exists():
+        with claim_lock(job.storage, config.study):
+            if counted_trials(study) >= config.trials:
+                break
+            trial = study.ask()
+            mark_running(trial, slot.index, slot.device)
+
+        def on_epoch(epoch: int, val_accuracy: float, trial: optuna.Trial = trial) -> bool:
+            trial.report(val_accuracy, epoch)
+            heartbeat(trial)
+            if stop.exists():
+                raise StopRequested
+            return trial.should_prune()
+
+        try:
+            result = train_trial(trial_spec(trial, config), data, on_epoch)
+        except (KeyboardInterrupt, StopRequested):
+            trial.set_user_attr("reason", "interrupted (Ctrl-C); re-queued")
+            study.tell(trial, state=TrialState.FAIL)
+            requeue(study, trial)
+            report.interrupted = True
+            break
+        except Exception as err:  # a bug or a device error: keep its trace with the trial
+            trial.set_user_attr("reason", f"error: {err!r}")
+            trial.set_user_attr("traceback", traceback.format_exc())
+            study.tell(trial, state=TrialState.FAIL)
+            report.failed += 1
+            failures_in_a_row += 1
+            if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+                raise RuntimeError(f"slot {slot.index} ({slot.device}): {failures_in_a_row} "
+                                   f"trials in a row failed; last: {err!r}") from err
+            continue
+
+        failures_in_a_row = 0
+        record_result(trial, result)
+        report.trials += 1
+        report.train_seconds += result.train_seconds
+        if result.status == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, result.val_accuracy)
+    return report
