@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 import optuna
+from joblib.externals.loky.process_executor import TerminatedWorkerError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,8 +42,9 @@ def find_sweep_file(name: str) -> Path:
         if (folder / f"{name}.toml").is_file():
             return folder / f"{name}.toml"
     known = sorted({p.stem for folder in SWEEP_DIRS for p in folder.glob("*.toml")})
-    raise UserError(f"no sweep file {name!r}: looked for {name}.toml in "
-                    f"{', '.join(str(d) for d in SWEEP_DIRS)} (known: {', '.join(known) or 'none'})")
+    folders = ", ".join(str(d) for d in SWEEP_DIRS)
+    raise UserError(f"no sweep file {name!r}: looked for {name}.toml in {folders} "
+                    f"(known: {', '.join(known) or 'none'})")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -54,7 +56,8 @@ def cli() -> None:
 RESULTS = click.option("--results", "results_dir", default="results", show_default=True,
                        type=click.Path(file_okay=False), help="Output folder (default storage).")
 STORAGE = click.option("--storage", default=None,
-                       help="Optuna storage URL or journal file [default: RESULTS/lrbench.journal].")
+                       help="Optuna storage URL or journal file "
+                            "[default: RESULTS/lrbench.journal].")
 
 
 @cli.command()
@@ -100,9 +103,12 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
                   f"(slots: {slots}; wall {outcome.wall_seconds:.1f} s, training "
                   f"{outcome.train_seconds:.1f} s summed over slots)")
     console.print(f"browse: optuna-dashboard {outcome.storage}")
+    if isinstance(outcome.error, TerminatedWorkerError):
+        # Not the user's mistake, but no traceback helps either: the storage is intact.
+        err_console.print(f"lrbench: a worker process died ({outcome.error}); its trial was "
+                          f"re-queued: run the same command to resume")
+        sys.exit(1)
     if outcome.error is not None:
-        if isinstance(outcome.error, KeyboardInterrupt):
-            raise KeyboardInterrupt
         raise outcome.error
     if outcome.interrupted:
         console.print("interrupted: finished trials are kept; run the same command to resume")
@@ -115,8 +121,9 @@ def _print_best(study: optuna.Study) -> None:
         console.print("no completed trial yet")
         return
     table = Table(title=f"best trial per schedule family — study {study.study_name}")
-    for name in ("family", "trials", "pruned", "diverged", "val acc", "test acc", "trial", "params"):
-        table.add_column(name, justify="right" if name not in ("family", "params") else "left")
+    for name in ("family", "trials", "pruned", "diverged", "val acc", "test acc", "trial"):
+        table.add_column(name, justify="left" if name == "family" else "right")
+    table.add_column("params", overflow="fold")
     for r in rows:
         table.add_row(r["family"], str(r["complete"]), str(r["pruned"]), str(r["diverged"]),
                       f"{r['val_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", str(r["number"]),

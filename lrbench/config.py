@@ -24,6 +24,17 @@ PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 PLATEAU_METRICS = ("accuracy", "loss")
 
+# Every key each table may hold: a missing required key beside an unknown one is
+# reported as the unknown one (most likely its typo).
+KEYS = {
+    "study": ("name", "trials", "seed", "sampler", "pruner"),
+    "data": ("dataset", "validation_size"),
+    "train": ("model", "epochs", "batch_size"),
+    "optimizer": ("name", "lr", "momentum", "nesterov", "weight_decay"),
+    "search": ("lr", "warmup_epochs"),
+    "schedules": ("families", "plateau_metric", *FAMILIES),
+}
+
 
 @dataclass(frozen=True)
 class OptimizerConfig:
@@ -79,9 +90,13 @@ class SweepConfig:
             as_dict.pop(key)
         return as_dict
 
-    def with_overrides(self, **changes: Any) -> SweepConfig:
-        """Command-line overrides (``--epochs 2``), checked like the file's values."""
-        changes = {k: v for k, v in changes.items() if v is not None}
+    def with_overrides(self, *, trials: int | None = None, epochs: int | None = None,
+                       dataset: str | None = None, seed: int | None = None,
+                       study: str | None = None) -> SweepConfig:
+        """The command line's overrides (``--epochs 2``), checked like the file's values."""
+        given = {"trials": trials, "epochs": epochs, "dataset": dataset, "seed": seed,
+                 "study": study}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if not changes:
             return self
         if "epochs" in changes:  # "--epochs 2" shortens every trial, the fixed ones too
@@ -105,9 +120,11 @@ def _jsonable(value: Any) -> Any:
 class _Table:
     """A TOML table being read: typed getters that name file and key on error."""
 
-    def __init__(self, path: Path, prefix: str, values: Mapping[str, Any]) -> None:
+    def __init__(self, path: Path, prefix: str, values: Mapping[str, Any],
+                 known: tuple[str, ...] = ()) -> None:
         self.path, self.prefix, self.values = path, prefix, dict(values)
         self.seen: set[str] = set()
+        self.known = known  # keys read later; not mistaken for typos of a required key
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
@@ -120,6 +137,9 @@ class _Table:
         self.seen.add(name)
         if name not in self.values:
             if default is ...:
+                unknown = sorted(set(self.values) - self.seen - set(self.known))
+                if unknown:  # most likely a typo of this very key: name it
+                    raise self.error(unknown[0], f"unknown key; {self.key(name)} is required")
                 raise self.error(name, "is required")
             return default
         value = self.values[name]
@@ -132,18 +152,19 @@ class _Table:
             raise self.error(name, f"must be {expect}, but got {value!r}")
         return value
 
-    def table(self, name: str) -> _Table:
+    def table(self, name: str, known: tuple[str, ...] = ()) -> _Table:
         self.seen.add(name)
         values = self.values.get(name, {})
         if not isinstance(values, Mapping):
             raise self.error(name, f"must be a table, but got {values!r}")
-        return _Table(self.path, self.key(name), values)
+        return _Table(self.path, self.key(name), values, known)
 
     def finish(self) -> None:
         """Unknown keys are errors: a typo must not fall back to a default silently."""
         unknown = sorted(set(self.values) - self.seen)
         if unknown:
-            raise self.error(unknown[0], f"unknown key (known here: {', '.join(sorted(self.seen))})")
+            known = ", ".join(sorted(self.seen))
+            raise self.error(unknown[0], f"unknown key (known here: {known})")
 
 
 def _is_int(value: Any) -> bool:
@@ -157,7 +178,7 @@ def _axis(table: _Table, name: str, integer: bool) -> Axis:
     number = (int,) if integer else (int, float)
     try:
         if isinstance(raw, Mapping):
-            spec = _Table(table.path, table.key(name), raw)
+            spec = _Table(table.path, table.key(name), raw, ("low", "high", "log"))
             low = spec.get("low", number)
             high = spec.get("high", number)
             log = spec.get("log", bool, False)
@@ -187,16 +208,20 @@ def _family_ranges(path: Path, sched: _Table, family: str, epochs: int) -> dict[
             known = ", ".join(defaults) or "none"
             raise table.error(name, f"unknown parameter of {family!r} (its parameters: {known})")
         integer = isinstance(defaults[name], IntRange)
+        numeric = not isinstance(defaults[name], Choice)
         axis = _axis(table, name, integer)
-        _check_axis_values(table, name, axis, integer)
+        _check_axis_values(table, name, axis, integer, numeric)
         axes[name] = axis
     return axes
 
 
-def _check_axis_values(table: _Table, name: str, axis: Axis, integer: bool) -> None:
+def _check_axis_values(table: _Table, name: str, axis: Axis, integer: bool,
+                       numeric: bool) -> None:
     for value in _values(axis):
         if integer and not _is_int(value):
             raise table.error(name, f"must be an integer, but got {value!r}")
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise table.error(name, f"must be a number, but got {value!r}")
         if name in PARAM_LIMITS:
             ok, expect = PARAM_LIMITS[name]
             if isinstance(value, bool) or not ok(value):
@@ -206,21 +231,32 @@ def _check_axis_values(table: _Table, name: str, axis: Axis, integer: bool) -> N
 def _fixed_trial(path: Path, index: int, raw: Any, config: SweepConfig) -> FixedTrial:
     if not isinstance(raw, Mapping):
         raise ConfigError(path, f"fixed[{index}]", f"must be a table, but got {raw!r}")
-    table = _Table(path, f"fixed[{index}]", raw)
+    table = _Table(path, f"fixed[{index}]", raw,
+                   ("schedule", "lr", "warmup_epochs", "epochs", *PARAM_LIMITS))
     family = table.get("schedule", str, check=lambda f: f in config.families,
                        expect=f"one of the sweep's families {list(config.families)}")
     lr = table.get("lr", (int, float), None, lambda v: v > 0, "> 0")
     warmup = table.get("warmup_epochs", int, 0, lambda v: v >= 0, ">= 0")
     epochs = table.get("epochs", int, None, lambda v: v >= 1, ">= 1")
-    params = {}
-    for name, axis in config.space(family).items():
-        value = table.get(name, (int, float, str, bool))
-        if not axis.contains(value):
-            raise table.error(name, f"= {value!r} lies outside the searched range "
-                                    f"{describe(axis)}; widen [schedules.{family}] {name}")
-        params[name] = value
+    params = {name: table.get(name, (int, float, str)) for name in config.space(family)}
     table.finish()
     return FixedTrial(family, params, None if lr is None else float(lr), warmup, epochs)
+
+
+def _check_fixed(path: Path, index: int, trial: FixedTrial, config: SweepConfig) -> None:
+    """A fixed trial must lie inside the searched space: Optuna records it on those axes."""
+    where = f"fixed[{index}]"
+    checks = [(f"{where}.{n}", v, axis, f"[schedules.{trial.family}] {n}")
+              for n, axis in config.space(trial.family).items() for v in [trial.params[n]]]
+    if config.lr_axis is not None and trial.lr is not None:
+        checks.append((f"{where}.lr", trial.lr, config.lr_axis, "search.lr"))
+    if config.warmup_axis is not None:
+        checks.append((f"{where}.warmup_epochs", trial.warmup_epochs, config.warmup_axis,
+                       "search.warmup_epochs"))
+    for key, value, axis, source in checks:
+        if not axis.contains(value):
+            raise ConfigError(path, key, f"= {value!r} lies outside the searched range "
+                                         f"{describe(axis)}; widen {source}")
 
 
 def load(path: str | Path) -> SweepConfig:
@@ -239,17 +275,17 @@ def load(path: str | Path) -> SweepConfig:
 
 def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
     top = _Table(path, "", raw)
-    study, dset, train = top.table("study"), top.table("data"), top.table("train")
-    opt, sched = top.table("optimizer"), top.table("schedules")
+    study, dset, train, opt, sched = (top.table(name, KEYS[name]) for name in
+                                      ("study", "data", "train", "optimizer", "schedules"))
 
     positive_int = {"check": lambda v: v >= 1, "expect": ">= 1"}
     epochs = train.get("epochs", int, **positive_int)
     families = tuple(sched.get("families", list, check=bool, expect="a non-empty list"))
     for family in families:
-        if family not in FAMILIES:
+        if not isinstance(family, str) or family not in FAMILIES:
             raise sched.error("families", f"has unknown family {family!r} "
                                           f"(known: {', '.join(FAMILIES)})")
-    search = top.table("search")
+    search = top.table("search", KEYS["search"])
     config = SweepConfig(
         study=study.get("name", str, check=bool, expect="a non-empty name"),
         trials=study.get("trials", int, **positive_int),
@@ -258,7 +294,8 @@ def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
         pruner=study.get("pruner", str, "median", lambda v: v in PRUNERS, f"one of {PRUNERS}"),
         dataset=dset.get("dataset", str, "mnist", lambda v: v in data.DATASETS,
                          f"one of {tuple(data.DATASETS)}"),
-        validation_size=dset.get("validation_size", (int, float), 0.1, lambda v: v >= 0,
+        validation_size=dset.get("validation_size", (int, float), 0.1,
+                                 lambda v: v >= 0 if isinstance(v, int) else 0 <= v < 1,
                                  "a count >= 1, a fraction in (0, 1), or 0 for the test set"),
         model=train.get("model", str, "fnn", lambda v: v in models.MODELS,
                         f"one of {tuple(models.MODELS)}"),
@@ -302,10 +339,15 @@ def _check_whole(config: SweepConfig, path: Path) -> None:
         raise ConfigError(path, "train.epochs", f"must be >= 1, but got {config.epochs}")
     if config.trials < 1:
         raise ConfigError(path, "study.trials", f"must be >= 1, but got {config.trials}")
+    if config.seed < 0:
+        raise ConfigError(path, "study.seed", f"must be >= 0, but got {config.seed}")
+    if not config.study:
+        raise ConfigError(path, "study.name", "must be a non-empty name, but got ''")
     if config.dataset not in data.DATASETS:
         raise ConfigError(path, "data.dataset", f"must be one of {tuple(data.DATASETS)}, "
                                                 f"but got {config.dataset!r}")
-    if config.optimizer.name == "sgd" and config.optimizer.nesterov and not config.optimizer.momentum:
+    opt = config.optimizer
+    if opt.name == "sgd" and opt.nesterov and not opt.momentum:
         raise ConfigError(path, "optimizer.nesterov", "needs momentum > 0, but momentum is 0")
     if config.lr_axis is not None:
         for value in _values(config.lr_axis):
@@ -332,6 +374,7 @@ def _check_whole(config: SweepConfig, path: Path) -> None:
                                       f"the grid sampler needs listed values, but got "
                                       f"{describe(axis)}") from None
     for i, trial in enumerate(config.fixed):
+        _check_fixed(path, i, trial, config)
         epochs = trial.epochs or config.epochs
         if trial.warmup_epochs >= epochs:
             raise ConfigError(path, f"fixed[{i}].warmup_epochs",

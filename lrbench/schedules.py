@@ -288,8 +288,10 @@ def lr_trace(spec: ScheduleSpec, ctx: ScheduleContext, base_lr: float,
             optimizer.step()
             schedule.after_batch()
         trace.append(lrs)
-        metric = metrics[epoch] if metrics is not None else 0.0
-        schedule.after_epoch(val_accuracy=metric, val_loss=metric)
+        if metrics is not None:
+            schedule.after_epoch(val_accuracy=metrics[epoch], val_loss=metrics[epoch])
+        else:  # a metric that always improves: the plateau never triggers
+            schedule.after_epoch(val_accuracy=float(epoch), val_loss=-float(epoch))
     return trace
 
 

@@ -8,7 +8,7 @@ objects describe the registry's defaults, so the two are checked and sampled ali
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import optuna
 
@@ -60,11 +60,11 @@ class Choice:
         return value in self.choices
 
 
-Axis = Union[FloatRange, IntRange, Choice]
+Axis = FloatRange | IntRange | Choice
 
 
 def suggest(trial: optuna.Trial, name: str, axis: Axis) -> Any:
-    """Sample ``axis`` under ``name`` (a fixed value still goes through Optuna, so it is recorded)."""
+    """Sample ``axis`` as ``name``; a fixed value goes through Optuna too, so it is recorded."""
     if isinstance(axis, FloatRange):
         return trial.suggest_float(name, axis.low, axis.high, log=axis.log)
     if isinstance(axis, IntRange):

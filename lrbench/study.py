@@ -88,7 +88,8 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
         study.set_user_attr("provenance", provenance())
         _enqueue_planned(study, config)
     elif stored != json.loads(json.dumps(identity)):
-        changed = sorted(k for k in identity if json.dumps(identity[k]) != json.dumps(stored.get(k)))
+        changed = sorted(k for k in identity
+                         if json.dumps(identity[k]) != json.dumps(stored.get(k)))
         raise UserError(f"study {config.study!r} already exists with a different setup "
                         f"(changed: {', '.join(changed)}); resume it unchanged, or start a new "
                         f"study with --study NAME")

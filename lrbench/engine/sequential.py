@@ -47,7 +47,8 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return loss_sum.item() / n, correct.item() / n
 
 
-def train_trial(spec: TrialSpec, data: DeviceData, on_epoch: EpochHook | None = None) -> TrialResult:
+def train_trial(spec: TrialSpec, data: DeviceData,
+                on_epoch: EpochHook | None = None) -> TrialResult:
     """Train one model with one schedule; validate every epoch; test once at the end.
 
     ``on_epoch`` sees each epoch's validation accuracy and returns True to prune the
@@ -88,7 +89,8 @@ def train_trial(spec: TrialSpec, data: DeviceData, on_epoch: EpochHook | None = 
         result.val_accuracy = val_accuracy
 
         if not math.isfinite(train_loss):
-            result.status, result.reason = "diverged", f"train loss is {train_loss} in epoch {epoch + 1}"
+            result.status = "diverged"
+            result.reason = f"train loss is {train_loss} in epoch {epoch + 1}"
             break
         if epoch >= 1 and val_accuracy <= CHANCE_MARGIN * chance:
             result.status = "diverged"

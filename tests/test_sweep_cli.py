@@ -1,0 +1,198 @@
+"""End to end through the ``lrbench`` command: real processes, real storage, real data.
+
+Each test runs the console script in a subprocess (as a user would), on the 5,000-image
+MNIST sample in ../shared/data, and then reads the journal storage back with Optuna.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from lrbench.storage import open_storage
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (DATA / "MNIST" / "raw").is_dir(),
+                       reason=f"real MNIST sample not found at {DATA}/MNIST/raw"),
+]
+
+
+def lrbench(*args: str, results: Path, **popen: object) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "lrbench", *args, "--data-dir", str(DATA),
+           "--results", str(results)]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **popen)
+
+
+def run(*args: str, results: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = lrbench(*args, results=results)
+    out, err = proc.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def load(results: Path, name: str = "smoke") -> optuna.Study:
+    storage = open_storage(str(results / "lrbench.journal"), create=False)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def states(study: optuna.Study) -> Counter:
+    return Counter(t.state for t in study.get_trials(deepcopy=False))
+
+
+def wait_for_running_trial(results: Path, name: str,
+                           timeout: float = 120) -> optuna.trial.FrozenTrial:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if (results / "lrbench.journal").exists():
+            running = load(results, name).get_trials(states=(TrialState.RUNNING,))
+            running = [t for t in running if "pid" in t.user_attrs]
+            if running:
+                return running[0]
+        time.sleep(0.2)
+    raise AssertionError("no trial started running")
+
+
+def test_smoke_sweep_with_two_workers_stores_every_trial_with_curves(tmp_path: Path) -> None:
+    done = run("sweep", "smoke", "--workers", "2", results=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    study = load(tmp_path)
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
+    assert {t.user_attrs["slot"] for t in trials} <= {0, 1}  # (a fast slot may take all 4)
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert attrs["seed"] == trial.number  # base seed 0 + trial number
+        assert len(attrs["curves"]["val_accuracy"]) == 2 == len(attrs["curves"]["lr"])
+        assert attrs["curves"]["val_accuracy"][-1] == trial.value
+        assert 0.5 < attrs["test_accuracy"] <= 1.0  # 2 epochs on 4,000 images: ~0.88
+        assert trial.params["schedule"] in ("step", "cosine", "onecycle")
+    assert "best trial per schedule family" in done.stdout
+
+    again = run("sweep", "smoke", results=tmp_path)  # resuming a finished sweep adds nothing
+    assert again.returncode == 0, again.stderr
+    assert len(load(tmp_path).trials) == 4
+
+
+def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_sweep(tmp_path: Path) -> None:
+    proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "3", results=tmp_path,
+                   start_new_session=True)
+    wait_for_running_trial(tmp_path, "smoke")
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+
+    count = states(load(tmp_path))
+    assert count[TrialState.RUNNING] == 0
+    assert count[TrialState.FAIL] == count[TrialState.WAITING] >= 1  # interrupted -> re-queued
+    finished_before = count[TrialState.COMPLETE]
+    assert finished_before < 30
+
+    resumed = run("sweep", "smoke", "--trials", "30", "--epochs", "3", results=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    count = states(load(tmp_path))
+    assert count[TrialState.COMPLETE] == 30
+    assert count[TrialState.WAITING] == count[TrialState.RUNNING] == 0
+
+
+def test_killed_worker_trial_is_failed_and_requeued_on_resume(tmp_path: Path) -> None:
+    proc = lrbench("sweep", "smoke", "--trials", "8", "--epochs", "6", results=tmp_path)
+    victim = wait_for_running_trial(tmp_path, "smoke")
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # a worker dies (OOM killer, say)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 1
+
+    resumed = run("sweep", "smoke", "--trials", "8", "--epochs", "6", results=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load(tmp_path).get_trials()
+    dead = trials[victim.number]
+    assert dead.state == TrialState.FAIL
+    assert "re-queued" in dead.user_attrs["reason"]
+    reruns = [t for t in trials if t.user_attrs.get("requeued_from") == victim.number]
+    assert len(reruns) == 1 and reruns[0].params == victim.params
+    assert reruns[0].state == TrialState.COMPLETE
+    assert states(load(tmp_path))[TrialState.COMPLETE] == 8
+
+
+def test_two_concurrent_sweeps_share_one_study_without_losing_trials(tmp_path: Path) -> None:
+    args = ("sweep", "smoke", "--trials", "20", "--epochs", "3", "--workers", "1")
+    first = lrbench(*args, results=tmp_path)
+    wait_for_running_trial(tmp_path, "smoke")  # the second joins a study already at work
+    second = lrbench(*args, results=tmp_path)
+    for proc in (first, second):
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+
+    trials = load(tmp_path).get_trials()
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 20}  # not 19, not 21
+    assert sorted(t.number for t in trials) == list(range(20))
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # both sweeps did work
+
+
+def test_dlwizard_sweep_runs_the_tutorials_five_configurations(tmp_path: Path) -> None:
+    done = run("sweep", "dlwizard", "--epochs", "1", results=tmp_path)
+    assert done.returncode == 0, done.stderr
+    trials = load(tmp_path, "dlwizard").get_trials()
+    configs = sorted((t.params["schedule"], *(v for k, v in sorted(t.params.items())
+                                              if k != "schedule")) for t in trials)
+    assert configs == sorted([("step", 0.1, 1), ("step", 0.1, 2), ("step", 0.96, 2),
+                              ("plateau", 0.1, 0), ("plateau", 0.5, 0)])
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+@pytest.mark.parametrize("sweep_text, expected", [
+    ("[study]\nname = 'x'\ntrials = 2\n[train]\nepochs = 0\n[schedules]\nfamilies = ['step']\n",
+     ["train.epochs", "0"]),
+    ("[study\nname = 1", ["(syntax)", "not valid TOML"]),
+    ("[study]\nname = 'x'\ntrials = 2\n[train]\nepochs = 2\n[schedules]\nfamilies = ['stepp']\n",
+     ["schedules.families", "stepp"]),
+])
+def test_bad_sweep_file_exits_2_with_file_key_value_and_writes_nothing(
+        tmp_path: Path, sweep_text: str, expected: list[str]) -> None:
+    sweep_file = tmp_path / "bad.toml"
+    sweep_file.write_text(sweep_text)
+    results = tmp_path / "results"
+    done = run("sweep", str(sweep_file), results=results)
+    assert done.returncode == 2
+    assert str(sweep_file) in done.stderr
+    for fragment in expected:
+        assert fragment in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not results.exists()
+
+
+def test_missing_data_exits_2_and_says_where_to_put_it(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "lrbench", "sweep", "smoke", "--data-dir",
+                           str(tmp_path / "empty"), "--results", str(tmp_path / "r")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "MNIST/raw" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_changed_setup_for_an_existing_study_exits_2(tmp_path: Path) -> None:
+    assert run("sweep", "smoke", "--trials", "1", results=tmp_path).returncode == 0
+    changed = run("sweep", "smoke", "--trials", "1", "--epochs", "1", results=tmp_path)
+    assert changed.returncode == 2
+    assert "epochs" in changed.stderr and "--study" in changed.stderr
+
+
+def test_list_shows_sweep_files_and_studies(tmp_path: Path) -> None:
+    assert run("sweep", "smoke", "--trials", "1", results=tmp_path).returncode == 0
+    listed = subprocess.run([sys.executable, "-m", "lrbench", "list", "--results", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0
+    for name in ("smoke", "step", "plateau", "all", "dlwizard"):
+        assert name in listed.stdout
