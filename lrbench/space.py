@@ -8,9 +8,10 @@ objects describe the registry's defaults, so the two are checked and sampled ali
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
+if TYPE_CHECKING:  # the engine imports this module; keep Optuna out of training processes
+    import optuna
 
 
 @dataclass(frozen=True)
