@@ -35,7 +35,12 @@ def is_url(location: str) -> bool:
 def open_storage(location: str, *, create: bool = True) -> BaseStorage:
     """Open a storage URL (``postgresql://``, ``sqlite:///``, ``redis://``) or journal file."""
     if location.startswith("redis://"):
-        return JournalStorage(JournalRedisBackend(location))
+        try:
+            return JournalStorage(JournalRedisBackend(location))
+        except ImportError as err:  # the redis package is optional
+            raise UserError(f"--storage {location}: {err}") from None
+        except Exception as err:  # redis.ConnectionError and kin
+            raise UserError(f"--storage {location}: cannot connect: {err}") from None
     if is_url(location):
         try:
             return optuna.storages.RDBStorage(location)
@@ -56,7 +61,10 @@ def open_storage(location: str, *, create: bool = True) -> BaseStorage:
             raise UserError(f"cannot create the results folder {path.parent}: {err}") from None
     if path.is_dir():
         raise UserError(f"--storage {path} is a folder; give a journal file or a URL")
-    return JournalStorage(JournalFileBackend(str(path)))
+    try:
+        return JournalStorage(JournalFileBackend(str(path)))  # replays the journal: reads it all
+    except (ValueError, UnicodeDecodeError) as err:  # json.JSONDecodeError is a ValueError
+        raise UserError(f"{path} is not an Optuna journal file ({err})") from None
 
 
 @contextlib.contextmanager

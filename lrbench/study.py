@@ -183,7 +183,10 @@ def heartbeat(trial: optuna.Trial) -> None:
 
 def _worker_alive(trial: FrozenTrial) -> bool:
     attrs = trial.user_attrs
-    if attrs.get("host") != socket.gethostname():
+    if "host" not in attrs:  # asked but not yet marked: give its worker a moment to do so
+        started = trial.datetime_start or datetime.datetime.now()
+        return (datetime.datetime.now() - started).total_seconds() < STALE_AFTER_SECONDS
+    if attrs["host"] != socket.gethostname():
         return time.time() - attrs.get("heartbeat", 0) < STALE_AFTER_SECONDS
     try:
         process = psutil.Process(attrs.get("pid", -1))

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from lrbench import data
 from lrbench.config import SweepConfig
 from lrbench.devices import Slot, plan_slots
-from lrbench.storage import open_storage, storage_location
+from lrbench.storage import claim_lock, open_storage, storage_location
 from lrbench.study import counted_trials, open_study, recover_stale_trials
 from lrbench.worker import SlotJob, SlotReport, run_slot
 
@@ -79,15 +79,22 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     location = storage_location(storage, results_dir)
     study = open_study(config, open_storage(location))
     outcome = SweepOutcome(config.study, location, slots, 0, config.trials,
-                           recovered=recover_stale_trials(study))
+                           recovered=_recover(study, location))
     if counted_trials(study) < config.trials:
         stop_file = Path(results_dir) / f".stop-{uuid.uuid4().hex}"
         jobs = [SlotJob(slot, config, location, str(arrays.root), str(stop_file)) for slot in slots]
         _run_slots(jobs, study, stop_file, outcome, on_progress)
-        outcome.recovered += recover_stale_trials(study)  # a slot that died mid-trial
+        outcome.recovered += _recover(study, location)  # a slot that died mid-trial
     outcome.finished = snapshot(study).finished
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
+
+
+def _recover(study: optuna.Study, location: str) -> list[int]:
+    # Under the claim lock: a slot of another sweep between ask and mark_running must not
+    # look dead to us.
+    with claim_lock(location, study.study_name):
+        return recover_stale_trials(study)
 
 
 def _run_slots(jobs: list[SlotJob], study: optuna.Study, stop_file: Path,

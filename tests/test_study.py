@@ -1,0 +1,469 @@
+"""Tests for lrbench.study (the Optuna side) and lrbench.worker.run_slot.
+
+In-memory studies where one process is enough; a journal file in tmp_path where a second
+process (a later sweep, a dead worker) is the point. Only the run_slot tests train, for
+one epoch on the real MNIST sample.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from lrbench import study as st
+from lrbench import worker
+from lrbench.config import SweepConfig, load
+from lrbench.devices import Slot
+from lrbench.errors import UserError
+from lrbench.storage import open_storage
+from lrbench.worker import SlotJob, run_slot
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def write_sweep(tmp_path: Path, *, name: str = "t", trials: int = 10, seed: int = 7,
+                sampler: str = "random", pruner: str = "none", epochs: int = 5,
+                families: str = '["step", "plateau", "constant"]', search: str = "",
+                extra: str = "", validation_size: str = "0.1") -> SweepConfig:
+    """A sweep file in tmp_path, loaded as the CLI loads it. `search` is the body of
+    [search]; `extra` is appended raw (family tables, [[fixed]] entries)."""
+    text = f"""\
+[study]
+name = "{name}"
+trials = {trials}
+seed = {seed}
+sampler = "{sampler}"
+pruner = "{pruner}"
+
+[data]
+dataset = "mnist"
+validation_size = {validation_size}
+
+[train]
+model = "fnn"
+epochs = {epochs}
+batch_size = 100
+
+[optimizer]
+name = "sgd"
+lr = 0.1
+
+[search]
+{search}
+
+[schedules]
+families = {families}
+
+{extra}
+"""
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return load(path)
+
+
+def memory_study(sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    return optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction="maximize",
+                               sampler=sampler or optuna.samplers.RandomSampler(seed=0))
+
+
+def expected_names(config: SweepConfig, family: str) -> set[str]:
+    return {"schedule"} | {f"{family}.{name}" for name in config.space(family)}
+
+
+def waiting(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+def enqueued_params(study: optuna.Study) -> list[dict]:
+    """What enqueue_trial stored: Optuna keeps it in system_attrs until the trial is asked."""
+    return [t.system_attrs["fixed_params"] for t in waiting(study)]
+
+
+# --- trial_spec: the conditional space ---------------------------------------------------
+
+
+def test_trial_spec_samples_only_the_chosen_familys_parameters(tmp_path: Path):
+    """A `gamma` of `step` must never show up in a `plateau` trial (and TPE's groups rely
+    on each family's names being its own)."""
+    config = write_sweep(tmp_path)
+    study = memory_study()
+    families = Counter()
+    for _ in range(30):
+        trial = study.ask()
+        spec = st.trial_spec(trial, config)
+        family = trial.params["schedule"]
+        families[family] += 1
+        assert set(trial.params) == expected_names(config, family)
+        assert spec.schedule.family == family
+        assert dict(spec.schedule.params) == {
+            name: trial.params[f"{family}.{name}"] for name in config.space(family)}
+        # not searched: the optimizer's lr, no warm-up
+        assert spec.optimizer == config.optimizer
+        assert spec.schedule.warmup_epochs == 0
+        assert (spec.model, spec.epochs, spec.batch_size) == ("fnn", 5, 100)
+        study.tell(trial, 0.5)
+    assert set(families) == {"step", "plateau", "constant"}
+
+
+def test_trial_spec_suggests_lr_and_warmup_when_searched(tmp_path: Path):
+    config = write_sweep(tmp_path, search="lr = { low = 0.01, high = 0.5, log = true }\n"
+                                          "warmup_epochs = { low = 0, high = 2 }")
+    study = memory_study()
+    for _ in range(10):
+        trial = study.ask()
+        spec = st.trial_spec(trial, config)
+        family = trial.params["schedule"]
+        assert set(trial.params) == expected_names(config, family) | {"lr", "warmup_epochs"}
+        assert spec.optimizer.lr == trial.params["lr"] and 0.01 <= spec.optimizer.lr <= 0.5
+        assert spec.schedule.warmup_epochs == trial.params["warmup_epochs"] in (0, 1, 2)
+        assert spec.optimizer.momentum == config.optimizer.momentum
+        study.tell(trial, 0.5)
+
+
+def test_trial_spec_seed_is_base_seed_plus_number(tmp_path: Path):
+    """Distinct seeds per trial, reproducible from the trial number alone."""
+    config = write_sweep(tmp_path, seed=7)
+    study = memory_study()
+    for number in range(3):
+        trial = study.ask()
+        spec = st.trial_spec(trial, config)
+        assert trial.number == spec.number == number
+        assert spec.seed == 7 + number
+        assert trial.user_attrs["seed"] == 7 + number
+        assert trial.user_attrs["family"] == spec.schedule.family
+        assert trial.user_attrs["epochs"] == 5
+        study.tell(trial, 0.5)
+
+
+def test_fixed_trial_epochs_and_lr_override_the_config(tmp_path: Path):
+    """The tutorial's step runs are 5 epochs in a 10-epoch sweep, at their own LR."""
+    fixed = '[[fixed]]\nschedule = "step"\nstep_size = 1\ngamma = 0.1\nepochs = 2\nlr = 0.05\n'
+    config = write_sweep(tmp_path, extra=fixed)
+    study = st.open_study(config, optuna.storages.InMemoryStorage())
+    first = study.ask()
+    spec = st.trial_spec(first, config)
+    assert first.params == {"schedule": "step", "step.step_size": 1, "step.gamma": 0.1}
+    assert first.user_attrs["epochs"] == spec.epochs == 2
+    assert spec.optimizer.lr == 0.05
+    study.tell(first, 0.5)
+    second = study.ask()
+    spec = st.trial_spec(second, config)
+    assert spec.epochs == config.epochs == 5
+    assert spec.optimizer.lr == config.optimizer.lr
+
+
+# --- open_study: create, reopen, refuse a changed setup ----------------------------------
+
+FIXED_TWO = ('[[fixed]]\nschedule = "step"\nstep_size = 1\ngamma = 0.1\n'
+             '[[fixed]]\nschedule = "plateau"\nfactor = 0.5\npatience = 0\n')
+
+
+@pytest.fixture(params=["memory", "journal"])
+def storage_factory(request, tmp_path: Path):
+    """A fresh connection each call: the journal one is what a second `lrbench sweep` sees."""
+    if request.param == "memory":
+        shared = optuna.storages.InMemoryStorage()
+        return lambda: shared
+    return lambda: open_storage(str(tmp_path / "results" / "lrbench.journal"))
+
+
+def test_open_study_stores_config_and_provenance(tmp_path: Path, storage_factory):
+    config = write_sweep(tmp_path, extra=FIXED_TWO)
+    study = st.open_study(config, storage_factory())
+    attrs = study.user_attrs
+    assert study.study_name == "t"
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert attrs[st.CONFIG_ATTR] == json.loads(json.dumps(config.identity()))
+    assert attrs["sweep_file"] == str(tmp_path / "t.toml")
+    provenance = attrs["provenance"]
+    assert provenance["lrbench"] and provenance["optuna"] == optuna.__version__
+    assert provenance["torch"] == torch.__version__
+    assert provenance["host"] == socket.gethostname()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    assert provenance["git_revision"] == (head.stdout.strip() if head.returncode == 0
+                                          else "unknown")
+
+
+def test_reopen_with_the_same_config_enqueues_nothing_new(tmp_path: Path, storage_factory):
+    config = write_sweep(tmp_path, extra=FIXED_TWO)
+    st.open_study(config, storage_factory())
+    again = load(config.source)  # the same file read again, as a resumed sweep does
+    study = st.open_study(again, storage_factory())
+    assert len(study.trials) == 2
+    assert enqueued_params(study) == [
+        {"schedule": "step", "step.step_size": 1, "step.gamma": 0.1},
+        {"schedule": "plateau", "plateau.factor": 0.5, "plateau.patience": 0},
+    ]
+    # more trials asked for is not a different setup: the count is not part of the identity
+    st.open_study(again.with_overrides(trials=50), storage_factory())
+
+
+def test_reopen_with_changed_epochs_is_refused(tmp_path: Path, storage_factory):
+    config = write_sweep(tmp_path)
+    st.open_study(config, storage_factory())
+    with pytest.raises(UserError) as err:
+        st.open_study(config.with_overrides(epochs=3), storage_factory())
+    message = str(err.value)
+    assert "epochs" in message and "--study" in message and "'t'" in message
+
+
+def test_grid_enqueues_each_familys_own_product(tmp_path: Path):
+    """A grid over a conditional space: step's and plateau's axes are never crossed."""
+    config = write_sweep(
+        tmp_path, sampler="grid", search="lr = [0.05, 0.1]",
+        extra="[schedules.step]\nstep_size = [1, 2]\ngamma = [0.1, 0.5]\n"
+              "[schedules.plateau]\nfactor = [0.1, 0.5]\npatience = { low = 0, high = 2 }\n")
+    study = st.open_study(config, optuna.storages.InMemoryStorage())
+    points = enqueued_params(study)
+    by_family = Counter(p["schedule"] for p in points)
+    # step 2 x 2 x lr 2 = 8; plateau 2 x 3 (0, 1, 2) x lr 2 = 12; constant: lr 2 = 2
+    assert by_family == {"step": 8, "plateau": 12, "constant": 2}
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == 22  # no duplicates
+    for point in points:
+        assert set(point) == expected_names(config, point["schedule"]) | {"lr"}
+    assert {"schedule": "plateau", "plateau.factor": 0.5, "plateau.patience": 2,
+            "lr": 0.1} in points
+    assert {"schedule": "constant", "lr": 0.05} in points
+    # the first asked trial is the first grid point, and trial_spec reads it back
+    trial = study.ask()
+    spec = st.trial_spec(trial, config)
+    assert trial.params == points[0]
+    assert spec.optimizer.lr == points[0]["lr"]
+
+
+# --- recovering trials left RUNNING by dead workers --------------------------------------
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> str:
+    path = str(tmp_path / "lrbench.journal")
+    optuna.create_study(study_name="s", storage=open_storage(path), direction="maximize")
+    return path
+
+
+def reopen(journal: str) -> optuna.Study:
+    """The study as a new sweep process sees it: its own connection to the journal."""
+    return optuna.load_study(study_name="s", storage=open_storage(journal))
+
+
+def running_trial(study: optuna.Study, **attrs: object) -> int:
+    """Ask a trial with params, as a worker does, and mark it with `attrs`."""
+    trial = study.ask()
+    trial.suggest_categorical("schedule", ["step"])
+    trial.suggest_float("step.gamma", 0.05, 0.99, log=True)
+    trial.set_user_attr("epochs", 4)
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    return trial.number
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    assert not psutil.pid_exists(process.pid)
+    return process.pid
+
+
+def test_dead_local_worker_trial_is_failed_and_requeued(journal: str):
+    number = running_trial(reopen(journal), host=socket.gethostname(), pid=dead_pid(),
+                           pid_started=1_000_000.0, heartbeat=time.time())
+    study = reopen(journal)
+    assert st.recover_stale_trials(study) == [number]
+    old = study.trials[number]
+    assert old.state == TrialState.FAIL
+    assert "died" in old.user_attrs["reason"]
+    [queued] = waiting(study)
+    assert queued.system_attrs["fixed_params"] == old.params
+    assert queued.user_attrs == {"epochs": 4, "requeued_from": number}
+    # nothing is left to recover: a second sweep starting now must not queue it twice
+    assert st.recover_stale_trials(reopen(journal)) == []
+    assert len(waiting(reopen(journal))) == 1
+    # the next trial asked runs the same configuration again
+    number_asked = study.ask().number
+    asked = study.trials[number_asked]
+    assert asked.state == TrialState.RUNNING and asked.user_attrs["requeued_from"] == number
+    assert asked.system_attrs["fixed_params"] == old.params
+
+
+def test_live_local_worker_trial_is_left_running(journal: str):
+    study = reopen(journal)
+    trial = study.ask()
+    st.mark_running(trial, slot_index=0, device="cpu")  # this very process: alive
+    assert trial.user_attrs["pid"] == psutil.Process().pid
+    assert st.recover_stale_trials(reopen(journal)) == []
+    assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
+
+
+def test_reused_pid_counts_as_dead(journal: str):
+    """Same pid, other start time: the worker died and a new process took its number."""
+    me = psutil.Process()
+    number = running_trial(reopen(journal), host=socket.gethostname(), pid=me.pid,
+                           pid_started=me.create_time() - 100, heartbeat=time.time())
+    assert st.recover_stale_trials(reopen(journal)) == [number]
+
+
+@pytest.mark.parametrize("age, recovered", [(60, False), (st.STALE_AFTER_SECONDS + 60, True)])
+def test_other_hosts_trials_go_by_heartbeat(journal: str, age: float, recovered: bool):
+    """Another machine's pid means nothing here; only its heartbeat's age does."""
+    number = running_trial(reopen(journal), host="some-other-host", pid=psutil.Process().pid,
+                           pid_started=psutil.Process().create_time(),
+                           heartbeat=time.time() - age)
+    assert st.recover_stale_trials(reopen(journal)) == ([number] if recovered else [])
+    state = reopen(journal).trials[number].state
+    assert state == (TrialState.FAIL if recovered else TrialState.RUNNING)
+
+
+def test_trial_asked_but_not_yet_marked_is_not_taken_for_dead(journal: str):
+    """A slot of another sweep between ask() and mark_running() is alive, not stale."""
+    slot_study = reopen(journal)
+    trial = slot_study.ask()  # no host/pid attributes yet
+    assert st.recover_stale_trials(reopen(journal)) == []
+    st.mark_running(trial, slot_index=0, device="cpu")  # must not raise UpdateFinishedTrialError
+    assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
+
+
+# --- counting and sampling ---------------------------------------------------------------
+
+
+def test_counted_trials_counts_finished_and_running_only():
+    study = memory_study()
+    for value in (0.1, 0.2):
+        study.tell(study.ask(), value)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.ask()  # running
+    study.enqueue_trial({"x": 1.0})
+    study.enqueue_trial({"x": 2.0})
+    states = Counter(t.state for t in study.trials)
+    assert states == {TrialState.COMPLETE: 2, TrialState.PRUNED: 1, TrialState.FAIL: 1,
+                      TrialState.RUNNING: 1, TrialState.WAITING: 2}
+    assert st.counted_trials(study) == 4
+
+
+def first_suggestion(sampler: optuna.samplers.BaseSampler) -> float:
+    trial = memory_study(sampler).ask()
+    return trial.suggest_float("x", 0.0, 1.0)
+
+
+def test_tpe_is_multivariate_and_grouped(tmp_path: Path):
+    """group=True is what lets TPE model each family's parameters jointly."""
+    sampler = st.make_sampler(write_sweep(tmp_path, sampler="tpe"), 0)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert sampler._multivariate and sampler._group and sampler._constant_liar
+
+
+@pytest.mark.parametrize("sampler, shared", [("tpe", False), ("random", False), ("qmc", True),
+                                             ("grid", False)])
+def test_slot_seeds(tmp_path: Path, sampler: str, shared: bool):
+    """Slots with one seed would propose the same trials; QMC must share its sequence."""
+    config = write_sweep(tmp_path, sampler=sampler, extra=(
+        "[schedules.step]\nstep_size = [1, 2]\ngamma = [0.1]\n"
+        "[schedules.plateau]\nfactor = [0.1]\npatience = [0]\n" if sampler == "grid" else ""))
+    slot0, slot1 = (first_suggestion(st.make_sampler(config, i)) for i in (0, 1))
+    assert first_suggestion(st.make_sampler(config, 0)) == slot0  # reproducible
+    assert (slot0 == slot1) is shared
+    if sampler == "qmc":
+        assert st.make_sampler(config, 3)._seed == config.seed
+
+
+@pytest.mark.parametrize("pruner, kind", [
+    ("median", optuna.pruners.MedianPruner), ("hyperband", optuna.pruners.HyperbandPruner),
+    ("none", optuna.pruners.NopPruner)])
+def test_make_pruner(tmp_path: Path, pruner: str, kind: type):
+    assert isinstance(st.make_pruner(write_sweep(tmp_path, pruner=pruner), 5), kind)
+
+
+# --- run_slot, in this process -----------------------------------------------------------
+
+
+@pytest.fixture
+def slot_job(tmp_path: Path):
+    """A 2-trial, 1-epoch sweep on the real sample; restores what run_slot sets globally."""
+    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    config = write_sweep(tmp_path, name="slot", trials=2, seed=0, epochs=1,
+                         families='["step", "constant"]', validation_size="0.2")
+    journal = str(tmp_path / "results" / "lrbench.journal")
+    st.open_study(config, open_storage(journal))
+    threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
+    yield SlotJob(Slot(0, "cpu", 1), config, journal, str(DATA), str(tmp_path / "stop"))
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(verbosity)
+
+
+def stored(job: SlotJob) -> optuna.Study:
+    return optuna.load_study(study_name=job.config.study, storage=open_storage(job.storage))
+
+
+def test_run_slot_runs_the_sweeps_trials(slot_job: SlotJob):
+    report = run_slot(slot_job)
+    assert (report.trials, report.failed, report.interrupted) == (2, 0, False)
+    assert report.train_seconds > 0 and report.data_seconds >= 0
+    trials = stored(slot_job).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert attrs["seed"] == trial.number
+        assert attrs["status"] == "complete" and attrs["diverged"] is False
+        assert attrs["curves"]["epoch"] == [1] and attrs["epochs_run"] == 1
+        assert set(attrs["curves"]) == {"epoch", "lr", "train_loss", "val_loss",
+                                        "val_accuracy", "seconds"}
+        assert 0.5 < attrs["test_accuracy"] <= 1  # 4,000 images, 1 epoch: ~0.85
+        assert trial.value == attrs["val_accuracy"]
+        assert attrs["host"] == socket.gethostname() and attrs["device"] == "cpu"
+    # the sweep is full: another slot joining now runs nothing
+    assert run_slot(slot_job).trials == 0
+
+
+def test_run_slot_with_stop_file_runs_nothing(slot_job: SlotJob):
+    Path(slot_job.stop_file).touch()
+    report = run_slot(slot_job)
+    assert (report.trials, report.failed) == (0, 0)
+    assert stored(slot_job).trials == []
+
+
+def test_stop_during_a_trial_fails_and_requeues_it(slot_job: SlotJob, monkeypatch):
+    """Ctrl-C mid-trial: the trial is FAIL (not lost as RUNNING) and its config re-queued."""
+    def stopped_in_epoch_1(spec, data, on_epoch):
+        Path(slot_job.stop_file).touch()
+        on_epoch(0, 0.5)
+        raise AssertionError("on_epoch should have raised StopRequested")
+
+    monkeypatch.setattr(worker, "train_trial", stopped_in_epoch_1)
+    report = run_slot(slot_job)
+    assert report.interrupted and report.trials == 0
+    study = stored(slot_job)
+    first, queued = study.trials
+    assert first.state == TrialState.FAIL and "interrupted" in first.user_attrs["reason"]
+    assert queued.state == TrialState.WAITING
+    assert queued.system_attrs["fixed_params"] == first.params
+    assert queued.user_attrs["requeued_from"] == first.number
+
+
+def test_slot_stops_after_repeated_errors(slot_job: SlotJob, monkeypatch):
+    """A trainer that always raises is a bug: stop the slot, keep each trace with its trial."""
+    def broken(spec, data, on_epoch):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(worker, "train_trial", broken)
+    with pytest.raises(RuntimeError, match="3 trials in a row failed"):
+        run_slot(slot_job)
+    trials = stored(slot_job).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * worker.MAX_FAILURES_IN_A_ROW
+    for trial in trials:
+        assert "boom" in trial.user_attrs["reason"]
+        assert "ZeroDivisionError" in trial.user_attrs["traceback"]
