@@ -10,8 +10,9 @@ CPU worker slots into a temporary results folder, then splits the wall time:
     parent set-up   run_sweep's start to its first progress poll (slots, data check, study)
     slot start-up   to the slot's first `ask`: process spawn, imports, load_study and the
                     slot's data loading (SlotReport.data_seconds, shown on its own)
-    in-trial        a trial's ask -> tell time minus its train_seconds: sampling, user attrs,
-                    per-epoch report/heartbeat/should_prune, the journal writes of the results
+    in-trial        a trial's ask -> tell time minus its train_seconds: sampling, the
+                    running/result user attrs (journal writes). The per-epoch hook (report,
+                    heartbeat, should_prune) runs inside train_trial, so it is in train_seconds
     between trials  tell -> next ask: the claim lock, counting trials, `ask`
     tail            the slot's last `tell` to run_sweep's return: waiting for the other slots,
                     process teardown, the parent's final recovery and snapshot

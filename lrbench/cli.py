@@ -106,7 +106,7 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
     if isinstance(outcome.error, TerminatedWorkerError):
         # Not the user's mistake, but no traceback helps either: the storage is intact.
         err_console.print(f"lrbench: a worker process died ({outcome.error}); its trial was "
-                          f"re-queued: run the same command to resume")
+                          f"re-queued: run the same command to resume", markup=False)
         sys.exit(1)
     if outcome.error is not None:
         raise outcome.error
@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         sys.exit(130)
     except UserError as err:
-        err_console.print(f"[bold red]lrbench: error:[/] {err}", highlight=False)
+        # markup=False: messages quote sweep-file keys like [schedules.step] verbatim
+        err_console.print(f"lrbench: error: {err}", style="bold red", markup=False,
+                          highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

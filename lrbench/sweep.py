@@ -82,7 +82,7 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
                            recovered=_recover(study, location))
     if counted_trials(study) < config.trials:
         stop_file = Path(results_dir) / f".stop-{uuid.uuid4().hex}"
-        jobs = [SlotJob(slot, config, location, str(arrays.root), str(stop_file)) for slot in slots]
+        jobs = [SlotJob(slot, config, location, arrays, str(stop_file)) for slot in slots]
         _run_slots(jobs, study, stop_file, outcome, on_progress)
         outcome.recovered += _recover(study, location)  # a slot that died mid-trial
     outcome.finished = snapshot(study).finished

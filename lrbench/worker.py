@@ -13,12 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-import torch
 from optuna.trial import TrialState
 
 from lrbench.config import SweepConfig
-from lrbench.data import load_device_data
-from lrbench.devices import Slot
+from lrbench.data import DatasetArrays, split_to_device
+from lrbench.devices import Slot, configure_process
 from lrbench.engine.sequential import train_trial
 from lrbench.storage import claim_lock, open_storage
 from lrbench.study import (
@@ -45,7 +44,7 @@ class SlotJob:
     slot: Slot
     config: SweepConfig
     storage: str  # URL or journal path: each process opens its own connection
-    data_dir: str  # the torchvision root the parent already found the data in
+    arrays: DatasetArrays  # read once by the parent: workers never import torchvision
     stop_file: str  # exists once the parent wants the sweep stopped
 
 
@@ -61,17 +60,14 @@ class SlotReport:
 
 def run_slot(job: SlotJob) -> SlotReport:
     slot, config = job.slot, job.config
-    torch.set_num_threads(slot.threads)  # slots share the cores; don't oversubscribe them
-    if slot.device.startswith("cuda"):
-        torch.cuda.set_device(slot.device)
+    configure_process(slot)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=config.study, storage=open_storage(job.storage),
                               sampler=make_sampler(config, slot.index),
                               pruner=make_pruner(config, config.epochs))
     report = SlotReport(slot)
     started = time.perf_counter()
-    data = load_device_data(config.dataset, job.data_dir, config.validation_size, config.seed,
-                            slot.device)
+    data = split_to_device(job.arrays, config.validation_size, config.seed, slot.device)
     report.data_seconds = time.perf_counter() - started
     stop = Path(job.stop_file)
 

@@ -73,9 +73,7 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))
     monkeypatch.setattr(data, "KNOWN_GZ_DIRS", {})
-    data.load_device_data.cache_clear()
     yield
-    data.load_device_data.cache_clear()
 
 
 @pytest.fixture
@@ -177,7 +175,7 @@ def offline_download(self):
 
 
 def test_offline_download_gives_guidance_and_leaves_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(data.DATASETS["mnist"], "download", offline_download)
+    monkeypatch.setattr(data.dataset_class("mnist"), "download", offline_download)
     with pytest.raises(DataNotFoundError) as err:
         data.load_arrays("mnist")
     message = str(err.value)
@@ -206,7 +204,7 @@ def test_successful_download_is_moved_into_cache(tmp_path, monkeypatch):
     def fake_download(self):
         write_set(Path(self.raw_folder), expected)
 
-    monkeypatch.setattr(data.DATASETS["kmnist"], "download", fake_download)
+    monkeypatch.setattr(data.dataset_class("kmnist"), "download", fake_download)
     arrays = data.load_arrays("kmnist")
     assert_matches(arrays, expected)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["KMNIST"]  # staging removed
@@ -282,13 +280,6 @@ def test_to_float_matches_totensor_bit_exact():
     got = data.to_float(torch.from_numpy(pixels).reshape(1, 784))
     assert got.dtype == expected.dtype == torch.float32
     assert torch.equal(got, expected.reshape(1, 784))
-
-
-def test_load_device_data_is_memoised(mnist_root):
-    root, _ = mnist_root
-    first = data.load_device_data("mnist", str(root), 5, 0, "cpu")
-    assert data.load_device_data("mnist", str(root), 5, 0, "cpu") is first
-    assert data.load_device_data("mnist", str(root), 5, 1, "cpu") is not first
 
 
 def test_shared_mnist_loads():

@@ -16,7 +16,7 @@ import torch
 
 from lrbench import config as cfg
 from lrbench.config import OptimizerConfig
-from lrbench.data import DeviceData, load_arrays, split_to_device
+from lrbench.data import DatasetArrays, DeviceData, load_arrays, split_to_device
 from lrbench.devices import Slot
 from lrbench.engine import sequential
 from lrbench.engine.sequential import train_trial
@@ -257,9 +257,15 @@ def test_records_pickle():
     sweep = cfg.load(REPO / "sweeps" / "all.toml")
     result = TrialResult("pruned", 0.9, 0.8, 0.5, 1.5, "cpu", "pruned after epoch 1")
     result.curves["epoch"].append(1)
-    job = SlotJob(Slot(1, "cpu", 2), sweep, "results/lrbench.journal", str(DATA), "/tmp/stop")
+    images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
+    arrays = DatasetArrays("mnist", images, torch.arange(3), images[:2], torch.arange(2),
+                           Path("/data"))
+    job = SlotJob(Slot(1, "cpu", 2), sweep, "results/lrbench.journal", arrays, "/tmp/stop")
     trial = spec(schedule=ScheduleSpec("cyclic", {"base_lr_ratio": 0.1, "mode": "triangular2"}, 1))
-    for record in (trial, result, sweep, job):
+    for record in (trial, result, sweep):
         copy = pickle.loads(pickle.dumps(record))
         assert copy == record
         assert type(copy) is type(record)
+    job_copy = pickle.loads(pickle.dumps(job))
+    assert dataclasses.replace(job_copy, arrays=arrays) == job
+    assert torch.equal(job_copy.arrays.train_images, images)  # tensors travel by value

@@ -24,6 +24,7 @@ from optuna.trial import TrialState
 from lrbench import study as st
 from lrbench import worker
 from lrbench.config import SweepConfig, load
+from lrbench.data import load_arrays
 from lrbench.devices import Slot
 from lrbench.errors import UserError
 from lrbench.storage import open_storage
@@ -400,7 +401,8 @@ def slot_job(tmp_path: Path):
     journal = str(tmp_path / "results" / "lrbench.journal")
     st.open_study(config, open_storage(journal))
     threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
-    yield SlotJob(Slot(0, "cpu", 1), config, journal, str(DATA), str(tmp_path / "stop"))
+    arrays = load_arrays("mnist", DATA)
+    yield SlotJob(Slot(0, "cpu", 1), config, journal, arrays, str(tmp_path / "stop"))
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(verbosity)
 

@@ -143,7 +143,7 @@ def test_two_concurrent_sweeps_share_one_study_without_losing_trials(tmp_path: P
 
 
 def test_dlwizard_sweep_runs_the_tutorials_five_configurations(tmp_path: Path) -> None:
-    done = run("sweep", "dlwizard", "--epochs", "1", results=tmp_path)
+    done = run("sweep", "dlwizard", "--epochs", "2", results=tmp_path)
     assert done.returncode == 0, done.stderr
     trials = load(tmp_path, "dlwizard").get_trials()
     configs = sorted((t.params["schedule"], *(v for k, v in sorted(t.params.items())
