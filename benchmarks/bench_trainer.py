@@ -273,8 +273,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --device {args.device}: this machine has "
                   f"{torch.cuda.device_count()} CUDA device(s)", file=sys.stderr)
             return 2
+        device = torch.device("cuda", device.index or 0)  # set_device needs an index
         torch.cuda.set_device(device)
-        device = torch.device("cuda", torch.cuda.current_device())
 
     rss = {"after_imports_mb": current_rss_mb()}
     t0 = time.perf_counter()
