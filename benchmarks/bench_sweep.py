@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             "parent_setup": setup,
             "startup_total": startup,
             "data": report.data_seconds,
+            "peak_rss_mb": report.peak_rss_mb,
             "startup_other": startup - report.data_seconds,
             "in_trial": sum(e - s - tr for s, e, tr in zip(starts, ends, trains)),
             "between_trials": sum(s - e for e, s in zip(ends, starts[1:])),
@@ -234,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         label = names.get(part, "sum (should equal wall)")
         print(f"{label:34s}" + "".join(f"{v:10.2f}" for v in values) + f"{share:11.1f}%")
     print(f"{'trials':34s}" + "".join(f"{r['trials']:10d}" for r in per_slot))
+    print(f"{'peak RSS of the worker (MiB)':34s}"
+          + "".join(f"{r['peak_rss_mb']:10.0f}" for r in per_slot))
 
     if args.out:
         report = {

@@ -7,6 +7,7 @@ trial count is checked across all slots under a lock, not per slot.
 
 from __future__ import annotations
 
+import resource
 import time
 import traceback
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ class SlotReport:
     interrupted: bool = False
     data_seconds: float = 0.0  # loading the data set onto the device, once per slot
     train_seconds: float = 0.0  # sum of the slot's trials' training time
+    peak_rss_mb: float = 0.0  # the worker process's peak resident memory
 
 
 def run_slot(job: SlotJob) -> SlotReport:
@@ -113,4 +115,5 @@ def run_slot(job: SlotJob) -> SlotReport:
             study.tell(trial, state=TrialState.PRUNED)
         else:
             study.tell(trial, result.val_accuracy)
+    report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     return report
