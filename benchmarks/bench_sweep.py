@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -40,6 +39,7 @@ from typing import Any
 
 import optuna
 import torch
+from machine import cpu_cores, cpu_model  # benchmarks/machine.py
 from optuna.trial import TrialState
 
 import lrbench
@@ -52,21 +52,8 @@ REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "sweeps" / "smoke.toml"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 # Each probe runs in a fresh interpreter, so nothing is cached in this process (and loky's

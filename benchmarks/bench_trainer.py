@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from typing import Any
 
 import torch
 import torchvision
+from machine import cpu_cores, cpu_model, peak_rss_mb  # benchmarks/machine.py
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
@@ -68,27 +68,10 @@ SEED = 0
 # --- the machine, stated (airbench style) ---
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
-def cpu_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux)."""
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
 
 def current_rss_mb() -> float:

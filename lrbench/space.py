@@ -15,32 +15,29 @@ if TYPE_CHECKING:  # the engine imports this module; keep Optuna out of training
 
 
 @dataclass(frozen=True)
-class FloatRange:
+class _Range:
     low: float
     high: float
-    log: bool = False
+    log: bool = False  # sample on a log scale: for ratios, where 0.01..0.1 matters like 0.1..1
 
     def __post_init__(self) -> None:
         if not self.low <= self.high:
             raise ValueError(f"low must be <= high, but got low={self.low}, high={self.high}")
         if self.log and self.low <= 0:
             raise ValueError(f"a log range needs low > 0, but got low={self.low}")
-
-    def contains(self, value: Any) -> bool:
-        return isinstance(value, (int, float)) and self.low <= value <= self.high
 
 
 @dataclass(frozen=True)
-class IntRange:
+class FloatRange(_Range):
+    def contains(self, value: Any) -> bool:
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number and self.low <= value <= self.high
+
+
+@dataclass(frozen=True)
+class IntRange(_Range):
     low: int
     high: int
-    log: bool = False
-
-    def __post_init__(self) -> None:
-        if not self.low <= self.high:
-            raise ValueError(f"low must be <= high, but got low={self.low}, high={self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, but got low={self.low}")
 
     def contains(self, value: Any) -> bool:
         is_int = isinstance(value, int) and not isinstance(value, bool)

@@ -196,3 +196,36 @@ def test_list_shows_sweep_files_and_studies(tmp_path: Path) -> None:
     assert listed.returncode == 0
     for name in ("smoke", "step", "plateau", "all", "dlwizard"):
         assert name in listed.stdout
+
+
+def test_optuna_dashboard_opens_the_default_storage(tmp_path: Path) -> None:
+    """`optuna-dashboard results/lrbench.journal` (the README's line) serves the studies."""
+    import json
+    import shutil
+    import socket
+    import urllib.request
+
+    dashboard = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
+    if dashboard is None:
+        pytest.skip("optuna-dashboard is not installed (pip install -e '.[test]' brings it)")
+    assert run("sweep", "smoke", "--trials", "1", results=tmp_path).returncode == 0
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([dashboard, str(tmp_path / "lrbench.journal"), "--host",
+                               "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies") as answer:
+                    studies = json.load(answer)["study_summaries"]
+                break
+            except OSError:
+                assert time.time() < deadline, "optuna-dashboard did not answer"
+                time.sleep(0.5)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert [s["study_name"] for s in studies] == ["smoke"]
