@@ -86,15 +86,20 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
                TextColumn("running {task.fields[running]}"), TextColumn("best {task.fields[best]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(cfg.study, total=cfg.trials, running=0, best="-")
+        tasks = []  # the bar appears with the first report: after the checks that may fail
 
         def show(p):  # type: ignore[no-untyped-def]
-            bar.update(task, completed=p.finished, running=p.running,
+            if not tasks:
+                tasks.append(bar.add_task(cfg.study, total=cfg.trials, running=0, best="-"))
+            bar.update(tasks[0], completed=p.finished, running=p.running,
                        best="-" if p.best is None else f"{p.best:.4f}")
 
         outcome = run_sweep(cfg, results_dir=results_dir, storage=storage, data_dir=data_dir,
                             device=device, workers=workers, on_progress=show)
     slots = ", ".join(f"{s.device}x{s.threads}t" for s in outcome.slots)
+    if not outcome.reports and outcome.error is None:
+        console.print(f"nothing to train: study {cfg.study!r} already holds {outcome.finished} "
+                      f"finished trials (raise --trials to add more)")
     if outcome.recovered:
         console.print(f"re-queued trials left running by dead workers: {outcome.recovered}")
     study = optuna.load_study(study_name=cfg.study, storage=open_storage(outcome.storage))
