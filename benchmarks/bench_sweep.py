@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from typing import Any
 
 import optuna
 import torch
-from machine import cpu_cores, cpu_model  # benchmarks/machine.py
+from machine import cpu_cores, cpu_model, write_json  # benchmarks/machine.py
 from optuna.trial import TrialState
 
 import lrbench
@@ -241,9 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             "epochs_run": epochs_run, "import_probe_seconds": probe, "per_slot": per_slot,
             "progress_polls": len(polls),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_json(args.out, report)
     return 0
 
 

@@ -29,7 +29,6 @@ runs where Optuna is not installed (the GPU hosts); it checks that nothing pulle
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -40,7 +39,7 @@ from typing import Any
 
 import torch
 import torchvision
-from machine import cpu_cores, cpu_model, peak_rss_mb  # benchmarks/machine.py
+from machine import cpu_cores, cpu_model, peak_rss_mb, write_json  # benchmarks/machine.py
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
@@ -374,9 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory": {"rss_mb": rss, **{f"{k}_bytes": v for k, v in mem.items()}},
             "optuna_imported": optuna_loaded,
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_json(args.out, report)
     return 0
 
 

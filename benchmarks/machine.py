@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import resource
 import sys
 from pathlib import Path
+from typing import Any
 
 from lrbench.devices import cpu_cores
 
-__all__ = ["cpu_cores", "cpu_model", "peak_rss_mb"]
+__all__ = ["cpu_cores", "cpu_model", "peak_rss_mb", "write_json"]
 
 
 def cpu_model() -> str:
@@ -26,3 +28,10 @@ def peak_rss_mb() -> float:
     """Peak resident set size of this process so far (ru_maxrss is KiB on Linux)."""
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+def write_json(path: Path, figures: dict[str, Any]) -> None:
+    """The figures as JSON, for notes and READMEs to quote."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"wrote {path}")

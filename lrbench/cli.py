@@ -25,7 +25,7 @@ from rich.table import Table
 
 from lrbench import config as config_module
 from lrbench.errors import UserError
-from lrbench.storage import open_storage, storage_location
+from lrbench.storage import is_url, open_storage, storage_location
 from lrbench.summary import best_by_family, study_rows
 
 console = Console()
@@ -152,7 +152,7 @@ def list_(results_dir: str, storage: str | None) -> None:
                 table.add_row(path.stem, str(path))
     console.print(table)
     location = storage_location(storage, results_dir)
-    if "://" not in location and not Path(location).exists():
+    if not is_url(location) and not Path(location).exists():
         console.print(f"no studies yet ({location} does not exist)")
         return
     studies = Table(title=f"studies in {location}")

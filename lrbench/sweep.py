@@ -34,7 +34,6 @@ class Progress:
 
     finished: int
     running: int
-    failed: int
     best: float | None
 
 
@@ -62,7 +61,6 @@ def snapshot(study: optuna.Study) -> Progress:
     complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     return Progress(finished=len(done),
                     running=sum(t.state == TrialState.RUNNING for t in trials),
-                    failed=sum(t.state == TrialState.FAIL for t in trials),
                     best=max(complete) if complete else None)
 
 
