@@ -156,7 +156,8 @@ def list_(results_dir: str, storage: str | None) -> None:
         console.print(f"no studies yet ({location} does not exist)")
         return
     studies = Table(title=f"studies in {location}")
-    for name in ("study", "complete", "pruned", "failed", "running", "best val acc", "families"):
+    studies.add_column("study", no_wrap=True)
+    for name in ("complete", "pruned", "failed", "running", "best val acc", "families"):
         studies.add_column(name)
     for row in study_rows(open_storage(location, create=False)):
         studies.add_row(row["study"], str(row["complete"]), str(row["pruned"]), str(row["failed"]),

@@ -229,3 +229,28 @@ def test_optuna_dashboard_opens_the_default_storage(tmp_path: Path) -> None:
         server.terminate()
         server.wait(timeout=30)
     assert [s["study_name"] for s in studies] == ["smoke"]
+
+
+POSTGRES_URL = os.environ.get("LRBENCH_TEST_POSTGRES")
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="set LRBENCH_TEST_POSTGRES=postgresql://… to run "
+                                             "(.ci/run starts a PostgreSQL server and sets it)")
+def test_sweep_on_a_postgresql_storage_url(tmp_path: Path) -> None:
+    """The multi-machine path: --storage URL, no shared folder, no claim lock."""
+    import uuid
+
+    study = f"smoke-{uuid.uuid4().hex[:8]}"
+    done = run("sweep", "smoke", "--storage", POSTGRES_URL, "--study", study, results=tmp_path)
+    assert done.returncode == 0, done.stderr
+    storage = open_storage(POSTGRES_URL)
+    trials = optuna.load_study(study_name=study, storage=storage).get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # Without a shared lock two slots may both start the last trial: at most one extra.
+    assert 4 <= len(complete) <= 5 and len(complete) == len(trials)
+    assert all(len(t.user_attrs["curves"]["val_accuracy"]) == 2 for t in complete)
+    assert not (tmp_path / "lrbench.journal").exists()  # nothing went to the default storage
+
+    listed = subprocess.run([sys.executable, "-m", "lrbench", "list", "--storage", POSTGRES_URL],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert listed.returncode == 0 and study in listed.stdout
