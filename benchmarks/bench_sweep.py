@@ -44,8 +44,7 @@ from optuna.trial import TrialState
 import lrbench
 from lrbench import config as lrconfig
 from lrbench import data
-from lrbench.storage import open_storage
-from lrbench.sweep import Progress, run_sweep
+from lrbench.sweep import StudySnapshot, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "sweeps" / "smoke.toml"
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="lrbench-bench-sweep-") as tmp:
         results_dir = args.results or Path(tmp)
-        polls: list[tuple[float, Progress]] = []
+        polls: list[tuple[float, StudySnapshot]] = []
         started_at = datetime.datetime.now()  # Optuna stamps trials with naive local time
         t0 = time.perf_counter()
         outcome = run_sweep(config, results_dir=results_dir, data_dir=args.data_dir,
@@ -124,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = time.perf_counter() - t0
         if outcome.error is not None:
             raise outcome.error
-        study = optuna.load_study(study_name=outcome.study,
-                                  storage=open_storage(outcome.storage, create=False))
-        trials = study.get_trials(deepcopy=False)
+        trials = outcome.study.get_trials(deepcopy=False)
 
     def since_start(stamp: datetime.datetime | None) -> float:
         return (stamp - started_at).total_seconds() if stamp else float("nan")

@@ -27,6 +27,7 @@ from lrbench import config as config_module
 from lrbench.errors import UserError
 from lrbench.storage import is_url, open_storage, storage_location
 from lrbench.summary import best_by_family, study_rows
+from lrbench.sweep import run_sweep
 
 console = Console()
 err_console = Console(stderr=True)
@@ -78,8 +79,6 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
           dataset: str | None, data_dir: str | None, seed: int | None, study_name: str | None,
           results_dir: str, storage: str | None) -> None:
     """Run (or resume) the sweep in sweeps/SWEEP.toml, or in a .toml file."""
-    from lrbench.sweep import run_sweep  # torch and joblib load only for commands that train
-
     cfg = config_module.load(find_sweep_file(sweep)).with_overrides(
         trials=trials, epochs=epochs, dataset=dataset, seed=seed, study=study_name)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -102,8 +101,7 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
                       f"finished trials (raise --trials to add more)")
     if outcome.recovered:
         console.print(f"re-queued trials left running by dead workers: {outcome.recovered}")
-    study = optuna.load_study(study_name=cfg.study, storage=open_storage(outcome.storage))
-    _print_best(study)
+    _print_best(outcome.study)
     console.print(f"{outcome.finished}/{outcome.target} trials finished in {outcome.storage} "
                   f"(slots: {slots}; wall {outcome.wall_seconds:.1f} s, training "
                   f"{outcome.train_seconds:.1f} s summed over slots)")

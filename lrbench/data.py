@@ -139,7 +139,7 @@ def _missing_message(root: Path, source: str, dataset: str, cls: type[MNIST]) ->
 
 def _materialise(gz_dir: Path, raw: Path) -> None:
     """Gunzip the four files into `raw`; each appears atomically, so a crash or a
-    concurrent worker never leaves a truncated file that would pass as data."""
+    concurrent sweep never leaves a truncated file that would pass as data."""
     raw.mkdir(parents=True, exist_ok=True)
     for name in IDX_FILES:
         with (
@@ -157,7 +157,7 @@ def _download(cls: type[MNIST], cache: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
     try:
         cls(root=staging, train=True, download=True)  # fetches all four files
-        if not _has_files(cache, cls):  # another worker may have finished first
+        if not _has_files(cache, cls):  # a concurrent sweep may have finished first
             shutil.rmtree(cache / cls.__name__, ignore_errors=True)
             os.replace(staging / cls.__name__, cache / cls.__name__)
     finally:

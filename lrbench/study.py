@@ -54,7 +54,8 @@ def make_sampler(config: SweepConfig, slot_index: int = 0) -> optuna.samplers.Ba
     return optuna.samplers.RandomSampler(seed=seed)  # random, and grid beyond its queue
 
 
-def make_pruner(config: SweepConfig, epochs: int) -> optuna.pruners.BasePruner:
+def make_pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
+    epochs = config.epochs  # fixed trials may set their own; the sweep's is the yardstick
     if config.pruner == "median":
         # No pruning in the first half of a run: schedules that decay late (cosine, step
         # at epoch 3) trail early by design, and pruning them then would bias the study

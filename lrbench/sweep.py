@@ -29,7 +29,7 @@ from lrbench.worker import SlotJob, SlotReport, run_slot
 
 
 @dataclass
-class Progress:
+class StudySnapshot:
     """A snapshot of the study, as the progress bar shows it."""
 
     finished: int
@@ -39,7 +39,7 @@ class Progress:
 
 @dataclass
 class SweepOutcome:
-    study: str
+    study: optuna.Study  # already synced with the storage: read results from it directly
     storage: str
     slots: list[Slot]
     finished: int
@@ -55,11 +55,11 @@ class SweepOutcome:
         return sum(r.train_seconds for r in self.reports)
 
 
-def snapshot(study: optuna.Study) -> Progress:
+def snapshot(study: optuna.Study) -> StudySnapshot:
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    return Progress(finished=len(done),
+    return StudySnapshot(finished=len(done),
                     running=sum(t.state == TrialState.RUNNING for t in trials),
                     best=max(complete) if complete else None)
 
@@ -67,7 +67,7 @@ def snapshot(study: optuna.Study) -> Progress:
 def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
               storage: str | None = None, data_dir: str | None = None, device: str = "auto",
               workers: int | None = None,
-              on_progress: Callable[[Progress], None] | None = None) -> SweepOutcome:
+              on_progress: Callable[[StudySnapshot], None] | None = None) -> SweepOutcome:
     """Train the sweep's trials on worker slots until the study holds ``config.trials``."""
     started = time.perf_counter()
     slots = plan_slots(device, workers)
@@ -76,7 +76,7 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     data.validation_count(config.validation_size, len(arrays.train_labels))
     location = storage_location(storage, results_dir)
     study = open_study(config, open_storage(location))
-    outcome = SweepOutcome(config.study, location, slots, 0, config.trials,
+    outcome = SweepOutcome(study, location, slots, 0, config.trials,
                            recovered=_recover(study, location))
     if counted_trials(study) < config.trials:
         stop_file = Path(results_dir) / f".stop-{uuid.uuid4().hex}"
@@ -96,7 +96,7 @@ def _recover(study: optuna.Study, location: str) -> list[int]:
 
 
 def _run_slots(jobs: list[SlotJob], study: optuna.Study, stop_file: Path,
-               outcome: SweepOutcome, on_progress: Callable[[Progress], None] | None) -> None:
+               outcome: SweepOutcome, on_progress: Callable[[StudySnapshot], None] | None) -> None:
     """Run the slots in loky processes from a thread, so this thread can draw progress."""
 
     def work() -> None:

@@ -66,7 +66,7 @@ def run_slot(job: SlotJob) -> SlotReport:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=config.study, storage=open_storage(job.storage),
                               sampler=make_sampler(config, slot.index),
-                              pruner=make_pruner(config, config.epochs))
+                              pruner=make_pruner(config))
     report = SlotReport(slot)
     started = time.perf_counter()
     data = split_to_device(job.arrays, config.validation_size, config.seed, slot.device)

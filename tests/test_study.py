@@ -385,7 +385,7 @@ def test_slot_seeds(tmp_path: Path, sampler: str, shared: bool):
     ("median", optuna.pruners.MedianPruner), ("hyperband", optuna.pruners.HyperbandPruner),
     ("none", optuna.pruners.NopPruner)])
 def test_make_pruner(tmp_path: Path, pruner: str, kind: type):
-    assert isinstance(st.make_pruner(write_sweep(tmp_path, pruner=pruner), 5), kind)
+    assert isinstance(st.make_pruner(write_sweep(tmp_path, pruner=pruner)), kind)
 
 
 # --- run_slot, in this process -----------------------------------------------------------
