@@ -99,27 +99,30 @@ def _run_slots(jobs: list[SlotJob], study: optuna.Study, stop_file: Path,
                outcome: SweepOutcome, on_progress: Callable[[StudySnapshot], None] | None) -> None:
     """Run the slots in loky processes from a thread, so this thread can draw progress."""
 
+    finished = threading.Event()
+
     def work() -> None:
         try:
             outcome.reports = list(joblib.Parallel(n_jobs=len(jobs), backend="loky")(
                 joblib.delayed(run_slot)(job) for job in jobs))
         except BaseException as err:  # reported by the caller; the thread must not die silently
             outcome.error = err
+        finally:
+            finished.set()
 
-    thread = threading.Thread(target=work, name="lrbench-slots", daemon=True)
-    thread.start()
+    # Wait on an Event, not Thread.join: before Python 3.13 a join interrupted by Ctrl-C
+    # can mark the thread finished, and the next join returns while the slots still run.
+    threading.Thread(target=work, name="lrbench-slots", daemon=True).start()
     try:
-        while thread.is_alive():
+        while not finished.wait(timeout=0.5):
             if on_progress is not None:
                 on_progress(snapshot(study))
-            thread.join(timeout=0.5)
     except KeyboardInterrupt:
         outcome.interrupted = True
         stop_file.parent.mkdir(parents=True, exist_ok=True)
         stop_file.touch()  # every slot stops at its next epoch and re-queues its trial
-        thread.join()
-    finally:
-        stop_file.unlink(missing_ok=True)
+        finished.wait()  # a second Ctrl-C leaves the file, so orphaned workers still stop
+    stop_file.unlink(missing_ok=True)
     if on_progress is not None:
         on_progress(snapshot(study))
     outcome.interrupted |= any(r.interrupted for r in outcome.reports)

@@ -7,9 +7,13 @@ trial count is checked across all slots under a lock, not per slot.
 
 from __future__ import annotations
 
+import contextlib
 import resource
+import signal
+import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +44,26 @@ class StopRequested(Exception):
     """The parent asked every slot to stop (Ctrl-C): abandon the trial, re-queue it."""
 
 
+@contextlib.contextmanager
+def _ctrl_c_left_to_parent() -> Iterator[None]:
+    """Ignore Ctrl-C here: the parent turns it into the stop file.
+
+    A terminal's Ctrl-C reaches every process of the group. A KeyboardInterrupt landing
+    in a worker between ``ask`` and ``tell`` (outside the trial's ``try``) left its trial
+    RUNNING behind a live process; the stop file is checked only at safe points (between
+    trials, after each epoch). Only a main thread may set handlers: with one slot, joblib
+    runs it in a thread of the parent, which gets no signals anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @dataclass(frozen=True)
 class SlotJob:
     slot: Slot
@@ -61,6 +85,11 @@ class SlotReport:
 
 
 def run_slot(job: SlotJob) -> SlotReport:
+    with _ctrl_c_left_to_parent():
+        return _run_slot(job)
+
+
+def _run_slot(job: SlotJob) -> SlotReport:
     slot, config = job.slot, job.config
     configure_process(slot)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -90,7 +119,7 @@ def run_slot(job: SlotJob) -> SlotReport:
 
         try:
             result = train_trial(trial_spec(trial, config), data, on_epoch)
-        except (KeyboardInterrupt, StopRequested):
+        except StopRequested:
             trial.set_user_attr("reason", "interrupted (Ctrl-C); re-queued")
             study.tell(trial, state=TrialState.FAIL)
             requeue(study, trial)
