@@ -6,8 +6,10 @@ else (a bug or a broken machine: the traceback is worth seeing), 130 on Ctrl-C.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import optuna
@@ -24,10 +26,12 @@ from rich.progress import (
 from rich.table import Table
 
 from lrbench import config as config_module
+from lrbench import confirm as confirm_module
 from lrbench.errors import UserError
+from lrbench.report.stats import mean_ci
 from lrbench.storage import is_url, open_storage, storage_location
 from lrbench.summary import best_by_family, study_rows
-from lrbench.sweep import run_sweep
+from lrbench.sweep import SweepOutcome, run_sweep
 
 console = Console()
 err_console = Console(stderr=True)
@@ -81,6 +85,17 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
     """Run (or resume) the sweep in sweeps/SWEEP.toml, or in a .toml file."""
     cfg = config_module.load(find_sweep_file(sweep)).with_overrides(
         trials=trials, epochs=epochs, dataset=dataset, seed=seed, study=study_name)
+    outcome = _run_with_progress(cfg, results_dir=results_dir, storage=storage,
+                                 data_dir=data_dir, device=device, workers=workers)
+    if not outcome.reports and outcome.error is None:
+        console.print(f"nothing to train: study {cfg.study!r} already holds {outcome.finished} "
+                      f"finished trials (raise --trials to add more)")
+    _print_best(outcome.study)
+    _finish(outcome)
+
+
+def _run_with_progress(cfg: config_module.SweepConfig, **options: Any) -> SweepOutcome:
+    """Run the slots with a progress bar drawn from the storage."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("running {task.fields[running]}"), TextColumn("best {task.fields[best]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -93,15 +108,14 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
             bar.update(tasks[0], completed=p.finished, running=p.running,
                        best="-" if p.best is None else f"{p.best:.4f}")
 
-        outcome = run_sweep(cfg, results_dir=results_dir, storage=storage, data_dir=data_dir,
-                            device=device, workers=workers, on_progress=show)
+        return run_sweep(cfg, on_progress=show, **options)
+
+
+def _finish(outcome: SweepOutcome) -> None:
+    """The closing lines of a run, and its exit code when it did not finish."""
     slots = ", ".join(f"{s.device}x{s.threads}t" for s in outcome.slots)
-    if not outcome.reports and outcome.error is None:
-        console.print(f"nothing to train: study {cfg.study!r} already holds {outcome.finished} "
-                      f"finished trials (raise --trials to add more)")
     if outcome.recovered:
         console.print(f"re-queued trials left running by dead workers: {outcome.recovered}")
-    _print_best(outcome.study)
     console.print(f"{outcome.finished}/{outcome.target} trials finished in {outcome.storage} "
                   f"(slots: {slots}; wall {outcome.wall_seconds:.1f} s, training "
                   f"{outcome.train_seconds:.1f} s summed over slots)")
@@ -132,6 +146,81 @@ def _print_best(study: optuna.Study) -> None:
                       f"{r['val_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", str(r["number"]),
                       r["params"])
     console.print(table)
+
+
+@cli.command()
+@click.argument("study_name", metavar="STUDY")
+@click.option("--seeds", default=5, show_default=True, type=click.IntRange(min=2),
+              help="Fresh-seed re-runs of each family's best configuration.")
+@click.option("--trial", "numbers", type=click.IntRange(min=0), multiple=True,
+              help="Re-run this trial instead of each family's best (repeatable).")
+@click.option("--sweep", "sweep_file", type=click.Path(dir_okay=False),
+              help="The sweep file the study was made from [default: the one it recorded].")
+@click.option("--workers", type=click.IntRange(min=1), help="Worker slots [default: per device].")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="torchvision root holding MNIST/raw/ etc. [env: LRBENCH_DATA_DIR]")
+@RESULTS
+@STORAGE
+def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: str | None,
+            workers: int | None,
+            device: str, data_dir: str | None, results_dir: str, storage: str | None) -> None:
+    """Re-train each family's best configuration of STUDY with fresh seeds."""
+    location = storage_location(storage, results_dir)
+    cfg, winners = confirm_module.prepare(location, study_name, seeds, sweep_file, list(numbers))
+    console.print(f"re-running {len(winners)} configurations with {seeds} seeds each, in study "
+                  f"{cfg.study!r}")
+    outcome = _run_with_progress(cfg, results_dir=results_dir, storage=location,
+                                 data_dir=data_dir, device=device, workers=workers)
+    _print_confirmed(outcome.study, winners)
+    _finish(outcome)
+    console.print(f"next: lrbench report --study {study_name}"
+                  + ("" if results_dir == "results" else f" --results {results_dir}"))
+
+
+def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.FrozenTrial]) -> None:
+    runs: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        runs.setdefault(trial.user_attrs.get("confirm_of", -1), []).append(trial)
+    table = Table(title=f"confirm runs — study {study.study_name}")
+    for name in ("configuration", "trial", "val acc (search)", "seeds",
+                 "test acc % (mean ± 95% CI)", "diverged"):
+        table.add_column(name, justify="left" if name == "configuration" else "right")
+    ordered = sorted(winners.items(), key=lambda item: -(item[1].value or 0))
+    for family, best in ordered:
+        done = runs.get(best.number, [])
+        interval = mean_ci([t.user_attrs.get("test_accuracy", math.nan) for t in done])
+        table.add_row(family, str(best.number), f"{best.value:.4f}", str(len(done)),
+                      interval.text(), str(sum(bool(t.user_attrs.get("diverged")) for t in done)))
+    console.print(table)
+
+
+@cli.command()
+@click.option("--study", "studies", multiple=True,
+              help="A study to report (repeatable) [default: every study in the storage].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Report folder [default: RESULTS/report].")
+@click.option("--target", "targets", type=click.FloatRange(0, 1, min_open=True), multiple=True,
+              help="Validation accuracy for time-to-target, e.g. 0.97 (repeatable) "
+                   "[default: 0.97 and 0.98 on MNIST, per data set otherwise].")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Trials per family in the convergence plot.")
+@RESULTS
+@STORAGE
+def report(studies: tuple[str, ...], out_dir: str | None, targets: tuple[float, ...],
+           top_k: int, results_dir: str, storage: str | None) -> None:
+    """Write an HTML + PNG + CSV report comparing the schedules of stored studies."""
+    from lrbench.report.build import build_report  # matplotlib: only for this command
+
+    location = storage_location(storage, results_dir)
+    folder = Path(out_dir) if out_dir else Path(results_dir) / "report"
+    with console.status("reading the storage and drawing the figures..."):
+        written = build_report(location, folder, list(studies) or None, targets, top_k)
+    for study in written.studies:
+        console.print(f"[bold]{study.name}[/bold]: {study.verdict}", highlight=False)
+    console.print(f"report: {written.index} ({len(written.figures)} figures; data in "
+                  f"{', '.join(p.name for p in written.csvs)})")
 
 
 @cli.command(name="list")

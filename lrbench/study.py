@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import itertools
 import json
+import math
 import socket
 import subprocess
 import time
@@ -25,6 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 import lrbench
 from lrbench.config import FixedTrial, SweepConfig
+from lrbench.data import DeviceData
 from lrbench.engine.trial import TrialResult, TrialSpec
 from lrbench.errors import UserError
 from lrbench.schedules import ScheduleSpec
@@ -34,6 +36,10 @@ from lrbench.space import grid_values, suggest
 # than this is taken as dead. On this machine the worker's process is checked directly.
 STALE_AFTER_SECONDS = 30 * 60
 CONFIG_ATTR = "lrbench_config"
+# User attributes that define what a queued trial trains, so a re-queued (or confirm)
+# trial carries them over: its epochs, a fixed trial's LR and warm-up, a confirm run's seed.
+CARRIED_ATTRS = ("epochs", "fixed_lr", "fixed_warmup_epochs", "confirm_of", "confirm_index",
+                 "seed_override")
 
 
 def make_sampler(config: SweepConfig, slot_index: int = 0) -> optuna.samplers.BaseSampler:
@@ -156,7 +162,7 @@ def trial_spec(trial: optuna.Trial, config: SweepConfig) -> TrialSpec:
     else:
         warmup = int(attrs.get("fixed_warmup_epochs", 0))
     epochs = int(attrs.get("epochs", config.epochs))
-    seed = config.seed + trial.number
+    seed = int(attrs.get("seed_override", config.seed + trial.number))
     trial.set_user_attr("family", family)
     trial.set_user_attr("seed", seed)
     trial.set_user_attr("epochs", epochs)
@@ -219,10 +225,17 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
-    attrs = {k: v for k, v in trial.user_attrs.items()
-             if k in ("epochs", "fixed_lr", "fixed_warmup_epochs")}
+    attrs = {k: v for k, v in trial.user_attrs.items() if k in CARRIED_ATTRS}
     attrs["requeued_from"] = trial.number
     study.enqueue_trial(trial.params, user_attrs=attrs)
+
+
+def record_data_sizes(trial: optuna.Trial, data: DeviceData, batch_size: int) -> None:
+    # The report names the data a trial saw and redraws its per-batch LR from these.
+    trial.set_user_attr("train_size", len(data.train_y))
+    trial.set_user_attr("val_size", len(data.val_y))
+    trial.set_user_attr("test_size", len(data.test_y))
+    trial.set_user_attr("steps_per_epoch", math.ceil(len(data.train_y) / batch_size))
 
 
 def record_result(trial: optuna.Trial, result: TrialResult) -> None:

@@ -31,6 +31,7 @@ from lrbench.study import (
     make_pruner,
     make_sampler,
     mark_running,
+    record_data_sizes,
     record_result,
     requeue,
     trial_spec,
@@ -118,7 +119,9 @@ def _run_slot(job: SlotJob) -> SlotReport:
             return trial.should_prune()
 
         try:
-            result = train_trial(trial_spec(trial, config), data, on_epoch)
+            spec = trial_spec(trial, config)
+            record_data_sizes(trial, data, spec.batch_size)
+            result = train_trial(spec, data, on_epoch)
         except StopRequested:
             trial.set_user_attr("reason", "interrupted (Ctrl-C); re-queued")
             study.tell(trial, state=TrialState.FAIL)

@@ -1,0 +1,328 @@
+"""Storage -> tidy pandas frames: everything the report draws, and nothing drawn yet.
+
+``trials``: one row per trial (search trials and ``lrbench confirm`` re-runs), with
+one ``param:NAME`` column per searched parameter. ``epochs``: one row per trial and
+epoch. The other frames are derived for particular figures: the searched ranges
+(``space``), per-batch LR traces of each family's best trial (``lr_steps``), Optuna's
+parameter importances and time-to-target. Tests check these without drawing.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import FrozenTrial, TrialState
+
+from lrbench.confirm import CONFIRM_SUFFIX, confirm_study_name
+from lrbench.engine.trial import CURVE_KEYS
+from lrbench.errors import UserError
+from lrbench.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
+from lrbench.storage import open_storage, study_names
+from lrbench.study import CONFIG_ATTR
+
+PARAM_PREFIX = "param:"
+# Validation-accuracy targets for time-to-target, per data set: where a good run of the
+# seed's FNN lands in 10 epochs, and a stricter one.
+DEFAULT_TARGETS = {"mnist": (0.97, 0.98), "fashion-mnist": (0.85, 0.88), "kmnist": (0.90, 0.95)}
+MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed trials is noise
+
+STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
+          TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
+
+
+@dataclass
+class StudyInfo:
+    """One study's setup and provenance, for the page's header and provenance section."""
+
+    name: str
+    config: dict[str, Any]
+    sweep_file: str
+    provenance: dict[str, Any]
+    trials: int  # all trials, any state
+    confirm_trials: int
+
+    @property
+    def dataset(self) -> str:
+        return str(self.config.get("dataset", "unknown"))
+
+
+@dataclass
+class ReportFrames:
+    studies: list[StudyInfo]
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    space: pd.DataFrame
+    lr_steps: pd.DataFrame = field(default_factory=pd.DataFrame)
+    importances: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # (study, role, number) -> Optuna's params, with their types (a frame turns ints
+    # of a column holding NaN into floats, and a scheduler wants its ints back).
+    params: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+
+    def study(self, name: str) -> ReportFrames:
+        """The frames of one study (its confirm runs included)."""
+        def pick(df: pd.DataFrame) -> pd.DataFrame:
+            return df[df["study"] == name].reset_index(drop=True) if len(df) else df
+        return ReportFrames([s for s in self.studies if s.name == name], pick(self.trials),
+                            pick(self.epochs), pick(self.space), pick(self.lr_steps),
+                            pick(self.importances),
+                            {k: v for k, v in self.params.items() if k[0] == name})
+
+
+# --- reading the storage ---------------------------------------------------------------
+
+
+def load(location: str, studies: list[str] | None = None) -> ReportFrames:
+    """Read the named studies (default: every sweep study) with their confirm runs.
+
+    A missing storage, an empty one, or an unknown study name is the user's mistake
+    (``UserError``); a study without finished trials still yields its rows.
+    """
+    storage = open_storage(location, create=False)
+    names = study_names(storage)
+    sweeps = [n for n in names if not n.endswith(CONFIRM_SUFFIX)]
+    if not sweeps:
+        raise UserError(f"{location} holds no study yet: run `lrbench sweep NAME` first")
+    unknown = [n for n in studies or [] if n not in sweeps]
+    if unknown:
+        raise UserError(f"no study {', '.join(map(repr, unknown))} in {location} "
+                        f"(studies: {', '.join(sweeps)})")
+    trial_rows: list[dict[str, Any]] = []
+    epoch_rows: list[dict[str, Any]] = []
+    space_rows: list[dict[str, Any]] = []
+    infos, importance_frames = [], []
+    raw_params: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for name in studies or sweeps:
+        study = optuna.load_study(study_name=name, storage=storage)
+        trials = study.get_trials(deepcopy=False)
+        confirm: list[FrozenTrial] = []
+        if confirm_study_name(name) in names:
+            confirm = optuna.load_study(study_name=confirm_study_name(name),
+                                        storage=storage).get_trials(deepcopy=False)
+        config = study.user_attrs.get(CONFIG_ATTR, {})
+        infos.append(StudyInfo(name, config, study.user_attrs.get("sweep_file", ""),
+                               study.user_attrs.get("provenance", {}), len(trials), len(confirm)))
+        for role, group in (("search", trials), ("confirm", confirm)):
+            for trial in group:
+                trial_rows.append(_trial_row(name, role, trial, config))
+                raw_params[(name, role, trial.number)] = trial.params
+                epoch_rows.extend(_epoch_rows(name, role, trial))
+        space_rows.extend(_space_rows(name, trials))
+        importance_frames.append(importances(name, trials))
+    trials_df = _typed_trials(pd.DataFrame(trial_rows))
+    epochs_df = pd.DataFrame(epoch_rows, columns=["study", "number", "role", "family",
+                                                  *CURVE_KEYS])
+    frames = ReportFrames(infos, trials_df, epochs_df,
+                          pd.DataFrame(space_rows, columns=["study", "family", "param", "low",
+                                                            "high", "log", "choices"]),
+                          importances=pd.concat(importance_frames, ignore_index=True),
+                          params=raw_params)
+    frames.lr_steps = lr_steps(frames)
+    return frames
+
+
+def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]) -> dict:
+    attrs = trial.user_attrs
+    state = STATES.get(trial.state, trial.state.name.lower())
+    status = attrs.get("status", state) if state in ("complete", "pruned") else state
+    optimizer = config.get("optimizer", {})
+    row = {
+        "study": study, "number": trial.number, "role": role,
+        "confirm_of": attrs.get("confirm_of"), "state": state, "status": status,
+        "family": attrs.get("family", trial.params.get("schedule", "")),
+        "params": params_text(trial.params),
+        "diverged": bool(attrs.get("diverged", False)), "reason": attrs.get("reason", ""),
+        "seed": attrs.get("seed"), "data_seed": attrs.get("data_seed", attrs.get("seed")),
+        # The last epoch's validation accuracy; a pruned trial has one too (Optuna has none).
+        "val_accuracy": attrs.get("val_accuracy", math.nan),
+        "test_accuracy": attrs.get("test_accuracy", math.nan),
+        "test_loss": attrs.get("test_loss", math.nan),
+        "epochs": attrs.get("epochs", config.get("epochs")), "epochs_run": attrs.get("epochs_run"),
+        "train_seconds": attrs.get("train_seconds", math.nan),
+        "device": attrs.get("device", ""), "engine": attrs.get("engine", "sequential"),
+        "lr": trial.params.get("lr", attrs.get("fixed_lr", optimizer.get("lr"))),
+        "warmup_epochs": trial.params.get("warmup_epochs", attrs.get("fixed_warmup_epochs", 0)),
+        "dataset": config.get("dataset", ""), "model": config.get("model", ""),
+        "train_size": attrs.get("train_size"), "steps_per_epoch": attrs.get("steps_per_epoch"),
+        "started": trial.datetime_start, "finished": trial.datetime_complete,
+    }
+    row.update({PARAM_PREFIX + k: v for k, v in trial.params.items() if k != "schedule"})
+    return row
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """``{'schedule': 'step', 'step.gamma': 0.5}`` -> ``gamma=0.5``: what a table shows."""
+    parts = []
+    for name, value in params.items():
+        if name == "schedule":
+            continue
+        short = name.split(".", 1)[-1]
+        parts.append(f"{short}={value:.4g}" if isinstance(value, float) else f"{short}={value}")
+    return " ".join(parts)
+
+
+def _typed_trials(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return df
+    for column in ("confirm_of", "seed", "data_seed", "epochs", "epochs_run", "train_size",
+                   "steps_per_epoch", "warmup_epochs"):
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
+    for column in ("val_accuracy", "test_accuracy", "test_loss", "train_seconds", "lr"):
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
+    return df
+
+
+def _epoch_rows(study: str, role: str, trial: FrozenTrial) -> list[dict[str, Any]]:
+    curves = trial.user_attrs.get("curves")
+    if not curves:
+        return []
+    family = trial.user_attrs.get("family", trial.params.get("schedule", ""))
+    return [{"study": study, "number": trial.number, "role": role, "family": family,
+             **{key: curves[key][i] for key in CURVE_KEYS}}
+            for i in range(len(curves["epoch"]))]
+
+
+def _space_rows(study: str, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """Each searched parameter's range, as Optuna recorded it: the sensitivity plot's x-axis."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for trial in trials:
+        family = trial.params.get("schedule", "")
+        for name, dist in trial.distributions.items():
+            if name == "schedule" or (family, name) in seen:
+                continue
+            row = {"study": study, "family": family, "param": name, "low": math.nan,
+                   "high": math.nan, "log": False, "choices": None}
+            if isinstance(dist, CategoricalDistribution):
+                row["choices"] = ", ".join(map(str, dist.choices))
+            else:
+                row.update(low=dist.low, high=dist.high, log=dist.log)
+            seen[(family, name)] = row
+    return list(seen.values())
+
+
+# --- derived frames -------------------------------------------------------------------
+
+
+def completed(trials: pd.DataFrame, role: str = "search") -> pd.DataFrame:
+    """Trials that trained to the end without diverging."""
+    ok = (trials["state"] == "complete") & ~trials["diverged"] & (trials["role"] == role)
+    return trials[ok]
+
+
+def best_per_family(trials: pd.DataFrame) -> pd.DataFrame:
+    """Each study's best search trial per family, by final validation accuracy."""
+    done = completed(trials).dropna(subset=["val_accuracy"])
+    if done.empty:
+        return done
+    best = done.loc[done.groupby(["study", "family"])["val_accuracy"].idxmax()]
+    return best.sort_values(["study", "val_accuracy"], ascending=[True, False])
+
+
+def top_k_per_family(trials: pd.DataFrame, k: int) -> pd.DataFrame:
+    done = completed(trials).dropna(subset=["val_accuracy"])
+    return (done.sort_values("val_accuracy", ascending=False)
+            .groupby(["study", "family"]).head(k))
+
+
+def time_to_target(frames: ReportFrames, targets: tuple[float, ...]) -> pd.DataFrame:
+    """Epochs and seconds each family's best trial (and each confirm run) needs per target.
+
+    A missed target has ``reached=False`` and NaN epochs: it is shown as missed, never
+    as "the last epoch".
+    """
+    runs = pd.concat([best_per_family(frames.trials), completed(frames.trials, "confirm")])
+    rows = []
+    for run in runs.itertuples():
+        curve = frames.epochs[(frames.epochs["study"] == run.study)
+                              & (frames.epochs["number"] == run.number)
+                              & (frames.epochs["role"] == run.role)]
+        for target in targets:
+            hit = curve[curve["val_accuracy"] >= target]
+            first = hit.iloc[0] if len(hit) else None
+            rows.append({"study": run.study, "family": run.family, "number": run.number,
+                         "role": run.role, "target": target, "reached": first is not None,
+                         "epoch": float(first["epoch"]) if first is not None else math.nan,
+                         "seconds": float(first["seconds"]) if first is not None else math.nan,
+                         "best_val_accuracy": float(curve["val_accuracy"].max())
+                         if len(curve) else math.nan})
+    return pd.DataFrame(rows, columns=["study", "family", "number", "role", "target", "reached",
+                                       "epoch", "seconds", "best_val_accuracy"])
+
+
+def lr_steps(frames: ReportFrames) -> pd.DataFrame:
+    """The LR at every batch of each family's best trial, replayed on its real scheduler.
+
+    Replaying with the trial's recorded validation metric gives plateau's real drops;
+    a trial stored without ``steps_per_epoch`` falls back to its per-epoch LR curve.
+    """
+    rows: list[dict[str, Any]] = []
+    info = {s.name: s for s in frames.studies}
+    for run in best_per_family(frames.trials).to_dict("records"):
+        study, family, number = run["study"], run["family"], run["number"]
+        curve = frames.epochs[(frames.epochs["study"] == study)
+                              & (frames.epochs["number"] == number)
+                              & (frames.epochs["role"] == "search")]
+        steps = run["steps_per_epoch"]
+        if pd.isna(steps) or family not in FAMILIES or curve.empty:
+            rows += [{"study": study, "family": family, "number": number,
+                      "position": float(e - 1), "lr": lr}
+                     for e, lr in zip(curve["epoch"], curve["lr"])]
+            continue
+        metric = info[study].config.get("plateau_metric", "accuracy")
+        values = curve["val_accuracy" if metric == "accuracy" else "val_loss"].tolist()
+        params = {k.split(".", 1)[1]: v
+                  for k, v in frames.params[(study, "search", number)].items()
+                  if k.startswith(f"{family}.")}
+        epochs, steps = int(run["epochs"]), int(steps)
+        spec = ScheduleSpec(family, params, int(run["warmup_epochs"] or 0))
+        padded = values + [values[-1]] * (epochs - len(values))  # a run cut short: unused tail
+        trace = lr_trace(spec, ScheduleContext(epochs, steps, metric), float(run["lr"]), padded)
+        stride = max(1, steps // 50)  # ~50 points per epoch draw every shape we have
+        for epoch, lrs in enumerate(trace[:len(values)]):
+            rows += [{"study": study, "family": family, "number": number,
+                      "position": epoch + b / steps, "lr": lr}
+                     for b, lr in enumerate(lrs) if b % stride == 0]
+    return pd.DataFrame(rows, columns=["study", "family", "number", "position", "lr"])
+
+
+def importances(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
+    """Optuna's fANOVA importances: over all trials, then within each family.
+
+    Over all trials only the parameters every trial has (schedule, lr, warm-up) can be
+    assessed; each family's own parameters are assessed on that family's trials.
+    """
+    done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
+            and not t.user_attrs.get("diverged")]
+    groups: dict[str, list[FrozenTrial]] = {"all families": done}
+    for trial in done:
+        groups.setdefault(trial.params.get("schedule", ""), []).append(trial)
+    rows = []
+    for scope, group in groups.items():
+        shared = set.intersection(*(set(t.distributions) for t in group)) if group else set()
+        searched = [p for p in shared if len({repr(t.params[p]) for t in group}) > 1]
+        if len(group) < MIN_TRIALS_FOR_IMPORTANCE or not searched:
+            continue
+        sub = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler())
+        sub.add_trials(group)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = optuna.importance.get_param_importances(sub, params=sorted(searched))
+        rows += [{"study": study, "scope": scope, "param": p, "importance": v}
+                 for p, v in result.items()]
+    return pd.DataFrame(rows, columns=["study", "scope", "param", "importance"])
+
+
+def export_csv(frames: ReportFrames, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, df in (("trials", frames.trials), ("epochs", frames.epochs)):
+        path = folder / f"{name}.csv"
+        df.to_csv(path, index=False)
+        written.append(path)
+    return written
