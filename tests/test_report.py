@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from conftest import CONFIRM_SEEDS as SEEDS
 from optuna.trial import TrialState
 
 from lrbench import config as config_module
@@ -33,26 +34,12 @@ pytestmark = [
     pytest.mark.skipif(not (DATA / "MNIST" / "raw").is_dir(),
                        reason=f"real MNIST sample not found at {DATA}/MNIST/raw"),
 ]
-SEEDS = 3
 
 
-def lrbench(*args: str, results: Path, data: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lrbench", *args, "--results", str(results)]
-    if data:
-        cmd += ["--data-dir", str(DATA)]
+def lrbench(*args: str, results: Path) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lrbench", *args, "--results", str(results),
+           "--data-dir", str(DATA)]
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """smoke (9 trials, 3 epochs) with 3 confirm seeds per family, and the tutorial's runs."""
-    folder = tmp_path_factory.mktemp("results")
-    for args in (("sweep", "smoke", "--trials", "9", "--epochs", "3", "--workers", "2"),
-                 ("confirm", "smoke", "--seeds", str(SEEDS), "--workers", "2"),
-                 ("sweep", "dlwizard", "--workers", "2")):
-        done = lrbench(*args, results=folder)
-        assert done.returncode == 0, done.stderr
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +65,7 @@ def test_confirm_reruns_each_familys_best_with_fresh_recorded_seeds(results: Pat
             best[family] = t
     assert len(runs) == SEEDS * len(best)
     assert all(t.state == TrialState.COMPLETE for t in runs)
-    for family, winner in best.items():
+    for winner in best.values():
         mine = [t for t in runs if t.user_attrs["confirm_of"] == winner.number]
         assert len(mine) == SEEDS
         assert all(t.params == winner.params for t in mine)  # the same configuration ...

@@ -1,0 +1,57 @@
+"""One self-contained HTML page: figures embedded as data URIs, so it opens from disk,
+from a copied folder or from a mail attachment with every image in place."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+import lrbench
+from lrbench.report.summary import ReproductionRow, StudySummary
+
+
+@dataclass
+class FigureView:
+    title: str
+    caption: str
+    src: str  # a data: URI, or "" when there was nothing to draw
+    note: str = ""
+
+
+@dataclass
+class StudyView:
+    name: str
+    slug: str
+    data: str
+    model: str
+    epochs: Any
+    sweep_file: str
+    summary: StudySummary
+    edges: list[str]
+    reproduction: list[ReproductionRow]
+    figures: list[FigureView]
+    provenance: dict[str, Any]
+    commands: list[str]
+
+
+def data_uri(png: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
+
+
+def render(studies: list[StudyView], storage: str) -> str:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("lrbench.report", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    return env.get_template("report.html.j2").render(
+        studies=studies, storage=storage, generated=now, version=lrbench.__version__, pct=_pct)

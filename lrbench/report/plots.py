@@ -1,0 +1,674 @@
+"""One study's frames -> seaborn figures, one PNG each, for the HTML report.
+
+Every public figure function takes one study's ``ReportFrames`` (``frames.study(name)``)
+and a path, and returns a ``Figure``: the PNG's path plus a title, caption and note for
+the page. When there is nothing to draw (no completed trial, no searched parameter ...)
+it writes nothing, ``path`` is None and ``note`` says why, so the page can print that
+instead of an image; no function raises on an empty or odd study.
+
+Each family keeps one colour (``family_palette``) and one place (``family_order``: best
+validation accuracy first) in every figure. Only drawing happens here: the numbers come
+from ``report/frames.py``, and the small data steps below (``edge_optima`` and the
+``_*_data`` helpers) are plain pandas that tests check without drawing.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib import MatplotlibDeprecationWarning
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+from lrbench.report.frames import (
+    PARAM_PREFIX,
+    ReportFrames,
+    best_per_family,
+    completed,
+    top_k_per_family,
+)
+from lrbench.report.frames import time_to_target as target_epochs
+from lrbench.schedules import FAMILIES
+
+# Reports are built headless (CLI, CI, a worker box): never open a window.
+matplotlib.use("Agg")
+
+DPI = 100
+WIDTH = 11.0  # inches: 1,100 px at DPI, the report page's content width
+COL_WRAP = 4  # facets per row: 11 families -> 3 rows of ~270 px panels
+PANEL_HEIGHT = 2.3  # inches per facet row
+CONFIRM_COLOUR = "black"
+EDGE_MARGIN = 0.05  # an optimum within 5% of its range's end may lie outside the range
+# The registry's 11 families need 11 colours a reader can tell apart: tab10 without its
+# grey (grey reads as "no family"), then a teal and a navy unlike any of those nine.
+COLOURS = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]
+COLOURS += sns.color_palette(["#1b9e77", "#393b79", "#e6ab02", "#666666"])
+FILE_STEMS = ("01-accuracy", "02-convergence", "03-learning-rates", "04-losses",
+              "05-sensitivity", "06-importance-history", "07-time-to-target")
+NO_COMPLETED = "no completed search trial (all failed, pruned, diverged or still running)"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure for the page.
+
+    ``path`` is the PNG, or None when there was nothing to draw; ``note`` then says why
+    (the page shows it instead of an image). A drawn figure's ``note`` is a caveat for
+    under the image ("2 trials below 0.80 are off-scale"), or empty.
+    """
+
+    path: Path | None
+    title: str
+    caption: str
+    note: str = ""
+
+    @property
+    def drawn(self) -> bool:
+        return self.path is not None
+
+
+# --- colours, order, shared helpers --------------------------------------------------
+
+
+def family_palette(families: Iterable[str]) -> dict[str, Any]:
+    """family -> RGB colour, fixed by the family's place in the schedule registry.
+
+    So a family has the same colour in every figure and every study, whatever subset
+    is drawn. Names outside the registry take the colours after it, by name.
+    """
+    families = list(dict.fromkeys(families))
+    known = list(FAMILIES)
+    slots = known + sorted(set(families) - set(known))
+    return {f: COLOURS[slots.index(f) % len(COLOURS)] for f in families}
+
+
+def family_order(trials: pd.DataFrame) -> list[str]:
+    """Families by their best completed search trial's validation accuracy, best first.
+
+    Families without a completed search trial come last, in registry order.
+    """
+    if trials.empty:
+        return []
+    ranked = list(dict.fromkeys(best_per_family(trials)["family"]))
+    rank = {f: i for i, f in enumerate(FAMILIES)}
+    rest = sorted(set(trials["family"]) - set(ranked), key=lambda f: (rank.get(f, 99), f))
+    return ranked + rest
+
+
+def _done(frames: ReportFrames, role: str = "search",
+          column: str = "val_accuracy") -> pd.DataFrame:
+    """Completed, non-diverged trials of ``role`` with a value in ``column``."""
+    if frames.trials.empty:
+        return frames.trials
+    return completed(frames.trials, role).dropna(subset=[column])
+
+
+def _zoom(values: pd.Series) -> tuple[float, float]:
+    """Axis limits for accuracies: from just below the 5% quantile to just above the best.
+
+    One bad run at 0.15 would otherwise squash every other family into a line. Under 20
+    values the quantile is just the worst few points, so all of them are shown.
+    """
+    clip = len(values) >= 20
+    low, high = float(values.quantile(0.05) if clip else values.min()), float(values.max())
+    pad = max(0.1 * (high - low), 0.005)
+    return low - pad, min(high + pad / 2, 1.0 + pad / 2)
+
+
+def _below(values: pd.Series, low: float, what: str) -> str:
+    n = int((values < low).sum())
+    return f"{n} {what} below {low:.3f} off-scale." if n else ""
+
+
+def _missing(frames: ReportFrames, drawn: list[str]) -> str:
+    """A note naming the study's families a figure could not show, and the diverged
+    trials it left out (they have no accuracy to place)."""
+    absent = [f for f in family_order(frames.trials) if f not in drawn]
+    search = frames.trials[frames.trials["role"] == "search"]
+    diverged = int(search["diverged"].sum())
+    return " ".join(filter(None, [
+        f"No completed search trial: {', '.join(absent)}." if absent else "",
+        f"{diverged} diverged search trial(s) not shown." if diverged else ""]))
+
+
+def _legend(owner: Any, handles: list[Any], ncol: int = 4) -> None:
+    """A legend just above an axes or a whole figure (facets), where it hides no data."""
+    owner.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.02), ncol=ncol,
+                 frameon=False, fontsize="small", borderaxespad=0)
+
+
+def _marker(label: str, colour: Any, marker: str = "o", line: str = "", width: float = 1.5,
+            size: float = 6) -> Line2D:
+    return Line2D([], [], color=colour, marker=marker, linestyle=line, linewidth=width,
+                  markersize=size, label=label)
+
+
+def _facet_size() -> dict[str, float]:
+    """relplot's height/aspect for ~WIDTH/COL_WRAP-wide panels, however many there are."""
+    return {"height": PANEL_HEIGHT, "aspect": WIDTH / COL_WRAP / PANEL_HEIGHT}
+
+
+@contextmanager
+def _style() -> Iterator[None]:
+    # A context, not sns.set_theme(): importing this module must not restyle a user's plots.
+    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.85):
+        yield
+
+
+def _render(draw: Callable[..., Any], path: Path, *args: Any) -> Path:
+    """Call ``draw(*args)`` (returns a matplotlib figure), save it, close every new figure.
+
+    Closing even when drawing fails keeps a long report run from leaking figures.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    before = set(plt.get_fignums())
+    try:
+        with _style():
+            draw(*args).savefig(path, dpi=DPI, bbox_inches="tight")
+    finally:
+        for number in set(plt.get_fignums()) - before:
+            plt.close(number)
+    return path
+
+
+# --- 1. test accuracy by family --------------------------------------------------------
+
+
+def accuracy_by_family(frames: ReportFrames, path: Path) -> Figure:
+    """Box + dots of every completed search trial's test accuracy; confirm runs as diamonds."""
+    title = "Test accuracy by family"
+    search = _done(frames, column="test_accuracy")
+    if search.empty:
+        return Figure(None, title, "", NO_COMPLETED)
+    confirm = _done(frames, "confirm", "test_accuracy")
+    order = [f for f in family_order(frames.trials) if f in set(search["family"])]
+    confirm = confirm[confirm["family"].isin(order)]
+    low, high = _zoom(pd.concat([search["test_accuracy"], confirm["test_accuracy"]]))
+    caption = (f"Final test accuracy of {len(search)} completed search trials (box: quartiles,"
+               f" dots: trials) and {len(confirm)} confirm runs (black diamonds: the best "
+               "search trial re-trained with fresh seeds). Families ordered by best "
+               "validation accuracy.")
+    note = " ".join(filter(None, [_below(search["test_accuracy"], low, "search trial(s)"),
+                                  _missing(frames, order)]))
+    drawn = _render(_draw_accuracy, path, search, confirm, order, (low, high))
+    return Figure(drawn, title, caption, note)
+
+
+def _draw_accuracy(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
+                   xlim: tuple[float, float]) -> Any:
+    palette = family_palette(order)
+    fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.45 * len(order)))
+    common = {"x": "test_accuracy", "y": "family", "order": order, "ax": ax}
+    with warnings.catch_warnings():  # seaborn 0.13.2 passes vert=, deprecated in mpl 3.11
+        warnings.simplefilter("ignore", MatplotlibDeprecationWarning)
+        sns.boxplot(search, hue="family", palette=palette, showfliers=False, width=0.6,
+                    boxprops={"alpha": 0.35}, legend=False, **common)
+    sns.stripplot(search, hue="family", palette=palette, size=4, jitter=0.2, linewidth=0.5,
+                  edgecolor="white", legend=False, **common)
+    if not confirm.empty:
+        sns.stripplot(confirm, color=CONFIRM_COLOUR, marker="D", size=5, jitter=0.08,
+                      **common)
+    ax.set(xlim=xlim, xlabel="test accuracy (final epoch)", ylabel="")
+    _legend(ax, [Patch(color="0.75", label="search trials: quartiles"),
+                 _marker("search trial", "0.45"),
+                 _marker("confirm run (fresh seed)", CONFIRM_COLOUR, "D", size=5)])
+    return fig
+
+
+# --- 2. convergence --------------------------------------------------------------------
+
+
+def convergence(frames: ReportFrames, path: Path, top_k: int = 3) -> Figure:
+    """Validation accuracy per epoch: the top-k search trials per family, best bold, and
+    the confirm runs' mean with its 95% CI band."""
+    if top_k < 1:
+        raise ValueError(f"top_k must be at least 1, but got {top_k=}")
+    title = "Convergence: validation accuracy per epoch"
+    curves, confirm = _convergence_data(frames, top_k)
+    if curves.empty:
+        return Figure(None, title, "", NO_COMPLETED + " with per-epoch curves")
+    order = [f for f in family_order(frames.trials) if f in set(curves["family"])]
+    ylim = _zoom(curves["val_accuracy"])
+    caption = (f"The {top_k} best search trials per family (thin; the best bold)"
+               + (f" and the mean ± 95% CI over {confirm['number'].nunique()} confirm runs "
+                  "(black, band)" if len(confirm) else "; no confirm runs yet")
+               + ". Shared y axis, zoomed to the upper range.")
+    drawn = _render(_draw_convergence, path, curves, confirm, order, ylim)
+    return Figure(drawn, title, caption)
+
+
+def _convergence_data(frames: ReportFrames, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Epoch rows of each family's top-k search trials (``best`` marks the best) and of
+    its completed confirm runs."""
+    if _done(frames).empty or frames.epochs.empty:
+        return pd.DataFrame(), pd.DataFrame()
+    top = top_k_per_family(frames.trials, top_k)
+    best = set(best_per_family(frames.trials)["number"])
+    epochs = frames.epochs
+    curves = epochs[(epochs["role"] == "search") & epochs["number"].isin(top["number"])]
+    curves = curves.assign(best=curves["number"].isin(best))
+    runs = _done(frames, "confirm")
+    confirm = (epochs[(epochs["role"] == "confirm") & epochs["number"].isin(runs["number"])]
+               if len(runs) else epochs.iloc[:0])
+    return curves, confirm
+
+
+def _draw_convergence(curves: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
+                      ylim: tuple[float, float]) -> Any:
+    palette = family_palette(order)
+    grid = sns.relplot(curves, x="epoch", y="val_accuracy", kind="line", col="family",
+                       col_order=order, col_wrap=min(COL_WRAP, len(order)), hue="family",
+                       palette=palette, units="number", estimator=None, size="best",
+                       sizes={True: 2.4, False: 0.8}, legend=False, **_facet_size())
+    for family, ax in grid.axes_dict.items():
+        runs = confirm[confirm["family"] == family]
+        if len(runs):
+            sns.lineplot(runs, x="epoch", y="val_accuracy", errorbar=("ci", 95), seed=0,
+                         color=CONFIRM_COLOUR, linewidth=1.2, ax=ax)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    grid.set(ylim=ylim)
+    grid.set_titles("{col_name}")
+    grid.set_axis_labels("epoch", "val accuracy")
+    handles = [_marker("top search trials", "0.45", "", "-", 0.8),
+               _marker("best search trial", "0.45", "", "-", 2.4)]
+    if len(confirm):
+        handles.append(_marker("confirm mean ± 95% CI", CONFIRM_COLOUR, "", "-", 1.2))
+    _legend(grid.figure, handles)
+    return grid.figure
+
+
+# --- 3. learning rates -----------------------------------------------------------------
+
+
+def learning_rates(frames: ReportFrames, path: Path) -> Figure:
+    """The LR of each family's best trial, per batch where known, on a log scale."""
+    title = "Learning rate of each family's best trial"
+    steps = frames.lr_steps
+    if steps.empty or _done(frames).empty:
+        return Figure(None, title, "", NO_COMPLETED + " with a recorded LR")
+    order = [f for f in family_order(frames.trials) if f in set(steps["family"])]
+    caption = ("Learning rate against training progress in epochs (per batch, replayed on "
+               "the trial's scheduler where the storage holds its steps per epoch; a step "
+               "per epoch otherwise), warm-up included. Log y axis, shared.")
+    return Figure(_render(_draw_learning_rates, path, _close_steps(steps), order),
+                  title, caption)
+
+
+def _close_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """Repeat each trace's last LR at the end of its last epoch, so a step-like (per
+    epoch) trace draws its last epoch too instead of ending where that epoch begins."""
+    last = steps.loc[steps.groupby("family")["position"].idxmax()]
+    ends = last.assign(position=np.floor(last["position"]) + 1)
+    return pd.concat([steps, ends], ignore_index=True).sort_values(["family", "position"])
+
+
+def _draw_learning_rates(steps: pd.DataFrame, order: list[str]) -> Any:
+    grid = sns.relplot(steps, x="position", y="lr", kind="line", col="family", col_order=order,
+                       col_wrap=min(COL_WRAP, len(order)), hue="family",
+                       palette=family_palette(order), estimator=None, drawstyle="steps-post",
+                       linewidth=1.4, legend=False, **_facet_size())
+    grid.set(yscale="log")
+    numbers = steps.groupby("family")["number"].first()
+    for family, ax in grid.axes_dict.items():
+        ax.set_title(f"{family} (trial {numbers[family]})")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    grid.set_axis_labels("epoch", "learning rate")
+    return grid.figure
+
+
+# --- 4. losses ---------------------------------------------------------------------------
+
+
+def losses(frames: ReportFrames, path: Path) -> Figure:
+    """Train and validation loss per epoch of each family's best trial (log y)."""
+    title = "Train and validation loss of each family's best trial"
+    curves = _loss_data(frames)
+    if curves.empty:
+        return Figure(None, title, "", NO_COMPLETED + " with per-epoch curves")
+    order = [f for f in family_order(frames.trials) if f in set(curves["family"])]
+    caption = ("Mean training loss over each epoch's batches (solid) and validation loss at "
+               "the epoch's end (dashed) of each family's best search trial. Log y axis.")
+    return Figure(_render(_draw_losses, path, curves, order), title, caption)
+
+
+def _loss_data(frames: ReportFrames) -> pd.DataFrame:
+    """Long form: one row per best trial, epoch and split ('train' | 'validation')."""
+    if _done(frames).empty or frames.epochs.empty:
+        return pd.DataFrame()
+    best = best_per_family(frames.trials)["number"]
+    rows = frames.epochs[(frames.epochs["role"] == "search")
+                         & frames.epochs["number"].isin(best)]
+    long = rows.melt(id_vars=["family", "number", "epoch"], value_vars=["train_loss", "val_loss"],
+                     var_name="split", value_name="loss")
+    long["split"] = long["split"].map({"train_loss": "train", "val_loss": "validation"})
+    return long.dropna(subset=["loss"])
+
+
+def _draw_losses(curves: pd.DataFrame, order: list[str]) -> Any:
+    palette = family_palette(order)
+    grid = sns.relplot(curves, x="epoch", y="loss", kind="line", col="family", col_order=order,
+                       col_wrap=min(COL_WRAP, len(order)), hue="family", palette=palette,
+                       style="split", markers={"train": "o", "validation": "X"},
+                       dashes={"train": "", "validation": (4, 2)},
+                       legend=False, **_facet_size())
+    grid.set(yscale="log")
+    grid.set_titles("{col_name}")
+    for ax in grid.axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend(grid.figure, [_marker("train", "0.3", "o", "-", size=4),
+                          Line2D([], [], color="0.3", marker="X", linestyle="--",
+                                 markersize=5, label="validation")])
+    return grid.figure
+
+
+# --- 5. sensitivity ----------------------------------------------------------------------
+
+
+def sensitivity(frames: ReportFrames, path: Path) -> Figure:
+    """Validation accuracy against each searched parameter, one row of panels per family."""
+    title = "Sensitivity: validation accuracy against each searched parameter"
+    done, space = _sensitivity_data(frames)
+    if done.empty:
+        return Figure(None, title, "", NO_COMPLETED)
+    if space.empty:
+        return Figure(None, title, "", "no searched parameter: every trial's values were fixed")
+    order = [f for f in family_order(frames.trials) if f in set(space["family"])]
+    done = done[done["family"].isin(order)]
+    # Each family its own y range: the plot compares values within a family, and one
+    # weak family would flatten the others on a shared axis.
+    ylims = {f: _zoom(runs["val_accuracy"]) for f, runs in done.groupby("family")}
+    off = sum((runs["val_accuracy"] < ylims[f][0]).sum() for f, runs in done.groupby("family"))
+    caption = ("Each completed search trial's final validation accuracy against its value of "
+               "each parameter the sampler searched, one row per family with its own y range "
+               "(star: the family's best trial; dashed: the searched range; log x where the "
+               "range is searched on a log scale).")
+    note = f"{off} trial(s) below their family's y range off-scale." if off else ""
+    drawn = _render(_draw_sensitivity, path, done, space, order, ylims)
+    return Figure(drawn, title, caption, note)
+
+
+def _sensitivity_data(frames: ReportFrames) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Completed search trials, and the ``space`` rows of the families that have some."""
+    done = _done(frames)
+    if done.empty or frames.space.empty:
+        return done, frames.space.iloc[:0]
+    space = frames.space[frames.space["family"].isin(done["family"])]
+    space = space[[PARAM_PREFIX + p in done.columns for p in space["param"]]]
+    return done, space.reset_index(drop=True)
+
+
+def _draw_sensitivity(done: pd.DataFrame, space: pd.DataFrame, order: list[str],
+                      ylims: dict[str, tuple[float, float]]) -> Any:
+    palette = family_palette(order)
+    params = {f: space[space["family"] == f] for f in order}
+    ncols = max(len(p) for p in params.values())
+    fig, axes = plt.subplots(len(order), ncols, figsize=(WIDTH, 0.3 + 2.0 * len(order)),
+                             sharey="row", squeeze=False)
+    for row, family in zip(axes, order):
+        runs = done[done["family"] == family]
+        best = runs.loc[runs["val_accuracy"].idxmax()]
+        for ax, spec in zip(row, params[family].itertuples()):
+            _draw_parameter(ax, runs, best, spec, palette[family])
+        for ax in row[len(params[family]):]:
+            ax.set_axis_off()
+        row[0].set_ylabel(f"{family}\nval accuracy")
+        row[0].set_ylim(ylims[family])
+    # Fixed spacing, not tight_layout: that re-measures every tick of ~50 panels (4 s).
+    fig.subplots_adjust(hspace=0.6, wspace=0.15)
+    return fig
+
+
+def _draw_parameter(ax: Any, runs: pd.DataFrame, best: pd.Series, spec: Any,
+                    colour: Any) -> None:
+    column = PARAM_PREFIX + spec.param
+    x, best_x = runs[column], best[column]
+    if isinstance(spec.choices, str):  # categorical: one slot per choice, in Optuna's order
+        choices = spec.choices.split(", ")
+        slot = {c: i for i, c in enumerate(choices)}
+        x, best_x = x.astype(str).map(slot), slot.get(str(best_x), math.nan)
+        ax.set_xticks(range(len(choices)), choices)
+        ax.set_xlim(-0.5, len(choices) - 0.5)
+    else:
+        low, high = spec.low, spec.high
+        for bound in (low, high):
+            ax.axvline(bound, color="0.5", linestyle="--", linewidth=1)
+        if spec.log:
+            _log_x(ax, low, high)
+        if high > low:  # pad 6% of the range beyond each end, so edge points stay visible
+            pad = (high / low) ** 0.06 if spec.log else 0.06 * (high - low)
+            ax.set_xlim((low / pad, high * pad) if spec.log else (low - pad, high + pad))
+    ax.scatter(x, runs["val_accuracy"], color=colour, s=18, alpha=0.75, linewidths=0)
+    ax.scatter([best_x], [best["val_accuracy"]], color=colour, marker="*", s=160,
+               edgecolors="black", linewidths=0.8, zorder=3)
+    ax.set_title(spec.param.split(".", 1)[-1], fontsize="small")
+
+
+def _log_x(ax: Any, low: float, high: float) -> None:
+    """Log x with plain-number ticks, ~5 per ~250 px panel: 1-2-5 steps within a decade,
+    1-3 within two, else decades (matplotlib's default overlaps labels like 2x10^0)."""
+    ax.set_xscale("log")
+    decades = math.log10(high / low)
+    subs = (1.0, 2.0, 5.0) if decades <= 1 else (1.0, 3.0) if decades <= 2 else (1.0,)
+    ax.xaxis.set_major_locator(LogLocator(subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def edge_optima(frames: ReportFrames, margin: float = EDGE_MARGIN) -> pd.DataFrame:
+    """Best-trial values within ``margin`` of their searched range's end (log space for a
+    log range): the optimum may lie outside the range, so the page warns about each.
+
+    Only the float parameters of each family's best completed search trial count: an
+    integer range's ends are natural limits (no warm-up, a step every epoch), and with a
+    handful of values every choice sits "near an edge".
+    """
+    columns = ["family", "param", "value", "low", "high", "edge"]
+    if not 0 < margin < 0.5:
+        raise ValueError(f"margin must be in (0, 0.5), but got {margin=}")
+    done, space = _sensitivity_data(frames)
+    if done.empty or space.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for best in best_per_family(done).to_dict("records"):
+        raw = frames.params.get((best["study"], "search", best["number"]), {})
+        for spec in space[space["family"] == best["family"]].itertuples():
+            value = best[PARAM_PREFIX + spec.param]
+            if (isinstance(spec.choices, str) or pd.isna(value) or spec.high <= spec.low
+                    or isinstance(raw.get(spec.param), int)):
+                continue
+            where = _range_position(float(value), spec.low, spec.high, bool(spec.log))
+            if where <= margin or where >= 1 - margin:
+                rows.append({"family": best["family"], "param": spec.param,
+                             "value": float(value), "low": spec.low, "high": spec.high,
+                             "edge": "low" if where <= margin else "high"})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _range_position(value: float, low: float, high: float, log: bool) -> float:
+    """0 at ``low``, 1 at ``high``; measured in log space for a log-searched range."""
+    if log:
+        return math.log(value / low) / math.log(high / low)
+    return (value - low) / (high - low)
+
+
+# --- 6. importances and optimisation history -----------------------------------------
+
+
+def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
+    """The optimisation history (val accuracy per trial, best so far) above Optuna's
+    fANOVA importances over all families and within each family."""
+    title = "Optimisation history and parameter importances"
+    done = _done(frames)
+    if done.empty:
+        return Figure(None, title, "", NO_COMPLETED)
+    tried = frames.trials[(frames.trials["role"] == "search")
+                          & frames.trials["state"].isin(["complete", "pruned"])
+                          & ~frames.trials["diverged"]].dropna(subset=["val_accuracy"])
+    bars = _importance_data(frames, family_order(frames.trials))
+    ylim = _zoom(tried["val_accuracy"])
+    caption = ("Top: each search trial's final validation accuracy by trial number (pruned "
+               "trials faint, at the epoch they stopped) and the best so far. "
+               + ("Bottom: Optuna's fANOVA parameter importances, over all families (grey) "
+                  "and within each family." if len(bars) else ""))
+    no_bars = ("No parameter importances: too few completed trials, or no parameter "
+               "varied.")
+    note = " ".join(filter(None, ["" if len(bars) else no_bars,
+                                  _below(tried["val_accuracy"], ylim[0], "trial(s)"),
+                                  _missing(frames, list(done["family"]))]))
+    drawn = _render(_draw_importance_history, path, tried, bars, family_order(frames.trials),
+                    ylim)
+    return Figure(drawn, title, caption, note)
+
+
+def _importance_data(frames: ReportFrames, order: list[str]) -> pd.DataFrame:
+    """One bar per (scope, param), labelled 'all: lr' or 'step: gamma'; scopes in
+    family order, each scope's parameters by importance."""
+    imp = frames.importances
+    if imp.empty:
+        return pd.DataFrame(columns=["scope", "param", "importance", "label"])
+    rank = {s: i for i, s in enumerate(["all families", *order])}
+    imp = imp.assign(rank=imp["scope"].map(rank).fillna(len(rank)))
+    imp = imp.sort_values(["rank", "importance"], ascending=[True, False])
+    short = [p.removeprefix(f"{s}.") for s, p in zip(imp["scope"], imp["param"])]
+    scope = imp["scope"].replace({"all families": "all"})
+    return imp.assign(label=[f"{s}: {p}" for s, p in zip(scope, short)])
+
+
+def _draw_importance_history(tried: pd.DataFrame, bars: pd.DataFrame, order: list[str],
+                             ylim: tuple[float, float]) -> Any:
+    history_height, bars_height = 3.4, 0.6 + 0.22 * len(bars)
+    fig, axes = plt.subplots(2 if len(bars) else 1, 1, squeeze=False,
+                             figsize=(WIDTH, history_height + (bars_height if len(bars) else 0)),
+                             height_ratios=[history_height, bars_height] if len(bars) else None)
+    palette = family_palette(order)
+    _draw_history(axes[0][0], tried, palette, ylim)
+    if len(bars):
+        colours = {**family_palette(bars["scope"]), "all families": (0.45, 0.45, 0.45)}
+        sns.barplot(bars, x="importance", y="label", hue="scope", palette=colours,
+                    dodge=False, legend=False, ax=axes[1][0])
+        axes[1][0].set(xlabel="importance (fANOVA, sums to 1 per scope)", ylabel="")
+        axes[1][0].tick_params(axis="y", labelsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _draw_history(ax: Any, tried: pd.DataFrame, palette: dict[str, Any],
+                  ylim: tuple[float, float]) -> None:
+    done = tried[tried["state"] == "complete"].sort_values("number")
+    pruned = tried[tried["state"] == "pruned"]
+    if len(pruned):
+        sns.scatterplot(pruned, x="number", y="val_accuracy", hue="family", palette=palette,
+                        alpha=0.3, marker="X", s=30, legend=False, ax=ax)
+    sns.scatterplot(done, x="number", y="val_accuracy", hue="family", palette=palette, s=36,
+                    legend=False, ax=ax)
+    ax.step(done["number"], done["val_accuracy"].cummax(), where="post",
+            color=CONFIRM_COLOUR, linewidth=1.2)
+    ax.set(ylim=ylim, xlabel="trial number", ylabel="val accuracy")
+    handles = [_marker(f, palette[f]) for f in palette]
+    handles += [_marker("pruned", "0.6", "X"), _marker("best so far", "black", "", "-")]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
+              fontsize="small")
+
+
+# --- 7. time to target ----------------------------------------------------------------
+
+
+def time_to_target(frames: ReportFrames, path: Path, targets: tuple[float, ...]) -> Figure:
+    """Epochs each family's best trial needs to reach each validation accuracy target;
+    a missed target is an 'x' in the 'missed' column, never a bar at the last epoch."""
+    if not targets or not all(0 < t <= 1 for t in targets):
+        raise ValueError(f"targets must be accuracies in (0, 1], but got {targets=}")
+    title = "Epochs to reach a validation accuracy target"
+    if _done(frames).empty or frames.epochs.empty:
+        return Figure(None, title, "", NO_COMPLETED)
+    search, confirm = _target_data(frames, targets)
+    order = [f for f in family_order(frames.trials) if f in set(search["family"])]
+    last = int(frames.epochs["epoch"].max())
+    caption = (f"Bars: the first epoch (of {last}) at which each family's best search trial "
+               "reached each target; x: never reached."
+               + (" Diamonds: the confirm runs' mean epoch over the seeds that reached it "
+                  "(none drawn: no seed did)." if len(confirm) else ""))
+    note = ("" if search["reached"].any()
+            else f"no family's best trial reached {', '.join(map(str, targets))}")
+    drawn = _render(_draw_targets, path, search, confirm, order, sorted(targets), last)
+    return Figure(drawn, title, caption, note)
+
+
+def _target_data(frames: ReportFrames,
+                 targets: tuple[float, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The best search trials' rows of frames.time_to_target, and per family and target
+    the confirm runs' mean epoch over the seeds that reached it (NaN when none did)."""
+    table = target_epochs(frames, targets)
+    search = table[table["role"] == "search"]
+    runs = table[table["role"] == "confirm"]
+    confirm = (runs.groupby(["family", "target"], as_index=False)
+               .agg(epoch=("epoch", "mean"), reached=("reached", "any")))
+    return search, confirm
+
+
+def _draw_targets(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
+                  targets: list[float], last: int) -> Any:
+    missed_x = last + 1  # the 'missed' column, one epoch right of the last
+    colours = dict(zip(targets, sns.color_palette("crest", len(targets))))
+    fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.5 * len(order)))
+    # Bars and strips share seaborn's dodge, so each marker sits on its target's bar.
+    common = {"y": "family", "hue": "target", "order": order, "hue_order": targets,
+              "palette": colours, "legend": False, "ax": ax}
+    reached = search[search["reached"]]
+    if len(reached):
+        sns.barplot(reached, x="epoch", errorbar=None, **common)
+    strip = {**common, "dodge": True, "jitter": False}
+    missed = search[~search["reached"]].assign(epoch=missed_x)
+    for rows, marker, edge in ((missed, "X", "white"), (confirm[confirm["reached"]], "D",
+                                                         CONFIRM_COLOUR)):
+        if len(rows):
+            sns.stripplot(rows, x="epoch", marker=marker, size=8, linewidth=1,
+                          edgecolor=edge, **strip)
+    ax.set_xticks([*range(last + 1), missed_x], [*map(str, range(last + 1)), "missed"])
+    ax.set(xlim=(0, missed_x + 0.6), xlabel="epoch", ylabel="")
+    handles = [Patch(color=colours[t], label=f"val acc ≥ {t:g}") for t in targets]
+    handles.append(_marker("missed (best search trial)", "0.4", "X", size=7))
+    if len(confirm):
+        handles.append(_marker("confirm mean", "0.8", "D", size=6))
+        handles[-1].set_markeredgecolor(CONFIRM_COLOUR)
+    _legend(ax, handles, ncol=len(handles))
+    return fig
+
+
+# --- all figures of one study ------------------------------------------------------------
+
+
+def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top_k: int = 3,
+             prefix: str | None = None) -> list[Figure]:
+    """The seven figures of one study, as ``folder/PREFIX-01-accuracy.png`` and so on.
+
+    ``prefix`` (default: a slug of the study's name) lets several studies share a folder;
+    the numbered stems keep the files in page order.
+    """
+    if prefix is None:
+        prefix = _slug(frames.studies[0].name) if frames.studies else ""
+    folder = Path(folder)
+    paths = [folder / f"{prefix}-{stem}.png" if prefix else folder / f"{stem}.png"
+             for stem in FILE_STEMS]
+    return [accuracy_by_family(frames, paths[0]), convergence(frames, paths[1], top_k),
+            learning_rates(frames, paths[2]), losses(frames, paths[3]),
+            sensitivity(frames, paths[4]), importance_and_history(frames, paths[5]),
+            time_to_target(frames, paths[6], targets)]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "study"

@@ -1,0 +1,33 @@
+"""Fixtures shared by the report tests: real sweeps are slow, so they run once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+CONFIRM_SEEDS = 3
+
+
+@pytest.fixture(scope="session")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A results folder from real runs of the command line, on the MNIST sample.
+
+    ``smoke`` (9 trials x 3 epochs) with 3 confirm seeds per family, and the tutorial's
+    five runs (``dlwizard``), through worker processes and the journal storage.
+    """
+    if not (DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    folder = tmp_path_factory.mktemp("results")
+    for args in (("sweep", "smoke", "--trials", "9", "--epochs", "3", "--workers", "2"),
+                 ("confirm", "smoke", "--seeds", str(CONFIRM_SEEDS), "--workers", "2"),
+                 ("sweep", "dlwizard", "--workers", "2")):
+        done = subprocess.run([sys.executable, "-m", "lrbench", *args, "--results", str(folder),
+                               "--data-dir", str(DATA)],
+                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    return folder
