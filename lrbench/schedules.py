@@ -256,6 +256,18 @@ class LRSchedule:
         if self.main is not None and self.family.per_batch:
             self.main.step()
 
+    def constant_this_epoch(self) -> bool:
+        """Whether after_batch() leaves the LR alone for the coming epoch: a per-epoch family
+        past its warm-up (a warm-up spans whole epochs, so it never ends mid-epoch)."""
+        return not self.family.per_batch and not self._warming_up()
+
+    def skip_batches(self, n: int) -> None:
+        """``n`` after_batch() calls at once, for an epoch whose LR is constant."""
+        if not self.constant_this_epoch():
+            raise ValueError(f"skip_batches({n}) needs a constant-LR epoch; "
+                             f"family {self.family.name!r}, batch {self.batches_done}")
+        self.batches_done += n
+
     def after_epoch(self, val_accuracy: float, val_loss: float) -> None:
         # An epoch that ended inside (or exactly at the end of) the warm-up is not the
         # main schedule's: its epoch 0 is the first epoch after the warm-up.

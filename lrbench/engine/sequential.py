@@ -47,6 +47,16 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     return loss_sum.item() / n, correct.item() / n
 
 
+def divergence(epoch: int, train_loss: float, val_accuracy: float, chance: float) -> str:
+    """Why a trial has diverged after (0-based) ``epoch``, or "" if it has not."""
+    if not math.isfinite(train_loss):
+        return f"train loss is {train_loss} in epoch {epoch + 1}"
+    if epoch >= 1 and val_accuracy <= CHANCE_MARGIN * chance:
+        return (f"validation accuracy collapsed to {val_accuracy:.3f} "
+                f"(chance is {chance:.3f}) in epoch {epoch + 1}")
+    return ""
+
+
 def train_trial(spec: TrialSpec, data: DeviceData,
                 on_epoch: EpochHook | None = None) -> TrialResult:
     """Train one model with one schedule; validate every epoch; test once at the end.
@@ -64,10 +74,12 @@ def train_trial(spec: TrialSpec, data: DeviceData,
     schedule = LRSchedule(optimizer, spec.schedule,
                           ScheduleContext(spec.epochs, steps_per_epoch, spec.plateau_metric))
     # Batch order has its own CPU generator, so it is the same on every device.
-    order = torch.Generator().manual_seed(spec.seed)
+    data_seed = spec.data_seed if spec.data_seed is not None else spec.seed
+    order = torch.Generator().manual_seed(data_seed)
     chance = 1.0 / data.num_classes
 
-    result = TrialResult("complete", math.nan, math.nan, math.nan, 0.0, str(device))
+    result = TrialResult("complete", math.nan, math.nan, math.nan, 0.0, str(device),
+                         data_seed=data_seed)
     for epoch in range(spec.epochs):
         lr = schedule.lr
         model.train()
@@ -89,14 +101,9 @@ def train_trial(spec: TrialSpec, data: DeviceData,
             result.curves[key].append(value)
         result.val_accuracy = val_accuracy
 
-        if not math.isfinite(train_loss):
-            result.status = "diverged"
-            result.reason = f"train loss is {train_loss} in epoch {epoch + 1}"
-            break
-        if epoch >= 1 and val_accuracy <= CHANCE_MARGIN * chance:
-            result.status = "diverged"
-            result.reason = (f"validation accuracy collapsed to {val_accuracy:.3f} "
-                             f"(chance is {chance:.3f}) in epoch {epoch + 1}")
+        reason = divergence(epoch, train_loss, val_accuracy, chance)
+        if reason:
+            result.status, result.reason = "diverged", reason
             break
         schedule.after_epoch(val_accuracy, val_loss)
         if on_epoch is not None and on_epoch(epoch, val_accuracy) and epoch + 1 < spec.epochs:

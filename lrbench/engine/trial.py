@@ -25,6 +25,7 @@ class TrialSpec:
     optimizer: OptimizerConfig  # its lr is this trial's base LR
     schedule: ScheduleSpec
     plateau_metric: str = "accuracy"
+    data_seed: int | None = None  # seed of the batch order; None = seed
 
 
 @dataclass
@@ -37,6 +38,7 @@ class TrialResult:
     device: str
     reason: str = ""  # why a trial diverged or was pruned
     curves: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVE_KEYS})
+    data_seed: int | None = None  # seed of the batch order it trained with
 
     @property
     def epochs_run(self) -> int:
