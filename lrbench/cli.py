@@ -27,8 +27,8 @@ from rich.table import Table
 
 from lrbench import config as config_module
 from lrbench import confirm as confirm_module
+from lrbench.engine.choice import ENGINES
 from lrbench.errors import UserError
-from lrbench.report.stats import mean_ci
 from lrbench.storage import is_url, open_storage, storage_location
 from lrbench.summary import best_by_family, study_rows
 from lrbench.sweep import SweepOutcome, run_sweep
@@ -65,6 +65,14 @@ STORAGE = click.option("--storage", default=None,
                             "[default: RESULTS/lrbench.journal].")
 
 
+ENGINE = click.option("--engine", type=click.Choice(ENGINES), default="auto", show_default=True,
+                      help="sequential: one model at a time; batched: K trials as one stacked "
+                           "model; auto: batched on GPUs (and on CPUs where it measured faster).")
+BATCH_TRIALS = click.option("--batch-trials", type=click.IntRange(min=1),
+                            help="Trials per stacked model (batched engine) [default: sized "
+                                 "from free memory on a GPU, 16 on a CPU].")
+
+
 @cli.command()
 @click.argument("sweep")
 @click.option("--trials", type=click.IntRange(min=1), help="Total trials in the study.")
@@ -77,16 +85,19 @@ STORAGE = click.option("--storage", default=None,
               help="torchvision root holding MNIST/raw/ etc. [env: LRBENCH_DATA_DIR]")
 @click.option("--seed", type=click.IntRange(min=0), help="Base seed (trial seed = seed + number).")
 @click.option("--study", "study_name", help="Study name [default: the sweep file's].")
+@ENGINE
+@BATCH_TRIALS
 @RESULTS
 @STORAGE
 def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epochs: int | None,
           dataset: str | None, data_dir: str | None, seed: int | None, study_name: str | None,
-          results_dir: str, storage: str | None) -> None:
+          engine: str, batch_trials: int | None, results_dir: str, storage: str | None) -> None:
     """Run (or resume) the sweep in sweeps/SWEEP.toml, or in a .toml file."""
     cfg = config_module.load(find_sweep_file(sweep)).with_overrides(
         trials=trials, epochs=epochs, dataset=dataset, seed=seed, study=study_name)
     outcome = _run_with_progress(cfg, results_dir=results_dir, storage=storage,
-                                 data_dir=data_dir, device=device, workers=workers)
+                                 data_dir=data_dir, device=device, workers=workers,
+                                 engine=engine, batch_trials=batch_trials)
     if not outcome.reports and outcome.error is None:
         console.print(f"nothing to train: study {cfg.study!r} already holds {outcome.finished} "
                       f"finished trials (raise --trials to add more)")
@@ -113,12 +124,17 @@ def _run_with_progress(cfg: config_module.SweepConfig, **options: Any) -> SweepO
 
 def _finish(outcome: SweepOutcome) -> None:
     """The closing lines of a run, and its exit code when it did not finish."""
-    slots = ", ".join(f"{s.device}x{s.threads}t" for s in outcome.slots)
+    slots = ", ".join(f"{r.slot.device}x{r.slot.threads}t {r.engine}"
+                      + (f" K={r.batch_trials}" if r.engine == "batched" else "")
+                      for r in outcome.reports) or ", ".join(s.device for s in outcome.slots)
     if outcome.recovered:
         console.print(f"re-queued trials left running by dead workers: {outcome.recovered}")
     console.print(f"{outcome.finished}/{outcome.target} trials finished in {outcome.storage} "
                   f"(slots: {slots}; wall {outcome.wall_seconds:.1f} s, training "
                   f"{outcome.train_seconds:.1f} s summed over slots)")
+    gpu_mb = [r.peak_gpu_mb for r in outcome.reports if r.peak_gpu_mb]
+    if gpu_mb:
+        console.print(f"peak GPU memory per GPU slot: {', '.join(f'{m:,.0f} MiB' for m in gpu_mb)}")
     console.print(f"browse: optuna-dashboard {outcome.storage}")
     if isinstance(outcome.error, TerminatedWorkerError):
         # Not the user's mistake, but no traceback helps either: the storage is intact.
@@ -161,18 +177,21 @@ def _print_best(study: optuna.Study) -> None:
               help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="torchvision root holding MNIST/raw/ etc. [env: LRBENCH_DATA_DIR]")
+@ENGINE
+@BATCH_TRIALS
 @RESULTS
 @STORAGE
 def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: str | None,
-            workers: int | None,
-            device: str, data_dir: str | None, results_dir: str, storage: str | None) -> None:
+            workers: int | None, device: str, data_dir: str | None, engine: str,
+            batch_trials: int | None, results_dir: str, storage: str | None) -> None:
     """Re-train each family's best configuration of STUDY with fresh seeds."""
     location = storage_location(storage, results_dir)
     cfg, winners = confirm_module.prepare(location, study_name, seeds, sweep_file, list(numbers))
     console.print(f"re-running {len(winners)} configurations with {seeds} seeds each, in study "
                   f"{cfg.study!r}")
     outcome = _run_with_progress(cfg, results_dir=results_dir, storage=location,
-                                 data_dir=data_dir, device=device, workers=workers)
+                                 data_dir=data_dir, device=device, workers=workers,
+                                 engine=engine, batch_trials=batch_trials)
     _print_confirmed(outcome.study, winners)
     _finish(outcome)
     console.print(f"next: lrbench report --study {study_name}"
@@ -180,6 +199,8 @@ def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: s
 
 
 def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.FrozenTrial]) -> None:
+    from lrbench.report.stats import mean_ci  # scipy: only where it is used
+
     runs: dict[int, list[optuna.trial.FrozenTrial]] = {}
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         runs.setdefault(trial.user_attrs.get("confirm_of", -1), []).append(trial)

@@ -23,6 +23,7 @@ from optuna.trial import TrialState
 from lrbench import data
 from lrbench.config import SweepConfig
 from lrbench.devices import Slot, plan_slots
+from lrbench.engine.choice import resolve_engine
 from lrbench.storage import claim_lock, open_storage, storage_location
 from lrbench.study import counted_trials, open_study, recover_stale_trials
 from lrbench.worker import SlotJob, SlotReport, run_slot
@@ -66,9 +67,13 @@ def snapshot(study: optuna.Study) -> StudySnapshot:
 
 def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
               storage: str | None = None, data_dir: str | None = None, device: str = "auto",
-              workers: int | None = None,
+              workers: int | None = None, engine: str = "auto", batch_trials: int | None = None,
               on_progress: Callable[[StudySnapshot], None] | None = None) -> SweepOutcome:
-    """Train the sweep's trials on worker slots until the study holds ``config.trials``."""
+    """Train the sweep's trials on worker slots until the study holds ``config.trials``.
+
+    ``engine``: "sequential", "batched" or "auto" (per slot: lrbench.engine.choice);
+    ``batch_trials``: K for the batched engine, None to size it per slot.
+    """
     started = time.perf_counter()
     slots = plan_slots(device, workers)
     # Fail here, once, on a missing data set or a bad validation size, not in N workers.
@@ -80,7 +85,9 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
                            recovered=_recover(study, location))
     if counted_trials(study) < config.trials:
         stop_file = Path(results_dir) / f".stop-{uuid.uuid4().hex}"
-        jobs = [SlotJob(slot, config, location, arrays, str(stop_file)) for slot in slots]
+        jobs = [SlotJob(slot, config, location, arrays, str(stop_file),
+                        resolve_engine(engine, slot), batch_trials, len(slots))
+                for slot in slots]
         _run_slots(jobs, study, stop_file, outcome, on_progress)
         outcome.recovered += _recover(study, location)  # a slot that died mid-trial
     outcome.finished = snapshot(study).finished

@@ -8,12 +8,13 @@ trial count is checked across all slots under a lock, not per slot.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import resource
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,10 @@ from optuna.trial import TrialState
 from lrbench.config import SweepConfig
 from lrbench.data import DatasetArrays, split_to_device
 from lrbench.devices import Slot, configure_process
+from lrbench.engine.batched import group_specs, train_batch
+from lrbench.engine.choice import batch_trials
 from lrbench.engine.sequential import train_trial
+from lrbench.engine.trial import TrialResult, TrialSpec
 from lrbench.storage import claim_lock, open_storage
 from lrbench.study import (
     counted_trials,
@@ -72,17 +76,23 @@ class SlotJob:
     storage: str  # URL or journal path: each process opens its own connection
     arrays: DatasetArrays  # read once by the parent: workers never import torchvision
     stop_file: str  # exists once the parent wants the sweep stopped
+    engine: str = "sequential"  # "sequential" or "batched", already resolved for this slot
+    batch_trials: int | None = None  # trials per stacked model; None: sized in the worker
+    slots: int = 1  # slots in the sweep: the auto-sized K is at most an even share
 
 
 @dataclass
 class SlotReport:
     slot: Slot
+    engine: str = "sequential"
+    batch_trials: int = 1
     trials: int = 0
     failed: int = 0
     interrupted: bool = False
     data_seconds: float = 0.0  # loading the data set onto the device, once per slot
-    train_seconds: float = 0.0  # sum of the slot's trials' training time
+    train_seconds: float = 0.0  # wall time inside the engine (a batch counts once)
     peak_rss_mb: float = 0.0  # the worker process's peak resident memory
+    peak_gpu_mb: float = 0.0  # torch's peak allocated CUDA memory, on a GPU slot
 
 
 def run_slot(job: SlotJob) -> SlotReport:
@@ -90,62 +100,150 @@ def run_slot(job: SlotJob) -> SlotReport:
         return _run_slot(job)
 
 
-def _run_slot(job: SlotJob) -> SlotReport:
-    slot, config = job.slot, job.config
-    configure_process(slot)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=config.study, storage=open_storage(job.storage),
-                              sampler=make_sampler(config, slot.index),
-                              pruner=make_pruner(config))
-    report = SlotReport(slot)
-    started = time.perf_counter()
-    data = split_to_device(job.arrays, config.validation_size, config.seed, slot.device)
-    report.data_seconds = time.perf_counter() - started
-    stop = Path(job.stop_file)
+class _Slot:
+    """A slot's open study, data and counters; the two loops below share them."""
 
-    failures_in_a_row = 0
-    while not stop.exists():
-        with claim_lock(job.storage, config.study):
-            if counted_trials(study) >= config.trials:
-                break
-            trial = study.ask()
-            mark_running(trial, slot.index, slot.device)
+    def __init__(self, job: SlotJob) -> None:
+        self.job, self.config, self.slot = job, job.config, job.slot
+        configure_process(job.slot)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.load_study(study_name=self.config.study,
+                                       storage=open_storage(job.storage),
+                                       sampler=make_sampler(self.config, job.slot.index),
+                                       pruner=make_pruner(self.config))
+        self.batch_trials = 1
+        if job.engine == "batched":
+            self.batch_trials = batch_trials(job.batch_trials, self.config, job.slot, job.slots)
+        self.report = SlotReport(job.slot, job.engine, self.batch_trials)
+        started = time.perf_counter()
+        self.data = split_to_device(job.arrays, self.config.validation_size, self.config.seed,
+                                    job.slot.device)
+        self.report.data_seconds = time.perf_counter() - started
+        self.stop = Path(job.stop_file)
+        self.failures_in_a_row = 0
 
-        def on_epoch(epoch: int, val_accuracy: float, trial: optuna.Trial = trial) -> bool:
+    def ask(self, most: int) -> list[optuna.Trial]:
+        """Up to ``most`` new trials, counted against the sweep's total across all slots."""
+        with claim_lock(self.job.storage, self.config.study):
+            left = self.config.trials - counted_trials(self.study)
+            trials = [self.study.ask() for _ in range(max(0, min(most, left)))]
+            for trial in trials:
+                mark_running(trial, self.slot.index, self.slot.device)
+        return trials
+
+    def spec(self, trial: optuna.Trial) -> TrialSpec:
+        spec = trial_spec(trial, self.config)
+        record_data_sizes(trial, self.data, spec.batch_size)
+        trial.set_user_attr("engine", self.job.engine)
+        return spec
+
+    def hook(self, trial: optuna.Trial, beat_every: float = 0.0) -> Callable[[int, float], bool]:
+        """The engine's per-epoch hook: report, heartbeat, honour a stop, ask the pruner."""
+        last_beat = [time.time()]
+
+        def on_epoch(epoch: int, val_accuracy: float) -> bool:
             trial.report(val_accuracy, epoch)
-            heartbeat(trial)
-            if stop.exists():
+            if time.time() - last_beat[0] >= beat_every:
+                heartbeat(trial)
+                last_beat[0] = time.time()
+            if self.stop.exists():
                 raise StopRequested
             return trial.should_prune()
+        return on_epoch
 
-        try:
-            spec = trial_spec(trial, config)
-            record_data_sizes(trial, data, spec.batch_size)
-            result = train_trial(spec, data, on_epoch)
-        except StopRequested:
+    def interrupted(self, trials: list[optuna.Trial]) -> None:
+        for trial in trials:
             trial.set_user_attr("reason", "interrupted (Ctrl-C); re-queued")
-            study.tell(trial, state=TrialState.FAIL)
-            requeue(study, trial)
-            report.interrupted = True
-            break
-        except Exception as err:  # a bug or a device error: keep its trace with the trial
+            self.study.tell(trial, state=TrialState.FAIL)
+            requeue(self.study, trial)
+        self.report.interrupted = True
+
+    def failed(self, trials: list[optuna.Trial], err: Exception) -> None:
+        """Fail the trials with the error's trace; stop the slot after a run of failures."""
+        for trial in trials:
             trial.set_user_attr("reason", f"error: {err!r}")
             trial.set_user_attr("traceback", traceback.format_exc())
-            study.tell(trial, state=TrialState.FAIL)
-            report.failed += 1
-            failures_in_a_row += 1
-            if failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
-                raise RuntimeError(f"slot {slot.index} ({slot.device}): {failures_in_a_row} "
-                                   f"trials in a row failed; last: {err!r}") from err
-            continue
+            self.study.tell(trial, state=TrialState.FAIL)
+        self.report.failed += len(trials)
+        self.failures_in_a_row += 1
+        if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            raise RuntimeError(f"slot {self.slot.index} ({self.slot.device}): "
+                               f"{self.failures_in_a_row} trials (or batches) in a row failed; "
+                               f"last: {err!r}") from err
 
-        failures_in_a_row = 0
+    def told(self, trial: optuna.Trial, result: TrialResult) -> None:
+        self.failures_in_a_row = 0
         record_result(trial, result)
-        report.trials += 1
-        report.train_seconds += result.train_seconds
+        self.report.trials += 1
         if result.status == "pruned":
-            study.tell(trial, state=TrialState.PRUNED)
+            self.study.tell(trial, state=TrialState.PRUNED)
         else:
-            study.tell(trial, result.val_accuracy)
-    report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return report
+            self.study.tell(trial, result.val_accuracy)
+
+
+def _run_slot(job: SlotJob) -> SlotReport:
+    slot = _Slot(job)
+    if job.engine == "batched":
+        _batched_loop(slot)
+    else:
+        _sequential_loop(slot)
+    slot.report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
+    if job.slot.device.startswith("cuda"):
+        import torch
+
+        slot.report.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+    return slot.report
+
+
+def _sequential_loop(slot: _Slot) -> None:
+    """One trial at a time: ask, train, tell."""
+    while not slot.stop.exists():
+        trials = slot.ask(1)
+        if not trials:
+            break
+        trial = trials[0]
+        try:
+            started = time.perf_counter()
+            result = train_trial(slot.spec(trial), slot.data, slot.hook(trial))
+        except StopRequested:
+            slot.interrupted([trial])
+            break
+        except Exception as err:  # a bug or a device error: keep its trace with the trial
+            slot.failed([trial], err)
+            continue
+        slot.report.train_seconds += time.perf_counter() - started
+        slot.told(trial, result)
+
+
+def _batched_loop(slot: _Slot) -> None:
+    """K trials at a time, trained as one stacked model on one shared batch order."""
+    while not slot.stop.exists():
+        trials = slot.ask(slot.batch_trials)
+        if not trials:
+            break
+        # One batch order for the batch: its first trial's seed, recorded per trial.
+        specs = [slot.spec(t) for t in trials]
+        specs = [dataclasses.replace(s, data_seed=specs[0].seed) for s in specs]
+        by_number = {t.number: t for t in trials}
+        pending = list(trials)
+        try:
+            for group in group_specs(specs):  # e.g. fixed trials with their own epochs
+                members = [by_number[s.number] for s in group]
+                # Heartbeats every minute, not every epoch: K writes per epoch add up.
+                hooks = [slot.hook(t, beat_every=60.0) for t in members]
+                started = time.perf_counter()
+                # On a GPU the SGD update bounds a step: fuse it into one kernel there.
+                results = train_batch(group, slot.data,
+                                      lambda i, epoch, acc, hooks=hooks: hooks[i](epoch, acc),
+                                      fused=slot.slot.device.startswith("cuda"))
+                slot.report.train_seconds += time.perf_counter() - started
+                for trial, result in zip(members, results):
+                    trial.set_user_attr("data_seed", result.data_seed)
+                    trial.set_user_attr("batch_trials", len(group))
+                    slot.told(trial, result)
+                    pending.remove(trial)
+        except StopRequested:
+            slot.interrupted(pending)
+            break
+        except Exception as err:
+            slot.failed(pending, err)
