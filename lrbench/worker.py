@@ -25,7 +25,7 @@ from lrbench.config import SweepConfig
 from lrbench.data import DatasetArrays, split_to_device
 from lrbench.devices import Slot, configure_process
 from lrbench.engine.batched import group_specs, train_batch
-from lrbench.engine.choice import batch_trials
+from lrbench.engine.choice import batch_trials, fuse_update
 from lrbench.engine.sequential import train_trial
 from lrbench.engine.trial import TrialResult, TrialSpec
 from lrbench.storage import claim_lock, open_storage
@@ -167,8 +167,9 @@ class _Slot:
         self.report.failed += len(trials)
         self.failures_in_a_row += 1
         if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            unit = "batches" if self.job.engine == "batched" else "trials"
             raise RuntimeError(f"slot {self.slot.index} ({self.slot.device}): "
-                               f"{self.failures_in_a_row} trials (or batches) in a row failed; "
+                               f"{self.failures_in_a_row} {unit} in a row failed; "
                                f"last: {err!r}") from err
 
     def told(self, trial: optuna.Trial, result: TrialResult) -> None:
@@ -232,10 +233,9 @@ def _batched_loop(slot: _Slot) -> None:
                 # Heartbeats every minute, not every epoch: K writes per epoch add up.
                 hooks = [slot.hook(t, beat_every=60.0) for t in members]
                 started = time.perf_counter()
-                # On a GPU the SGD update bounds a step: fuse it into one kernel there.
                 results = train_batch(group, slot.data,
                                       lambda i, epoch, acc, hooks=hooks: hooks[i](epoch, acc),
-                                      fused=slot.slot.device.startswith("cuda"))
+                                      fused=fuse_update(slot.slot, len(group)))
                 slot.report.train_seconds += time.perf_counter() - started
                 for trial, result in zip(members, results):
                     trial.set_user_attr("data_seed", result.data_seed)

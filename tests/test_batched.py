@@ -335,3 +335,24 @@ def test_max_trials_for_memory():
     assert max_trials_for_memory("fnn", 100, 0) == 0
     with pytest.raises(ValueError, match="optimizer"):
         max_trials_for_memory("fnn", 100, gib, optimizer="lion")
+
+
+# --- the fused (torch.compile'd) SGD update, as GPU slots use it -------------------------
+
+
+@pytest.mark.slow  # compiling the update takes ~20 s on these 2 cores
+@pytest.mark.parametrize("optimizer", [
+    NESTEROV,
+    OptimizerConfig("sgd", lr=0.1, momentum=0.8, nesterov=False, weight_decay=1e-3),
+], ids=["sgd-nesterov", "sgd-momentum-decay"])
+def test_fused_update_trains_like_the_eager_one(tiny: DeviceData, optimizer: OptimizerConfig):
+    specs = specs_for(optimizer=optimizer, epochs=2, data_seed=DATA_SEED)
+    eager = train_batch(specs, tiny)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager here
+        fused = train_batch(specs, tiny, fused=True)
+    for got, want in zip(fused, eager):
+        assert got.curves["lr"] == want.curves["lr"]
+        # Same rule, other rounding (the compiled kernel fuses multiply-adds).
+        assert got.curves["train_loss"] == pytest.approx(want.curves["train_loss"], rel=1e-4)
+        assert got.test_accuracy == pytest.approx(want.test_accuracy, abs=2 / len(tiny.test_y))

@@ -7,6 +7,7 @@ one epoch on the real MNIST sample.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import subprocess
@@ -469,3 +470,26 @@ def test_slot_stops_after_repeated_errors(slot_job: SlotJob, monkeypatch):
     for trial in trials:
         assert "boom" in trial.user_attrs["reason"]
         assert "ZeroDivisionError" in trial.user_attrs["traceback"]
+
+
+def test_batched_slot_fails_every_trial_of_a_broken_batch(slot_job: SlotJob, monkeypatch):
+    def broken(specs, data, on_epoch, **options):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(worker, "train_batch", broken)
+    job = dataclasses.replace(slot_job, engine="batched", batch_trials=2)
+    with pytest.raises(RuntimeError, match="3 batches in a row failed"):
+        run_slot(job)
+    trials = stored(job).trials  # 3 batches of the sweep's 2 trials, each failed whole
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 * worker.MAX_FAILURES_IN_A_ROW
+    assert all("ZeroDivisionError" in t.user_attrs["traceback"] for t in trials)
+
+
+def test_batched_slot_trains_and_tells_each_trial(slot_job: SlotJob):
+    job = dataclasses.replace(slot_job, engine="batched", batch_trials=2)
+    report = run_slot(job)
+    trials = stored(job).trials
+    assert report.trials == 2 and report.batch_trials == 2
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert {t.user_attrs["data_seed"] for t in trials} == {trials[0].user_attrs["seed"]}
+    assert all(t.user_attrs["engine"] == "batched" for t in trials)

@@ -56,7 +56,12 @@ def wait_for_running_trial(results: Path, name: str,
     deadline = time.time() + timeout
     while time.time() < deadline:
         if (results / "lrbench.journal").exists():
-            running = load(results, name).get_trials(states=(TrialState.RUNNING,))
+            try:
+                study = load(results, name)
+            except KeyError:  # the journal file exists a moment before the study does
+                time.sleep(0.2)
+                continue
+            running = study.get_trials(states=(TrialState.RUNNING,))
             running = [t for t in running if "pid" in t.user_attrs]
             if running:
                 return running[0]
@@ -64,8 +69,13 @@ def wait_for_running_trial(results: Path, name: str,
     raise AssertionError("no trial started running")
 
 
-def test_smoke_sweep_with_two_workers_stores_every_trial_with_curves(tmp_path: Path) -> None:
-    done = run("sweep", "smoke", "--workers", "2", results=tmp_path)
+ENGINES = pytest.mark.parametrize("engine", ["sequential", "batched"])
+
+
+@ENGINES
+def test_smoke_sweep_with_two_workers_stores_every_trial_with_curves(tmp_path: Path,
+                                                                     engine: str) -> None:
+    done = run("sweep", "smoke", "--workers", "2", "--engine", engine, results=tmp_path)
     assert done.returncode == 0, done.stderr
 
     study = load(tmp_path)
@@ -79,6 +89,11 @@ def test_smoke_sweep_with_two_workers_stores_every_trial_with_curves(tmp_path: P
         assert attrs["curves"]["val_accuracy"][-1] == trial.value
         assert 0.5 < attrs["test_accuracy"] <= 1.0  # 2 epochs on 4,000 images: ~0.88
         assert trial.params["schedule"] in ("step", "cosine", "onecycle")
+        assert attrs["engine"] == engine
+    if engine == "batched":  # K = an even share (2 of 4 per slot), one batch order per batch
+        batches = Counter((t.user_attrs["slot"], t.user_attrs["data_seed"]) for t in trials)
+        assert all(t.user_attrs["batch_trials"] <= 2 for t in trials)
+        assert sum(batches.values()) == 4 and max(batches.values()) <= 2
     assert "best trial per schedule family" in done.stdout
 
     again = run("sweep", "smoke", results=tmp_path)  # resuming a finished sweep adds nothing
@@ -86,9 +101,11 @@ def test_smoke_sweep_with_two_workers_stores_every_trial_with_curves(tmp_path: P
     assert len(load(tmp_path).trials) == 4
 
 
-def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_sweep(tmp_path: Path) -> None:
-    proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "3", results=tmp_path,
-                   start_new_session=True)
+@ENGINES
+def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_sweep(tmp_path: Path,
+                                                                     engine: str) -> None:
+    proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "3", "--engine", engine,
+                   "--batch-trials", "4", results=tmp_path, start_new_session=True)
     wait_for_running_trial(tmp_path, "smoke")
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
@@ -108,8 +125,11 @@ def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_sweep(tmp_path: P
     assert count[TrialState.WAITING] == count[TrialState.RUNNING] == 0
 
 
-def test_killed_worker_trial_is_failed_and_requeued_on_resume(tmp_path: Path) -> None:
-    proc = lrbench("sweep", "smoke", "--trials", "8", "--epochs", "6", results=tmp_path)
+@ENGINES
+def test_killed_worker_trial_is_failed_and_requeued_on_resume(tmp_path: Path,
+                                                              engine: str) -> None:
+    proc = lrbench("sweep", "smoke", "--trials", "8", "--epochs", "6", "--engine", engine,
+                   results=tmp_path)
     victim = wait_for_running_trial(tmp_path, "smoke")
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # a worker dies (OOM killer, say)
     proc.communicate(timeout=120)
@@ -128,7 +148,10 @@ def test_killed_worker_trial_is_failed_and_requeued_on_resume(tmp_path: Path) ->
 
 
 def test_two_concurrent_sweeps_share_one_study_without_losing_trials(tmp_path: Path) -> None:
-    args = ("sweep", "smoke", "--trials", "20", "--epochs", "3", "--workers", "1")
+    # One trial per ask (sequential): a batched slot could claim all 20 before the second
+    # sweep has started its worker.
+    args = ("sweep", "smoke", "--trials", "20", "--epochs", "3", "--workers", "1",
+            "--engine", "sequential")
     first = lrbench(*args, results=tmp_path)
     wait_for_running_trial(tmp_path, "smoke")  # the second joins a study already at work
     second = lrbench(*args, results=tmp_path)

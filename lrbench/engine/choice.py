@@ -46,3 +46,14 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, slots: 
         k = CPU_BATCH_TRIALS
     # An even share: with 30 trials and 2 slots, 15 each, not 30 on one slot and none on the other.
     return max(1, min(k, math.ceil(config.trials / slots)))
+
+
+# The compiled SGD update pays off only for big stacks: on an H200 (with TF32 matmuls) it
+# ran K=64 at 62 model-epochs/s against 88 eager (per-call guard overhead), K=1024 at 940
+# against 783, K=4096 at 1,877 against 844 (benchmarks/README.md).
+FUSED_MIN_TRIALS = 1024
+
+
+def fuse_update(slot: Slot, trials: int) -> bool:
+    """Whether a batch compiles its SGD update into one kernel: big stacks on a GPU."""
+    return slot.device.startswith("cuda") and trials >= FUSED_MIN_TRIALS
