@@ -71,6 +71,9 @@ ENGINE = click.option("--engine", type=click.Choice(ENGINES), default="auto", sh
 BATCH_TRIALS = click.option("--batch-trials", type=click.IntRange(min=1),
                             help="Trials per stacked model (batched engine) [default: sized "
                                  "from free memory on a GPU, 16 on a CPU].")
+TF32 = click.option("--tf32", is_flag=True,
+                    help="Batched engine on GPUs: TF32 matmuls (1.5x measured on an H200; "
+                         "10-bit mantissas, so no longer bit-comparable with fp32 runs).")
 
 
 @cli.command()
@@ -87,17 +90,19 @@ BATCH_TRIALS = click.option("--batch-trials", type=click.IntRange(min=1),
 @click.option("--study", "study_name", help="Study name [default: the sweep file's].")
 @ENGINE
 @BATCH_TRIALS
+@TF32
 @RESULTS
 @STORAGE
 def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epochs: int | None,
           dataset: str | None, data_dir: str | None, seed: int | None, study_name: str | None,
-          engine: str, batch_trials: int | None, results_dir: str, storage: str | None) -> None:
+          engine: str, batch_trials: int | None, tf32: bool, results_dir: str,
+          storage: str | None) -> None:
     """Run (or resume) the sweep in sweeps/SWEEP.toml, or in a .toml file."""
     cfg = config_module.load(find_sweep_file(sweep)).with_overrides(
         trials=trials, epochs=epochs, dataset=dataset, seed=seed, study=study_name)
     outcome = _run_with_progress(cfg, results_dir=results_dir, storage=storage,
                                  data_dir=data_dir, device=device, workers=workers,
-                                 engine=engine, batch_trials=batch_trials)
+                                 engine=engine, batch_trials=batch_trials, tf32=tf32)
     if not outcome.reports and outcome.error is None:
         console.print(f"nothing to train: study {cfg.study!r} already holds {outcome.finished} "
                       f"finished trials (raise --trials to add more)")
@@ -179,11 +184,12 @@ def _print_best(study: optuna.Study) -> None:
               help="torchvision root holding MNIST/raw/ etc. [env: LRBENCH_DATA_DIR]")
 @ENGINE
 @BATCH_TRIALS
+@TF32
 @RESULTS
 @STORAGE
 def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: str | None,
             workers: int | None, device: str, data_dir: str | None, engine: str,
-            batch_trials: int | None, results_dir: str, storage: str | None) -> None:
+            batch_trials: int | None, tf32: bool, results_dir: str, storage: str | None) -> None:
     """Re-train each family's best configuration of STUDY with fresh seeds."""
     location = storage_location(storage, results_dir)
     cfg, winners = confirm_module.prepare(location, study_name, seeds, sweep_file, list(numbers))
@@ -191,7 +197,7 @@ def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: s
                   f"{cfg.study!r}")
     outcome = _run_with_progress(cfg, results_dir=results_dir, storage=location,
                                  data_dir=data_dir, device=device, workers=workers,
-                                 engine=engine, batch_trials=batch_trials)
+                                 engine=engine, batch_trials=batch_trials, tf32=tf32)
     _print_confirmed(outcome.study, winners)
     _finish(outcome)
     console.print(f"next: lrbench report --study {study_name}"

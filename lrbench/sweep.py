@@ -68,11 +68,13 @@ def snapshot(study: optuna.Study) -> StudySnapshot:
 def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
               storage: str | None = None, data_dir: str | None = None, device: str = "auto",
               workers: int | None = None, engine: str = "auto", batch_trials: int | None = None,
+              tf32: bool = False,
               on_progress: Callable[[StudySnapshot], None] | None = None) -> SweepOutcome:
     """Train the sweep's trials on worker slots until the study holds ``config.trials``.
 
     ``engine``: "sequential", "batched" or "auto" (per slot: lrbench.engine.choice);
-    ``batch_trials``: K for the batched engine, None to size it per slot.
+    ``batch_trials``: K for the batched engine, None to size it per slot; ``tf32``: TF32
+    matmuls in batched GPU slots.
     """
     started = time.perf_counter()
     slots = plan_slots(device, workers)
@@ -86,7 +88,7 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     if counted_trials(study) < config.trials:
         stop_file = Path(results_dir) / f".stop-{uuid.uuid4().hex}"
         jobs = [SlotJob(slot, config, location, arrays, str(stop_file),
-                        resolve_engine(engine, slot), batch_trials, len(slots))
+                        resolve_engine(engine, slot), batch_trials, len(slots), tf32)
                 for slot in slots]
         _run_slots(jobs, study, stop_file, outcome, on_progress)
         outcome.recovered += _recover(study, location)  # a slot that died mid-trial

@@ -79,6 +79,7 @@ class SlotJob:
     engine: str = "sequential"  # "sequential" or "batched", already resolved for this slot
     batch_trials: int | None = None  # trials per stacked model; None: sized in the worker
     slots: int = 1  # slots in the sweep: the auto-sized K depends on each slot's share
+    tf32: bool = False  # batched engine on a GPU: TF32 matmuls (faster, 10-bit mantissas)
 
 
 @dataclass
@@ -135,6 +136,8 @@ class _Slot:
         spec = trial_spec(trial, self.config)
         record_data_sizes(trial, self.data, spec.batch_size)
         trial.set_user_attr("engine", self.job.engine)
+        if self.job.tf32 and self.job.engine == "batched":
+            trial.set_user_attr("tf32", True)
         return spec
 
     def hook(self, trial: optuna.Trial, beat_every: float = 0.0) -> Callable[[int, float], bool]:
@@ -235,7 +238,8 @@ def _batched_loop(slot: _Slot) -> None:
                 started = time.perf_counter()
                 results = train_batch(group, slot.data,
                                       lambda i, epoch, acc, hooks=hooks: hooks[i](epoch, acc),
-                                      fused=fuse_update(slot.slot, len(group)))
+                                      fused=fuse_update(slot.slot, len(group)),
+                                      tf32=slot.job.tf32)
                 slot.report.train_seconds += time.perf_counter() - started
                 for trial, result in zip(members, results):
                     trial.set_user_attr("data_seed", result.data_seed)

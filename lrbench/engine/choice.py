@@ -51,10 +51,11 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, slots: 
     return max(1, min(k, math.ceil(config.trials / (slots * MIN_ROUNDS))))
 
 
-# The compiled SGD update pays off only for big stacks: on an H200 (with TF32 matmuls) it
-# ran K=64 at 62 model-epochs/s against 88 eager (per-call guard overhead), K=1024 at 940
-# against 783, K=4096 at 1,877 against 844 (benchmarks/README.md).
-FUSED_MIN_TRIALS = 1024
+# The compiled SGD update pays off only for big stacks. On an H200, model-epochs/s with it
+# against without: fp32 K=1,024 722 vs 783, K=4,096 1,040 vs 844; with TF32 matmuls
+# K=1,024 940 vs 1,201, K=4,096 1,877 vs 1,304 (benchmarks/README.md). Per-call overhead
+# loses below a few thousand trials.
+FUSED_MIN_TRIALS = 4096
 
 
 def fuse_update(slot: Slot, trials: int) -> bool:

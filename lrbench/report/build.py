@@ -54,7 +54,8 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
             figures=[html.FigureView(f.title, f.caption,
                                      html.data_uri(f.path) if f.path else "", f.note)
                      for f in figures],
-            provenance=summary.provenance(one), commands=summary.reproduce_commands(one)))
+            provenance=summary.provenance(one), commands=summary.reproduce_commands(one),
+            batched=bool(len(one.trials)) and (one.trials["engine"] == "batched").any()))
     report.index.write_text(html.render(views, location), encoding="utf-8")
     return report
 

@@ -146,6 +146,7 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
         "epochs": attrs.get("epochs", config.get("epochs")), "epochs_run": attrs.get("epochs_run"),
         "train_seconds": attrs.get("train_seconds", math.nan),
         "device": attrs.get("device", ""), "engine": attrs.get("engine", "sequential"),
+        "batch_trials": attrs.get("batch_trials", 1),
         "lr": trial.params.get("lr", attrs.get("fixed_lr", optimizer.get("lr"))),
         "warmup_epochs": trial.params.get("warmup_epochs", attrs.get("fixed_warmup_epochs", 0)),
         "dataset": config.get("dataset", ""), "model": config.get("model", ""),

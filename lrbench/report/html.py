@@ -38,6 +38,7 @@ class StudyView:
     figures: list[FigureView]
     provenance: dict[str, Any]
     commands: list[str]
+    batched: bool = False  # some trials trained in a batch: their seconds are shared
 
 
 def data_uri(png: Path) -> str:
