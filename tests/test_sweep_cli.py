@@ -105,7 +105,9 @@ def test_smoke_sweep_with_two_workers_stores_every_trial_with_curves(tmp_path: P
 @ENGINES
 def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_sweep(tmp_path: Path,
                                                                      engine: str) -> None:
-    proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "3", "--engine", engine,
+    # 8 epochs: a trial trains ~1 s against ~0.05 s between trials, so Ctrl-C all but
+    # surely lands inside one (with 3 epochs, both slots were once between trials).
+    proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "8", "--engine", engine,
                    "--batch-trials", "4", results=tmp_path, start_new_session=True)
     wait_for_running_trial(tmp_path, "smoke")
     time.sleep(2)
@@ -119,7 +121,7 @@ def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_sweep(tmp_path: P
     finished_before = count[TrialState.COMPLETE]
     assert finished_before < 30
 
-    resumed = run("sweep", "smoke", "--trials", "30", "--epochs", "3", results=tmp_path)
+    resumed = run("sweep", "smoke", "--trials", "30", "--epochs", "8", results=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     count = states(load(tmp_path))
     assert count[TrialState.COMPLETE] == 30
