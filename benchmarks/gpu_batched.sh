@@ -3,11 +3,7 @@
 # tool) with Fashion-MNIST's *-ubyte.gz files in .gpudata/ and lrbench importable.
 # Writes figures and the sweep's journal to $OUT. Not part of the test suite.
 set -uo pipefail
-OUT=${OUT:-/tmp/lrbench-gpu}
-mkdir -p "$OUT"
-DATA=/tmp/lrbench-data
-mkdir -p $DATA/FashionMNIST/raw
-for f in .gpudata/*.gz; do gunzip -c "$f" > "$DATA/FashionMNIST/raw/$(basename "$f" .gz)"; done
+source "$(dirname "$0")/gpu_setup.sh"  # OUT, DATA
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

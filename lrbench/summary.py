@@ -8,9 +8,10 @@ import optuna
 from optuna.trial import TrialState
 
 
-def _params_text(trial: optuna.trial.FrozenTrial) -> str:
+def params_text(params: dict[str, Any]) -> str:
+    """``{'schedule': 'step', 'step.gamma': 0.5}`` -> ``gamma=0.5``: what a table shows."""
     parts = []
-    for name, value in trial.params.items():
+    for name, value in params.items():
         if name == "schedule":
             continue
         short = name.split(".", 1)[-1]
@@ -40,7 +41,7 @@ def best_by_family(study: optuna.Study) -> list[dict[str, Any]]:
         if best is None:
             continue
         row.update(val_accuracy=best.value, test_accuracy=best.user_attrs.get("test_accuracy"),
-                   number=best.number, params=_params_text(best))
+                   number=best.number, params=params_text(best.params))
         out.append(row)
     return sorted(out, key=lambda r: -r["val_accuracy"])
 

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from lrbench.data import DeviceData, load_arrays, split_to_device
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 CONFIRM_SEEDS = 3
+
+
+def mnist_subset(n_train: int, n_test: int, validation: float | int) -> DeviceData:
+    """The first images of the real MNIST sample, split and on the CPU (skips without it)."""
+    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    arrays = load_arrays("mnist", DATA)
+    arrays = dataclasses.replace(
+        arrays,
+        train_images=arrays.train_images[:n_train], train_labels=arrays.train_labels[:n_train],
+        test_images=arrays.test_images[:n_test], test_labels=arrays.test_labels[:n_test],
+    )
+    return split_to_device(arrays, validation, seed=0, device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import mnist_subset
 
 from lrbench.config import OptimizerConfig
-from lrbench.data import DeviceData, load_arrays, split_to_device
+from lrbench.data import DeviceData
 from lrbench.engine import batched
 from lrbench.engine.batched import (
     group_specs,
@@ -34,7 +34,6 @@ from lrbench.engine.stacked_optim import stacked_optimizer
 from lrbench.engine.trial import CURVE_KEYS, TrialResult, TrialSpec
 from lrbench.schedules import ScheduleContext, ScheduleSpec, lr_trace
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 N_TRAIN, N_TEST, VALIDATION = 2000, 1000, 0.2  # as tests/test_engine.py
 BATCH = 100
 REL, ABS = 1e-5, 1e-7
@@ -61,15 +60,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def data() -> DeviceData:
-    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
-    arrays = load_arrays("mnist", DATA)
-    arrays = dataclasses.replace(
-        arrays,
-        train_images=arrays.train_images[:N_TRAIN], train_labels=arrays.train_labels[:N_TRAIN],
-        test_images=arrays.test_images[:N_TEST], test_labels=arrays.test_labels[:N_TEST],
-    )
-    return split_to_device(arrays, VALIDATION, seed=0, device="cpu")
+    return mnist_subset(N_TRAIN, N_TEST, VALIDATION)
 
 
 @pytest.fixture(scope="module")

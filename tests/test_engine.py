@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import mnist_subset
 
 from lrbench import config as cfg
 from lrbench.config import OptimizerConfig
-from lrbench.data import DatasetArrays, DeviceData, load_arrays, split_to_device
+from lrbench.data import DatasetArrays, DeviceData
 from lrbench.devices import Slot
 from lrbench.engine import sequential
 from lrbench.engine.sequential import train_trial
@@ -25,7 +26,6 @@ from lrbench.schedules import ScheduleContext, ScheduleSpec, lr_trace
 from lrbench.worker import SlotJob
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
 N_TRAIN, N_TEST, VALIDATION = 2000, 1000, 0.2  # 1,600 train / 400 validation
 BATCH = 100
 # Measured: the FNN below scores 0.835-0.875 validation and 0.84-0.86 test accuracy after
@@ -48,15 +48,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def data() -> DeviceData:
-    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
-    arrays = load_arrays("mnist", DATA)
-    arrays = dataclasses.replace(
-        arrays,
-        train_images=arrays.train_images[:N_TRAIN], train_labels=arrays.train_labels[:N_TRAIN],
-        test_images=arrays.test_images[:N_TEST], test_labels=arrays.test_labels[:N_TEST],
-    )
-    return split_to_device(arrays, VALIDATION, seed=0, device="cpu")
+    return mnist_subset(N_TRAIN, N_TEST, VALIDATION)
 
 
 def spec(**changes: object) -> TrialSpec:

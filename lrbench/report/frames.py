@@ -26,6 +26,7 @@ from lrbench.errors import UserError
 from lrbench.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
 from lrbench.storage import open_storage, study_names
 from lrbench.study import CONFIG_ATTR
+from lrbench.summary import params_text
 
 PARAM_PREFIX = "param:"
 # Validation-accuracy targets for time-to-target, per data set: where a good run of the
@@ -155,17 +156,6 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
     }
     row.update({PARAM_PREFIX + k: v for k, v in trial.params.items() if k != "schedule"})
     return row
-
-
-def params_text(params: dict[str, Any]) -> str:
-    """``{'schedule': 'step', 'step.gamma': 0.5}`` -> ``gamma=0.5``: what a table shows."""
-    parts = []
-    for name, value in params.items():
-        if name == "schedule":
-            continue
-        short = name.split(".", 1)[-1]
-        parts.append(f"{short}={value:.4g}" if isinstance(value, float) else f"{short}={value}")
-    return " ".join(parts)
 
 
 def _typed_trials(df: pd.DataFrame) -> pd.DataFrame:
