@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
 from lrbench.config import SweepConfig
@@ -193,8 +194,6 @@ def _run_slot(job: SlotJob) -> SlotReport:
         _sequential_loop(slot)
     slot.report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
     if job.slot.device.startswith("cuda"):
-        import torch
-
         slot.report.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
     return slot.report
 
