@@ -88,13 +88,20 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     if counted_trials(study) < config.trials:
         stop_file = Path(results_dir) / f".stop-{uuid.uuid4().hex}"
         jobs = [SlotJob(slot, config, location, arrays, str(stop_file),
-                        resolve_engine(engine, slot), batch_trials, len(slots), tf32)
+                        resolve_engine(engine, slot), batch_trials, _peers(slot, slots), tf32)
                 for slot in slots]
         _run_slots(jobs, study, stop_file, outcome, on_progress)
         outcome.recovered += _recover(study, location)  # a slot that died mid-trial
     outcome.finished = snapshot(study).finished
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
+
+
+def _peers(slot: Slot, slots: list[Slot]) -> int:
+    """Slots on the same kind of device: the ones this slot shares the trials with when
+    sizing K. A GPU slot trains ~100x a CPU slot, so counting the CPU slots would leave
+    it a CPU-sized share."""
+    return sum(s.device.startswith("cuda") == slot.device.startswith("cuda") for s in slots)
 
 
 def _recover(study: optuna.Study, location: str) -> list[int]:

@@ -79,7 +79,7 @@ class SlotJob:
     stop_file: str  # exists once the parent wants the sweep stopped
     engine: str = "sequential"  # "sequential" or "batched", already resolved for this slot
     batch_trials: int | None = None  # trials per stacked model; None: sized in the worker
-    slots: int = 1  # slots in the sweep: the auto-sized K depends on each slot's share
+    slots: int = 1  # slots on this kind of device: the auto-sized K is a share of the trials
     tf32: bool = False  # batched engine on a GPU: TF32 matmuls (faster, 10-bit mantissas)
 
 

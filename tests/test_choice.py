@@ -52,3 +52,15 @@ def test_only_big_gpu_stacks_fuse_their_update() -> None:
     assert choice.fuse_update(GPU, choice.FUSED_MIN_TRIALS)
     assert not choice.fuse_update(GPU, choice.FUSED_MIN_TRIALS - 1)
     assert not choice.fuse_update(CPU, 10_000)
+
+
+def test_a_gpu_slot_shares_trials_only_with_gpu_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lrbench.sweep import _peers
+
+    monkeypatch.setattr(choice.torch.cuda, "mem_get_info", lambda device: (80 * 2**30, 80 * 2**30))
+    slots = [GPU] + [Slot(i, "cpu", 1) for i in range(2, 17)]  # --device auto on 16 cores
+    assert _peers(slots[0], slots) == 1 and _peers(slots[1], slots) == 15
+    config = sweep(1000)
+    # The GPU slot's share is the whole sweep: 4 rounds of 250, not ceil(1000 / 64) = 16.
+    assert choice.batch_trials(None, config, GPU, _peers(GPU, slots)) == 250
+    assert choice.batch_trials(None, config, slots[1], _peers(slots[1], slots)) == 16

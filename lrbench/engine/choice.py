@@ -31,10 +31,11 @@ def resolve_engine(engine: str, slot: Slot) -> str:
     return "batched" if slot.device.startswith("cuda") else CPU_AUTO_ENGINE
 
 
-def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, slots: int) -> int:
+def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: int) -> int:
     """K for this slot: as asked, else what fits, capped so each slot asks MIN_ROUNDS times.
 
-    Runs in the worker (a GPU's free memory is only known once its process owns it).
+    ``peers``: slots on the same kind of device (this one included). Runs in the worker:
+    a GPU's free memory is only known once its process owns it.
     """
     if requested:
         return requested
@@ -48,7 +49,7 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, slots: 
     # At most a quarter of a slot's share: the sampler and the pruner learn only from
     # finished trials, and a sweep asked in one round is a random search that prunes nothing
     # (30 trials of sweeps/step.toml on 2 CPU slots: K=15 pruned 0, K=4 pruned 12).
-    return max(1, min(k, math.ceil(config.trials / (slots * MIN_ROUNDS))))
+    return max(1, min(k, math.ceil(config.trials / (peers * MIN_ROUNDS))))
 
 
 # The compiled SGD update pays off only for big stacks. On an H200, model-epochs/s with it
