@@ -35,6 +35,8 @@ from lrbench.engine.trial import CURVE_KEYS, TrialResult, TrialSpec
 from lrbench.schedules import ScheduleContext, ScheduleSpec, lr_trace
 
 N_TRAIN, N_TEST, VALIDATION = 2000, 1000, 0.2  # as tests/test_engine.py
+# In-process training on 2 cores: one torch thread (tests/conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BATCH = 100
 REL, ABS = 1e-5, 1e-7
 DATA_SEED = 11
@@ -46,16 +48,6 @@ PLATEAU = ScheduleSpec("plateau", {"factor": 0.5, "patience": 0})
 ONECYCLE = ScheduleSpec("onecycle", {"max_lr_ratio": 2.0, "pct_start": 0.3, "div_factor": 10.0})
 WARMUP = ScheduleSpec("cosine", {"eta_min_ratio": 0.01}, warmup_epochs=1)
 SCHEDULES = (STEP, PLATEAU, ONECYCLE, WARMUP)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread, as tests/test_engine.py: 2 threads beside another busy process
-    on 2 cores run ~100x slower. Results are the same either way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

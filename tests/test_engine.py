@@ -27,6 +27,8 @@ from lrbench.worker import SlotJob
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN, N_TEST, VALIDATION = 2000, 1000, 0.2  # 1,600 train / 400 validation
+# In-process training on 2 cores: one torch thread (tests/conftest.py says why).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BATCH = 100
 # Measured: the FNN below scores 0.835-0.875 validation and 0.84-0.86 test accuracy after
 # 3 epochs (6 seeds x 2 splits). 1,000 images gave only 0.76-0.80 test: too close to call.
@@ -34,16 +36,6 @@ MIN_ACCURACY = 0.80
 CHANCE = 0.1
 TUTORIAL_SGD = OptimizerConfig("sgd", lr=0.1, momentum=0.9, nesterov=True)
 STEP = ScheduleSpec("step", {"step_size": 1, "gamma": 0.5})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: with a second busy process on 2 cores, two threads made each
-    trial ~100x slower here (4.8 s instead of 0.05 s). Results are the same either way."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import optuna
 import pandas as pd
 import pytest
 from conftest import CONFIRM_SEEDS as SEEDS
+from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
 
 from lrbench import config as config_module
@@ -27,13 +28,7 @@ from lrbench.report.frames import PARAM_PREFIX
 from lrbench.storage import open_storage
 from lrbench.study import CONFIG_ATTR
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (DATA / "MNIST" / "raw").is_dir(),
-                       reason=f"real MNIST sample not found at {DATA}/MNIST/raw"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
 
 def lrbench(*args: str, results: Path) -> subprocess.CompletedProcess:

@@ -16,17 +16,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
 
 from lrbench.storage import open_storage
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (DATA / "MNIST" / "raw").is_dir(),
-                       reason=f"real MNIST sample not found at {DATA}/MNIST/raw"),
-]
+pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
 
 def lrbench(*args: str, results: Path, **popen: object) -> subprocess.Popen:
