@@ -22,3 +22,21 @@ class ConfigError(UserError):
 
 class DataNotFoundError(UserError):
     """A data set that is neither on disk nor downloadable from here."""
+
+
+class StorageError(UserError):
+    """A storage that cannot be used as it is: damaged, full, or locked by a hung process.
+
+    Nothing was lost: the message says what was found and what to do.
+    """
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what Slurm and ``kill`` send), handled exactly like Ctrl-C; exit code 143."""
+
+
+def signal_of(interrupt: KeyboardInterrupt) -> int:
+    """The signal behind an interrupt: SIGTERM for ``Terminated``, else SIGINT (Ctrl-C)."""
+    import signal
+
+    return signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT

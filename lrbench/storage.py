@@ -1,22 +1,24 @@
 """Where studies live: an embedded journal file under results/, or any Optuna URL.
 
-The default is Optuna's ``JournalStorage`` on a ``JournalFileBackend``: one append-only
-file that many processes can write at once (SQLite is ruled out for parallel
-writers by Optuna's FAQ), and that ``optuna-dashboard results/lrbench.journal`` opens.
+The default is Optuna's ``JournalStorage`` on a journal file: one append-only file
+that many processes can write at once (SQLite is ruled out for parallel writers by
+Optuna's FAQ), and that ``optuna-dashboard results/lrbench.journal`` opens. lrbench
+writes it through ``lrbench.journal``, which keeps it readable after crashes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-from collections.abc import Iterator
+import logging
 from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+from optuna.storages.journal import JournalRedisBackend
 
-from lrbench.errors import UserError
+from lrbench import journal
+from lrbench.errors import StorageError, UserError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_JOURNAL = "lrbench.journal"
 
@@ -50,7 +52,16 @@ def open_storage(location: str, *, create: bool = True) -> BaseStorage:
             if type(err).__module__.startswith("sqlalchemy"):
                 raise UserError(f"--storage {location}: cannot connect: {err}") from None
             raise
-    path = Path(location)
+    return open_journal(Path(location), create=create)
+
+
+def open_journal(path: Path, *, create: bool = True) -> JournalStorage:
+    """Open a journal file: refuse anything else, repair a torn tail, name damage exactly.
+
+    A writer (``create=True``: sweep, confirm) moves a torn tail to a side file under
+    the journal's lock before Optuna reads it; a reader (report, list) leaves the file
+    alone and only warns, as Optuna skips the torn bytes anyway.
+    """
     if not path.exists():
         if not create:
             raise UserError(f"no lrbench storage at {path} (run `lrbench sweep` first, or pass "
@@ -61,31 +72,24 @@ def open_storage(location: str, *, create: bool = True) -> BaseStorage:
             raise UserError(f"cannot create the results folder {path.parent}: {err}") from None
     if path.is_dir():
         raise UserError(f"--storage {path} is a folder; give a journal file or a URL")
+    if path.exists():
+        journal.inspect(path)  # refuses a file that is no journal, before anything is written
     try:
-        return JournalStorage(JournalFileBackend(str(path)))  # replays the journal: reads it all
-    except (ValueError, UnicodeDecodeError) as err:  # json.JSONDecodeError is a ValueError
-        raise UserError(f"{path} is not an Optuna journal file ({err})") from None
-
-
-@contextlib.contextmanager
-def claim_lock(location: str, study: str) -> Iterator[None]:
-    """Serialise "count the trials, then ask for one" between processes on this machine.
-
-    Without it two slots can both see 9 of 10 trials and both start a tenth. A file
-    lock beside a journal file covers every process on this machine; for a database
-    URL (several machines) there is no shared folder, and a sweep may overshoot its
-    trial count by at most one trial per extra worker.
-    """
-    if is_url(location):
-        yield
-        return
-    lock_path = Path(location).with_name(f".{Path(location).name}.{study}.claim")
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        backend = journal.SafeJournalBackend(str(path))
+        if create:
+            with backend.lock:
+                journal.move_torn_tail(journal.inspect(path))
+    except OSError as err:  # a read-only folder, say
+        raise UserError(f"cannot open {path} for writing: {err.strerror}") from None
+    if not create:
+        health = journal.inspect(path)
+        if health.torn_bytes:
+            log.warning("%s ends in %d torn bytes (an interrupted write); they are skipped, "
+                        "and the next sweep moves them to a side file", path, health.torn_bytes)
+    try:
+        return JournalStorage(backend)  # replays the journal: reads it all
+    except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError
+        raise StorageError(journal.locate_damage(path)) from None
 
 
 def study_names(storage: BaseStorage) -> list[str]:

@@ -5,10 +5,6 @@ Every storage lives in tmp_path; nothing here needs a database server or the net
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 
 import optuna
@@ -16,7 +12,7 @@ import pytest
 from optuna.storages import JournalStorage, RDBStorage
 
 from lrbench.errors import UserError
-from lrbench.storage import claim_lock, open_storage, storage_location, study_names
+from lrbench.storage import open_storage, storage_location, study_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -88,71 +84,3 @@ def test_file_that_is_not_a_journal_is_a_user_error(tmp_path: Path):
     path.write_text('[study]\nname = "x"\n')
     with pytest.raises(UserError):
         open_storage(str(path)).get_all_studies()
-
-
-# --- claim_lock --------------------------------------------------------------------------
-
-CLAIMER = textwrap.dedent("""
-    import sys, time
-    from lrbench.storage import claim_lock
-    journal, log, tag = sys.argv[1:]
-
-    def mark(event):
-        with open(log, "a") as f:
-            f.write(f"{event} {tag}\\n")
-
-    mark("ready")
-    with claim_lock(journal, "s"):
-        mark("start")
-        time.sleep(0.3)
-        mark("end")
-""")
-
-
-def events(log: Path) -> list[str]:
-    return log.read_text().splitlines() if log.exists() else []
-
-
-def test_claim_lock_serialises_processes(tmp_path: Path):
-    """Two slots must never both count 9 of 10 trials and both start a tenth.
-
-    This process holds the lock while two others start and block on it; once released,
-    each child's start/end pair must finish before the other's start.
-    """
-    journal, log = str(tmp_path / "lrbench.journal"), tmp_path / "events.log"
-    with claim_lock(journal, "s"):
-        children = [subprocess.Popen([sys.executable, "-c", CLAIMER, journal, str(log), tag])
-                    for tag in ("a", "b")]
-        deadline = time.monotonic() + 60
-        while sum(e.startswith("ready") for e in events(log)) < 2:
-            assert time.monotonic() < deadline, f"children never got ready: {events(log)}"
-            assert all(c.poll() is None for c in children), "a child exited early"
-            time.sleep(0.05)
-        time.sleep(0.3)  # both are now blocked on the lock (or would have marked "start")
-        assert not any(e.startswith("start") for e in events(log)), events(log)
-    for child in children:
-        assert child.wait(timeout=60) == 0
-    claimed = [e for e in events(log) if not e.startswith("ready")]
-    first, second = claimed[0].split()[1], claimed[2].split()[1]
-    assert {first, second} == {"a", "b"}
-    assert claimed == [f"start {first}", f"end {first}", f"start {second}", f"end {second}"]
-    # the lock file sits beside the journal, per study; the journal itself is not created
-    assert (tmp_path / ".lrbench.journal.s.claim").is_file()
-    assert not (tmp_path / "lrbench.journal").exists()
-
-
-def test_claim_lock_is_per_study(tmp_path: Path):
-    """Different studies in one journal do not wait on each other (a second open of the
-    same lock file in this process would block here)."""
-    journal = str(tmp_path / "lrbench.journal")
-    with claim_lock(journal, "a"), claim_lock(journal, "b"):
-        pass
-    assert {p.name for p in tmp_path.iterdir()} == {".lrbench.journal.a.claim",
-                                                     ".lrbench.journal.b.claim"}
-
-
-def test_claim_lock_for_a_url_is_a_no_op(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'studies.db'}"
-    with claim_lock(url, "s"):
-        pass
-    assert list(tmp_path.iterdir()) == []
