@@ -17,13 +17,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbench import config as config_module
+from lrbench.claim import claim_lock
 from lrbench.config import SweepConfig
 from lrbench.errors import UserError
 from lrbench.storage import open_storage, study_names
 from lrbench.study import CARRIED_ATTRS, CONFIG_ATTR, open_study
 
 CONFIRM_SUFFIX = ":confirm"
-# Confirm seeds sit far above any sweep's trial seeds (base seed + trial number).
+# Confirm seeds: base seed + SEED_OFFSET x (run index + 1) + the re-run trial's number.
 SEED_OFFSET = 1_000_000
 
 
@@ -108,7 +109,14 @@ def prepare(location: str, study_name: str, seeds: int, sweep_file: str | None =
 
     confirm_config = dataclasses.replace(config, study=confirm_study_name(study_name),
                                          pruner="none", sampler="random", fixed=())
-    study = open_study(confirm_config, storage)
+    with claim_lock(location, confirm_config.study):  # two confirms queue the runs once
+        return _queue_runs(confirm_config, open_study(confirm_config, storage), winners,
+                           seeds, config.seed), winners
+
+
+def _queue_runs(confirm_config: SweepConfig, study: optuna.Study,
+                winners: dict[str, FrozenTrial], seeds: int, base_seed: int) -> SweepConfig:
+    """Queue each winner's missing runs; the config's ``trials`` is then the runs' total."""
     planned = {key for t in study.get_trials(deepcopy=False)
                if t.state != TrialState.FAIL and (key := _run_key(t)) is not None}
     for best in winners.values():
@@ -116,8 +124,10 @@ def prepare(location: str, study_name: str, seeds: int, sweep_file: str | None =
             if (best.number, index) in planned:
                 continue
             attrs = {k: v for k, v in best.user_attrs.items() if k in CARRIED_ATTRS}
-            attrs.update(confirm_of=best.number, confirm_index=index,
-                         seed_override=config.seed + SEED_OFFSET * (index + 1) + best.number)
+            seed = base_seed + SEED_OFFSET * (index + 1) + best.number
+            # A fresh seed for the weights and the batch order alike.
+            attrs.update(confirm_of=best.number, confirm_index=index, seed_override=seed,
+                         data_seed_override=seed)
             study.enqueue_trial(best.params, user_attrs=attrs)
             planned.add((best.number, index))
-    return dataclasses.replace(confirm_config, trials=len(planned)), winners
+    return dataclasses.replace(confirm_config, trials=len(planned))

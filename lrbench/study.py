@@ -25,6 +25,7 @@ import psutil
 from optuna.trial import FrozenTrial, TrialState
 
 import lrbench
+from lrbench import seeds
 from lrbench.config import FixedTrial, SweepConfig
 from lrbench.data import DeviceData
 from lrbench.engine.trial import TrialResult, TrialSpec
@@ -35,16 +36,25 @@ from lrbench.space import grid_values, suggest
 # A RUNNING trial from another machine whose heartbeat (refreshed every epoch) is older
 # than this is taken as dead. On this machine the worker's process is checked directly.
 STALE_AFTER_SECONDS = 30 * 60
+# A RUNNING trial not yet marked with its owner, older than this, seen by a process that
+# holds the claim lock, was asked by a process that died before it could mark it: askers
+# mark their trials before they release the lock. (Only storages without a shared claim
+# lock need the seconds; see lrbench.claim.)
+UNMARKED_AFTER_SECONDS = 2.0
 CONFIG_ATTR = "lrbench_config"
+RUNS_ATTR = "lrbench_runs"  # how many sweeps have started on the study: the next run's index
 # User attributes that define what a queued trial trains, so a re-queued (or confirm)
-# trial carries them over: its epochs, a fixed trial's LR and warm-up, a confirm run's seed.
+# trial carries them over: its epochs, a fixed trial's LR and warm-up, a confirm run's
+# or a re-queued trial's seeds.
 CARRIED_ATTRS = ("epochs", "fixed_lr", "fixed_warmup_epochs", "confirm_of", "confirm_index",
-                 "seed_override")
+                 "seed_override", "data_seed_override")
+# The user attributes, besides Optuna's params, that change what a trial trains.
+TRAINING_ATTRS = ("epochs", "fixed_lr", "fixed_warmup_epochs")
 
 
-def make_sampler(config: SweepConfig, slot_index: int = 0) -> optuna.samplers.BaseSampler:
-    # Each slot gets its own seed: slots with equal seeds would propose equal trials.
-    seed = config.seed + slot_index
+def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The slot's sampler; ``seed`` is the slot's own (``seeds.sampler_seed``): slots with
+    equal seeds would propose equal trials."""
     if config.sampler == "tpe":
         with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -87,7 +97,11 @@ def provenance() -> dict[str, Any]:
 
 
 def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the study, or reopen it if this is the same sweep run again."""
+    """Create the study, or reopen it if this is the same sweep run again.
+
+    Hold the study's claim lock around this: two sweeps starting at once must not both
+    find the study new and both queue its fixed trials.
+    """
     identity = config.identity()
     study = optuna.create_study(study_name=config.study, storage=storage, direction="maximize",
                                 load_if_exists=True)
@@ -104,6 +118,13 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
                         f"(changed: {', '.join(changed)}); resume it unchanged, or start a new "
                         f"study with --study NAME")
     return study
+
+
+def start_run(study: optuna.Study) -> int:
+    """This sweep's run index on the study (0 for the first sweep); hold the claim lock."""
+    run = int(study.user_attrs.get(RUNS_ATTR, 0))
+    study.set_user_attr(RUNS_ATTR, run + 1)
+    return run
 
 
 def fixed_params(config: SweepConfig, fixed: FixedTrial) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -162,16 +183,34 @@ def trial_spec(trial: optuna.Trial, config: SweepConfig) -> TrialSpec:
     else:
         warmup = int(attrs.get("fixed_warmup_epochs", 0))
     epochs = int(attrs.get("epochs", config.epochs))
-    seed = int(attrs.get("seed_override", config.seed + trial.number))
+    seed, data_seed = trial_seeds(trial, config)
     trial.set_user_attr("family", family)
     trial.set_user_attr("seed", seed)
+    trial.set_user_attr("data_seed", data_seed)
     trial.set_user_attr("epochs", epochs)
     return TrialSpec(
         number=trial.number, seed=seed, model=config.model, epochs=epochs,
         batch_size=config.batch_size,
         optimizer=dataclasses.replace(config.optimizer, lr=lr),
         schedule=ScheduleSpec(family, params, warmup), plateau_metric=config.plateau_metric,
+        data_seed=data_seed,
     )
+
+
+def trial_seeds(trial: optuna.Trial | FrozenTrial, config: SweepConfig) -> tuple[int, int]:
+    """The trial's init seed and batch-order seed.
+
+    Search trials: the init seed comes from the configuration (``seeds.trial_seed``), and
+    every trial shares the base seed's batch order (common random numbers: schedules are
+    compared on the same data order, and any trials can share a batched stack). A queued
+    trial may carry its own (confirm runs' fresh seeds; a re-queued trial's).
+    """
+    attrs = trial.user_attrs
+    configuration = {**trial.params, **{k: attrs[k] for k in TRAINING_ATTRS if k in attrs},
+                     "epochs": int(attrs.get("epochs", config.epochs))}
+    seed = int(attrs.get("seed_override", seeds.trial_seed(config.seed, configuration)))
+    default_data_seed = seed if "seed_override" in attrs else config.seed
+    return seed, int(attrs.get("data_seed_override", default_data_seed))
 
 
 # --- who is running what: liveness, so a dead worker's trial can be recovered ---
@@ -193,9 +232,9 @@ def heartbeat(trial: optuna.Trial) -> None:
 
 def _worker_alive(trial: FrozenTrial) -> bool:
     attrs = trial.user_attrs
-    if "host" not in attrs:  # asked but not yet marked: give its worker a moment to do so
+    if "host" not in attrs:  # asked but not yet marked: alive only while still marking
         started = trial.datetime_start or datetime.datetime.now()
-        return (datetime.datetime.now() - started).total_seconds() < STALE_AFTER_SECONDS
+        return (datetime.datetime.now() - started).total_seconds() < UNMARKED_AFTER_SECONDS
     if attrs["host"] != socket.gethostname():
         return time.time() - attrs.get("heartbeat", 0) < STALE_AFTER_SECONDS
     try:
@@ -207,7 +246,11 @@ def _worker_alive(trial: FrozenTrial) -> bool:
 
 
 def recover_stale_trials(study: optuna.Study) -> list[int]:
-    """Fail trials left RUNNING by dead workers and queue their configs again."""
+    """Fail trials left RUNNING by dead workers and queue their configs again.
+
+    Hold the study's claim lock (``lrbench.claim``): then no live asker is between
+    asking a trial and marking it as its own.
+    """
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _worker_alive(trial):
@@ -225,7 +268,12 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
+    """Queue the trial's configuration again, with the seeds it trained with."""
     attrs = {k: v for k, v in trial.user_attrs.items() if k in CARRIED_ATTRS}
+    if "seed" in trial.user_attrs:
+        attrs["seed_override"] = trial.user_attrs["seed"]
+        # (trials stored before data_seed was recorded trained on their own seed's order)
+        attrs["data_seed_override"] = trial.user_attrs.get("data_seed", attrs["seed_override"])
     attrs["requeued_from"] = trial.number
     study.enqueue_trial(trial.params, user_attrs=attrs)
 

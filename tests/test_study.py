@@ -22,8 +22,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from lrbench import lifeline, seeds, worker
 from lrbench import study as st
-from lrbench import worker
 from lrbench.config import SweepConfig, load
 from lrbench.data import load_arrays
 from lrbench.devices import Slot
@@ -136,19 +136,44 @@ def test_trial_spec_suggests_lr_and_warmup_when_searched(tmp_path: Path):
         study.tell(trial, 0.5)
 
 
-def test_trial_spec_seed_is_base_seed_plus_number(tmp_path: Path):
-    """Distinct seeds per trial, reproducible from the trial number alone."""
+def test_trial_spec_seed_comes_from_base_seed_and_configuration(tmp_path: Path):
+    """Distinct seeds per configuration, the same whatever the trial's number (which
+    depends on which worker asked first); one shared batch order, the base seed's."""
     config = write_sweep(tmp_path, seed=7)
     study = memory_study()
+    specs = []
     for number in range(3):
         trial = study.ask()
         spec = st.trial_spec(trial, config)
         assert trial.number == spec.number == number
-        assert spec.seed == 7 + number
-        assert trial.user_attrs["seed"] == 7 + number
+        configuration = {**trial.params, "epochs": 5}
+        assert spec.seed == seeds.trial_seed(7, configuration) == trial.user_attrs["seed"]
+        assert spec.data_seed == 7 == trial.user_attrs["data_seed"]
         assert trial.user_attrs["family"] == spec.schedule.family
         assert trial.user_attrs["epochs"] == 5
+        specs.append((trial.params, spec.seed))
         study.tell(trial, 0.5)
+    assert len({seed for _, seed in specs}) == 3
+    # The same configuration asked again, as trial 3: the same seed.
+    params, seed = specs[0]
+    study.enqueue_trial(params)
+    again = study.ask()
+    assert again.number == 3 and st.trial_spec(again, config).seed == seed
+    # Another base seed: other seeds.
+    other = dataclasses.replace(config, seed=8)
+    assert st.trial_spec(study.ask(), other).seed != seeds.trial_seed(7, {**params, "epochs": 5})
+
+
+def test_queued_seeds_override_the_derived_ones(tmp_path: Path):
+    """A re-queued trial carries its seeds; a confirm run brings fresh ones for both."""
+    config = write_sweep(tmp_path, seed=7)
+    study = memory_study()
+    study.enqueue_trial({"schedule": "constant"}, user_attrs={"seed_override": 11})
+    study.enqueue_trial({"schedule": "constant"},
+                        user_attrs={"seed_override": 11, "data_seed_override": 7})
+    first, second = study.ask(), study.ask()
+    assert st.trial_seeds(first, config) == (11, 11)
+    assert st.trial_seeds(second, config) == (11, 7)
 
 
 def test_fixed_trial_epochs_and_lr_override_the_config(tmp_path: Path):
@@ -290,7 +315,7 @@ def test_dead_local_worker_trial_is_failed_and_requeued(journal: str):
     assert "died" in old.user_attrs["reason"]
     [queued] = waiting(study)
     assert queued.system_attrs["fixed_params"] == old.params
-    assert queued.user_attrs == {"epochs": 4, "requeued_from": number}
+    assert queued.user_attrs == {"epochs": 4, "requeued_from": number}  # it had no seed yet
     # nothing is left to recover: a second sweep starting now must not queue it twice
     assert st.recover_stale_trials(reopen(journal)) == []
     assert len(waiting(reopen(journal))) == 1
@@ -338,6 +363,19 @@ def test_trial_asked_but_not_yet_marked_is_not_taken_for_dead(journal: str):
     assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
 
 
+def test_unmarked_trial_older_than_a_claim_is_recovered(journal: str, monkeypatch):
+    """Askers mark their trials before releasing the claim lock, so an unmarked trial
+    older than that, seen under the lock, was asked by a process that died (a kill in
+    the ask-to-mark window once left such a trial RUNNING for 30 minutes)."""
+    number = reopen(journal).ask().number
+    monkeypatch.setattr(st, "UNMARKED_AFTER_SECONDS", 0.0)
+    time.sleep(0.01)
+    study = reopen(journal)
+    assert st.recover_stale_trials(study) == [number]
+    assert study.trials[number].state == TrialState.FAIL
+    assert [t.user_attrs["requeued_from"] for t in waiting(study)] == [number]
+
+
 # --- counting and sampling ---------------------------------------------------------------
 
 
@@ -363,7 +401,7 @@ def first_suggestion(sampler: optuna.samplers.BaseSampler) -> float:
 
 def test_tpe_is_multivariate_and_grouped(tmp_path: Path):
     """group=True is what lets TPE model each family's parameters jointly."""
-    sampler = st.make_sampler(write_sweep(tmp_path, sampler="tpe"), 0)
+    sampler = st.make_sampler(write_sweep(tmp_path, sampler="tpe"), seed=0)
     assert isinstance(sampler, optuna.samplers.TPESampler)
     assert sampler._multivariate and sampler._group and sampler._constant_liar
 
@@ -375,11 +413,25 @@ def test_slot_seeds(tmp_path: Path, sampler: str, shared: bool):
     config = write_sweep(tmp_path, sampler=sampler, extra=(
         "[schedules.step]\nstep_size = [1, 2]\ngamma = [0.1]\n"
         "[schedules.plateau]\nfactor = [0.1]\npatience = [0]\n" if sampler == "grid" else ""))
-    slot0, slot1 = (first_suggestion(st.make_sampler(config, i)) for i in (0, 1))
-    assert first_suggestion(st.make_sampler(config, 0)) == slot0  # reproducible
+    slot_seeds = [seeds.sampler_seed(config.seed, run=0, slot=i) for i in (0, 1)]
+    slot0, slot1 = (first_suggestion(st.make_sampler(config, s)) for s in slot_seeds)
+    assert first_suggestion(st.make_sampler(config, slot_seeds[0])) == slot0  # reproducible
     assert (slot0 == slot1) is shared
     if sampler == "qmc":
-        assert st.make_sampler(config, 3)._seed == config.seed
+        assert st.make_sampler(config, slot_seeds[1])._seed == config.seed
+
+
+def test_each_run_of_a_study_samples_with_new_seeds(tmp_path: Path):
+    """A resumed or joined sweep is the study's next run: its slots never replay an
+    earlier run's seeds (4 -> 8 trials once re-ran trials 0-3's exact parameters)."""
+    journal = str(tmp_path / "lrbench.journal")
+    config = write_sweep(tmp_path, seed=3)
+    study = st.open_study(config, open_storage(journal))
+    assert [st.start_run(study) for _ in range(3)] == [0, 1, 2]
+    assert st.start_run(st.open_study(config, open_storage(journal))) == 3  # stored
+    all_seeds = {seeds.sampler_seed(3, run, slot) for run in range(4) for slot in range(8)}
+    assert len(all_seeds) == 32
+    assert all(0 <= s < 2**31 for s in all_seeds)
 
 
 @pytest.mark.parametrize("pruner, kind", [
@@ -403,9 +455,10 @@ def slot_job(tmp_path: Path):
     st.open_study(config, open_storage(journal))
     threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
     arrays = load_arrays("mnist", DATA)
-    yield SlotJob(Slot(0, "cpu", 1), config, journal, arrays, str(tmp_path / "stop"))
+    yield SlotJob(Slot(0, "cpu", 1), config, journal, arrays)
     torch.set_num_threads(threads)
     optuna.logging.set_verbosity(verbosity)
+    lifeline.reset()
 
 
 def stored(job: SlotJob) -> optuna.Study:
@@ -420,7 +473,8 @@ def test_run_slot_runs_the_sweeps_trials(slot_job: SlotJob):
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     for trial in trials:
         attrs = trial.user_attrs
-        assert attrs["seed"] == trial.number
+        assert attrs["seed"] == st.trial_seeds(trial, slot_job.config)[0]
+        assert attrs["data_seed"] == slot_job.config.seed
         assert attrs["status"] == "complete" and attrs["diverged"] is False
         assert attrs["curves"]["epoch"] == [1] and attrs["epochs_run"] == 1
         assert set(attrs["curves"]) == {"epoch", "lr", "train_loss", "val_loss",
@@ -432,8 +486,8 @@ def test_run_slot_runs_the_sweeps_trials(slot_job: SlotJob):
     assert run_slot(slot_job).trials == 0
 
 
-def test_run_slot_with_stop_file_runs_nothing(slot_job: SlotJob):
-    Path(slot_job.stop_file).touch()
+def test_run_slot_asked_to_stop_runs_nothing(slot_job: SlotJob):
+    lifeline.request_stop()
     report = run_slot(slot_job)
     assert (report.trials, report.failed) == (0, 0)
     assert stored(slot_job).trials == []
@@ -442,7 +496,7 @@ def test_run_slot_with_stop_file_runs_nothing(slot_job: SlotJob):
 def test_stop_during_a_trial_fails_and_requeues_it(slot_job: SlotJob, monkeypatch):
     """Ctrl-C mid-trial: the trial is FAIL (not lost as RUNNING) and its config re-queued."""
     def stopped_in_epoch_1(spec, data, on_epoch):
-        Path(slot_job.stop_file).touch()
+        lifeline.request_stop()
         on_epoch(0, 0.5)
         raise AssertionError("on_epoch should have raised StopRequested")
 
@@ -455,6 +509,8 @@ def test_stop_during_a_trial_fails_and_requeues_it(slot_job: SlotJob, monkeypatc
     assert queued.state == TrialState.WAITING
     assert queued.system_attrs["fixed_params"] == first.params
     assert queued.user_attrs["requeued_from"] == first.number
+    assert queued.user_attrs["seed_override"] == first.user_attrs["seed"]  # its seeds too
+    assert queued.user_attrs["data_seed_override"] == first.user_attrs["data_seed"]
 
 
 def test_slot_stops_after_repeated_errors(slot_job: SlotJob, monkeypatch):
@@ -491,5 +547,5 @@ def test_batched_slot_trains_and_tells_each_trial(slot_job: SlotJob):
     trials = stored(job).trials
     assert report.trials == 2 and report.batch_trials == 2
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert {t.user_attrs["data_seed"] for t in trials} == {trials[0].user_attrs["seed"]}
+    assert {t.user_attrs["data_seed"] for t in trials} == {job.config.seed}  # one batch order
     assert all(t.user_attrs["engine"] == "batched" for t in trials)
