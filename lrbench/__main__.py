@@ -1,3 +1,3 @@
-from lrbench.cli import main
+from lrbench.entry import main
 
 main()

@@ -1,19 +1,20 @@
 """The ``lrbench`` command: parse arguments, call the library, map errors to exit codes.
 
-Exit codes: 0 done, 2 the user's mistake (one clear line, no traceback), 1 anything
-else (a bug or a broken machine: the traceback is worth seeing), 130 on Ctrl-C.
+Exit codes: 0 done; 2 the user's mistake (one clear line, no traceback); 1 a sweep that
+ended short of its trial count (it says why), a full disk, or anything else (a bug or a
+broken machine: then the traceback is worth seeing); 130 on Ctrl-C, 143 on SIGTERM.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import optuna
-from joblib.externals.loky.process_executor import TerminatedWorkerError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,13 +29,17 @@ from rich.table import Table
 from lrbench import config as config_module
 from lrbench import confirm as confirm_module
 from lrbench.engine.choice import ENGINES
-from lrbench.errors import UserError
+from lrbench.entry import exit_code
+from lrbench.errors import StorageError, UserError
+from lrbench.logs import show_warnings
+from lrbench.seeds import SEED_MAX
 from lrbench.storage import is_url, open_storage, storage_location
 from lrbench.summary import best_by_family, study_rows
 from lrbench.sweep import SweepOutcome, run_sweep
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji=False: "--device cuda:-1" must not print a thumbs-down for ":-1".
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False, soft_wrap=True)  # whole lines: paths stay greppable
 
 SWEEP_DIRS = (Path("sweeps"), Path(__file__).resolve().parents[1] / "sweeps")
 
@@ -50,6 +55,12 @@ def find_sweep_file(name: str) -> Path:
     folders = ", ".join(str(d) for d in SWEEP_DIRS)
     raise UserError(f"no sweep file {name!r}: looked for {name}.toml in {folders} "
                     f"(known: {', '.join(known) or 'none'})")
+
+
+def _study_name(value: str | None) -> str | None:
+    if value is not None and not config_module.valid_study_name(value):
+        raise click.BadParameter(f"must be {config_module.STUDY_NAME_RULE}, but got {value!r}")
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,8 +97,10 @@ TF32 = click.option("--tf32", is_flag=True,
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist", "kmnist"]))
 @click.option("--data-dir", type=click.Path(file_okay=False),
               help="torchvision root holding MNIST/raw/ etc. [env: LRBENCH_DATA_DIR]")
-@click.option("--seed", type=click.IntRange(min=0), help="Base seed (trial seed = seed + number).")
-@click.option("--study", "study_name", help="Study name [default: the sweep file's].")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX),
+              help="Base seed: each trial's seed derives from it and the trial's configuration.")
+@click.option("--study", "study_name", callback=lambda ctx, param, value: _study_name(value),
+              help="Study name [default: the sweep file's].")
 @ENGINE
 @BATCH_TRIALS
 @TF32
@@ -133,7 +146,8 @@ def _finish(outcome: SweepOutcome) -> None:
                       + (f" K={r.batch_trials}" if r.engine == "batched" else "")
                       for r in outcome.reports) or ", ".join(s.device for s in outcome.slots)
     if outcome.recovered:
-        console.print(f"re-queued trials left running by dead workers: {outcome.recovered}")
+        console.print(f"re-queued trials left running by dead workers: "
+                      f"{sorted(set(outcome.recovered))}")
     console.print(f"{outcome.finished}/{outcome.target} trials finished in {outcome.storage} "
                   f"(slots: {slots}; wall {outcome.wall_seconds:.1f} s, training "
                   f"{outcome.train_seconds:.1f} s summed over slots)")
@@ -141,16 +155,36 @@ def _finish(outcome: SweepOutcome) -> None:
     if gpu_mb:
         console.print(f"peak GPU memory per GPU slot: {', '.join(f'{m:,.0f} MiB' for m in gpu_mb)}")
     console.print(f"browse: optuna-dashboard {outcome.storage}")
-    if isinstance(outcome.error, TerminatedWorkerError):
-        # Not the user's mistake, but no traceback helps either: the storage is intact.
-        err_console.print(f"lrbench: a worker process died ({outcome.error}); its trial was "
-                          f"re-queued: run the same command to resume", markup=False)
+    if isinstance(outcome.error, StorageError):  # a full disk: no traceback helps
+        err_console.print(f"lrbench: error: {outcome.error}; finished trials are kept: free "
+                          f"space, then run the same command to resume", markup=False)
         sys.exit(1)
     if outcome.error is not None:
         raise outcome.error
     if outcome.interrupted:
         console.print("interrupted: finished trials are kept; run the same command to resume")
-        sys.exit(130)
+        sys.exit(128 + outcome.interrupted)
+    if outcome.short:
+        err_console.print(f"lrbench: the sweep ended with {outcome.finished} of "
+                          f"{outcome.target} trials finished: {_why_short(outcome)}",
+                          markup=False)
+        sys.exit(1)
+
+
+def _why_short(outcome: SweepOutcome) -> str:
+    from lrbench.sweep import snapshot
+
+    now = snapshot(outcome.study)
+    reasons = []
+    if now.failed > outcome.failed_before:
+        reasons.append(f"{now.failed - outcome.failed_before} trials failed in this run (each "
+                       f"keeps its error: lrbench list, or optuna-dashboard)")
+    if outcome.deaths:
+        reasons.append(f"worker processes died {outcome.deaths} times")
+    if now.running:
+        reasons.append(f"{now.running} trials are still running elsewhere")
+    return "; ".join(reasons or ["no slot could take a trial"]) + (
+        "; run the same command to try again")
 
 
 def _print_best(study: optuna.Study) -> None:
@@ -281,18 +315,23 @@ def list_(results_dir: str, storage: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    show_warnings()
     try:
         cli.main(args=argv, prog_name="lrbench", standalone_mode=False)
     except click.ClickException as err:  # bad flags: click's own message, exit 2
         err.show()
         sys.exit(err.exit_code)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort:  # Ctrl-C inside a click prompt
         sys.exit(130)
     except UserError as err:
         # markup=False: messages quote sweep-file keys like [schedules.step] verbatim
         err_console.print(f"lrbench: error: {err}", style="bold red", markup=False,
                           highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:  # a second Ctrl-C, or one outside a sweep's slots
         err_console.print("interrupted")
-        sys.exit(130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # Leave now: waiting on worker processes at exit is what the second Ctrl-C refused.
+        # They see the stop event or their parent gone, and re-queue their trials.
+        os._exit(exit_code(interrupt))

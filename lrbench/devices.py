@@ -59,6 +59,11 @@ def _parse_devices(spec: str) -> list[str]:
     return devices
 
 
+# Slots per core or GPU at most: past a few, more slots only thrash memory (1,000 slots
+# on 2 cores / 24 GB started no trial and ended in the OOM killer).
+SLOTS_PER_DEVICE = 4
+
+
 def plan_slots(device: str = "auto", workers: int | None = None,
                cores: int | None = None) -> list[Slot]:
     """One slot per GPU, then CPU slots on the cores the GPU slots leave free."""
@@ -66,6 +71,11 @@ def plan_slots(device: str = "auto", workers: int | None = None,
         raise UserError(f"--workers must be >= 1, but got {workers}")
     cores = cores or cpu_cores()
     devices = _parse_devices(device)
+    used = (cores if "cpu" in devices else 0) + sum(d != "cpu" for d in devices)
+    most = SLOTS_PER_DEVICE * used
+    if workers is not None and workers > most:
+        raise UserError(f"--workers {workers}: at most {most} on this machine "
+                        f"({SLOTS_PER_DEVICE} per core and GPU used: --device {device})")
     gpu_devices = [d for d in devices if d != "cpu"]
     use_cpu = "cpu" in devices
     if workers is None:

@@ -1,32 +1,44 @@
-"""Run a sweep: open the study, start one joblib process per slot, watch progress.
+"""Run a sweep: open the study, start one worker process per slot, watch them to the end.
 
-The parent does the checks that should fail fast and once (devices, data, the
-study's setup), recovers trials that dead workers left RUNNING, then lets the slots
-work while it draws a progress bar from the storage. Ctrl-C asks every slot to stop
-at its next epoch; finished trials are already in the storage, the interrupted ones
-are re-queued for the next run.
+The parent does the checks that should fail fast and once (devices, data, the results
+folder, the study's setup), then runs the slots in rounds until the study holds its
+trial count:
+
+- a slot whose process dies costs only its own trials: they are recovered at once and
+  a replacement slot starts (at most ``MAX_RESTARTS`` times per slot);
+- when the slots are done but trials of another live sweep are still running, the
+  parent waits for them, and runs a new round if any of them die;
+- Ctrl-C or SIGTERM sets the stop event: every slot fails and re-queues its trials at
+  its next epoch, and the parent returns once they have; a second one leaves at once
+  (the workers still stop by themselves, see ``lrbench.lifeline``).
 """
 
 from __future__ import annotations
 
-import threading
+import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import joblib
 import optuna
 from optuna.trial import TrialState
 
-from lrbench import data
+from lrbench import data, seeds
+from lrbench.claim import claim_lock
 from lrbench.config import SweepConfig
 from lrbench.devices import Slot, plan_slots
 from lrbench.engine.choice import resolve_engine
-from lrbench.storage import claim_lock, open_storage, storage_location
-from lrbench.study import counted_trials, open_study, recover_stale_trials
-from lrbench.worker import SlotJob, SlotReport, run_slot
+from lrbench.errors import UserError, signal_of
+from lrbench.pool import SlotEnd, SlotPool
+from lrbench.storage import is_url, open_storage, storage_location
+from lrbench.study import counted_trials, open_study, recover_stale_trials, start_run
+from lrbench.worker import SlotJob, SlotReport
+
+MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is given up
+MAX_IDLE_ROUNDS = 3  # rounds in a row that finish no trial: the sweep cannot get further
+POLL_SECONDS = 0.5
+RECOVER_EVERY_SECONDS = 5.0  # while waiting on other sweeps' trials
 
 
 @dataclass
@@ -36,6 +48,7 @@ class StudySnapshot:
     finished: int
     running: int
     best: float | None
+    failed: int = 0
 
 
 @dataclass
@@ -46,14 +59,21 @@ class SweepOutcome:
     finished: int
     target: int
     recovered: list[int] = field(default_factory=list)  # trials re-queued from dead workers
-    interrupted: bool = False
+    interrupted: int = 0  # the signal that stopped the sweep (SIGINT, SIGTERM), or 0
     wall_seconds: float = 0.0
     reports: list[SlotReport] = field(default_factory=list)
     error: BaseException | None = None
+    deaths: int = 0  # worker processes that died mid-sweep
+    failed_before: int = 0  # FAIL trials in the study when this sweep started
 
     @property
     def train_seconds(self) -> float:
         return sum(r.train_seconds for r in self.reports)
+
+    @property
+    def short(self) -> bool:
+        """Ended with fewer finished trials than its target, though nobody stopped it."""
+        return not self.interrupted and self.error is None and self.finished < self.target
 
 
 def snapshot(study: optuna.Study) -> StudySnapshot:
@@ -61,8 +81,9 @@ def snapshot(study: optuna.Study) -> StudySnapshot:
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     return StudySnapshot(finished=len(done),
-                    running=sum(t.state == TrialState.RUNNING for t in trials),
-                    best=max(complete) if complete else None)
+                         running=sum(t.state == TrialState.RUNNING for t in trials),
+                         best=max(complete) if complete else None,
+                         failed=sum(t.state == TrialState.FAIL for t in trials))
 
 
 def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
@@ -82,19 +103,39 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     arrays = data.load_arrays(config.dataset, data_dir)
     data.validation_count(config.validation_size, len(arrays.train_labels))
     location = storage_location(storage, results_dir)
-    study = open_study(config, open_storage(location))
-    outcome = SweepOutcome(study, location, slots, 0, config.trials,
-                           recovered=_recover(study, location))
-    if counted_trials(study) < config.trials:
-        stop_file = Path(results_dir) / f".stop-{uuid.uuid4().hex}"
-        jobs = [SlotJob(slot, config, location, arrays, str(stop_file),
-                        resolve_engine(engine, slot), batch_trials, _peers(slot, slots), tf32)
-                for slot in slots]
-        _run_slots(jobs, study, stop_file, outcome, on_progress)
-        outcome.recovered += _recover(study, location)  # a slot that died mid-trial
+    if not is_url(location):
+        check_writable(Path(location).parent)
+    study_storage = open_storage(location)
+    with claim_lock(location, config.study):
+        study = open_study(config, study_storage)
+        run = start_run(study)
+    first = snapshot(study)
+    outcome = SweepOutcome(study, location, slots, first.finished, config.trials,
+                           failed_before=first.failed)
+    jobs = [SlotJob(slot, config, location, arrays,
+                    seeds.sampler_seed(config.seed, run, slot.index),
+                    resolve_engine(engine, slot), batch_trials, _peers(slot, slots), tf32)
+            for slot in slots]
+    pool = SlotPool()
+    try:
+        _run_rounds(pool, jobs, study, outcome, on_progress)
+    except KeyboardInterrupt as interrupt:  # the second Ctrl-C: leave now
+        pool.abandon()
+        outcome.interrupted = signal_of(interrupt)
+        raise
     outcome.finished = snapshot(study).finished
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
+
+
+def check_writable(folder: Path) -> None:
+    """The results folder exists (or can be made) and takes files: say so now, not later."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lrbench-write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"results folder {folder} is not writable: {err.strerror}") from None
 
 
 def _peers(slot: Slot, slots: list[Slot]) -> int:
@@ -105,40 +146,87 @@ def _peers(slot: Slot, slots: list[Slot]) -> int:
 
 
 def _recover(study: optuna.Study, location: str) -> list[int]:
-    # Under the claim lock: a slot of another sweep between ask and mark_running must not
-    # look dead to us.
     with claim_lock(location, study.study_name):
         return recover_stale_trials(study)
 
 
-def _run_slots(jobs: list[SlotJob], study: optuna.Study, stop_file: Path,
-               outcome: SweepOutcome, on_progress: Callable[[StudySnapshot], None] | None) -> None:
-    """Run the slots in loky processes from a thread, so this thread can draw progress."""
+def _run_rounds(pool: SlotPool, jobs: list[SlotJob], study: optuna.Study,
+                outcome: SweepOutcome, on_progress: Callable[[StudySnapshot], None] | None
+                ) -> None:
+    """Rounds of slots until the count is reached, the sweep is stopped, or rounds stop
+    helping (every slot gave up: failing trials, dying processes)."""
+    idle_rounds = 0
+    while True:
+        outcome.recovered += _recover(study, outcome.storage)
+        left = outcome.target - counted_trials(study)
+        now = snapshot(study)
+        if left > 0:
+            if idle_rounds >= MAX_IDLE_ROUNDS:
+                return
+            for job in jobs[:left]:  # more slots than trials left would only start and stop
+                pool.start(job)
+            _watch(pool, study, outcome, on_progress)
+            if outcome.interrupted or outcome.error is not None:
+                return
+            idle_rounds = idle_rounds + 1 if snapshot(study).finished == now.finished else 0
+            continue
+        if now.finished >= outcome.target:
+            return
+        # The count is reached only with trials another live sweep is running: wait for
+        # them, and train again if any of them die or are re-queued.
+        _wait_for_others(study, outcome, on_progress)
+        if outcome.interrupted:
+            return
 
-    finished = threading.Event()
 
-    def work() -> None:
+def _watch(pool: SlotPool, study: optuna.Study, outcome: SweepOutcome,
+           on_progress: Callable[[StudySnapshot], None] | None) -> None:
+    """Wait for the round's slots, replacing dead ones; Ctrl-C or SIGTERM stops them."""
+    while pool.running:
         try:
-            outcome.reports = list(joblib.Parallel(n_jobs=len(jobs), backend="loky")(
-                joblib.delayed(run_slot)(job) for job in jobs))
-        except BaseException as err:  # reported by the caller; the thread must not die silently
-            outcome.error = err
-        finally:
-            finished.set()
-
-    # Wait on an Event, not Thread.join: before Python 3.13 a join interrupted by Ctrl-C
-    # can mark the thread finished, and the next join returns while the slots still run.
-    threading.Thread(target=work, name="lrbench-slots", daemon=True).start()
-    try:
-        while not finished.wait(timeout=0.5):
+            for end in pool.wait(POLL_SECONDS):
+                _slot_ended(pool, end, study, outcome)
             if on_progress is not None:
                 on_progress(snapshot(study))
-    except KeyboardInterrupt:
-        outcome.interrupted = True
-        stop_file.parent.mkdir(parents=True, exist_ok=True)
-        stop_file.touch()  # every slot stops at its next epoch and re-queues its trial
-        finished.wait()  # a second Ctrl-C leaves the file, so orphaned workers still stop
-    stop_file.unlink(missing_ok=True)
+        except KeyboardInterrupt as interrupt:
+            if pool.stopping:
+                raise  # a second one
+            outcome.interrupted = signal_of(interrupt)
+            pool.stop()  # every slot re-queues its trials at its next epoch
     if on_progress is not None:
         on_progress(snapshot(study))
-    outcome.interrupted |= any(r.interrupted for r in outcome.reports)
+
+
+def _slot_ended(pool: SlotPool, end: SlotEnd, study: optuna.Study,
+                outcome: SweepOutcome) -> None:
+    if end.report is not None:  # (a slot that was sent SIGTERM alone re-queued its trials)
+        outcome.reports.append(end.report)
+        outcome.recovered += end.report.recovered
+        return
+    if not end.died:  # a bug, a broken device, a full disk: stop the sweep, keep the error
+        outcome.error = outcome.error or end.error
+        pool.stop()
+        return
+    outcome.deaths += 1
+    outcome.recovered += _recover(study, outcome.storage)  # its trials, at once
+    if not pool.stopping and end.process.restarts < MAX_RESTARTS:
+        pool.restart(end.process)
+
+
+def _wait_for_others(study: optuna.Study, outcome: SweepOutcome,
+                     on_progress: Callable[[StudySnapshot], None] | None) -> None:
+    """Wait until no trial runs, or some were recovered from dead workers, or Ctrl-C."""
+    last_check = time.monotonic()
+    try:
+        while snapshot(study).running:
+            if on_progress is not None:
+                on_progress(snapshot(study))
+            if time.monotonic() - last_check > RECOVER_EVERY_SECONDS:
+                last_check = time.monotonic()
+                recovered = _recover(study, outcome.storage)
+                if recovered:
+                    outcome.recovered += recovered
+                    return
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt as interrupt:
+        outcome.interrupted = signal_of(interrupt)

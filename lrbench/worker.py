@@ -2,26 +2,28 @@
 
 Each slot talks to the shared study itself, so pruning decisions are per trial and a
 sweep can be joined by more slots (or a second ``lrbench sweep``) at any time. The
-trial count is checked across all slots under a lock, not per slot.
+trial count is checked across all slots under the claim lock, not per slot, and the
+same lock covers recovering dead workers' trials, so the count is exact.
+
+The slot stops at its next safe point when ``lifeline.stop_requested()``: it fails
+its trials and re-queues them, so an interrupted sweep loses no configuration.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import resource
-import signal
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
+from lrbench import lifeline
+from lrbench.claim import claim_lock
 from lrbench.config import SweepConfig
 from lrbench.data import DatasetArrays, split_to_device
 from lrbench.devices import Slot, configure_process
@@ -29,7 +31,8 @@ from lrbench.engine.batched import group_specs, train_batch
 from lrbench.engine.choice import batch_trials, fuse_update
 from lrbench.engine.sequential import train_trial
 from lrbench.engine.trial import TrialResult, TrialSpec
-from lrbench.storage import claim_lock, open_storage
+from lrbench.errors import StorageError
+from lrbench.storage import open_storage
 from lrbench.study import (
     counted_trials,
     heartbeat,
@@ -38,6 +41,7 @@ from lrbench.study import (
     mark_running,
     record_data_sizes,
     record_result,
+    recover_stale_trials,
     requeue,
     trial_spec,
 )
@@ -47,27 +51,7 @@ MAX_FAILURES_IN_A_ROW = 3
 
 
 class StopRequested(Exception):
-    """The parent asked every slot to stop (Ctrl-C): abandon the trial, re-queue it."""
-
-
-@contextlib.contextmanager
-def _ctrl_c_left_to_parent() -> Iterator[None]:
-    """Ignore Ctrl-C here: the parent turns it into the stop file.
-
-    A terminal's Ctrl-C reaches every process of the group. A KeyboardInterrupt landing
-    in a worker between ``ask`` and ``tell`` (outside the trial's ``try``) left its trial
-    RUNNING behind a live process; the stop file is checked only at safe points (between
-    trials, after each epoch). Only a main thread may set handlers: with one slot, joblib
-    runs it in a thread of the parent, which gets no signals anyway.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    """The sweep is stopping (Ctrl-C, SIGTERM, parent gone): abandon the trial, re-queue it."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +60,7 @@ class SlotJob:
     config: SweepConfig
     storage: str  # URL or journal path: each process opens its own connection
     arrays: DatasetArrays  # read once by the parent: workers never import torchvision
-    stop_file: str  # exists once the parent wants the sweep stopped
+    sampler_seed: int = 0  # this slot's own (lrbench.seeds.sampler_seed)
     engine: str = "sequential"  # "sequential" or "batched", already resolved for this slot
     batch_trials: int | None = None  # trials per stacked model; None: sized in the worker
     slots: int = 1  # slots on this kind of device: the auto-sized K is a share of the trials
@@ -91,6 +75,7 @@ class SlotReport:
     trials: int = 0
     failed: int = 0
     interrupted: bool = False
+    recovered: list[int] = dataclasses.field(default_factory=list)  # dead workers' trials
     data_seconds: float = 0.0  # loading the data set onto the device, once per slot
     train_seconds: float = 0.0  # wall time inside the engine (a batch counts once)
     peak_rss_mb: float = 0.0  # the worker process's peak resident memory
@@ -98,8 +83,16 @@ class SlotReport:
 
 
 def run_slot(job: SlotJob) -> SlotReport:
-    with _ctrl_c_left_to_parent():
-        return _run_slot(job)
+    """Train the sweep's trials on this slot until the study holds its count, or a stop."""
+    slot = _Slot(job)
+    if job.engine == "batched":
+        _batched_loop(slot)
+    else:
+        _sequential_loop(slot)
+    slot.report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
+    if job.slot.device.startswith("cuda"):
+        slot.report.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+    return slot.report
 
 
 class _Slot:
@@ -111,7 +104,7 @@ class _Slot:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.load_study(study_name=self.config.study,
                                        storage=open_storage(job.storage),
-                                       sampler=make_sampler(self.config, job.slot.index),
+                                       sampler=make_sampler(self.config, job.sampler_seed),
                                        pruner=make_pruner(self.config))
         self.batch_trials = 1
         if job.engine == "batched":
@@ -121,12 +114,16 @@ class _Slot:
         self.data = split_to_device(job.arrays, self.config.validation_size, self.config.seed,
                                     job.slot.device)
         self.report.data_seconds = time.perf_counter() - started
-        self.stop = Path(job.stop_file)
         self.failures_in_a_row = 0
 
     def ask(self, most: int) -> list[optuna.Trial]:
-        """Up to ``most`` new trials, counted against the sweep's total across all slots."""
+        """Up to ``most`` new trials, counted against the sweep's total across all slots.
+
+        Dead workers' trials are recovered first, under the same lock: their
+        configurations are queued again and this slot may take them at once.
+        """
         with claim_lock(self.job.storage, self.config.study):
+            self.report.recovered += recover_stale_trials(self.study)
             left = self.config.trials - counted_trials(self.study)
             trials = [self.study.ask() for _ in range(max(0, min(most, left)))]
             for trial in trials:
@@ -150,14 +147,15 @@ class _Slot:
             if time.time() - last_beat[0] >= beat_every:
                 heartbeat(trial)
                 last_beat[0] = time.time()
-            if self.stop.exists():
+            if lifeline.stop_requested():
                 raise StopRequested
             return trial.should_prune()
         return on_epoch
 
     def interrupted(self, trials: list[optuna.Trial]) -> None:
         for trial in trials:
-            trial.set_user_attr("reason", "interrupted (Ctrl-C); re-queued")
+            trial.set_user_attr("reason", "interrupted (Ctrl-C, SIGTERM or parent gone); "
+                                          "re-queued")
             self.study.tell(trial, state=TrialState.FAIL)
             requeue(self.study, trial)
         self.report.interrupted = True
@@ -186,21 +184,9 @@ class _Slot:
             self.study.tell(trial, result.val_accuracy)
 
 
-def _run_slot(job: SlotJob) -> SlotReport:
-    slot = _Slot(job)
-    if job.engine == "batched":
-        _batched_loop(slot)
-    else:
-        _sequential_loop(slot)
-    slot.report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
-    if job.slot.device.startswith("cuda"):
-        slot.report.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
-    return slot.report
-
-
 def _sequential_loop(slot: _Slot) -> None:
     """One trial at a time: ask, train, tell."""
-    while not slot.stop.exists():
+    while not lifeline.stop_requested():
         trials = slot.ask(1)
         if not trials:
             break
@@ -211,6 +197,8 @@ def _sequential_loop(slot: _Slot) -> None:
         except StopRequested:
             slot.interrupted([trial])
             break
+        except StorageError:  # nothing more can be written: end the slot, say why
+            raise
         except Exception as err:  # a bug or a device error: keep its trace with the trial
             slot.failed([trial], err)
             continue
@@ -220,13 +208,11 @@ def _sequential_loop(slot: _Slot) -> None:
 
 def _batched_loop(slot: _Slot) -> None:
     """K trials at a time, trained as one stacked model on one shared batch order."""
-    while not slot.stop.exists():
+    while not lifeline.stop_requested():
         trials = slot.ask(slot.batch_trials)
         if not trials:
             break
-        # One batch order for the batch: its first trial's seed, recorded per trial.
-        specs = [slot.spec(t) for t in trials]
-        specs = [dataclasses.replace(s, data_seed=specs[0].seed) for s in specs]
+        specs = [slot.spec(t) for t in trials]  # one batch order per data_seed: group_specs
         by_number = {t.number: t for t in trials}
         pending = list(trials)
         try:
@@ -241,12 +227,13 @@ def _batched_loop(slot: _Slot) -> None:
                                       tf32=slot.job.tf32)
                 slot.report.train_seconds += time.perf_counter() - started
                 for trial, result in zip(members, results):
-                    trial.set_user_attr("data_seed", result.data_seed)
                     trial.set_user_attr("batch_trials", len(group))
                     slot.told(trial, result)
                     pending.remove(trial)
         except StopRequested:
             slot.interrupted(pending)
             break
+        except StorageError:
+            raise
         except Exception as err:
             slot.failed(pending, err)

@@ -1,0 +1,66 @@
+"""A worker process's ties to the sweep that started it.
+
+Three things ask a worker to stop at its next safe point (between trials, or after an
+epoch), where it fails and re-queues its trials so nothing is lost:
+
+- the parent sets the shared stop event (Ctrl-C or SIGTERM reached the parent);
+- SIGTERM reaches the worker itself (Slurm signals every process of a job);
+- the parent is gone, whatever killed it: a watchdog thread sees the worker re-parented.
+  If the worker has not finished ``GRACE_SECONDS`` later (a long epoch), it exits hard;
+  its trials stay RUNNING under a dead PID, and the next sweep recovers them.
+
+Ctrl-C is ignored here: a terminal sends it to the whole process group, and it is the
+parent's to turn into the stop event. This module imports nothing heavy: it runs as
+the worker's initializer, before the worker unpickles its job (and imports torch).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from lrbench.logs import show_warnings
+
+GRACE_SECONDS = 5.0  # parent gone -> hard exit after this; a slot ends within ~10 s
+POLL_SECONDS = 0.5
+
+_stop_event: Any = None  # the parent's multiprocessing Event, shared with every slot
+_stopping = threading.Event()  # this process's own reasons: SIGTERM, parent gone
+
+
+def init_worker(stop_event: Any, parent_pid: int) -> None:
+    """The worker's initializer: signals, the shared stop event, the parent watchdog."""
+    global _stop_event
+    _stop_event = stop_event
+    show_warnings()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _stopping.set())
+    threading.Thread(target=_watch_parent, args=(parent_pid,), name="lrbench-lifeline",
+                     daemon=True).start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:  # a dead parent's children are re-parented
+        time.sleep(POLL_SECONDS)
+    _stopping.set()
+    time.sleep(GRACE_SECONDS)
+    os._exit(70)  # still here: abandon the epoch rather than outlive the sweep
+
+
+def stop_requested() -> bool:
+    return _stopping.is_set() or (_stop_event is not None and _stop_event.is_set())
+
+
+def request_stop() -> None:
+    """Stop this process's slot at its next safe point (tests; SIGTERM does the same)."""
+    _stopping.set()
+
+
+def reset() -> None:
+    """Forget a stop request (for slots run in-process, one after another, by tests)."""
+    global _stop_event
+    _stop_event = None
+    _stopping.clear()
