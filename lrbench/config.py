@@ -8,6 +8,7 @@ trusts the config it is given.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from lrbench import data, models
 from lrbench.errors import ConfigError
 from lrbench.schedules import FAMILIES, PARAM_LIMITS
+from lrbench.seeds import SEED_MAX
 from lrbench.space import Axis, Choice, FloatRange, IntRange, describe, grid_values
 
 SAMPLERS = ("tpe", "qmc", "random", "grid")
@@ -34,6 +36,17 @@ KEYS = {
     "search": ("lr", "warmup_epochs"),
     "schedules": ("families", "plateau_metric", *FAMILIES),
 }
+
+
+# Study names become file names (claim locks, report figures) and command-line words.
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+STUDY_NAME_RULE = ("a name of letters, digits, '.', '_' and '-' (1-100 characters, starting "
+                   "with a letter or digit)")
+SEED_RULE = f"an integer from 0 to {SEED_MAX}"
+
+
+def valid_study_name(name: object) -> bool:
+    return isinstance(name, str) and _STUDY_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -287,9 +300,9 @@ def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
                                           f"(known: {', '.join(FAMILIES)})")
     search = top.table("search", KEYS["search"])
     config = SweepConfig(
-        study=study.get("name", str, check=bool, expect="a non-empty name"),
+        study=study.get("name", str, check=valid_study_name, expect=STUDY_NAME_RULE),
         trials=study.get("trials", int, **positive_int),
-        seed=study.get("seed", int, 0, lambda v: v >= 0, ">= 0"),
+        seed=study.get("seed", int, 0, lambda v: 0 <= v <= SEED_MAX, SEED_RULE),
         sampler=study.get("sampler", str, "tpe", lambda v: v in SAMPLERS, f"one of {SAMPLERS}"),
         pruner=study.get("pruner", str, "median", lambda v: v in PRUNERS, f"one of {PRUNERS}"),
         dataset=dset.get("dataset", str, "mnist", lambda v: v in data.DATASETS,
@@ -339,10 +352,11 @@ def _check_whole(config: SweepConfig, path: Path) -> None:
         raise ConfigError(path, "train.epochs", f"must be >= 1, but got {config.epochs}")
     if config.trials < 1:
         raise ConfigError(path, "study.trials", f"must be >= 1, but got {config.trials}")
-    if config.seed < 0:
-        raise ConfigError(path, "study.seed", f"must be >= 0, but got {config.seed}")
-    if not config.study:
-        raise ConfigError(path, "study.name", "must be a non-empty name, but got ''")
+    if not 0 <= config.seed <= SEED_MAX:
+        raise ConfigError(path, "study.seed", f"must be {SEED_RULE}, but got {config.seed}")
+    if not valid_study_name(config.study):
+        raise ConfigError(path, "study.name", f"must be {STUDY_NAME_RULE}, but got "
+                                              f"{config.study!r}")
     if config.dataset not in data.DATASETS:
         raise ConfigError(path, "data.dataset", f"must be one of {tuple(data.DATASETS)}, "
                                                 f"but got {config.dataset!r}")

@@ -111,7 +111,7 @@ def _read(dataset: str, cls: type[MNIST], root: Path) -> DatasetArrays:
         test = cls(root=root, train=False, download=False)
     except (AssertionError, RuntimeError, ValueError) as e:  # torchvision asserts on bad headers
         raise UserError(f"{_raw_dir(root, cls)}: not valid IDX files ({e!r})") from e
-    return DatasetArrays(
+    arrays = DatasetArrays(
         name=dataset,
         train_images=train.data.to(torch.uint8),
         train_labels=train.targets.to(torch.int64),
@@ -120,6 +120,31 @@ def _read(dataset: str, cls: type[MNIST], root: Path) -> DatasetArrays:
         root=root,
         num_classes=len(cls.classes),
     )
+    check_arrays(arrays, _raw_dir(root, cls))
+    return arrays
+
+
+def check_arrays(arrays: DatasetArrays, raw: Path) -> None:
+    """Refuse files that torchvision reads but no one could train on: images and labels
+    that do not pair up, labels outside the classes, images that are not 28x28.
+
+    (A count mismatch once trained and stored chance-level trials as COMPLETE.)
+    """
+    for split, images, labels in (("train", arrays.train_images, arrays.train_labels),
+                                  ("t10k", arrays.test_images, arrays.test_labels)):
+        image_file = raw / f"{split}-images-idx3-ubyte"
+        label_file = raw / f"{split}-labels-idx1-ubyte"
+        if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+            raise UserError(f"{image_file}: images are {tuple(images.shape[1:])}, "
+                            f"not 28x28")
+        if len(images) != len(labels):
+            raise UserError(f"{label_file} holds {len(labels):,} labels, but {image_file} "
+                            f"holds {len(images):,} images: they must pair up")
+        bad = ((labels < 0) | (labels >= arrays.num_classes)).nonzero()
+        if len(bad):
+            index = int(bad[0])
+            raise UserError(f"{label_file}: label {int(labels[index])} at index {index} is "
+                            f"outside 0-{arrays.num_classes - 1} ({len(bad):,} such labels)")
 
 
 def _missing_message(root: Path, source: str, dataset: str, cls: type[MNIST]) -> str:

@@ -132,6 +132,27 @@ def test_corrupt_file_is_a_user_error(mnist_root):
         data.load_arrays("mnist", root)
 
 
+@pytest.mark.parametrize("damage, names", [
+    (lambda a: a.update({"train-labels-idx1-ubyte": a["train-labels-idx1-ubyte"][:-3]}),
+     ["train-labels-idx1-ubyte", "labels, but", "train-images-idx3-ubyte"]),
+    (lambda a: a.update({"t10k-images-idx3-ubyte": a["t10k-images-idx3-ubyte"][:-1]}),
+     ["t10k-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "pair up"]),
+    (lambda a: a["train-labels-idx1-ubyte"].__setitem__(7, 200),
+     ["train-labels-idx1-ubyte", "label 200 at index 7", "outside 0-9"]),
+])
+def test_files_that_cannot_be_trained_on_are_refused_by_name(tmp_path, damage, names):
+    """torchvision reads each file alone: a count mismatch once trained chance-level trials
+    and stored them as COMPLETE; a label of 200 raised in every worker."""
+    arrays = make_set()
+    damage(arrays)
+    raw = write_set(tmp_path / "root" / "MNIST" / "raw", arrays)
+    with pytest.raises(UserError) as err:
+        data.load_arrays("mnist", tmp_path / "root")
+    assert str(raw) in str(err.value)
+    for name in names:
+        assert name in str(err.value)
+
+
 def test_unknown_dataset_lists_known_names():
     with pytest.raises(UserError, match=r"kmnist.*mnist"):
         data.load_arrays("cifar10")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 
 import matplotlib.image
@@ -121,6 +122,16 @@ def test_draw_all_names_files_after_the_study_by_default(swept: ReportFrames,
 
 
 @pytest.mark.slow
+def test_slugs_of_distinct_study_names_never_collide() -> None:
+    """Report files are named after studies; "a/b" and "a:b" both clean to "a-b"."""
+    names = ["smoke", "a/b", "a:b", "a b", "a-b", "smoke:confirm", "smoke-confirm", "/", ":"]
+    slugs = [plots.slug(name) for name in names]
+    assert len(set(slugs)) == len(names)
+    assert plots.slug("smoke") == "smoke" and plots.slug("a-b") == "a-b"  # safe names stay
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", s) for s in slugs)
+    assert plots.slug("a/b") == plots.slug("a/b")  # the same name, the same files
+
+
 def test_captions_count_confirm_runs_only_when_there_are_some(swept: ReportFrames,
                                                               tmp_path: Path) -> None:
     search_only = keep(swept, swept.trials["role"] == "search")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +18,6 @@ class Report:
     csvs: list[Path]
     figures: list[Path] = field(default_factory=list)
     studies: list[summary.StudySummary] = field(default_factory=list)
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "study"
 
 
 def targets_for(frames: ReportFrames, given: tuple[float, ...]) -> tuple[float, ...]:
@@ -42,12 +37,12 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
         one = all_frames.study(info.name)
         study_targets = targets_for(one, targets)
         figures = plots.draw_all(one, out_dir / "figures", study_targets, top_k=top_k,
-                                 prefix=slug(info.name))
+                                 prefix=plots.slug(info.name))
         report.figures += [f.path for f in figures if f.path is not None]
         study_summary = summary.summarise(one, study_targets)
         report.studies.append(study_summary)
         views.append(html.StudyView(
-            name=info.name, slug=slug(info.name), data=summary.data_description(one),
+            name=info.name, slug=plots.slug(info.name), data=summary.data_description(one),
             model=info.config.get("model", "?"), epochs=info.config.get("epochs", "?"),
             sweep_file=info.sweep_file, summary=study_summary, edges=_edge_texts(one),
             reproduction=summary.reproduction(one) if _is_tutorial(one) else [],

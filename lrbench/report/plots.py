@@ -14,6 +14,7 @@ from ``report/frames.py``, and the small data steps below (``edge_optima`` and t
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import warnings
@@ -660,7 +661,7 @@ def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top
     the numbered stems keep the files in page order.
     """
     if prefix is None:
-        prefix = _slug(frames.studies[0].name) if frames.studies else ""
+        prefix = slug(frames.studies[0].name) if frames.studies else ""
     folder = Path(folder)
     paths = [folder / f"{prefix}-{stem}.png" if prefix else folder / f"{stem}.png"
              for stem in FILE_STEMS]
@@ -670,5 +671,13 @@ def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top
             time_to_target(frames, paths[6], targets)]
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "study"
+def slug(name: str) -> str:
+    """A file-name-safe form of a study name; distinct names never share one.
+
+    A name that is already safe is its own slug; any other gets a hash of the exact
+    name, so "a/b" and "a:b" (both "a-b" once cleaned) stay apart.
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "study"
+    if cleaned == name:
+        return name
+    return f"{cleaned}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
