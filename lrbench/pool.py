@@ -2,8 +2,8 @@
 
 Each slot gets its own one-process loky executor, not a place in one shared pool: loky
 breaks a whole pool when one of its processes dies, and the healthy slots' trials died
-with it. Here a dead process costs only its own trials; the caller recovers them, and
-``restart`` starts a replacement.
+with it. Here a dead process costs only its own trials; the caller recovers them and
+starts a replacement.
 
 Workers are born with Ctrl-C and SIGTERM ignored (signal dispositions set to "ignore"
 survive exec, and Python keeps an inherited "ignore" for SIGINT), so a signal that
@@ -73,9 +73,6 @@ class SlotPool:
         process = SlotProcess(job, executor, future, restarts)
         self.running.append(process)
         return process
-
-    def restart(self, ended: SlotProcess) -> SlotProcess:
-        return self.start(ended.job, ended.restarts + 1)
 
     def wait(self, timeout: float) -> list[SlotEnd]:
         """The slots that ended within ``timeout`` seconds."""

@@ -3,8 +3,8 @@
 A trial's seed comes from the base seed and its configuration, not from its trial
 number (which depends on which slot asked first): the same configuration trains the
 same curves with one worker or eight. A sampler's seed comes from the base seed, the
-sweep run (each ``lrbench sweep`` on a study is the study's next run) and the slot, so
-a resumed or joined sweep never replays an earlier run's proposals.
+sweep run (each ``lrbench sweep`` on a study is the study's next run), the slot and the
+slot's restarts, so a resumed or joined sweep never replays an earlier run's proposals.
 """
 
 from __future__ import annotations
@@ -27,5 +27,7 @@ def trial_seed(base: int, configuration: dict[str, Any]) -> int:
     return derive(base, "trial", configuration)
 
 
-def sampler_seed(base: int, run: int, slot: int) -> int:
-    return derive(base, "sampler", run, slot)
+def sampler_seed(base: int, run: int, slot: int, start: int = 0) -> int:
+    """The sampler seed of a slot's ``start``-th process in a run: a restarted slot seeded
+    as before would propose its first trials again (a random sampler, exactly)."""
+    return derive(base, "sampler", run, slot, start)

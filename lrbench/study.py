@@ -216,13 +216,17 @@ def trial_seeds(trial: optuna.Trial | FrozenTrial, config: SweepConfig) -> tuple
 # --- who is running what: liveness, so a dead worker's trial can be recovered ---
 
 
-def mark_running(trial: optuna.Trial, slot_index: int, device: str) -> None:
+def mark_running(trial: optuna.Trial, slot_index: int, device: str,
+                 sampler_seed: int | None = None) -> None:
+    """Mark the trial as this process's (liveness) and record which sampler proposed it."""
     me = psutil.Process()
     trial.set_user_attr("host", socket.gethostname())
     trial.set_user_attr("pid", me.pid)
     trial.set_user_attr("pid_started", me.create_time())
     trial.set_user_attr("slot", slot_index)
     trial.set_user_attr("device", device)
+    if sampler_seed is not None:
+        trial.set_user_attr("sampler_seed", sampler_seed)
     heartbeat(trial)
 
 

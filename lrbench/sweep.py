@@ -15,8 +15,10 @@ trial count:
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,13 +114,12 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     first = snapshot(study)
     outcome = SweepOutcome(study, location, slots, first.finished, config.trials,
                            failed_before=first.failed)
-    jobs = [SlotJob(slot, config, location, arrays,
-                    seeds.sampler_seed(config.seed, run, slot.index),
-                    resolve_engine(engine, slot), batch_trials, _peers(slot, slots), tf32)
+    jobs = [SlotJob(slot, config, location, arrays, engine=resolve_engine(engine, slot),
+                    batch_trials=batch_trials, slots=_peers(slot, slots), tf32=tf32)
             for slot in slots]
     pool = SlotPool()
     try:
-        _run_rounds(pool, jobs, study, outcome, on_progress)
+        _run_rounds(_Starter(pool, config.seed, run), jobs, study, outcome, on_progress)
     except KeyboardInterrupt as interrupt:  # the second Ctrl-C: leave now
         pool.abandon()
         outcome.interrupted = signal_of(interrupt)
@@ -145,12 +146,30 @@ def _peers(slot: Slot, slots: list[Slot]) -> int:
     return sum(s.device.startswith("cuda") == slot.device.startswith("cuda") for s in slots)
 
 
+@dataclass
+class _Starter:
+    """Starts slot processes, each with a sampler seed of its own (``seeds.sampler_seed``):
+    a replacement slot, or the same slot in a later round, seeded as before would propose
+    its first trials again."""
+
+    pool: SlotPool
+    base_seed: int
+    run: int
+    starts: Counter[int] = field(default_factory=Counter)
+
+    def start(self, job: SlotJob, restarts: int = 0) -> None:
+        index = job.slot.index
+        seed = seeds.sampler_seed(self.base_seed, self.run, index, self.starts[index])
+        self.starts[index] += 1
+        self.pool.start(dataclasses.replace(job, sampler_seed=seed), restarts)
+
+
 def _recover(study: optuna.Study, location: str) -> list[int]:
     with claim_lock(location, study.study_name):
         return recover_stale_trials(study)
 
 
-def _run_rounds(pool: SlotPool, jobs: list[SlotJob], study: optuna.Study,
+def _run_rounds(starter: _Starter, jobs: list[SlotJob], study: optuna.Study,
                 outcome: SweepOutcome, on_progress: Callable[[StudySnapshot], None] | None
                 ) -> None:
     """Rounds of slots until the count is reached, the sweep is stopped, or rounds stop
@@ -164,8 +183,8 @@ def _run_rounds(pool: SlotPool, jobs: list[SlotJob], study: optuna.Study,
             if idle_rounds >= MAX_IDLE_ROUNDS:
                 return
             for job in jobs[:left]:  # more slots than trials left would only start and stop
-                pool.start(job)
-            _watch(pool, study, outcome, on_progress)
+                starter.start(job)
+            _watch(starter, study, outcome, on_progress)
             if outcome.interrupted or outcome.error is not None:
                 return
             idle_rounds = idle_rounds + 1 if snapshot(study).finished == now.finished else 0
@@ -179,13 +198,14 @@ def _run_rounds(pool: SlotPool, jobs: list[SlotJob], study: optuna.Study,
             return
 
 
-def _watch(pool: SlotPool, study: optuna.Study, outcome: SweepOutcome,
+def _watch(starter: _Starter, study: optuna.Study, outcome: SweepOutcome,
            on_progress: Callable[[StudySnapshot], None] | None) -> None:
     """Wait for the round's slots, replacing dead ones; Ctrl-C or SIGTERM stops them."""
+    pool = starter.pool
     while pool.running:
         try:
             for end in pool.wait(POLL_SECONDS):
-                _slot_ended(pool, end, study, outcome)
+                _slot_ended(starter, end, study, outcome)
             if on_progress is not None:
                 on_progress(snapshot(study))
         except KeyboardInterrupt as interrupt:
@@ -197,7 +217,7 @@ def _watch(pool: SlotPool, study: optuna.Study, outcome: SweepOutcome,
         on_progress(snapshot(study))
 
 
-def _slot_ended(pool: SlotPool, end: SlotEnd, study: optuna.Study,
+def _slot_ended(starter: _Starter, end: SlotEnd, study: optuna.Study,
                 outcome: SweepOutcome) -> None:
     if end.report is not None:  # (a slot that was sent SIGTERM alone re-queued its trials)
         outcome.reports.append(end.report)
@@ -205,12 +225,12 @@ def _slot_ended(pool: SlotPool, end: SlotEnd, study: optuna.Study,
         return
     if not end.died:  # a bug, a broken device, a full disk: stop the sweep, keep the error
         outcome.error = outcome.error or end.error
-        pool.stop()
+        starter.pool.stop()
         return
     outcome.deaths += 1
     outcome.recovered += _recover(study, outcome.storage)  # its trials, at once
-    if not pool.stopping and end.process.restarts < MAX_RESTARTS:
-        pool.restart(end.process)
+    if not starter.pool.stopping and end.process.restarts < MAX_RESTARTS:
+        starter.start(end.process.job, end.process.restarts + 1)
 
 
 def _wait_for_others(study: optuna.Study, outcome: SweepOutcome,

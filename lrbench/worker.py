@@ -60,7 +60,7 @@ class SlotJob:
     config: SweepConfig
     storage: str  # URL or journal path: each process opens its own connection
     arrays: DatasetArrays  # read once by the parent: workers never import torchvision
-    sampler_seed: int = 0  # this slot's own (lrbench.seeds.sampler_seed)
+    sampler_seed: int = 0  # this slot process's own (lrbench.seeds.sampler_seed)
     engine: str = "sequential"  # "sequential" or "batched", already resolved for this slot
     batch_trials: int | None = None  # trials per stacked model; None: sized in the worker
     slots: int = 1  # slots on this kind of device: the auto-sized K is a share of the trials
@@ -127,7 +127,7 @@ class _Slot:
             left = self.config.trials - counted_trials(self.study)
             trials = [self.study.ask() for _ in range(max(0, min(most, left)))]
             for trial in trials:
-                mark_running(trial, self.slot.index, self.slot.device)
+                mark_running(trial, self.slot.index, self.slot.device, self.job.sampler_seed)
         return trials
 
     def spec(self, trial: optuna.Trial) -> TrialSpec:

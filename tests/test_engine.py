@@ -244,7 +244,7 @@ def test_records_pickle():
     images = torch.randint(0, 256, (3, 28, 28), dtype=torch.uint8)
     arrays = DatasetArrays("mnist", images, torch.arange(3), images[:2], torch.arange(2),
                            Path("/data"))
-    job = SlotJob(Slot(1, "cpu", 2), sweep, "results/lrbench.journal", arrays, "/tmp/stop")
+    job = SlotJob(Slot(1, "cpu", 2), sweep, "results/lrbench.journal", arrays, sampler_seed=7)
     trial = spec(schedule=ScheduleSpec("cyclic", {"base_lr_ratio": 0.1, "mode": "triangular2"}, 1))
     for record in (trial, result, sweep):
         copy = pickle.loads(pickle.dumps(record))

@@ -429,8 +429,9 @@ def test_each_run_of_a_study_samples_with_new_seeds(tmp_path: Path):
     study = st.open_study(config, open_storage(journal))
     assert [st.start_run(study) for _ in range(3)] == [0, 1, 2]
     assert st.start_run(st.open_study(config, open_storage(journal))) == 3  # stored
-    all_seeds = {seeds.sampler_seed(3, run, slot) for run in range(4) for slot in range(8)}
-    assert len(all_seeds) == 32
+    all_seeds = {seeds.sampler_seed(3, run, slot, start) for run in range(4)
+                 for slot in range(8) for start in range(3)}  # (a replacement is a new start)
+    assert len(all_seeds) == 4 * 8 * 3
     assert all(0 <= s < 2**31 for s in all_seeds)
 
 

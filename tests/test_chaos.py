@@ -1,0 +1,419 @@
+"""lrbench under faults: real processes, real signals, a real full disk, on the MNIST sample.
+
+Each test attacks ``lrbench sweep`` the way a user's cluster or disk would (kill -9,
+SIGTERM, Ctrl-C, a torn journal, a full tmpfs, bad files) and then asserts the exact
+trial counts, the trial states and the exit codes, and that no worker outlives its
+sweep. Sized for 2 cores: smoke trials of 2 epochs on 4,500 images take ~0.3 s each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from conftest import DATA, NEEDS_MNIST, REPO
+from optuna.trial import TrialState
+from test_sweep_cli import load, lrbench, run, states, wait_for_running_trial
+
+from lrbench import journal
+
+pytestmark = [pytest.mark.slow, NEEDS_MNIST]
+
+ORPHAN_DEADLINE = 10.0  # seconds a worker may outlive its parent
+
+
+def workers_of(proc: subprocess.Popen, count: int, timeout: float = 60) -> list[psutil.Process]:
+    """The sweep's worker processes (its Python children), once ``count`` are running."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        children = [c for c in psutil.Process(proc.pid).children(recursive=True)
+                    if "python" in c.name().lower() and _is_slot(c)]
+        if len(children) >= count:
+            return children
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} workers started")
+
+
+def _is_slot(process: psutil.Process) -> bool:
+    try:
+        return "resource_tracker" not in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+
+
+def assert_gone(processes: list[psutil.Process], within: float = ORPHAN_DEADLINE) -> None:
+    _, alive = psutil.wait_procs(processes, timeout=within)
+    for process in alive:
+        process.kill()
+    assert not alive, f"{len(alive)} workers outlived their sweep by {within} s"
+
+
+def params_seen(results: Path, name: str = "smoke") -> list[str]:
+    """Every started trial's configuration, as text (FAIL ones were re-queued, so skip)."""
+    trials = load(results, name).get_trials(deepcopy=False)
+    return [json.dumps(t.params, sort_keys=True) for t in trials if t.state != TrialState.FAIL
+            and "requeued_from" not in t.user_attrs]
+
+
+SMOKE = ("sweep", "smoke", "--epochs", "2", "--engine", "sequential")
+
+
+def test_torn_tail_then_resume_from_4_to_8_trials_repeats_nothing(tmp_path: Path) -> None:
+    first = run(*SMOKE, "--trials", "4", "--workers", "2", results=tmp_path)
+    assert first.returncode == 0, first.stderr
+    path = tmp_path / "lrbench.journal"
+    with open(path, "ab") as handle:  # a crash mid-write
+        handle.write(b'{"op_code":6,"worker_id":"dead","trial_id":2,"sta')
+    resumed = run(*SMOKE, "--trials", "8", "--workers", "2", results=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    [side] = path.parent.glob(f"lrbench.journal{journal.TORN_SUFFIX}*")
+    assert str(side) in resumed.stderr and "torn bytes" in resumed.stderr
+    assert states(load(tmp_path)) == {TrialState.COMPLETE: 8}
+    seen = params_seen(tmp_path)
+    assert len(seen) == 8 and len(set(seen)) == 8, "a resumed sweep re-ran a configuration"
+
+
+def test_sigterm_to_the_parent_stops_cleanly_and_leaves_no_orphans(tmp_path: Path) -> None:
+    proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "8", "--workers", "2",
+                   "--engine", "sequential", results=tmp_path)
+    workers = workers_of(proc, 2)
+    wait_for_running_trial(tmp_path, "smoke")
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)  # the parent alone, as `kill PID` or a scheduler does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert_gone(workers)
+    count = states(load(tmp_path))
+    assert count[TrialState.RUNNING] == 0
+    assert count[TrialState.FAIL] == count[TrialState.WAITING] >= 1  # failed -> re-queued
+
+    resumed = run(*SMOKE, "--trials", "30", "--epochs", "8", results=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    count = states(load(tmp_path))
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
+    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+
+
+def test_sigterm_to_the_whole_group_leaves_nothing_running(tmp_path: Path) -> None:
+    """What Slurm does at the end of a job: every process gets SIGTERM."""
+    proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "8", "--workers", "2",
+                   "--engine", "batched", "--batch-trials", "3", results=tmp_path,
+                   start_new_session=True)
+    workers = workers_of(proc, 2)
+    wait_for_running_trial(tmp_path, "smoke")
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert_gone(workers)
+    count = states(load(tmp_path))
+    assert count[TrialState.RUNNING] == 0
+    assert count[TrialState.FAIL] == count[TrialState.WAITING] >= 1
+
+
+def test_kill_9_of_the_parent_takes_its_workers_down_too(tmp_path: Path) -> None:
+    proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
+                   results=tmp_path)
+    workers = workers_of(proc, 2)
+    wait_for_running_trial(tmp_path, "smoke")
+    proc.kill()
+    proc.communicate(timeout=30)
+    assert_gone(workers)  # they stopped themselves: no orphan trains the study alone
+    resumed = run(*SMOKE, "--trials", "30", "--epochs", "8", results=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    count = states(load(tmp_path))
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
+    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+
+
+def test_kill_9_of_one_worker_costs_only_its_trial(tmp_path: Path) -> None:
+    proc = lrbench(*SMOKE, "--trials", "12", "--epochs", "6", "--workers", "2",
+                   results=tmp_path)
+    victim = wait_for_running_trial(tmp_path, "smoke")
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # the OOM killer, say
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err  # the sweep went on: a replacement slot started
+
+    trials = load(tmp_path).get_trials()
+    count = Counter(t.state for t in trials)
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 12
+    assert count[TrialState.FAIL] == 1  # the healthy slot's trial was not lost with it
+    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+    dead = trials[victim.number]
+    assert dead.state == TrialState.FAIL and "re-queued" in dead.user_attrs["reason"]
+    [rerun] = [t for t in trials if t.user_attrs.get("requeued_from") == victim.number]
+    assert rerun.params == victim.params and rerun.state != TrialState.FAIL
+    assert rerun.user_attrs["seed"] == victim.user_attrs["seed"]  # it carried its seed
+    assert len({t.user_attrs["pid"] for t in trials}) >= 3  # two slots and a replacement
+    assert f"{victim.number}" in out
+    seen = params_seen(tmp_path)  # the replacement samples with a seed of its own
+    assert len(seen) == len(set(seen)), "a replacement slot re-ran a configuration"
+
+
+KILLED_BETWEEN_ASK_AND_CLAIM = textwrap.dedent("""
+    import os, signal, sys
+    import optuna
+    from lrbench.claim import claim_lock
+    from lrbench.storage import open_storage
+    journal = sys.argv[1]
+    study = optuna.load_study(study_name="smoke", storage=open_storage(journal))
+    with claim_lock(journal, "smoke"):
+        study.ask()  # created RUNNING, not yet marked with its host and PID
+        os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_kill_9_between_ask_and_claim_is_recovered(tmp_path: Path) -> None:
+    assert run(*SMOKE, "--trials", "2", results=tmp_path).returncode == 0
+    journal_path = str(tmp_path / "lrbench.journal")
+    killed = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_ASK_AND_CLAIM, journal_path],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    orphan = load(tmp_path).get_trials()[-1]
+    assert orphan.state == TrialState.RUNNING and "pid" not in orphan.user_attrs
+
+    resumed = run(*SMOKE, "--trials", "6", results=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    trials = load(tmp_path).get_trials()
+    assert trials[orphan.number].state == TrialState.FAIL
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 6, TrialState.FAIL: 1}
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.0, 2.5])
+def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path,
+                                                              delay: float) -> None:
+    """While the parent or its workers are still importing torch."""
+    proc = lrbench(*SMOKE, "--trials", "20", "--workers", "2", results=tmp_path,
+                   start_new_session=True)
+    time.sleep(delay)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert_gone(children)
+    if (tmp_path / "lrbench.journal").exists():
+        assert states(load(tmp_path))[TrialState.RUNNING] == 0
+
+
+def test_double_ctrl_c_leaves_at_once_and_the_workers_still_stop(tmp_path: Path) -> None:
+    proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
+                   results=tmp_path, start_new_session=True)
+    workers = workers_of(proc, 2)
+    wait_for_running_trial(tmp_path, "smoke")
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert_gone(workers)
+    resumed = run(*SMOKE, "--trials", "30", "--epochs", "8", results=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    count = states(load(tmp_path))
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
+    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A 1 MiB file system: a journal fills it after a few trials."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+                              str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root and "
+                    f"CAP_SYS_ADMIN")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_stops_the_sweep_cleanly_and_the_storage_stays_loadable(
+        tmp_path: Path, small_tmpfs: Path) -> None:
+    done = run(*SMOKE, "--trials", "400", "--epochs", "1", "--workers", "2",
+               results=small_tmpfs, timeout=600)
+    assert done.returncode == 1, done.stderr
+    assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
+    assert "run the same command to resume" in done.stderr
+    # Loadable as it is (a reader, on the full disk) and after moving it to a roomy one.
+    finished = states(load(small_tmpfs))
+    assert 0 < finished[TrialState.COMPLETE] < 400
+    assert journal.inspect(small_tmpfs / "lrbench.journal").torn_bytes == 0
+    roomy = tmp_path / "roomy"
+    shutil.copytree(small_tmpfs, roomy)
+    resumed = run(*SMOKE, "--trials", str(finished[TrialState.COMPLETE] + 2), "--epochs", "1",
+                  results=roomy)
+    assert resumed.returncode == 0, resumed.stderr
+    after = states(load(roomy))
+    assert after[TrialState.COMPLETE] == finished[TrialState.COMPLETE] + 2
+    assert after[TrialState.RUNNING] == after[TrialState.WAITING] == 0
+
+
+POSTGRES_URL = os.environ.get("LRBENCH_TEST_POSTGRES")
+URL_STORAGES = [pytest.param("sqlite", id="sqlite"), pytest.param(
+    "postgresql", id="postgresql", marks=pytest.mark.skipif(
+        not POSTGRES_URL, reason="set LRBENCH_TEST_POSTGRES=postgresql://… (.ci/run does)"))]
+
+
+@pytest.mark.parametrize("kind", URL_STORAGES)
+def test_url_storages_count_exactly_with_big_batches(tmp_path: Path, kind: str) -> None:
+    """Claims go through the storage (an flock beside sqlite, an advisory lock in
+    PostgreSQL): 40/30 with --batch-trials 10 and 42/40 on sqlite:/// were seen before."""
+    url = f"sqlite:///{tmp_path / 'studies.db'}" if kind == "sqlite" else POSTGRES_URL
+    study = f"exact-{os.getpid()}-{time.time_ns()}"
+    done = run(*SMOKE, "--trials", "10", "--workers", "2", "--engine", "batched",
+               "--batch-trials", "4", "--storage", url, "--study", study, results=tmp_path)
+    assert done.returncode == 0, done.stderr
+    import optuna
+
+    from lrbench.storage import open_storage
+    trials = optuna.load_study(study_name=study, storage=open_storage(url)).get_trials()
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 10}
+
+
+def test_the_same_seed_gives_the_same_curves_with_any_number_of_workers(tmp_path: Path) -> None:
+    """Trial numbers depend on timing; seeds come from the configuration instead."""
+    curves = {}
+    for workers in ("1", "2"):  # the tutorial's five fixed configurations
+        results = tmp_path / workers
+        done = run("sweep", "dlwizard", "--epochs", "2", "--engine", "sequential",
+                   "--workers", workers, results=results)
+        assert done.returncode == 0, done.stderr
+        curves[workers] = {json.dumps(t.params, sort_keys=True): t.user_attrs["curves"]
+                           for t in load(results, "dlwizard").get_trials()}
+    assert len(curves["1"]) == 5 and curves["1"].keys() == curves["2"].keys()
+    for config, curve in curves["1"].items():
+        other = curves["2"][config]
+        assert curve["val_accuracy"] == other["val_accuracy"], config
+        assert curve["train_loss"] == pytest.approx(other["train_loss"], rel=1e-5), config
+
+
+def test_three_simultaneous_starts_queue_the_fixed_trials_once(tmp_path: Path) -> None:
+    procs = [lrbench("sweep", "dlwizard", "--epochs", "2", "--workers", "1", results=tmp_path)
+             for _ in range(3)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    trials = load(tmp_path, "dlwizard").get_trials()
+    configs = [json.dumps(t.params, sort_keys=True) for t in trials]
+    assert len(configs) == 5 and len(set(configs)) == 5
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+
+
+# --- bad inputs: exit 2, the file or flag named, no traceback, nothing written --------
+
+
+def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, test: bool) -> None:
+    prefix = "t10k" if test else "train"
+    raw = folder / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+        np.array([0, 0, 8, 3], ">u1").tobytes() + np.array(images.shape, ">u4").tobytes()
+        + images.astype(np.uint8).tobytes())
+    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        np.array([0, 0, 8, 1], ">u1").tobytes() + np.array(labels.shape, ">u4").tobytes()
+        + labels.astype(np.uint8).tobytes())
+
+
+def bad_data(folder: Path, n_labels: int = 200, bad_label: int | None = None) -> Path:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, n_labels)
+    if bad_label is not None:
+        labels[17] = bad_label
+    write_idx(folder, rng.integers(0, 255, (200, 28, 28)), labels, test=False)
+    write_idx(folder, rng.integers(0, 255, (50, 28, 28)), rng.integers(0, 10, 50), test=True)
+    return folder
+
+
+def run_bad(*args: str, results: Path, data_dir: Path | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "lrbench", *args, "--data-dir", str(data_dir or DATA),
+           "--results", str(results)]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_user_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    for fragment in fragments:
+        assert fragment in done.stderr, (fragment, done.stderr)
+
+
+def test_images_and_labels_that_do_not_pair_up_are_refused(tmp_path: Path) -> None:
+    data_dir = bad_data(tmp_path / "data", n_labels=190)
+    done = run_bad(*SMOKE, results=tmp_path / "r", data_dir=data_dir)
+    assert_user_error(done, "train-labels-idx1-ubyte", "190 labels", "200 images")
+    assert not (tmp_path / "r" / "lrbench.journal").exists()
+
+
+def test_a_label_outside_the_classes_is_refused(tmp_path: Path) -> None:
+    data_dir = bad_data(tmp_path / "data", bad_label=200)
+    done = run_bad(*SMOKE, results=tmp_path / "r", data_dir=data_dir)
+    assert_user_error(done, "train-labels-idx1-ubyte", "label 200 at index 17")
+    assert not (tmp_path / "r" / "lrbench.journal").exists()
+
+
+def test_storage_on_a_users_text_file_is_refused_untouched(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my experiment notes\n")
+    done = run_bad(*SMOKE, "--storage", str(notes), results=tmp_path / "r")
+    assert_user_error(done, str(notes), "not an Optuna journal")
+    assert notes.read_text() == "my experiment notes\n"
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (("--study", "a/b"), ["--study", "a/b"]),
+    (("--seed", str(2**32)), ["--seed", str(2**32)]),
+    (("--workers", "1000", "--trials", "2"), ["--workers 1000", "at most"]),
+    (("--device", "cuda:-1"), ["cuda:-1"]),
+])
+def test_bad_flags_exit_2_before_anything_is_stored(tmp_path: Path, args: tuple[str, ...],
+                                                    fragments: list[str]) -> None:
+    started = time.monotonic()
+    done = run_bad(*SMOKE, *args, results=tmp_path / "r")
+    assert_user_error(done, *fragments)
+    assert "\N{THUMBS DOWN SIGN}" not in done.stderr
+    assert not (tmp_path / "r").exists()
+    assert time.monotonic() - started < 60  # no thousand processes were started
+
+
+def test_a_seed_out_of_range_in_the_sweep_file_is_refused(tmp_path: Path) -> None:
+    text = (REPO / "sweeps" / "smoke.toml").read_text()
+    sweep = tmp_path / "big-seed.toml"
+    sweep.write_text(re.sub(r"(?m)^seed = 0", f"seed = {2**32}", text))
+    done = run_bad("sweep", str(sweep), results=tmp_path / "r")
+    assert_user_error(done, str(sweep), "study.seed", str(2**32))
+    assert not (tmp_path / "r").exists()
+
+
+def test_results_path_that_is_a_file_or_read_only_exits_2(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    assert_user_error(run_bad(*SMOKE, results=a_file / "r"), str(a_file))
+
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                              str(read_only)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {mounted.stderr.strip()}")
+    try:
+        done = run_bad(*SMOKE, results=read_only)
+        assert_user_error(done, str(read_only), "not writable")
+    finally:
+        subprocess.run(["umount", "-l", str(read_only)], check=False)
