@@ -38,7 +38,7 @@ from lrbench.study import counted_trials, open_study, recover_stale_trials, star
 from lrbench.worker import SlotJob, SlotReport
 
 MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is given up
-MAX_IDLE_ROUNDS = 3  # rounds in a row that finish no trial: the sweep cannot get further
+MAX_IDLE_ROUNDS = 2  # rounds in a row that finish no trial: the sweep cannot get further
 POLL_SECONDS = 0.5
 RECOVER_EVERY_SECONDS = 5.0  # while waiting on other sweeps' trials
 
@@ -209,7 +209,7 @@ def _watch(starter: _Starter, study: optuna.Study, outcome: SweepOutcome,
             if on_progress is not None:
                 on_progress(snapshot(study))
         except KeyboardInterrupt as interrupt:
-            if pool.stopping:
+            if outcome.interrupted:
                 raise  # a second one
             outcome.interrupted = signal_of(interrupt)
             pool.stop()  # every slot re-queues its trials at its next epoch

@@ -1,0 +1,239 @@
+"""Faults, before and after: run each attack on an lrbench checkout, print one table row each.
+
+    python benchmarks/chaos.py                      # this checkout
+    python benchmarks/chaos.py --repo /tmp/before   # another one (e.g. a git worktree of
+                                                    # an older commit), same data, same table
+
+Every scenario drives the ``lrbench`` command line only, so any version can be measured.
+Columns: what was tried, whether the storage survived (still readable), trials lost
+(finished before the fault, unreadable after), repeated configurations, the exit code, and
+what the count ended at. Tests assert the same (tests/test_chaos.py); this script reports
+figures for the README and the issue's closing note. ~4 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+SMOKE = ["sweep", "smoke", "--epochs", "2", "--engine", "sequential"]
+
+
+class Checkout:
+    """Runs the ``lrbench`` of one checkout, on the MNIST sample, into a results folder."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self.env = {**os.environ, "PYTHONPATH": str(repo)}
+
+    def start(self, args: list[str], results: Path, **popen: object) -> subprocess.Popen:
+        cmd = [sys.executable, "-m", "lrbench", *args, "--data-dir", str(DATA),
+               "--results", str(results)]
+        return subprocess.Popen(cmd, cwd=self.repo, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, **popen)
+
+    def run(self, args: list[str], results: Path) -> tuple[int, str]:
+        proc = self.start(args, results)
+        _, err = proc.communicate(timeout=600)
+        return proc.returncode, err
+
+
+def trials(results: Path, study: str = "smoke") -> list[optuna.trial.FrozenTrial] | None:
+    """The study's trials as Optuna reads the journal, or None when it cannot."""
+    try:
+        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+            str(results / "lrbench.journal")))
+        return optuna.load_study(study_name=study, storage=storage).get_trials()
+    except Exception:  # any failure to read is the finding itself
+        return None
+
+
+def summary(results: Path, study: str = "smoke") -> dict[str, object]:
+    found = trials(results, study)
+    if found is None:
+        return {"readable": False, "finished": 0, "running": 0, "repeats": 0}
+    states = Counter(t.state.name for t in found)
+    configs = [json.dumps(t.params, sort_keys=True) for t in found
+               if t.state.name != "FAIL" and "requeued_from" not in t.user_attrs and t.params]
+    return {"readable": True, "finished": states["COMPLETE"] + states["PRUNED"],
+            "running": states["RUNNING"], "repeats": len(configs) - len(set(configs))}
+
+
+def wait_running(results: Path, timeout: float = 120) -> optuna.trial.FrozenTrial:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for trial in trials(results) or []:
+            if trial.state.name == "RUNNING" and "pid" in trial.user_attrs:
+                return trial
+        time.sleep(0.2)
+    raise RuntimeError("no trial started")
+
+
+def alive_after(processes: list[psutil.Process], seconds: float) -> int:
+    _, alive = psutil.wait_procs(processes, timeout=seconds)
+    for process in alive:
+        process.kill()
+    return len(alive)
+
+
+def torn_tail(lr: Checkout, folder: Path) -> dict[str, object]:
+    lr.run([*SMOKE, "--trials", "4", "--workers", "2"], folder)
+    with open(folder / "lrbench.journal", "ab") as handle:
+        handle.write(b'{"op_code":6,"worker_id":"dead","trial_id":2,"sta')
+    code, err = lr.run([*SMOKE, "--trials", "8", "--workers", "2"], folder)
+    return {"exit": code, "traceback": "Traceback" in err, **summary(folder), "target": 8}
+
+
+def resume_4_to_8(lr: Checkout, folder: Path) -> dict[str, object]:
+    lr.run([*SMOKE, "--trials", "4", "--workers", "2"], folder)
+    code, err = lr.run([*SMOKE, "--trials", "8", "--workers", "2"], folder)
+    return {"exit": code, "traceback": "Traceback" in err, **summary(folder), "target": 8}
+
+
+def sigterm_parent(lr: Checkout, folder: Path) -> dict[str, object]:
+    proc = lr.start([*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2"], folder)
+    wait_running(folder)
+    time.sleep(1)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    orphans = alive_after(children, 10)
+    return {"exit": proc.returncode, "traceback": "Traceback" in err, "orphans": orphans,
+            **summary(folder), "target": 30}
+
+
+def kill_one_worker(lr: Checkout, folder: Path) -> dict[str, object]:
+    proc = lr.start([*SMOKE, "--trials", "12", "--epochs", "6", "--workers", "2"], folder)
+    victim = wait_running(folder)
+    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    found = trials(folder) or []
+    return {"exit": proc.returncode, "traceback": "Traceback" in err, **summary(folder),
+            "target": 12, "failed": sum(t.state.name == "FAIL" for t in found)}
+
+
+ASK_THEN_DIE = textwrap.dedent("""
+    import os, signal, sys
+    import optuna
+    try:
+        from lrbench.claim import claim_lock
+    except ImportError:  # before the claim module existed
+        from lrbench.storage import claim_lock
+    from lrbench.storage import open_storage
+    study = optuna.load_study(study_name="smoke", storage=open_storage(sys.argv[1]))
+    with claim_lock(sys.argv[1], "smoke"):
+        study.ask()
+        os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def kill_between_ask_and_claim(lr: Checkout, folder: Path) -> dict[str, object]:
+    lr.run([*SMOKE, "--trials", "2"], folder)
+    subprocess.run([sys.executable, "-c", ASK_THEN_DIE, str(folder / "lrbench.journal")],
+                   cwd=lr.repo, env=lr.env, capture_output=True, timeout=120)
+    code, err = lr.run([*SMOKE, "--trials", "6"], folder)
+    return {"exit": code, "traceback": "Traceback" in err, **summary(folder), "target": 6}
+
+
+def ctrl_c_at_start_up(lr: Checkout, folder: Path) -> dict[str, object]:
+    codes, tracebacks, orphans = [], 0, 0
+    for delay in (0.3, 1.0, 2.5):
+        results = folder / str(delay)
+        proc = lr.start([*SMOKE, "--trials", "20", "--workers", "2"], results,
+                        start_new_session=True)
+        time.sleep(delay)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        codes.append(proc.returncode)
+        tracebacks += "Traceback" in err
+        orphans += alive_after(children, 10)
+    return {"exit": "/".join(map(str, codes)), "traceback": f"{tracebacks} of 3",
+            "orphans": orphans}
+
+
+def full_disk(lr: Checkout, folder: Path) -> dict[str, object]:
+    disk = folder / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)]).returncode:
+        return {"exit": "skipped: cannot mount a tmpfs"}
+    try:
+        code, err = lr.run([*SMOKE, "--trials", "400", "--epochs", "1", "--workers", "2"], disk)
+        result = {"exit": code, "traceback": "Traceback" in err, **summary(disk),
+                  "target": 400}
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+    return result
+
+
+def simultaneous_starts(lr: Checkout, folder: Path) -> dict[str, object]:
+    procs = [lr.start(["sweep", "dlwizard", "--epochs", "2", "--workers", "1"], folder)
+             for _ in range(3)]
+    codes = [p.wait(timeout=600) for p in procs]
+    return {"exit": "/".join(map(str, codes)), **summary(folder, "dlwizard"), "target": 5}
+
+
+def sqlite_big_batches(lr: Checkout, folder: Path) -> dict[str, object]:
+    url = f"sqlite:///{folder / 'studies.db'}"
+    code, err = lr.run([*SMOKE, "--trials", "10", "--workers", "2", "--engine", "batched",
+                        "--batch-trials", "4", "--storage", url], folder)
+    study = optuna.load_study(study_name="smoke", storage=url)
+    finished = sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.get_trials())
+    return {"exit": code, "traceback": "Traceback" in err, "finished": finished, "target": 10}
+
+
+SCENARIOS = {
+    "torn journal tail, then resume 4 -> 8": torn_tail,
+    "resume 4 -> 8 trials": resume_4_to_8,
+    "SIGTERM to the parent mid-sweep": sigterm_parent,
+    "kill -9 of one worker (12 trials)": kill_one_worker,
+    "kill -9 between ask and claim, then resume": kill_between_ask_and_claim,
+    "Ctrl-C at 0.3 / 1.0 / 2.5 s (start-up)": ctrl_c_at_start_up,
+    "full disk (1 MiB tmpfs)": full_disk,
+    "3 simultaneous dlwizard starts": simultaneous_starts,
+    "sqlite:///, 2 slots x K=4, 10 trials": sqlite_big_batches,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", type=Path, default=REPO, help="the lrbench checkout to attack")
+    parser.add_argument("--only", help="run scenarios whose name contains this")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    lr = Checkout(args.repo.resolve())
+    revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=lr.repo,
+                              capture_output=True, text=True).stdout.strip()
+    print(f"checkout {lr.repo} at {revision}\n")
+    print("| fault | storage readable | finished / target | repeats | running left | "
+          "orphans | exit | traceback |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, scenario in SCENARIOS.items():
+        if args.only and args.only not in name:
+            continue
+        with tempfile.TemporaryDirectory(prefix="lrbench-chaos-") as folder:
+            r = scenario(lr, Path(folder))
+        finished = f"{r['finished']} / {r['target']}" if "target" in r else "–"
+        if "failed" in r:
+            finished += f" ({r['failed']} failed)"
+        print(f"| {name} | {r.get('readable', '–')} | {finished} | {r.get('repeats', '–')} | "
+              f"{r.get('running', '–')} | {r.get('orphans', '–')} | {r['exit']} | "
+              f"{r.get('traceback', '–')} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
