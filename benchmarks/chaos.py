@@ -34,22 +34,42 @@ SMOKE = ["sweep", "smoke", "--epochs", "2", "--engine", "sequential"]
 
 
 class Checkout:
-    """Runs the ``lrbench`` of one checkout, on the MNIST sample, into a results folder."""
+    """Runs the ``lrbench`` of one checkout, on the MNIST sample, into a results folder.
 
-    def __init__(self, repo: Path) -> None:
+    Output goes to files, not pipes: orphaned workers would hold a pipe open, and reading
+    it would wait for them. Every command starts its own process group, killed afterwards.
+    """
+
+    def __init__(self, repo: Path, logs: Path) -> None:
         self.repo = repo
         self.env = {**os.environ, "PYTHONPATH": str(repo)}
+        self.logs = logs
+        self.groups: list[int] = []
 
-    def start(self, args: list[str], results: Path, **popen: object) -> subprocess.Popen:
+    def start(self, args: list[str], results: Path) -> subprocess.Popen:
         cmd = [sys.executable, "-m", "lrbench", *args, "--data-dir", str(DATA),
                "--results", str(results)]
-        return subprocess.Popen(cmd, cwd=self.repo, env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, **popen)
+        log = self.logs / f"{len(self.groups)}.err"
+        proc = subprocess.Popen(cmd, cwd=self.repo, env=self.env, stdout=subprocess.DEVNULL,
+                                stderr=open(log, "w"), start_new_session=True)
+        proc.log = log  # type: ignore[attr-defined]
+        self.groups.append(proc.pid)
+        return proc
+
+    def finish(self, proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+        code = proc.wait(timeout=timeout)
+        return code, proc.log.read_text()  # type: ignore[attr-defined]
 
     def run(self, args: list[str], results: Path) -> tuple[int, str]:
-        proc = self.start(args, results)
-        _, err = proc.communicate(timeout=600)
-        return proc.returncode, err
+        return self.finish(self.start(args, results))
+
+    def kill_all(self) -> None:
+        for group in self.groups:
+            try:
+                os.killpg(group, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.groups.clear()
 
 
 def trials(results: Path, study: str = "smoke") -> list[optuna.trial.FrozenTrial] | None:
@@ -110,7 +130,7 @@ def sigterm_parent(lr: Checkout, folder: Path) -> dict[str, object]:
     time.sleep(1)
     children = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = lr.finish(proc, timeout=120)
     orphans = alive_after(children, 10)
     return {"exit": proc.returncode, "traceback": "Traceback" in err, "orphans": orphans,
             **summary(folder), "target": 30}
@@ -120,7 +140,7 @@ def kill_one_worker(lr: Checkout, folder: Path) -> dict[str, object]:
     proc = lr.start([*SMOKE, "--trials", "12", "--epochs", "6", "--workers", "2"], folder)
     victim = wait_running(folder)
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)
-    _, err = proc.communicate(timeout=300)
+    _, err = lr.finish(proc, timeout=300)
     found = trials(folder) or []
     return {"exit": proc.returncode, "traceback": "Traceback" in err, **summary(folder),
             "target": 12, "failed": sum(t.state.name == "FAIL" for t in found)}
@@ -153,13 +173,12 @@ def ctrl_c_at_start_up(lr: Checkout, folder: Path) -> dict[str, object]:
     codes, tracebacks, orphans = [], 0, 0
     for delay in (0.3, 1.0, 2.5):
         results = folder / str(delay)
-        proc = lr.start([*SMOKE, "--trials", "20", "--workers", "2"], results,
-                        start_new_session=True)
+        proc = lr.start([*SMOKE, "--trials", "20", "--workers", "2"], results)
         time.sleep(delay)
         children = psutil.Process(proc.pid).children(recursive=True)
         os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-        codes.append(proc.returncode)
+        code, err = lr.finish(proc, timeout=120)
+        codes.append(code)
         tracebacks += "Traceback" in err
         orphans += alive_after(children, 10)
     return {"exit": "/".join(map(str, codes)), "traceback": f"{tracebacks} of 3",
@@ -183,7 +202,7 @@ def full_disk(lr: Checkout, folder: Path) -> dict[str, object]:
 def simultaneous_starts(lr: Checkout, folder: Path) -> dict[str, object]:
     procs = [lr.start(["sweep", "dlwizard", "--epochs", "2", "--workers", "1"], folder)
              for _ in range(3)]
-    codes = [p.wait(timeout=600) for p in procs]
+    codes = [lr.finish(p)[0] for p in procs]
     return {"exit": "/".join(map(str, codes)), **summary(folder, "dlwizard"), "target": 5}
 
 
@@ -215,7 +234,8 @@ def main() -> None:
     parser.add_argument("--only", help="run scenarios whose name contains this")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    lr = Checkout(args.repo.resolve())
+    logs = Path(tempfile.mkdtemp(prefix="lrbench-chaos-logs-"))
+    lr = Checkout(args.repo.resolve(), logs)
     revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=lr.repo,
                               capture_output=True, text=True).stdout.strip()
     print(f"checkout {lr.repo} at {revision}\n")
@@ -226,7 +246,12 @@ def main() -> None:
         if args.only and args.only not in name:
             continue
         with tempfile.TemporaryDirectory(prefix="lrbench-chaos-") as folder:
-            r = scenario(lr, Path(folder))
+            try:
+                r = scenario(lr, Path(folder))
+            except (subprocess.TimeoutExpired, RuntimeError) as err:  # hung: that is a finding
+                r = {"exit": f"did not end: {type(err).__name__}"}
+            finally:
+                lr.kill_all()
         finished = f"{r['finished']} / {r['target']}" if "target" in r else "–"
         if "failed" in r:
             finished += f" ({r['failed']} failed)"

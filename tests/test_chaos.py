@@ -70,6 +70,22 @@ def params_seen(results: Path, name: str = "smoke") -> list[str]:
 SMOKE = ("sweep", "smoke", "--epochs", "2", "--engine", "sequential")
 
 
+def assert_stopped_cleanly(results: Path) -> None:
+    """Nothing left RUNNING: each interrupted trial failed and its configuration re-queued."""
+    count = states(load(results))
+    assert count[TrialState.RUNNING] == 0
+    assert count[TrialState.FAIL] == count[TrialState.WAITING] >= 1
+
+
+def assert_resume_finishes(results: Path, trials: int) -> None:
+    """The same 8-epoch sweep run again finishes the exact count and leaves nothing behind."""
+    resumed = run(*SMOKE, "--trials", str(trials), "--epochs", "8", results=results)
+    assert resumed.returncode == 0, resumed.stderr
+    count = states(load(results))
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == trials
+    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+
+
 def test_torn_tail_then_resume_from_4_to_8_trials_repeats_nothing(tmp_path: Path) -> None:
     first = run(*SMOKE, "--trials", "4", "--workers", "2", results=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -96,15 +112,8 @@ def test_sigterm_to_the_parent_stops_cleanly_and_leaves_no_orphans(tmp_path: Pat
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert_gone(workers)
-    count = states(load(tmp_path))
-    assert count[TrialState.RUNNING] == 0
-    assert count[TrialState.FAIL] == count[TrialState.WAITING] >= 1  # failed -> re-queued
-
-    resumed = run(*SMOKE, "--trials", "30", "--epochs", "8", results=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    count = states(load(tmp_path))
-    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
-    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+    assert_stopped_cleanly(tmp_path)
+    assert_resume_finishes(tmp_path, 30)
 
 
 def test_sigterm_to_the_whole_group_leaves_nothing_running(tmp_path: Path) -> None:
@@ -120,9 +129,7 @@ def test_sigterm_to_the_whole_group_leaves_nothing_running(tmp_path: Path) -> No
     assert proc.returncode == 143, err
     assert "Traceback" not in err
     assert_gone(workers)
-    count = states(load(tmp_path))
-    assert count[TrialState.RUNNING] == 0
-    assert count[TrialState.FAIL] == count[TrialState.WAITING] >= 1
+    assert_stopped_cleanly(tmp_path)
 
 
 def test_kill_9_of_the_parent_takes_its_workers_down_too(tmp_path: Path) -> None:
@@ -133,11 +140,7 @@ def test_kill_9_of_the_parent_takes_its_workers_down_too(tmp_path: Path) -> None
     proc.kill()
     proc.communicate(timeout=30)
     assert_gone(workers)  # they stopped themselves: no orphan trains the study alone
-    resumed = run(*SMOKE, "--trials", "30", "--epochs", "8", results=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    count = states(load(tmp_path))
-    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
-    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+    assert_resume_finishes(tmp_path, 30)
 
 
 def test_kill_9_of_one_worker_costs_only_its_trial(tmp_path: Path) -> None:
@@ -222,11 +225,7 @@ def test_double_ctrl_c_leaves_at_once_and_the_workers_still_stop(tmp_path: Path)
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     assert_gone(workers)
-    resumed = run(*SMOKE, "--trials", "30", "--epochs", "8", results=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    count = states(load(tmp_path))
-    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
-    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+    assert_resume_finishes(tmp_path, 30)
 
 
 @pytest.fixture
