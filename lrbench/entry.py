@@ -29,4 +29,10 @@ def main() -> None:
     except KeyboardInterrupt as interrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(exit_code(interrupt))
-    cli_main()
+    try:
+        cli_main()
+    finally:
+        # The command is done and only exiting is left (loky joins its threads at exit): a
+        # late Ctrl-C there would print an "ignored exception" traceback and change nothing.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -7,8 +7,10 @@ starts a replacement.
 
 Workers are born with Ctrl-C and SIGTERM ignored (signal dispositions set to "ignore"
 survive exec, and Python keeps an inherited "ignore" for SIGINT), so a signal that
-lands while a worker is still importing torch cannot kill it with a traceback. Their
-initializer (``lifeline.init_worker``) then routes SIGTERM to a graceful stop.
+lands while a worker is still starting cannot kill it with a traceback. Their
+initializer (``lifeline.init_worker``) then routes SIGTERM to a graceful stop. The price:
+a signal sent to the parent in the milliseconds of a spawn is ignored by it too (a
+blocked mask would keep it pending, but loky's spawn does not pass the mask on).
 """
 
 from __future__ import annotations
