@@ -1,0 +1,126 @@
+"""What the sweep harness costs per trial when training costs almost nothing.
+
+    python benchmarks/bench_harness.py                    # 1,000 trials x 10 epochs, 1 worker
+    python benchmarks/bench_harness.py --trials 200 --profile
+    python benchmarks/bench_harness.py --repo /tmp/before # an older checkout, same setup
+
+The setup is the one issue "Keep the engine fed" measured: ``sweeps/all.toml`` with
+``model = "logreg"`` and 10 epochs, on a 500-image MNIST root (the first 500 training
+and 1,000 test images of ``../shared/data``), run as ``lrbench sweep FILE --workers 1``
+through the command line, in a fresh results folder. Training a logistic regression on
+400 images is ~1 ms an epoch, so the wall time is the harness: sampling, storage writes,
+pruning, process start-up.
+
+It prints ms per trial (wall / trials). ``--profile`` runs the sweep under py-spy
+(``pip install py-spy``), parent and worker, and adds where the sampled time went:
+sampling (Optuna's samplers), storage (Optuna's storages, lrbench's journal and claim
+lock), pruning, the engine, start-up (imports before the first trial), and the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+
+# Where a sampled stack spent its time: the first rule whose pattern appears in it wins, so
+# the more specific ones come first.
+CATEGORIES = (
+    ("start-up", re.compile(r"^[^;]*<module>.*_find_and_load")),
+    ("sampling", re.compile(r"optuna/samplers/")),
+    ("pruning", re.compile(r"optuna/pruners/|should_prune")),
+    ("storage", re.compile(r"optuna/storages/|lrbench/journal\.py|lrbench/claim\.py")),
+    ("engine", re.compile(r"lrbench/engine/")),
+)
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    magic = 0x803 if array.ndim == 3 else 0x801
+    header = np.array([magic, *array.shape], ">u4").tobytes()
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def small_mnist(root: Path, n_train: int = 500, n_test: int = 1000) -> Path:
+    """The first images of the shared MNIST sample, in torchvision's layout."""
+    raw_in, raw_out = DATA / "MNIST" / "raw", root / "MNIST" / "raw"
+    raw_out.mkdir(parents=True)
+    for split, count in (("train", n_train), ("t10k", n_test)):
+        for kind, offset in (("images-idx3", 16), ("labels-idx1", 8)):
+            name = f"{split}-{kind}-ubyte"
+            array = np.frombuffer((raw_in / name).read_bytes()[offset:], np.uint8)
+            shape = (-1, 28, 28) if kind.startswith("images") else (-1,)
+            write_idx(raw_out / name, array.reshape(shape)[:count])
+    return root
+
+
+def sweep_file(folder: Path, trials: int) -> Path:
+    text = (REPO / "sweeps" / "all.toml").read_text()
+    text = re.sub(r"(?m)^trials = \d+", f"trials = {trials}", text)
+    text = re.sub(r"(?m)^epochs = \d+", "epochs = 10", text)
+    text = re.sub(r'(?m)^model = "\w+"', 'model = "logreg"', text)
+    if 'model = "logreg"' not in text:
+        text = text.replace("[train]\n", '[train]\nmodel = "logreg"\n', 1)
+    path = folder / "harness.toml"
+    path.write_text(text)
+    return path
+
+
+def breakdown(raw_profile: Path) -> dict[str, float]:
+    """Fractions of py-spy's samples per category (raw format: 'stack count' per line)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in raw_profile.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        category = next((name for name, pattern in CATEGORIES if pattern.search(stack)),
+                        "other")
+        counts[category] += int(count)
+    total = sum(counts.values()) or 1
+    return {name: counts[name] / total for name in [*dict(CATEGORIES), "other"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--repo", type=Path, default=REPO, help="the lrbench checkout to run")
+    parser.add_argument("--profile", action="store_true", help="run under py-spy")
+    args = parser.parse_args()
+    repo = args.repo.resolve()
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    with tempfile.TemporaryDirectory(prefix="lrbench-harness-") as tmp:
+        folder = Path(tmp)
+        root = small_mnist(folder / "data")
+        command = [sys.executable, "-m", "lrbench", "sweep", str(sweep_file(folder, args.trials)),
+                   "--workers", "1", "--data-dir", str(root), "--results", str(folder / "r")]
+        profile = folder / "profile.txt"
+        if args.profile:
+            command = ["py-spy", "record", "--subprocesses", "-r", "200", "-f", "raw",
+                       "-o", str(profile), "--", *command]
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            sys.exit(f"the sweep failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo,
+                                  capture_output=True, text=True).stdout.strip()
+        print(f"{repo} at {revision}: {args.trials} trials x 10 epochs, logreg, 500 images, "
+              f"1 worker{' (under py-spy)' if args.profile else ''}")
+        print(f"wall {wall:.1f} s = {1000 * wall / args.trials:.1f} ms per trial")
+        if args.profile:
+            for name, share in breakdown(profile).items():
+                print(f"  {name:<10} {100 * share:5.1f}% of sampled time")
+
+
+if __name__ == "__main__":
+    main()
