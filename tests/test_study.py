@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -399,11 +400,28 @@ def first_suggestion(sampler: optuna.samplers.BaseSampler) -> float:
     return trial.suggest_float("x", 0.0, 1.0)
 
 
-def test_tpe_is_multivariate_and_grouped(tmp_path: Path):
-    """group=True is what lets TPE model each family's parameters jointly."""
-    sampler = st.make_sampler(write_sweep(tmp_path, sampler="tpe"), seed=0)
-    assert isinstance(sampler, optuna.samplers.TPESampler)
-    assert sampler._multivariate and sampler._group and sampler._constant_liar
+def test_tpe_is_multivariate_grouped_and_lies_for_running_trials(tmp_path: Path):
+    """Judged by what it proposes, not by Optuna's private attributes: on a sweep's
+    conditional space, with three trials still running, the sampler proposes exactly
+    what multivariate, grouped, constant-liar TPE proposes, and not what default TPE does."""
+    config = write_sweep(tmp_path, sampler="tpe")
+
+    def proposals(sampler: optuna.samplers.BaseSampler) -> list[dict]:
+        study = memory_study(sampler)
+        for number in range(26):
+            trial = study.ask()
+            st.trial_spec(trial, config)
+            if number < 23:  # the last three stay RUNNING: constant liar sees them
+                study.tell(trial, (number % 5) / 5)
+        return [t.params for t in study.trials]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        reference = optuna.samplers.TPESampler(multivariate=True, group=True,
+                                               constant_liar=True, seed=5)
+    ours = proposals(st.make_sampler(config, seed=5))
+    assert ours == proposals(reference)
+    assert ours != proposals(optuna.samplers.TPESampler(seed=5))
 
 
 @pytest.mark.parametrize("sampler, shared", [("tpe", False), ("random", False), ("qmc", True),
@@ -440,6 +458,23 @@ def test_each_run_of_a_study_samples_with_new_seeds(tmp_path: Path):
     ("none", optuna.pruners.NopPruner)])
 def test_make_pruner(tmp_path: Path, pruner: str, kind: type):
     assert isinstance(st.make_pruner(write_sweep(tmp_path, pruner=pruner)), kind)
+
+
+def test_median_pruner_waits_half_the_run(tmp_path: Path):
+    """No pruning before epoch index epochs // 2: late-decaying schedules trail early."""
+    pruner = st.make_pruner(write_sweep(tmp_path, pruner="median", epochs=6))
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(5):  # n_startup_trials good runs
+        trial = study.ask()
+        for epoch in range(6):
+            trial.report(0.9, epoch)
+        study.tell(trial, 0.9)
+    laggard = study.ask()
+    decisions = []
+    for epoch in range(6):
+        laggard.report(0.1, epoch)
+        decisions.append(laggard.should_prune())
+    assert decisions == [False, False, False, True, True, True]
 
 
 # --- run_slot, in this process -----------------------------------------------------------

@@ -221,6 +221,11 @@ def test_list_shows_sweep_files_and_studies(tmp_path: Path) -> None:
     assert listed.returncode == 0
     for name in ("smoke", "step", "plateau", "all", "dlwizard"):
         assert name in listed.stdout
+    # the studies table: smoke with its one complete trial, nothing pruned, failed or running
+    [row] = [line for line in listed.stdout.splitlines() if line.startswith("│ smoke")]
+    cells = [cell.strip() for cell in row.strip("│").split("│")]
+    assert cells[:5] == ["smoke", "1", "0", "0", "0"]
+    assert 0.5 < float(cells[5]) <= 1.0  # best validation accuracy
 
 
 def test_optuna_dashboard_opens_the_default_storage(tmp_path: Path) -> None:
