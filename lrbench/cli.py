@@ -187,6 +187,10 @@ def _why_short(outcome: SweepOutcome) -> str:
         "; run the same command to try again")
 
 
+def _accuracy(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _print_best(study: optuna.Study) -> None:
     rows = best_by_family(study)
     if not rows:
@@ -198,8 +202,8 @@ def _print_best(study: optuna.Study) -> None:
     table.add_column("params", overflow="fold")
     for r in rows:
         table.add_row(r["family"], str(r["complete"]), str(r["pruned"]), str(r["diverged"]),
-                      f"{r['val_accuracy']:.4f}", f"{r['test_accuracy']:.4f}", str(r["number"]),
-                      r["params"])
+                      _accuracy(r["val_accuracy"]), _accuracy(r["test_accuracy"]),
+                      "-" if r["number"] is None else str(r["number"]), r["params"])
     console.print(table)
 
 

@@ -21,7 +21,7 @@ from lrbench.claim import claim_lock
 from lrbench.config import SweepConfig
 from lrbench.errors import UserError
 from lrbench.storage import open_storage, study_names
-from lrbench.study import CARRIED_ATTRS, CONFIG_ATTR, open_study
+from lrbench.study import CARRIED_ATTRS, CONFIG_ATTR, best_per_family, open_study
 
 CONFIRM_SUFFIX = ":confirm"
 # Confirm seeds: base seed + SEED_OFFSET x (run index + 1) + the re-run trial's number.
@@ -30,18 +30,6 @@ SEED_OFFSET = 1_000_000
 
 def confirm_study_name(study: str) -> str:
     return study + CONFIRM_SUFFIX
-
-
-def best_trials(study: optuna.Study) -> dict[str, FrozenTrial]:
-    """The best completed, non-diverged trial of each family, by validation accuracy."""
-    best: dict[str, FrozenTrial] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        family = trial.params.get("schedule")
-        if family is None or trial.value is None or trial.user_attrs.get("diverged"):
-            continue
-        if family not in best or trial.value > best[family].value:
-            best[family] = trial
-    return best
 
 
 def sweep_config_of(study: optuna.Study, sweep_file: str | None = None) -> SweepConfig:
@@ -103,7 +91,7 @@ def prepare(location: str, study_name: str, seeds: int, sweep_file: str | None =
         raise UserError(f"no study {study_name!r} in {location} (studies: {known})")
     parent = optuna.load_study(study_name=study_name, storage=storage)
     config = sweep_config_of(parent, sweep_file)
-    winners = chosen_trials(parent, numbers) if numbers else best_trials(parent)
+    winners = chosen_trials(parent, numbers) if numbers else best_per_family(parent)
     if not winners:
         raise UserError(f"study {study_name!r} has no completed trial to confirm yet")
 

@@ -302,6 +302,30 @@ def record_result(trial: optuna.Trial, result: TrialResult) -> None:
     trial.set_user_attr("epochs_run", result.epochs_run)
 
 
+def is_result(trial: FrozenTrial) -> bool:
+    """A trial that counts as its family's result: trained to the end, not diverged.
+
+    The report's frames apply the same rule to their table (``report.frames.completed``).
+    """
+    return (trial.state == TrialState.COMPLETE and trial.value is not None
+            and not trial.user_attrs.get("diverged"))
+
+
+def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """Each family's best result by validation accuracy: the one definition of "best".
+
+    A diverged trial never wins, even at a higher value (its accuracy is chance's).
+    """
+    best: dict[str, FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        family = trial.params.get("schedule")
+        if family is None or not is_result(trial):
+            continue
+        if family not in best or trial.value > best[family].value:
+            best[family] = trial
+    return best
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count towards the sweep's total: finished or being trained."""
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)

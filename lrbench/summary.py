@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+
+from lrbench.study import best_per_family
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -20,30 +23,29 @@ def params_text(params: dict[str, Any]) -> str:
 
 
 def best_by_family(study: optuna.Study) -> list[dict[str, Any]]:
-    """One row per schedule family, best validation accuracy first."""
-    rows: dict[str, dict[str, Any]] = {}
-    for trial in study.get_trials(deepcopy=False):
+    """One row per schedule family, best validation accuracy first: ``best_per_family``'s
+    winner and the family's counts of complete, pruned and diverged trials. A family with
+    no result (all pruned or diverged) comes last, with None for its accuracies."""
+    counts: dict[str, Counter[str]] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
+                                                          TrialState.PRUNED)):
         family = trial.params.get("schedule")
-        if family is None or trial.state not in (TrialState.COMPLETE, TrialState.PRUNED):
-            continue
-        row = rows.setdefault(family, {"family": family, "complete": 0, "pruned": 0,
-                                       "diverged": 0, "best": None})
-        if trial.state == TrialState.PRUNED:
-            row["pruned"] += 1
-            continue
-        row["complete"] += 1
-        row["diverged"] += bool(trial.user_attrs.get("diverged"))
-        if row["best"] is None or trial.value > row["best"].value:
-            row["best"] = trial
-    out = []
-    for row in rows.values():
-        best = row.pop("best")
-        if best is None:
-            continue
-        row.update(val_accuracy=best.value, test_accuracy=best.user_attrs.get("test_accuracy"),
-                   number=best.number, params=params_text(best.params))
-        out.append(row)
-    return sorted(out, key=lambda r: -r["val_accuracy"])
+        if family is not None:
+            count = counts.setdefault(family, Counter())
+            count["pruned" if trial.state == TrialState.PRUNED else "complete"] += 1
+            count["diverged"] += bool(trial.user_attrs.get("diverged"))
+    winners = best_per_family(study)
+    rows = []
+    for family, count in counts.items():
+        best = winners.get(family)  # None: every trial was pruned or diverged
+        rows.append({"family": family, "complete": count["complete"], "pruned": count["pruned"],
+                     "diverged": count["diverged"],
+                     "val_accuracy": best.value if best else None,
+                     "test_accuracy": best.user_attrs.get("test_accuracy") if best else None,
+                     "number": best.number if best else None,
+                     "params": params_text(best.params) if best else ""})
+    return sorted(rows, key=lambda r: -(r["val_accuracy"] if r["val_accuracy"] is not None
+                                        else -1.0))
 
 
 def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:

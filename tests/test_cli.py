@@ -61,3 +61,23 @@ def test_a_full_disk_exits_1_with_one_line(capsys):
     err = capsys.readouterr().err
     assert "No space left" in err and "run the same command to resume" in err
     assert "Traceback" not in err
+
+
+def test_the_best_trial_table_never_crowns_a_diverged_trial(capsys):
+    """A diverged trial's accuracy is chance's; it used to win the terminal's table when
+    its value happened to be the highest (the report and confirm already skipped it)."""
+    study = optuna.create_study(direction="maximize")
+    schedule = optuna.distributions.CategoricalDistribution(["step", "cosine"])
+    for family, value, diverged in (("step", 0.9, False), ("step", 0.95, True),
+                                    ("cosine", 0.8, True)):
+        study.add_trial(optuna.trial.create_trial(
+            params={"schedule": family}, distributions={"schedule": schedule}, value=value,
+            user_attrs={"diverged": diverged, "test_accuracy": value}))
+    cli._print_best(study)
+    lines = capsys.readouterr().out.splitlines()
+    [step] = [line for line in lines if line.startswith("│ step")]
+    [cosine] = [line for line in lines if line.startswith("│ cosine")]
+    assert "0.9000" in step and "0.9500" not in step
+    cells = [cell.strip() for cell in cosine.strip("│").split("│")]
+    assert cells[:7] == ["cosine", "1", "0", "1", "-", "-", "-"]  # counted, no winner
+    assert lines.index(step) < lines.index(cosine)  # a family without a result comes last

@@ -26,7 +26,7 @@ from lrbench.report import frames as frames_module
 from lrbench.report import stats, summary
 from lrbench.report.frames import PARAM_PREFIX
 from lrbench.storage import open_storage
-from lrbench.study import CONFIG_ATTR
+from lrbench.study import CONFIG_ATTR, best_per_family
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
@@ -125,6 +125,18 @@ def test_trial_frame_has_one_row_per_trial_of_both_roles(results: Path,
             if name != "schedule":
                 assert row[PARAM_PREFIX + name] == pytest.approx(value)
     assert (smoke["train_size"] == 4000).all() and (smoke["steps_per_epoch"] == 40).all()
+
+
+def test_report_and_terminal_agree_on_each_familys_best(results: Path,
+                                                        frames: frames_module.ReportFrames
+                                                        ) -> None:
+    """One rule for "best": the report's table and the terminal's (and confirm's) pick the
+    same trial of each family."""
+    table = frames_module.best_per_family(frames.trials)
+    for name in ("smoke", "dlwizard"):
+        mine = table[table["study"] == name]
+        assert {f: t.number for f, t in best_per_family(study(results, name)).items()} == \
+            dict(zip(mine["family"], mine["number"]))
 
 
 def test_epoch_frame_matches_the_stored_curves(frames: frames_module.ReportFrames) -> None:
