@@ -25,8 +25,8 @@ from lrbench.errors import DataNotFoundError, UserError
 
 log = logging.getLogger(__name__)
 
-# Name -> torchvision dataset class. Imported lazily: torchvision costs a process ~1.6 s and
-# ~190 MB, and worker processes get their images from the parent, so they never need it.
+# Name -> torchvision dataset class. Imported lazily: torchvision costs a process seconds and
+# memory (README, "Memory"), and workers get their images from the parent, never needing it.
 DATASETS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
 DATA_DIR_ENV = "LRBENCH_DATA_DIR"
 CACHE_ENV = "LRBENCH_CACHE_DIR"

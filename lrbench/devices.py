@@ -99,8 +99,8 @@ def plan_slots(device: str = "auto", workers: int | None = None,
 def configure_process(slot: Slot) -> None:
     """Set up a worker process for its slot (call once, before any training)."""
     torch.set_num_threads(slot.threads)  # slots share the cores; don't oversubscribe them
-    # Denormal floats (as momentum buffers decay) are ~100x slower on x86 CPUs; flushing
-    # them to zero kept epochs at 0.46 s instead of creeping from 0.55 to 0.70 s.
+    # Denormal floats (as momentum buffers decay) are far slower on x86 CPUs: without the
+    # flush, epochs crept slower and slower (the README's trainer section has the figures).
     torch.set_flush_denormal(True)
     if slot.device.startswith("cuda"):
         torch.cuda.set_device(slot.device)

@@ -48,14 +48,13 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: 
         k = CPU_BATCH_TRIALS
     # At most a quarter of a slot's share: the sampler and the pruner learn only from
     # finished trials, and a sweep asked in one round is a random search that prunes nothing
-    # (30 trials of sweeps/step.toml on 2 CPU slots: K=15 pruned 0, K=4 pruned 12).
+    # (measured in the README's end-to-end batched table).
     return max(1, min(k, math.ceil(config.trials / (peers * MIN_ROUNDS))))
 
 
-# The compiled SGD update pays off only for big stacks. On an H200, model-epochs/s with it
-# against without: fp32 K=1,024 722 vs 783, K=4,096 1,040 vs 844; with TF32 matmuls
-# K=1,024 940 vs 1,201, K=4,096 1,877 vs 1,304 (benchmarks/README.md). Per-call overhead
-# loses below a few thousand trials.
+# The compiled SGD update pays off only for big stacks: at K=4,096 a step is bound by
+# passes over the weights, below a few thousand trials per-call overhead wins (H200
+# figures in the README's GPU table).
 FUSED_MIN_TRIALS = 4096
 
 
