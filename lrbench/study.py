@@ -30,6 +30,7 @@ from lrbench.config import FixedTrial, SweepConfig
 from lrbench.data import DeviceData
 from lrbench.engine.trial import TrialResult, TrialSpec
 from lrbench.errors import UserError
+from lrbench.sampling import BatchTPESampler
 from lrbench.schedules import ScheduleSpec
 from lrbench.space import grid_values, suggest
 
@@ -59,9 +60,10 @@ def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
         with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # group=True samples each family's parameters jointly after `schedule`;
-            # constant_liar keeps parallel slots from proposing the same point.
-            return optuna.samplers.TPESampler(multivariate=True, group=True,
-                                              constant_liar=True, seed=seed)
+            # constant_liar keeps parallel slots from proposing the same point; a batched
+            # slot's K asks share one split and "below" fit (lrbench.sampling).
+            return BatchTPESampler(multivariate=True, group=True, constant_liar=True,
+                                   seed=seed)
     if config.sampler == "qmc":
         # QMC walks one shared low-discrepancy sequence: every slot must use one seed.
         with warnings.catch_warnings():

@@ -32,6 +32,7 @@ from lrbench.engine.choice import batch_trials, fuse_update
 from lrbench.engine.sequential import train_trial
 from lrbench.engine.trial import TrialResult, TrialSpec
 from lrbench.errors import StorageError
+from lrbench.sampling import ask_batch
 from lrbench.storage import open_storage
 from lrbench.study import (
     counted_trials,
@@ -125,7 +126,7 @@ class _Slot:
         with claim_lock(self.job.storage, self.config.study):
             self.report.recovered += recover_stale_trials(self.study)
             left = self.config.trials - counted_trials(self.study)
-            trials = [self.study.ask() for _ in range(max(0, min(most, left)))]
+            trials = ask_batch(self.study, max(0, min(most, left)))
             for trial in trials:
                 mark_running(trial, self.slot.index, self.slot.device, self.job.sampler_seed)
         return trials

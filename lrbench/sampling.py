@@ -1,0 +1,122 @@
+"""TPE that fits once per batch of asks: what a batched slot needs from its sampler.
+
+Optuna's TPE fits its Parzen estimators (below and above the gamma split, for every
+group of the conditional space) on every ask. A batched slot asks K trials at a time,
+so it paid K fits for one decision point: in the harness benchmark that was most of the
+time outside training.
+
+Inside ``sampler.batch(k)``, the first ask of each search-space group runs TPE's own
+``_sample`` once with K x ``n_ei_candidates`` candidates and keeps them all; the K asks
+then take, in turn, the best candidate of each block of ``n_ei_candidates``, each judged
+against "above" refitted with the batch's earlier picks as constant liars (as TPE with
+``constant_liar`` does when asked K times). What is shared is the split, the "below" fit,
+its samples and their likelihoods. Outside a batch the sampler is plain ``TPESampler``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution
+from optuna.samplers import TPESampler
+from optuna.study import Study
+from optuna.trial import FrozenTrial
+
+
+def ask_batch(study: optuna.Study, count: int) -> list[optuna.Trial]:
+    """Ask ``count`` trials; with a ``BatchTPESampler``, from one fit per group.
+
+    Optuna samples a trial's relative parameters lazily, at its first ``suggest``; they
+    are drawn here, inside the batch, so that the K trials share the fit.
+    """
+    sampler = study.sampler
+    if not isinstance(sampler, BatchTPESampler) or count <= 1:
+        return [study.ask() for _ in range(count)]
+    with sampler.batch(count):
+        trials = [study.ask() for _ in range(count)]
+        for trial in trials:
+            _ = trial.relative_params  # draws them now, from the batch's fit
+    return trials
+
+
+class BatchTPESampler(TPESampler):
+    """``TPESampler`` with ``batch(k)``: one fit per search-space group for k asks."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._batch_size = 0
+        self._proposals: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        self._candidates: tuple[dict[str, np.ndarray], np.ndarray, np.ndarray] | None = None
+        self._above_trials: list[FrozenTrial] | None = None
+        self.below_fits = 0  # gamma splits and "below" fits so far (for tests)
+
+    @contextlib.contextmanager
+    def batch(self, k: int) -> Iterator[None]:
+        """Within this block, up to ``k`` asks share each group's fit."""
+        self._batch_size, self._proposals = k, {}
+        try:
+            yield
+        finally:
+            self._batch_size, self._proposals = 0, {}
+
+    def _sample(self, study: Study, trial: FrozenTrial,
+                search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        if self._batch_size <= 1:
+            self.below_fits += 1
+            return super()._sample(study, trial, search_space)
+        key = tuple(search_space)
+        if not self._proposals.get(key):
+            self._proposals[key] = self._propose(study, trial, search_space)
+        return self._proposals[key].pop()
+
+    def _propose(self, study: Study, trial: FrozenTrial,
+                 search_space: dict[str, BaseDistribution]) -> list[dict[str, Any]]:
+        """K proposals from one fit of "below", in reverse order (the caller pops).
+
+        Proposal j is the best of its block of candidates by log l(x) - log g_j(x), where
+        g_j is "above" refitted with proposals 1..j-1 as constant liars, as if they had been
+        asked one by one. Only "above" is refitted: the batch's own running trials never
+        move the gamma split, so "below", its candidates and l(x) are the same for all K.
+        """
+        per_draw, k = self._n_ei_candidates, self._batch_size
+        self._n_ei_candidates = per_draw * k
+        try:
+            self.below_fits += 1
+            super()._sample(study, trial, search_space)  # keeps its candidates, below
+        finally:
+            self._n_ei_candidates = per_draw
+        assert self._candidates is not None and self._above_trials is not None
+        samples, log_below, log_above = self._candidates
+        above, liars, proposals = self._above_trials, [], []
+        for block in range(k):
+            rows = slice(block * per_draw, (block + 1) * per_draw)
+            if liars:
+                refit = self._build_parzen_estimator(study, search_space, above + liars,
+                                                     handle_below=False)
+                scores = log_below[rows] - refit.log_pdf({n: v[rows] for n, v in samples.items()})
+            else:
+                scores = log_below[rows] - log_above[rows]
+            best = rows.start + int(np.argmax(scores))
+            params = {name: search_space[name].to_external_repr(samples[name][best].item())
+                      for name in search_space}
+            proposals.append(params)
+            liars.append(optuna.trial.create_trial(params=params, distributions=search_space,
+                                                   value=0.0))
+        return proposals[::-1]
+
+    def _build_parzen_estimator(self, study: Study, search_space: dict[str, BaseDistribution],
+                                trials: list[FrozenTrial], handle_below: bool) -> Any:
+        if not handle_below:
+            self._above_trials = trials  # the liars join these in _propose
+        return super()._build_parzen_estimator(study, search_space, trials, handle_below)
+
+    def _compute_acquisition_func(self, samples: dict[str, np.ndarray], mpe_below: Any,
+                                  mpe_above: Any) -> np.ndarray:
+        # TPE's acquisition, log l(x) - log g(x), with both terms kept for _propose.
+        log_below, log_above = mpe_below.log_pdf(samples), mpe_above.log_pdf(samples)
+        self._candidates = (samples, log_below, log_above)
+        return log_below - log_above

@@ -1,0 +1,116 @@
+"""Tests for lrbench.sampling: K asks from one TPE fit per search-space group."""
+
+from __future__ import annotations
+
+import statistics
+
+import optuna
+import pytest
+
+from lrbench.sampling import BatchTPESampler, ask_batch
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def sampler(seed: int = 0) -> BatchTPESampler:
+    return BatchTPESampler(multivariate=True, group=True, constant_liar=True, seed=seed)
+
+
+def suggest(trial: optuna.Trial) -> float:
+    """A conditional space like a sweep's: a family, its own parameters, a shared LR."""
+    family = trial.suggest_categorical("schedule", ["step", "cosine", "constant"])
+    lr = trial.suggest_float("lr", 1e-3, 1.0, log=True)
+    score = -abs(lr - 0.1)
+    if family == "step":
+        gamma = trial.suggest_float("step.gamma", 0.05, 0.99, log=True)
+        step = trial.suggest_int("step.step_size", 1, 5)
+        score -= abs(gamma - 0.5) + 0.1 * abs(step - 2)
+    elif family == "cosine":
+        score -= abs(trial.suggest_float("cosine.eta_min_ratio", 1e-4, 0.1, log=True) - 0.01)
+    else:
+        score -= 0.5
+    return score
+
+
+def study_with_history(s: optuna.samplers.BaseSampler, trials: int = 20) -> optuna.Study:
+    study = optuna.create_study(sampler=s, direction="maximize")
+    for _ in range(trials):
+        trial = study.ask()
+        study.tell(trial, suggest(trial))
+    return study
+
+
+def test_a_batch_fits_once_per_group_not_once_per_ask():
+    plain, batched = sampler(), sampler()
+    for s, batch in ((plain, False), (batched, True)):
+        study = study_with_history(s)
+        s.below_fits = 0
+        trials = ask_batch(study, 16) if batch else [study.ask() for _ in range(16)]
+        for trial in trials:
+            suggest(trial)
+    assert batched.below_fits >= 2  # one per group of the conditional space (here: 3)
+    assert plain.below_fits == 16 * batched.below_fits  # plain TPE fits every group for every ask
+
+
+def test_batch_proposals_are_distinct_and_inside_their_distributions():
+    study = study_with_history(sampler(1))
+    trials = ask_batch(study, 12)
+    for trial in trials:
+        study.tell(trial, suggest(trial))
+    proposed = [t for t in study.trials[-12:]]
+    assert len({tuple(sorted(t.params.items())) for t in proposed}) == 12
+    for trial in proposed:
+        for name, value in trial.params.items():
+            distribution = trial.distributions[name]
+            if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+                assert value in distribution.choices
+            else:
+                assert distribution.low <= value <= distribution.high
+
+
+def test_outside_a_batch_it_is_plain_tpe():
+    """Same seed, same history, one ask at a time: the very proposals TPESampler makes."""
+    ours = study_with_history(sampler(2), trials=15)
+    theirs = study_with_history(optuna.samplers.TPESampler(
+        multivariate=True, group=True, constant_liar=True, seed=2), trials=15)
+    assert [t.params for t in ours.trials] == [t.params for t in theirs.trials]
+
+
+def test_batched_tpe_still_beats_random_search():
+    """One fit per batch keeps TPE's guidance: 8 batches of 10 after 20 random trials."""
+    def best_after(make: type | None, seed: int) -> float:
+        s = sampler(seed) if make is None else make(seed=seed)
+        study = study_with_history(s)
+        for _ in range(8):
+            trials = ask_batch(study, 10)
+            for trial in trials:
+                study.tell(trial, suggest(trial))
+        return study.best_value
+
+    seeds = range(4)
+    tpe = statistics.mean(best_after(None, seed) for seed in seeds)
+    random = statistics.mean(best_after(optuna.samplers.RandomSampler, seed) for seed in seeds)
+    assert tpe > random
+
+
+def test_each_later_proposal_is_judged_with_the_earlier_ones_as_liars(monkeypatch):
+    """Like TPE asked k times with constant_liar: proposal j sees proposals 1..j-1 as
+    running trials in "above"; "below" (which running trials never enter) is fitted once."""
+    s = sampler(3)
+    study = study_with_history(s, trials=30)
+    built: list[tuple[bool, int]] = []
+    build = BatchTPESampler._build_parzen_estimator
+
+    def spy(self, study, search_space, trials, handle_below):
+        built.append((handle_below, len(trials)))
+        return build(self, study, search_space, trials, handle_below)
+
+    monkeypatch.setattr(BatchTPESampler, "_build_parzen_estimator", spy)
+    with s.batch(5):
+        s._sample(study, study.ask(), {"lr": optuna.distributions.FloatDistribution(
+            1e-3, 1.0, log=True)})
+    below = [n for handle_below, n in built if handle_below]
+    above = [n for handle_below, n in built if not handle_below]
+    assert len(below) == 1
+    assert above == [above[0] + liars for liars in range(5)]
