@@ -18,6 +18,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,10 +72,23 @@ SMOKE = ("sweep", "smoke", "--epochs", "2", "--engine", "sequential")
 
 
 def assert_stopped_cleanly(results: Path) -> None:
-    """Nothing left RUNNING: each interrupted trial failed and its configuration re-queued."""
-    count = states(load(results))
+    """Nothing left RUNNING: the interrupted trials (at least the one the signal landed
+    in) failed, each with its configuration re-queued."""
+    trials = load(results).get_trials()
+    count = Counter(t.state for t in trials)
     assert count[TrialState.RUNNING] == 0
     assert count[TrialState.FAIL] == count[TrialState.WAITING] >= 1
+    assert all("interrupted" in t.user_attrs["reason"] for t in trials
+               if t.state == TrialState.FAIL)
+
+
+def signal_mid_trial(results: Path, send: Callable[[], None]) -> None:
+    """Send a signal while a trial has just begun training, so it lands inside one (with a
+    fixed delay, two slots of equal trials were sometimes between trials together)."""
+    wait_for_running_trial(results, "smoke")
+    time.sleep(0.5)
+    wait_for_running_trial(results, "smoke", started_within=0.15)
+    send()
 
 
 def assert_resume_finishes(results: Path, trials: int) -> None:
@@ -105,9 +119,8 @@ def test_sigterm_to_the_parent_stops_cleanly_and_leaves_no_orphans(tmp_path: Pat
     proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "8", "--workers", "2",
                    "--engine", "sequential", results=tmp_path)
     workers = workers_of(proc, 2)
-    wait_for_running_trial(tmp_path, "smoke")
-    time.sleep(1)
-    proc.send_signal(signal.SIGTERM)  # the parent alone, as `kill PID` or a scheduler does
+    # the parent alone, as `kill PID` or a scheduler does
+    signal_mid_trial(tmp_path, lambda: proc.send_signal(signal.SIGTERM))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
@@ -122,9 +135,7 @@ def test_sigterm_to_the_whole_group_leaves_nothing_running(tmp_path: Path) -> No
                    "--engine", "batched", "--batch-trials", "3", results=tmp_path,
                    start_new_session=True)
     workers = workers_of(proc, 2)
-    wait_for_running_trial(tmp_path, "smoke")
-    time.sleep(1)
-    os.killpg(proc.pid, signal.SIGTERM)
+    signal_mid_trial(tmp_path, lambda: os.killpg(proc.pid, signal.SIGTERM))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     assert "Traceback" not in err
@@ -146,7 +157,7 @@ def test_kill_9_of_the_parent_takes_its_workers_down_too(tmp_path: Path) -> None
 def test_kill_9_of_one_worker_costs_only_its_trial(tmp_path: Path) -> None:
     proc = lrbench(*SMOKE, "--trials", "12", "--epochs", "12", "--workers", "2",
                    results=tmp_path)
-    victim = wait_for_running_trial(tmp_path, "smoke")
+    victim = wait_for_running_trial(tmp_path, "smoke", started_within=0.4)
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # the OOM killer, say
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err  # the sweep went on: a replacement slot started
@@ -217,8 +228,7 @@ def test_double_ctrl_c_leaves_at_once_and_the_workers_still_stop(tmp_path: Path)
     proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
                    results=tmp_path, start_new_session=True)
     workers = workers_of(proc, 2)
-    wait_for_running_trial(tmp_path, "smoke")
-    os.killpg(proc.pid, signal.SIGINT)
+    signal_mid_trial(tmp_path, lambda: os.killpg(proc.pid, signal.SIGINT))
     time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)

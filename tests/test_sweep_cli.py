@@ -6,6 +6,7 @@ MNIST sample in ../shared/data, and then reads the journal storage back with Opt
 
 from __future__ import annotations
 
+import datetime
 import os
 import signal
 import subprocess
@@ -47,8 +48,12 @@ def states(study: optuna.Study) -> Counter:
     return Counter(t.state for t in study.get_trials(deepcopy=False))
 
 
-def wait_for_running_trial(results: Path, name: str,
-                           timeout: float = 120) -> optuna.trial.FrozenTrial:
+def wait_for_running_trial(results: Path, name: str, timeout: float = 120,
+                           started_within: float | None = None) -> optuna.trial.FrozenTrial:
+    """A RUNNING trial already marked with its worker; with ``started_within``, one that is
+    training (its parameters drawn and its engine recorded, the last step before training)
+    and was asked at most that many seconds ago, so it is surely still training a moment
+    later: a signal or a kill sent then lands inside it."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if (results / "lrbench.journal").exists():
@@ -58,10 +63,12 @@ def wait_for_running_trial(results: Path, name: str,
                 time.sleep(0.2)
                 continue
             running = study.get_trials(states=(TrialState.RUNNING,))
-            running = [t for t in running if "pid" in t.user_attrs]
+            running = [t for t in running if "pid" in t.user_attrs and (
+                started_within is None or "engine" in t.user_attrs and t.datetime_start and
+                (datetime.datetime.now() - t.datetime_start).total_seconds() < started_within)]
             if running:
                 return running[0]
-        time.sleep(0.2)
+        time.sleep(0.2 if started_within is None else 0.02)
     raise AssertionError("no trial started running")
 
 
@@ -102,12 +109,13 @@ def test_smoke_sweep_with_two_workers_stores_every_trial_with_curves(tmp_path: P
 @ENGINES
 def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_sweep(tmp_path: Path,
                                                                      engine: str) -> None:
-    # 8 epochs: a trial trains ~1 s against ~0.05 s between trials, so Ctrl-C all but
-    # surely lands inside one (with 3 epochs, both slots were once between trials).
+    # Ctrl-C lands inside a trial that has just begun training (its slot fails and
+    # re-queues it); with a fixed delay, both slots were once between trials together.
     proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "8", "--engine", engine,
                    "--batch-trials", "4", results=tmp_path, start_new_session=True)
     wait_for_running_trial(tmp_path, "smoke")
-    time.sleep(2)
+    time.sleep(1)
+    wait_for_running_trial(tmp_path, "smoke", started_within=0.15)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
     proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -140,7 +148,7 @@ def test_killed_worker_trial_is_failed_and_requeued_in_the_same_sweep(tmp_path: 
                                                                       engine: str) -> None:
     proc = lrbench("sweep", "smoke", "--trials", "8", "--epochs", "12", "--engine", engine,
                    results=tmp_path)
-    victim = wait_for_running_trial(tmp_path, "smoke")
+    victim = wait_for_running_trial(tmp_path, "smoke", started_within=0.4)
     os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # a worker dies (OOM killer, say)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err  # recovered at once; a replacement slot trained it
