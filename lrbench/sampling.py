@@ -1,9 +1,9 @@
-"""TPE that fits once per batch of asks: what a batched slot needs from its sampler.
+"""TPE that splits and fits "below" once per batch of asks: a batched slot's sampler.
 
-Optuna's TPE fits its Parzen estimators (below and above the gamma split, for every
-group of the conditional space) on every ask. A batched slot asks K trials at a time,
-so it paid K fits for one decision point: in the harness benchmark that was most of the
-time outside training.
+Optuna's TPE splits the trials at gamma and fits its Parzen estimators (below and above,
+for every group of the conditional space) on every ask. A batched slot asks K trials at
+a time, so it paid K of each for one decision point: in the harness benchmark that was
+most of the time outside training.
 
 Inside ``sampler.batch(k)``, the first ask of each search-space group runs TPE's own
 ``_sample`` once with K x ``n_ei_candidates`` candidates and keeps them all; the K asks
@@ -28,7 +28,7 @@ from optuna.trial import FrozenTrial
 
 
 def ask_batch(study: optuna.Study, count: int) -> list[optuna.Trial]:
-    """Ask ``count`` trials; with a ``BatchTPESampler``, from one fit per group.
+    """Ask ``count`` trials; with a ``BatchTPESampler``, as one batch (``batch``).
 
     Optuna samples a trial's relative parameters lazily, at its first ``suggest``; they
     are drawn here, inside the batch, so that the K trials share the fit.
@@ -44,7 +44,7 @@ def ask_batch(study: optuna.Study, count: int) -> list[optuna.Trial]:
 
 
 class BatchTPESampler(TPESampler):
-    """``TPESampler`` with ``batch(k)``: one fit per search-space group for k asks."""
+    """``TPESampler`` with ``batch(k)``: k asks share each group's split and "below" fit."""
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -56,7 +56,7 @@ class BatchTPESampler(TPESampler):
 
     @contextlib.contextmanager
     def batch(self, k: int) -> Iterator[None]:
-        """Within this block, up to ``k`` asks share each group's fit."""
+        """Within this block, up to ``k`` asks share each group's split and "below" fit."""
         self._batch_size, self._proposals = k, {}
         try:
             yield
