@@ -35,7 +35,7 @@ from lrbench.logs import show_warnings
 from lrbench.seeds import SEED_MAX
 from lrbench.storage import is_url, open_storage, storage_location
 from lrbench.summary import best_by_family, study_rows
-from lrbench.sweep import SweepOutcome, run_sweep
+from lrbench.sweep import SweepOutcome, run_sweep, snapshot
 
 # emoji=False: "--device cuda:-1" must not print a thumbs-down for ":-1".
 console = Console(emoji=False)
@@ -57,7 +57,7 @@ def find_sweep_file(name: str) -> Path:
                     f"(known: {', '.join(known) or 'none'})")
 
 
-def _study_name(value: str | None) -> str | None:
+def _study_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is not None and not config_module.valid_study_name(value):
         raise click.BadParameter(f"must be {config_module.STUDY_NAME_RULE}, but got {value!r}")
     return value
@@ -99,7 +99,7 @@ TF32 = click.option("--tf32", is_flag=True,
               help="torchvision root holding MNIST/raw/ etc. [env: LRBENCH_DATA_DIR]")
 @click.option("--seed", type=click.IntRange(0, SEED_MAX),
               help="Base seed: each trial's seed derives from it and the trial's configuration.")
-@click.option("--study", "study_name", callback=lambda ctx, param, value: _study_name(value),
+@click.option("--study", "study_name", callback=_study_name,
               help="Study name [default: the sweep file's].")
 @ENGINE
 @BATCH_TRIALS
@@ -172,8 +172,6 @@ def _finish(outcome: SweepOutcome) -> None:
 
 
 def _why_short(outcome: SweepOutcome) -> str:
-    from lrbench.sweep import snapshot
-
     now = snapshot(outcome.study)
     reasons = []
     if now.failed > outcome.failed_before:

@@ -1,10 +1,13 @@
-"""Errors that are the user's to fix.
+"""Errors that are the user's to fix, and the interrupts that stop a command.
 
 The CLI turns every ``UserError`` into one clear message and exit code 2, with
-no traceback; anything else is a bug in lrbench and exits 1.
+no traceback; anything else is a bug in lrbench and exits 1. Ctrl-C and SIGTERM
+exit 130 and 143.
 """
 
 from __future__ import annotations
+
+import signal
 
 
 class UserError(Exception):
@@ -37,6 +40,4 @@ class Terminated(KeyboardInterrupt):
 
 def signal_of(interrupt: KeyboardInterrupt) -> int:
     """The signal behind an interrupt: SIGTERM for ``Terminated``, else SIGINT (Ctrl-C)."""
-    import signal
-
     return signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT

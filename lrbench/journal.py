@@ -177,7 +177,7 @@ def _last_record_end(handle: Any, size: int) -> int:
         window *= 4
 
 
-def torn_side_file(path: Path) -> Path:
+def _torn_side_file(path: Path) -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S.%f")
     return path.with_name(f"{path.name}{TORN_SUFFIX}{stamp}-{os.getpid()}")
 
@@ -190,7 +190,7 @@ def move_torn_tail(health: JournalHealth) -> Path | None:
     """
     if health.torn_bytes == 0:
         return None
-    side = torn_side_file(health.path)
+    side = _torn_side_file(health.path)
     with open(health.path, "r+b") as journal:
         journal.seek(health.intact_bytes)
         torn = journal.read()

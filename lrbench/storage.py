@@ -72,20 +72,18 @@ def open_journal(path: Path, *, create: bool = True) -> JournalStorage:
             raise UserError(f"cannot create the results folder {path.parent}: {err}") from None
     if path.is_dir():
         raise UserError(f"--storage {path} is a folder; give a journal file or a URL")
-    if path.exists():
-        journal.inspect(path)  # refuses a file that is no journal, before anything is written
+    # Refuses a file that is no journal, before anything (even a lock file) is written.
+    health = journal.inspect(path) if path.exists() else None
     try:
         backend = journal.SafeJournalBackend(str(path))
-        if create:
-            with backend.lock:
+        if create and health and health.torn_bytes:
+            with backend.lock:  # look again under the lock: another writer may have moved it
                 journal.move_torn_tail(journal.inspect(path))
     except OSError as err:  # a read-only folder, say
         raise UserError(f"cannot open {path} for writing: {err.strerror}") from None
-    if not create:
-        health = journal.inspect(path)
-        if health.torn_bytes:
-            log.warning("%s ends in %d torn bytes (an interrupted write); they are skipped, "
-                        "and the next sweep moves them to a side file", path, health.torn_bytes)
+    if not create and health and health.torn_bytes:
+        log.warning("%s ends in %d torn bytes (an interrupted write); they are skipped, "
+                    "and the next sweep moves them to a side file", path, health.torn_bytes)
     try:
         return JournalStorage(backend)  # replays the journal: reads it all
     except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError

@@ -49,8 +49,8 @@ RUNS_ATTR = "lrbench_runs"  # how many sweeps have started on the study: the nex
 # or a re-queued trial's seeds.
 CARRIED_ATTRS = ("epochs", "fixed_lr", "fixed_warmup_epochs", "confirm_of", "confirm_index",
                  "seed_override", "data_seed_override")
-# The user attributes, besides Optuna's params, that change what a trial trains.
-TRAINING_ATTRS = ("epochs", "fixed_lr", "fixed_warmup_epochs")
+# The user attributes, besides Optuna's params and the epochs, that change what it trains.
+TRAINING_ATTRS = ("fixed_lr", "fixed_warmup_epochs")
 
 
 def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
@@ -304,24 +304,17 @@ def record_result(trial: optuna.Trial, result: TrialResult) -> None:
     trial.set_user_attr("epochs_run", result.epochs_run)
 
 
-def is_result(trial: FrozenTrial) -> bool:
-    """A trial that counts as its family's result: trained to the end, not diverged.
-
-    The report's frames apply the same rule to their table (``report.frames.completed``).
-    """
-    return (trial.state == TrialState.COMPLETE and trial.value is not None
-            and not trial.user_attrs.get("diverged"))
-
-
 def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
     """Each family's best result by validation accuracy: the one definition of "best".
 
-    A diverged trial never wins, even at a higher value (its accuracy is chance's).
+    A result is a complete trial that did not diverge: a diverged trial never wins, even
+    at a higher value (its accuracy is chance's). The report's frames apply the same rule
+    to their table (``report.frames.completed``).
     """
     best: dict[str, FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         family = trial.params.get("schedule")
-        if family is None or not is_result(trial):
+        if family is None or trial.value is None or trial.user_attrs.get("diverged"):
             continue
         if family not in best or trial.value > best[family].value:
             best[family] = trial

@@ -44,8 +44,7 @@ def best_by_family(study: optuna.Study) -> list[dict[str, Any]]:
                      "test_accuracy": best.user_attrs.get("test_accuracy") if best else None,
                      "number": best.number if best else None,
                      "params": params_text(best.params) if best else ""})
-    return sorted(rows, key=lambda r: -(r["val_accuracy"] if r["val_accuracy"] is not None
-                                        else -1.0))
+    return sorted(rows, key=lambda r: (r["val_accuracy"] is None, -(r["val_accuracy"] or 0)))
 
 
 def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:

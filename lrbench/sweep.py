@@ -238,9 +238,9 @@ def _wait_for_others(study: optuna.Study, outcome: SweepOutcome,
     """Wait until no trial runs, or some were recovered from dead workers, or Ctrl-C."""
     last_check = time.monotonic()
     try:
-        while snapshot(study).running:
+        while (now := snapshot(study)).running:
             if on_progress is not None:
-                on_progress(snapshot(study))
+                on_progress(now)
             if time.monotonic() - last_check > RECOVER_EVERY_SECONDS:
                 last_check = time.monotonic()
                 recovered = _recover(study, outcome.storage)
