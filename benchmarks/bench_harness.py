@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--repo", type=Path, default=REPO, help="the lrbench checkout to run")
     parser.add_argument("--profile", action="store_true", help="run under py-spy")
+    parser.add_argument("--keep-profile", type=Path, help="copy py-spy's raw stacks here")
     args = parser.parse_args()
     repo = args.repo.resolve()
     env = {**os.environ, "PYTHONPATH": str(repo)}
@@ -118,6 +119,8 @@ def main() -> None:
               f"1 worker{' (under py-spy)' if args.profile else ''}")
         print(f"wall {wall:.1f} s = {1000 * wall / args.trials:.1f} ms per trial")
         if args.profile:
+            if args.keep_profile:
+                args.keep_profile.write_text(profile.read_text())
             for name, share in breakdown(profile).items():
                 print(f"  {name:<10} {100 * share:5.1f}% of sampled time")
 

@@ -61,9 +61,10 @@ def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # group=True samples each family's parameters jointly after `schedule`;
             # constant_liar keeps parallel slots from proposing the same point; a batched
-            # slot's K asks share one split and "below" fit (lrbench.sampling).
+            # slot's K asks share one split and "below" fit, and a trial fits only the
+            # groups of its own family (lrbench.sampling).
             return BatchTPESampler(multivariate=True, group=True, constant_liar=True,
-                                   seed=seed)
+                                   seed=seed, family_param="schedule")
     if config.sampler == "qmc":
         # QMC walks one shared low-discrepancy sequence: every slot must use one seed.
         with warnings.catch_warnings():

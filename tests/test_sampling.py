@@ -114,3 +114,56 @@ def test_each_later_proposal_is_judged_with_the_earlier_ones_as_liars(monkeypatc
     above = [n for handle_below, n in built if not handle_below]
     assert len(below) == 1
     assert above == [above[0] + liars for liars in range(5)]
+
+
+def family_sampler(seed: int = 0) -> BatchTPESampler:
+    return BatchTPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
+                           family_param="schedule")
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_trial_fits_only_its_own_familys_group(batch, monkeypatch):
+    """With family_param, the family's group is fitted, then only the chosen family's:
+    plain TPE fitted every family's group for every trial and threw all but one away."""
+    s = family_sampler(4)
+    study = study_with_history(s, trials=20)
+    independent: list[str] = []
+    original = BatchTPESampler.sample_independent
+
+    def spy(self, study, trial, name, distribution):
+        independent.append(name)
+        return original(self, study, trial, name, distribution)
+
+    monkeypatch.setattr(BatchTPESampler, "sample_independent", spy)
+    s.below_fits = 0
+    trials = ask_batch(study, 16) if batch else [study.ask() for _ in range(16)]
+    for trial in trials:
+        suggest(trial)
+    families = [t.params["schedule"] for t in trials]
+    assert independent == []  # every suggested value came from a relative (joint) fit
+    if batch:  # the family group once, and once per family that a trial chose (if it has one)
+        assert s.below_fits == 1 + len({f for f in families if f != "constant"})
+    else:  # per trial: the family group, and its own family's group (constant has none)
+        assert s.below_fits == sum(1 + (f != "constant") for f in families)
+
+
+def test_family_groups_are_proposed_as_many_times_as_chosen():
+    s = family_sampler(5)
+    study = study_with_history(s, trials=25)
+    trials = ask_batch(study, 12)
+    for trial in trials:
+        study.tell(trial, suggest(trial))
+    step = [t.params for t in study.trials[-12:] if t.params["schedule"] == "step"]
+    assert len({(p["step.gamma"], p["step.step_size"]) for p in step}) == len(step)
+
+
+def test_enqueued_trials_are_not_sampled():
+    s = family_sampler(6)
+    study = study_with_history(s, trials=20)
+    study.enqueue_trial({"schedule": "cosine", "lr": 0.2, "cosine.eta_min_ratio": 0.01})
+    s.below_fits = 0
+    trial = study.ask()
+    assert trial.relative_params == {}
+    assert s.below_fits == 0
+    suggest(trial)
+    assert trial.params["lr"] == 0.2
