@@ -44,6 +44,7 @@ from optuna.trial import TrialState
 import lrbench
 from lrbench import config as lrconfig
 from lrbench import data
+from lrbench.record import claim_of, record_of
 from lrbench.sweep import StudySnapshot, run_sweep
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,19 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     setup = polls[0][0] if polls else float("nan")
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     failed = [t for t in trials if t.state == TrialState.FAIL]
-    attr_train = sum(float(t.user_attrs.get("train_seconds", 0.0)) for t in done)
-    epochs_run = sum(int(t.user_attrs.get("epochs_run", 0)) for t in done)
+    records = {t.number: record_of(t) for t in done}
+    attr_train = sum(records[t.number].train_seconds for t in done)
+    epochs_run = sum(records[t.number].epochs_run for t in done)
     train_sum = outcome.train_seconds
     ideal = train_sum / len(slots)
     overhead = wall / ideal - 1
 
     per_slot: list[dict[str, Any]] = []
     for report in outcome.reports:
-        mine = sorted((t for t in done if t.user_attrs.get("slot") == report.slot.index),
+        mine = sorted((t for t in done if claim_of(t).slot == report.slot.index),
                       key=lambda t: t.datetime_start)
         starts = [since_start(t.datetime_start) for t in mine]
         ends = [since_start(t.datetime_complete) for t in mine]
-        trains = [float(t.user_attrs.get("train_seconds", 0.0)) for t in mine]
+        trains = [records[t.number].train_seconds for t in mine]
         startup = (starts[0] if mine else wall) - setup
         row = {
             "slot": report.slot.index, "device": report.slot.device,

@@ -28,6 +28,8 @@ from pathlib import Path
 import optuna
 import psutil
 
+from lrbench.record import claim_of, plan_of  # reads both the old loose keys and records
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 SMOKE = ["sweep", "smoke", "--epochs", "2", "--engine", "sequential"]
@@ -88,7 +90,7 @@ def summary(results: Path, study: str = "smoke") -> dict[str, object]:
         return {"readable": False, "finished": 0, "running": 0, "repeats": 0}
     states = Counter(t.state.name for t in found)
     configs = [json.dumps(t.params, sort_keys=True) for t in found
-               if t.state.name != "FAIL" and "requeued_from" not in t.user_attrs and t.params]
+               if t.state.name != "FAIL" and plan_of(t).requeued_from is None and t.params]
     return {"readable": True, "finished": states["COMPLETE"] + states["PRUNED"],
             "running": states["RUNNING"], "repeats": len(configs) - len(set(configs))}
 
@@ -97,7 +99,7 @@ def wait_running(results: Path, timeout: float = 120) -> optuna.trial.FrozenTria
     deadline = time.time() + timeout
     while time.time() < deadline:
         for trial in trials(results) or []:
-            if trial.state.name == "RUNNING" and "pid" in trial.user_attrs:
+            if trial.state.name == "RUNNING" and claim_of(trial) is not None:
                 return trial
         time.sleep(0.2)
     raise RuntimeError("no trial started")
@@ -139,7 +141,7 @@ def sigterm_parent(lr: Checkout, folder: Path) -> dict[str, object]:
 def kill_one_worker(lr: Checkout, folder: Path) -> dict[str, object]:
     proc = lr.start([*SMOKE, "--trials", "12", "--epochs", "6", "--workers", "2"], folder)
     victim = wait_running(folder)
-    os.kill(victim.user_attrs["pid"], signal.SIGKILL)
+    os.kill(claim_of(victim).pid, signal.SIGKILL)
     _, err = lr.finish(proc, timeout=300)
     found = trials(folder) or []
     return {"exit": proc.returncode, "traceback": "Traceback" in err, **summary(folder),

@@ -7,7 +7,6 @@ broken machine: then the traceback is worth seeing); 130 on Ctrl-C, 143 on SIGTE
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from lrbench.engine.choice import ENGINES
 from lrbench.entry import exit_code
 from lrbench.errors import StorageError, UserError
 from lrbench.logs import show_warnings
+from lrbench.record import plan_of, record_of
 from lrbench.seeds import SEED_MAX
 from lrbench.storage import is_url, open_storage, storage_location
 from lrbench.summary import best_by_family, study_rows
@@ -245,7 +245,8 @@ def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.Frozen
 
     runs: dict[int, list[optuna.trial.FrozenTrial]] = {}
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        runs.setdefault(trial.user_attrs.get("confirm_of", -1), []).append(trial)
+        confirm_of = plan_of(trial).confirm_of
+        runs.setdefault(-1 if confirm_of is None else confirm_of, []).append(trial)
     table = Table(title=f"confirm runs — study {study.study_name}")
     for name in ("configuration", "trial", "val acc (search)", "seeds",
                  "test acc % (mean ± 95% CI)", "diverged"):
@@ -253,9 +254,10 @@ def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.Frozen
     ordered = sorted(winners.items(), key=lambda item: -(item[1].value or 0))
     for family, best in ordered:
         done = runs.get(best.number, [])
-        interval = mean_ci([t.user_attrs.get("test_accuracy", math.nan) for t in done])
+        records = [r for t in done if (r := record_of(t)) is not None]
+        interval = mean_ci([r.test_accuracy for r in records])
         table.add_row(family, str(best.number), f"{best.value:.4f}", str(len(done)),
-                      interval.text(), str(sum(bool(t.user_attrs.get("diverged")) for t in done)))
+                      interval.text(), str(sum(r.diverged for r in records)))
     console.print(table)
 
 

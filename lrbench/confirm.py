@@ -5,6 +5,11 @@ Confirm runs live in a sibling study, ``NAME:confirm``, in the same storage: the
 not feed the sampler, do not count towards the sweep's trials, and are trained by the
 same worker slots as a sweep (with pruning off: every run must reach its last epoch).
 Running confirm again resumes it; a higher ``--seeds`` adds only the missing runs.
+
+Run i of every configuration trains on one batch order, its own fresh one (common
+random numbers: the families are compared on the same data order, seed by seed), with
+fresh initial weights per configuration; so the i-th runs of all families stack on one
+batched slot.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from lrbench import config as config_module
 from lrbench.claim import claim_lock
 from lrbench.config import SweepConfig
 from lrbench.errors import UserError
+from lrbench.record import plan_attrs, plan_of
 from lrbench.storage import open_storage, study_names
-from lrbench.study import CARRIED_ATTRS, CONFIG_ATTR, best_per_family, open_study
+from lrbench.study import CONFIG_ATTR, best_per_family, open_study
 
 CONFIRM_SUFFIX = ":confirm"
-# Confirm seeds: base seed + SEED_OFFSET x (run index + 1) + the re-run trial's number.
+# Run i's batch order: base seed + SEED_OFFSET x (i + 1); its initial weights: that plus
+# the re-run trial's number.
 SEED_OFFSET = 1_000_000
 
 
@@ -56,10 +63,10 @@ def sweep_config_of(study: optuna.Study, sweep_file: str | None = None) -> Sweep
 
 
 def _run_key(trial: FrozenTrial) -> tuple[int, int] | None:
-    attrs = trial.user_attrs
-    if "confirm_of" not in attrs:
+    plan = plan_of(trial)
+    if plan.confirm_of is None or plan.confirm_index is None:
         return None
-    return int(attrs["confirm_of"]), int(attrs["confirm_index"])
+    return plan.confirm_of, plan.confirm_index
 
 
 def chosen_trials(study: optuna.Study, numbers: list[int]) -> dict[str, FrozenTrial]:
@@ -111,11 +118,10 @@ def _queue_runs(confirm_config: SweepConfig, study: optuna.Study,
         for index in range(seeds):
             if (best.number, index) in planned:
                 continue
-            attrs = {k: v for k, v in best.user_attrs.items() if k in CARRIED_ATTRS}
-            seed = base_seed + SEED_OFFSET * (index + 1) + best.number
-            # A fresh seed for the weights and the batch order alike.
-            attrs.update(confirm_of=best.number, confirm_index=index, seed_override=seed,
-                         data_seed_override=seed)
-            study.enqueue_trial(best.params, user_attrs=attrs)
+            data_seed = base_seed + SEED_OFFSET * (index + 1)
+            plan = dataclasses.replace(
+                plan_of(best), seed=data_seed + best.number, data_seed=data_seed,
+                confirm_of=best.number, confirm_index=index, requeued_from=None)
+            study.enqueue_trial(best.params, user_attrs=plan_attrs(plan))
             planned.add((best.number, index))
     return dataclasses.replace(confirm_config, trials=len(planned))

@@ -17,6 +17,7 @@ keeps that from happening:
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -229,8 +231,30 @@ class SafeJournalBackend(JournalFileBackend):
         super().__init__(path, lock_obj=FlockLock(f"{path}{LOCK_SUFFIX}", timeout))
         self.path = Path(path)
         self.lock = self._lock
+        self._buffer: list[dict[str, Any]] | None = None
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Appends inside this block are held and written as one (see record.batched_writes).
+
+        Nested blocks join the outer one. If the block raises, its records are dropped.
+        """
+        if self._buffer is not None:
+            yield
+            return
+        self._buffer = []
+        try:
+            yield
+            logs = self._buffer
+        finally:
+            self._buffer = None
+        if logs:
+            self.append_logs(logs)
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        if self._buffer is not None:
+            self._buffer.extend(logs)
+            return
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in logs).encode()
         with self.lock:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND)

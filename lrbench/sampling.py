@@ -23,6 +23,7 @@ points as the batch's trials that chose it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -32,23 +33,30 @@ import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import TPESampler
 from optuna.samplers._tpe.sampler import _RELATIVE_PARAMS_KEY, _SYSTEM_ATTR_MAX_LENGTH
+from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace, _SearchSpaceGroup
 from optuna.study import Study
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
+
+
+@contextlib.contextmanager
+def asking(study: optuna.Study, count: int) -> Iterator[list[optuna.Trial]]:
+    """``count`` new trials; inside the block, their params are drawn as one batch.
+
+    Optuna samples a trial's relative parameters lazily, at its first ``suggest``: draw
+    them inside the block (suggest, or read ``relative_params``) so that, with a
+    ``BatchTPESampler``, the trials share the batch's fits.
+    """
+    sampler = study.sampler
+    batched = isinstance(sampler, BatchTPESampler) and count > 1
+    with sampler.batch(count) if batched else contextlib.nullcontext():
+        yield [study.ask() for _ in range(count)]
 
 
 def ask_batch(study: optuna.Study, count: int) -> list[optuna.Trial]:
-    """Ask ``count`` trials; with a ``BatchTPESampler``, as one batch (``batch``).
-
-    Optuna samples a trial's relative parameters lazily, at its first ``suggest``; they
-    are drawn here, inside the batch, so that the K trials share the fit.
-    """
-    sampler = study.sampler
-    if not isinstance(sampler, BatchTPESampler) or count <= 1:
-        return [study.ask() for _ in range(count)]
-    with sampler.batch(count):
-        trials = [study.ask() for _ in range(count)]
+    """Ask ``count`` trials, their relative params drawn as one batch (``asking``)."""
+    with asking(study, count) as trials:
         for trial in trials:
-            _ = trial.relative_params  # draws them now, from the batch's fit
+            _ = trial.relative_params
     return trials
 
 
@@ -61,6 +69,8 @@ class BatchTPESampler(TPESampler):
 
     def __init__(self, *, family_param: str | None = None, **options: Any) -> None:
         super().__init__(**options)
+        if self._group:
+            self._group_decomposed_search_space = _IncrementalGroups(include_pruned=True)
         self._family_param = family_param
         self._batch_size = 0
         self._proposals: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -172,6 +182,29 @@ class BatchTPESampler(TPESampler):
         log_below, log_above = mpe_below.log_pdf(samples), mpe_above.log_pdf(samples)
         self._candidates = (samples, log_below, log_above)
         return log_below - log_above
+
+
+class _IncrementalGroups(_GroupDecomposedSearchSpace):
+    """Optuna's group decomposition of the search space, adding each finished trial once.
+
+    Optuna's re-adds every finished trial's distributions on every ask: O(trials) per
+    ask, a sixth of a 1,000-trial sweep's harness time. Re-adding a trial never changes
+    the groups (they already refine its distributions), so adding each once gives the
+    same groups in the same order.
+    """
+
+    def __init__(self, include_pruned: bool) -> None:
+        super().__init__(include_pruned)
+        self._added: set[int] = set()
+
+    def calculate(self, study: Study, use_cache: bool = False) -> _SearchSpaceGroup:
+        states = ((TrialState.COMPLETE, TrialState.PRUNED) if self._include_pruned
+                  else (TrialState.COMPLETE,))
+        for trial in study._get_trials(deepcopy=False, states=states, use_cache=use_cache):
+            if trial.number not in self._added:
+                self._added.add(trial.number)
+                self._search_space.add_distributions(trial.distributions)
+        return copy.deepcopy(self._search_space)
 
 
 def _conditional(group: dict[str, BaseDistribution]) -> bool:

@@ -2,8 +2,9 @@
 
 Search space: ``schedule`` (categorical over the sweep's families), then that family's
 parameters named ``family.param`` (``step.gamma``), then ``lr`` and ``warmup_epochs``
-when the sweep searches them. Each trial's results go into its user attributes so
-the report can redraw every curve without retraining.
+when the sweep searches them. What a trial plans, who runs it and what came out are its
+typed records (``lrbench.record``), so the report can redraw every curve without
+retraining.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import datetime
 import itertools
 import json
-import math
 import socket
 import subprocess
 import time
@@ -27,9 +27,19 @@ from optuna.trial import FrozenTrial, TrialState
 import lrbench
 from lrbench import seeds
 from lrbench.config import FixedTrial, SweepConfig
-from lrbench.data import DeviceData
-from lrbench.engine.trial import TrialResult, TrialSpec
+from lrbench.engine.trial import TrialSpec
 from lrbench.errors import UserError
+from lrbench.record import (
+    Claim,
+    Plan,
+    claim_of,
+    failed_record,
+    plan_attrs,
+    plan_of,
+    record_of,
+    trained_seeds,
+    write_record,
+)
 from lrbench.sampling import BatchTPESampler
 from lrbench.schedules import ScheduleSpec
 from lrbench.space import grid_values, suggest
@@ -44,13 +54,6 @@ STALE_AFTER_SECONDS = 30 * 60
 UNMARKED_AFTER_SECONDS = 2.0
 CONFIG_ATTR = "lrbench_config"
 RUNS_ATTR = "lrbench_runs"  # how many sweeps have started on the study: the next run's index
-# User attributes that define what a queued trial trains, so a re-queued (or confirm)
-# trial carries them over: its epochs, a fixed trial's LR and warm-up, a confirm run's
-# or a re-queued trial's seeds.
-CARRIED_ATTRS = ("epochs", "fixed_lr", "fixed_warmup_epochs", "confirm_of", "confirm_index",
-                 "seed_override", "data_seed_override")
-# The user attributes, besides Optuna's params and the epochs, that change what it trains.
-TRAINING_ATTRS = ("fixed_lr", "fixed_warmup_epochs")
 
 
 def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
@@ -130,23 +133,21 @@ def start_run(study: optuna.Study) -> int:
     return run
 
 
-def fixed_params(config: SweepConfig, fixed: FixedTrial) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A fixed trial as Optuna params (what is searched) and user attrs (what is not)."""
+def fixed_params(config: SweepConfig, fixed: FixedTrial) -> tuple[dict[str, Any], Plan]:
+    """A fixed trial as Optuna params (what is searched) and its plan (what is not)."""
     params: dict[str, Any] = {"schedule": fixed.family}
     params.update({f"{fixed.family}.{k}": v for k, v in fixed.params.items()})
-    attrs: dict[str, Any] = {}
+    fixed_lr = fixed_warmup = None
     if fixed.lr is not None:
         if config.lr_axis is not None:
             params["lr"] = fixed.lr
         else:
-            attrs["fixed_lr"] = fixed.lr
+            fixed_lr = fixed.lr
     if config.warmup_axis is not None:
         params["warmup_epochs"] = fixed.warmup_epochs
     elif fixed.warmup_epochs:
-        attrs["fixed_warmup_epochs"] = fixed.warmup_epochs
-    if fixed.epochs is not None:
-        attrs["epochs"] = fixed.epochs
-    return params, attrs
+        fixed_warmup = fixed.warmup_epochs
+    return params, Plan(epochs=fixed.epochs, fixed_lr=fixed_lr, fixed_warmup_epochs=fixed_warmup)
 
 
 def _grid_points(config: SweepConfig) -> list[dict[str, Any]]:
@@ -164,8 +165,8 @@ def _grid_points(config: SweepConfig) -> list[dict[str, Any]]:
 
 def _enqueue_planned(study: optuna.Study, config: SweepConfig) -> None:
     for fixed in config.fixed:
-        params, attrs = fixed_params(config, fixed)
-        study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=True)
+        params, plan = fixed_params(config, fixed)
+        study.enqueue_trial(params, user_attrs=plan_attrs(plan), skip_if_exists=True)
     if config.sampler == "grid":
         for point in _grid_points(config):
             study.enqueue_trial(point, skip_if_exists=True)
@@ -173,24 +174,20 @@ def _enqueue_planned(study: optuna.Study, config: SweepConfig) -> None:
 
 def trial_spec(trial: optuna.Trial, config: SweepConfig) -> TrialSpec:
     """Sample the conditional space: the family first, then only its parameters."""
-    attrs = trial.user_attrs
+    plan = plan_of(trial)
     family = trial.suggest_categorical("schedule", list(config.families))
     params = {name: suggest(trial, f"{family}.{name}", axis)
               for name, axis in config.space(family).items()}
     if config.lr_axis is not None:
         lr = float(suggest(trial, "lr", config.lr_axis))
     else:
-        lr = float(attrs.get("fixed_lr", config.optimizer.lr))
+        lr = float(plan.fixed_lr if plan.fixed_lr is not None else config.optimizer.lr)
     if config.warmup_axis is not None:
         warmup = int(suggest(trial, "warmup_epochs", config.warmup_axis))
     else:
-        warmup = int(attrs.get("fixed_warmup_epochs", 0))
-    epochs = int(attrs.get("epochs", config.epochs))
+        warmup = int(plan.fixed_warmup_epochs or 0)
+    epochs = int(plan.epochs or config.epochs)
     seed, data_seed = trial_seeds(trial, config)
-    trial.set_user_attr("family", family)
-    trial.set_user_attr("seed", seed)
-    trial.set_user_attr("data_seed", data_seed)
-    trial.set_user_attr("epochs", epochs)
     return TrialSpec(
         number=trial.number, seed=seed, model=config.model, epochs=epochs,
         batch_size=config.batch_size,
@@ -208,46 +205,37 @@ def trial_seeds(trial: optuna.Trial | FrozenTrial, config: SweepConfig) -> tuple
     compared on the same data order, and any trials can share a batched stack). A queued
     trial may carry its own (confirm runs' fresh seeds; a re-queued trial's).
     """
-    attrs = trial.user_attrs
-    configuration = {**trial.params, **{k: attrs[k] for k in TRAINING_ATTRS if k in attrs},
-                     "epochs": int(attrs.get("epochs", config.epochs))}
-    seed = int(attrs.get("seed_override", seeds.trial_seed(config.seed, configuration)))
-    default_data_seed = seed if "seed_override" in attrs else config.seed
-    return seed, int(attrs.get("data_seed_override", default_data_seed))
+    plan = plan_of(trial)
+    configuration = {**trial.params, **plan.training(), "epochs": int(plan.epochs or config.epochs)}
+    if plan.seed is None:
+        return seeds.trial_seed(config.seed, configuration), config.seed
+    return plan.seed, plan.data_seed if plan.data_seed is not None else plan.seed
 
 
 # --- who is running what: liveness, so a dead worker's trial can be recovered ---
 
 
-def mark_running(trial: optuna.Trial, slot_index: int, device: str,
-                 sampler_seed: int | None = None) -> None:
-    """Mark the trial as this process's (liveness) and record which sampler proposed it."""
+def new_claim(trial: optuna.Trial, spec: TrialSpec, slot_index: int, device: str,
+              sampler_seed: int | None = None) -> Claim:
+    """This process's claim on a trial it is about to train (write it with record.write_claim)."""
     me = psutil.Process()
-    trial.set_user_attr("host", socket.gethostname())
-    trial.set_user_attr("pid", me.pid)
-    trial.set_user_attr("pid_started", me.create_time())
-    trial.set_user_attr("slot", slot_index)
-    trial.set_user_attr("device", device)
-    if sampler_seed is not None:
-        trial.set_user_attr("sampler_seed", sampler_seed)
-    heartbeat(trial)
-
-
-def heartbeat(trial: optuna.Trial) -> None:
-    trial.set_user_attr("heartbeat", time.time())
+    return Claim(host=socket.gethostname(), pid=me.pid, pid_started=me.create_time(),
+                 slot=slot_index, device=device, seed=spec.seed,
+                 data_seed=spec.data_seed if spec.data_seed is not None else spec.seed,
+                 sampler_seed=sampler_seed, heartbeat=time.time())
 
 
 def _worker_alive(trial: FrozenTrial) -> bool:
-    attrs = trial.user_attrs
-    if "host" not in attrs:  # asked but not yet marked: alive only while still marking
+    claim = claim_of(trial)
+    if claim is None:  # asked but not yet claimed: alive only while still claiming
         started = trial.datetime_start or datetime.datetime.now()
         return (datetime.datetime.now() - started).total_seconds() < UNMARKED_AFTER_SECONDS
-    if attrs["host"] != socket.gethostname():
-        return time.time() - attrs.get("heartbeat", 0) < STALE_AFTER_SECONDS
+    if claim.host != socket.gethostname():
+        return time.time() - claim.heartbeat < STALE_AFTER_SECONDS
     try:
-        process = psutil.Process(attrs.get("pid", -1))
+        process = psutil.Process(claim.pid)
         # The same pid with another start time is a new process that reused the number.
-        return abs(process.create_time() - attrs.get("pid_started", 0)) < 1.0
+        return abs(process.create_time() - claim.pid_started) < 1.0
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
 
@@ -264,8 +252,8 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
             continue
         try:
             # Optuna has no public setter for another process's trial attributes.
-            study._storage.set_trial_user_attr(trial._trial_id, "reason",
-                                               "worker died or was interrupted; re-queued")
+            write_record(study, trial._trial_id,
+                         failed_record(trial, "worker died or was interrupted; re-queued"))
             study.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # another sweep recovered it first
             continue
@@ -276,33 +264,11 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
 
 def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
     """Queue the trial's configuration again, with the seeds it trained with."""
-    attrs = {k: v for k, v in trial.user_attrs.items() if k in CARRIED_ATTRS}
-    if "seed" in trial.user_attrs:
-        attrs["seed_override"] = trial.user_attrs["seed"]
-        # (trials stored before data_seed was recorded trained on their own seed's order)
-        attrs["data_seed_override"] = trial.user_attrs.get("data_seed", attrs["seed_override"])
-    attrs["requeued_from"] = trial.number
-    study.enqueue_trial(trial.params, user_attrs=attrs)
-
-
-def record_data_sizes(trial: optuna.Trial, data: DeviceData, batch_size: int) -> None:
-    # The report names the data a trial saw and redraws its per-batch LR from these.
-    trial.set_user_attr("train_size", len(data.train_y))
-    trial.set_user_attr("val_size", len(data.val_y))
-    trial.set_user_attr("test_size", len(data.test_y))
-    trial.set_user_attr("steps_per_epoch", math.ceil(len(data.train_y) / batch_size))
-
-
-def record_result(trial: optuna.Trial, result: TrialResult) -> None:
-    trial.set_user_attr("status", result.status)
-    trial.set_user_attr("diverged", result.status == "diverged")
-    trial.set_user_attr("reason", result.reason)
-    trial.set_user_attr("curves", result.curves)
-    trial.set_user_attr("val_accuracy", result.val_accuracy)
-    trial.set_user_attr("test_accuracy", result.test_accuracy)
-    trial.set_user_attr("test_loss", result.test_loss)
-    trial.set_user_attr("train_seconds", result.train_seconds)
-    trial.set_user_attr("epochs_run", result.epochs_run)
+    plan = dataclasses.replace(plan_of(trial), requeued_from=trial.number)
+    trained = trained_seeds(trial)
+    if trained is not None:
+        plan = dataclasses.replace(plan, seed=trained[0], data_seed=trained[1])
+    study.enqueue_trial(trial.params, user_attrs=plan_attrs(plan))
 
 
 def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
@@ -315,7 +281,8 @@ def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
     best: dict[str, FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         family = trial.params.get("schedule")
-        if family is None or trial.value is None or trial.user_attrs.get("diverged"):
+        record = record_of(trial)
+        if family is None or trial.value is None or (record is not None and record.diverged):
             continue
         if family not in best or trial.value > best[family].value:
             best[family] = trial

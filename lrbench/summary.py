@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from lrbench.record import record_of
 from lrbench.study import best_per_family
 
 
@@ -33,7 +34,8 @@ def best_by_family(study: optuna.Study) -> list[dict[str, Any]]:
         if family is not None:
             count = counts.setdefault(family, Counter())
             count["pruned" if trial.state == TrialState.PRUNED else "complete"] += 1
-            count["diverged"] += bool(trial.user_attrs.get("diverged"))
+            record = record_of(trial)
+            count["diverged"] += bool(record and record.diverged)
     winners = best_per_family(study)
     rows = []
     for family, count in counts.items():
@@ -41,10 +43,15 @@ def best_by_family(study: optuna.Study) -> list[dict[str, Any]]:
         rows.append({"family": family, "complete": count["complete"], "pruned": count["pruned"],
                      "diverged": count["diverged"],
                      "val_accuracy": best.value if best else None,
-                     "test_accuracy": best.user_attrs.get("test_accuracy") if best else None,
+                     "test_accuracy": _test_accuracy(best),
                      "number": best.number if best else None,
                      "params": params_text(best.params) if best else ""})
     return sorted(rows, key=lambda r: (r["val_accuracy"] is None, -(r["val_accuracy"] or 0)))
+
+
+def _test_accuracy(trial: optuna.trial.FrozenTrial | None) -> float | None:
+    record = record_of(trial) if trial is not None else None
+    return record.test_accuracy if record is not None else None
 
 
 def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:

@@ -1,21 +1,31 @@
-"""One worker slot: a process pinned to one device, looping ask -> train -> tell.
+"""One worker slot: a process pinned to one device, looping ask -> train -> record.
 
-Each slot talks to the shared study itself, so pruning decisions are per trial and a
-sweep can be joined by more slots (or a second ``lrbench sweep``) at any time. The
-trial count is checked across all slots under the claim lock, not per slot, and the
-same lock covers recovering dead workers' trials, so the count is exact.
+Each slot talks to the shared study itself, so a sweep can be joined by more slots (or
+a second ``lrbench sweep``) at any time. The trial count is checked across all slots
+under the claim lock, not per slot, and the same lock covers recovering dead workers'
+trials, so the count is exact.
 
-The slot stops at its next safe point when ``lifeline.stop_requested()``: it fails
+A batched slot keeps K trials in flight (continuous batching): at every epoch boundary
+the trials that finished, were pruned or diverged leave its stacks, their records are
+written in one batch, and newly asked trials take their places. Pruning is decided per
+stack and epoch (``lrbench.pruning``), not per trial through the storage.
+
+Storage per trial: its creation, then its params and claim in one batch of writes
+with the rest of the asks, then its end (record, intermediate values, state) in one
+batch with the others that leave at the same epoch (``lrbench.record``).
+
+The slot stops at its next epoch boundary when ``lifeline.stop_requested()``: it fails
 its trials and re-queues them, so an interrupted sweep loses no configuration.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import resource
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import optuna
@@ -27,21 +37,28 @@ from lrbench.claim import claim_lock
 from lrbench.config import SweepConfig
 from lrbench.data import DatasetArrays, split_to_device
 from lrbench.devices import Slot, configure_process
-from lrbench.engine.batched import group_specs, train_batch
+from lrbench.engine.batched import EpochRow, Stack, group_key
 from lrbench.engine.choice import batch_trials, fuse_update
 from lrbench.engine.sequential import train_trial
 from lrbench.engine.trial import TrialResult, TrialSpec
 from lrbench.errors import StorageError
-from lrbench.sampling import ask_batch
+from lrbench.pruning import StackPruner
+from lrbench.record import (
+    Claim,
+    batched_writes,
+    beat,
+    failed_record,
+    finished_record,
+    write_claim,
+    write_end,
+)
+from lrbench.sampling import asking
 from lrbench.storage import open_storage
 from lrbench.study import (
     counted_trials,
-    heartbeat,
     make_pruner,
     make_sampler,
-    mark_running,
-    record_data_sizes,
-    record_result,
+    new_claim,
     recover_stale_trials,
     requeue,
     trial_spec,
@@ -49,6 +66,9 @@ from lrbench.study import (
 
 # A slot whose trials keep raising has a bug or a broken device, not bad luck: stop it.
 MAX_FAILURES_IN_A_ROW = 3
+# Claims are refreshed this often: only another host's sweep reads the heartbeat, and it
+# takes a trial as dead after study.STALE_AFTER_SECONDS (30 min) without one.
+HEARTBEAT_SECONDS = 60.0
 
 
 class StopRequested(Exception):
@@ -63,7 +83,7 @@ class SlotJob:
     arrays: DatasetArrays  # read once by the parent: workers never import torchvision
     sampler_seed: int = 0  # this slot process's own (lrbench.seeds.sampler_seed)
     engine: str = "sequential"  # "sequential" or "batched", already resolved for this slot
-    batch_trials: int | None = None  # trials per stacked model; None: sized in the worker
+    batch_trials: int | None = None  # trials in flight per slot; None: sized in the worker
     slots: int = 1  # slots on this kind of device: the auto-sized K is a share of the trials
     tf32: bool = False  # batched engine on a GPU: TF32 matmuls (faster, 10-bit mantissas)
 
@@ -96,6 +116,16 @@ def run_slot(job: SlotJob) -> SlotReport:
     return slot.report
 
 
+@dataclass
+class _Running:
+    """A trial this slot trains: Optuna's handle, what it trains, and this slot's claim."""
+
+    trial: optuna.Trial
+    spec: TrialSpec
+    claim: Claim
+    batch_trials: int = 1  # its stack's size when it joined
+
+
 class _Slot:
     """A slot's open study, data and counters; the two loops below share them."""
 
@@ -107,134 +137,200 @@ class _Slot:
                                        storage=open_storage(job.storage),
                                        sampler=make_sampler(self.config, job.sampler_seed),
                                        pruner=make_pruner(self.config))
+        self.storage = self.study._storage
+        # The median rule runs inside the slot; other pruners (hyperband) ask Optuna per trial.
+        self.stack_pruner = StackPruner.like(self.study.pruner)
+        self.optuna_pruning = (self.stack_pruner is None
+                               and not isinstance(self.study.pruner, optuna.pruners.NopPruner))
         self.batch_trials = 1
         if job.engine == "batched":
-            self.batch_trials = batch_trials(job.batch_trials, self.config, job.slot, job.slots)
+            queued = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            self.batch_trials = batch_trials(job.batch_trials, self.config, job.slot, job.slots,
+                                             queued)
         self.report = SlotReport(job.slot, job.engine, self.batch_trials)
         started = time.perf_counter()
         self.data = split_to_device(job.arrays, self.config.validation_size, self.config.seed,
                                     job.slot.device)
         self.report.data_seconds = time.perf_counter() - started
         self.failures_in_a_row = 0
+        self.last_beat = time.time()
 
-    def ask(self, most: int) -> list[optuna.Trial]:
+    def ask(self, most: int) -> list[_Running]:
         """Up to ``most`` new trials, counted against the sweep's total across all slots.
 
         Dead workers' trials are recovered first, under the same lock: their
-        configurations are queued again and this slot may take them at once.
+        configurations are queued again and this slot may take them at once. The new
+        trials' params and claims go to the storage as one write, before the lock is
+        released (an unclaimed trial is taken as its asker's death after 2 s).
         """
         with claim_lock(self.job.storage, self.config.study):
             self.report.recovered += recover_stale_trials(self.study)
-            left = self.config.trials - counted_trials(self.study)
-            trials = ask_batch(self.study, max(0, min(most, left)))
-            for trial in trials:
-                mark_running(trial, self.slot.index, self.slot.device, self.job.sampler_seed)
-        return trials
+            count = max(0, min(most, self.config.trials - counted_trials(self.study)))
+            if count == 0:
+                return []
+            running = []
+            with asking(self.study, count) as trials, batched_writes(self.storage):
+                for trial in trials:
+                    spec = trial_spec(trial, self.config)  # draws its params
+                    claim = new_claim(trial, spec, self.slot.index, self.slot.device,
+                                      self.job.sampler_seed)
+                    write_claim(trial, claim)
+                    running.append(_Running(trial, spec, claim))
+        return running
 
-    def spec(self, trial: optuna.Trial) -> TrialSpec:
-        spec = trial_spec(trial, self.config)
-        record_data_sizes(trial, self.data, spec.batch_size)
-        trial.set_user_attr("engine", self.job.engine)
-        if self.job.tf32 and self.job.engine == "batched":
-            trial.set_user_attr("tf32", True)
-        return spec
+    def decide(self, running: dict[Hashable, _Running], rows: list[EpochRow]) -> list[Hashable]:
+        """Which of a stack's trials to prune after this epoch (keys of ``running``)."""
+        if self.stack_pruner is not None:
+            self.stack_pruner.refresh(self.study)  # one read for the whole stack
+            return [row.key for row in rows
+                    if not row.last and self.stack_pruner.prune(row.epoch, row.curve)]
+        if not self.optuna_pruning:
+            return []
+        prune = []
+        for row in rows:  # Optuna's own pruner, through the storage
+            trial = running[row.key].trial
+            trial.report(row.val_accuracy, row.epoch)
+            if not row.last and trial.should_prune():
+                prune.append(row.key)
+        return prune
 
-    def hook(self, trial: optuna.Trial, beat_every: float = 0.0) -> Callable[[int, float], bool]:
-        """The engine's per-epoch hook: report, heartbeat, honour a stop, ask the pruner."""
-        last_beat = [time.time()]
+    def beat_if_due(self, running: list[_Running]) -> None:
+        if time.time() - self.last_beat < HEARTBEAT_SECONDS:
+            return
+        with batched_writes(self.storage):
+            for r in running:
+                r.claim = beat(r.trial, r.claim)
+        self.last_beat = time.time()
 
-        def on_epoch(epoch: int, val_accuracy: float) -> bool:
-            trial.report(val_accuracy, epoch)
-            if time.time() - last_beat[0] >= beat_every:
-                heartbeat(trial)
-                last_beat[0] = time.time()
-            if lifeline.stop_requested():
-                raise StopRequested
-            return trial.should_prune()
-        return on_epoch
+    def ended(self, ends: list[tuple[_Running, TrialResult]]) -> None:
+        """Record finished trials: one batch of writes for all of them."""
+        self.failures_in_a_row = 0
+        sizes = {"train_size": len(self.data.train_y), "val_size": len(self.data.val_y),
+                 "test_size": len(self.data.test_y)}
+        with batched_writes(self.storage):
+            for r, result in ends:
+                record = finished_record(
+                    r.spec, result, device=self.slot.device, engine=self.job.engine,
+                    batch_trials=r.batch_trials,
+                    tf32=self.job.tf32 and self.job.engine == "batched",
+                    steps_per_epoch=math.ceil(len(self.data.train_y) / r.spec.batch_size),
+                    **sizes)
+                state = TrialState.PRUNED if result.status == "pruned" else TrialState.COMPLETE
+                write_end(self.study, r.trial._trial_id, record, state)
+        self.report.trials += len(ends)
 
-    def interrupted(self, trials: list[optuna.Trial]) -> None:
-        for trial in trials:
-            trial.set_user_attr("reason", "interrupted (Ctrl-C, SIGTERM or parent gone); "
-                                          "re-queued")
-            self.study.tell(trial, state=TrialState.FAIL)
-            requeue(self.study, trial)
+    def interrupted(self, running: list[_Running]) -> None:
+        with batched_writes(self.storage):
+            for r in running:
+                record = failed_record(r.trial, "interrupted (Ctrl-C, SIGTERM or parent gone); "
+                                                "re-queued")
+                write_end(self.study, r.trial._trial_id, record, TrialState.FAIL)
+        for r in running:  # a new trial each: Optuna's create needs its answer at once
+            requeue(self.study, r.trial)
         self.report.interrupted = True
 
-    def failed(self, trials: list[optuna.Trial], err: Exception) -> None:
+    def failed(self, running: list[_Running], err: Exception) -> None:
         """Fail the trials with the error's trace; stop the slot after a run of failures."""
-        for trial in trials:
-            trial.set_user_attr("reason", f"error: {err!r}")
-            trial.set_user_attr("traceback", traceback.format_exc())
-            self.study.tell(trial, state=TrialState.FAIL)
-        self.report.failed += len(trials)
+        trace = traceback.format_exc()
+        with batched_writes(self.storage):
+            for r in running:
+                record = failed_record(r.trial, f"error: {err!r}", trace)
+                write_end(self.study, r.trial._trial_id, record, TrialState.FAIL)
+        self.report.failed += len(running)
         self.failures_in_a_row += 1
         if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
-            unit = "batches" if self.job.engine == "batched" else "trials"
+            unit = "stacks" if self.job.engine == "batched" else "trials"
             raise RuntimeError(f"slot {self.slot.index} ({self.slot.device}): "
                                f"{self.failures_in_a_row} {unit} in a row failed; "
                                f"last: {err!r}") from err
 
-    def told(self, trial: optuna.Trial, result: TrialResult) -> None:
-        self.failures_in_a_row = 0
-        record_result(trial, result)
-        self.report.trials += 1
-        if result.status == "pruned":
-            self.study.tell(trial, state=TrialState.PRUNED)
-        else:
-            self.study.tell(trial, result.val_accuracy)
-
 
 def _sequential_loop(slot: _Slot) -> None:
-    """One trial at a time: ask, train, tell."""
+    """One trial at a time: ask, train, record."""
     while not lifeline.stop_requested():
-        trials = slot.ask(1)
-        if not trials:
+        got = slot.ask(1)
+        if not got:
             break
-        trial = trials[0]
+        r = got[0]
+        curve: list[float] = []
+
+        def on_epoch(epoch: int, val_accuracy: float, r: _Running = r,
+                     curve: list[float] = curve) -> bool:
+            slot.beat_if_due([r])
+            if lifeline.stop_requested():
+                raise StopRequested
+            curve.append(val_accuracy)
+            last = epoch + 1 == r.spec.epochs
+            row = EpochRow(r.trial.number, epoch, val_accuracy, last, curve)
+            return bool(slot.decide({r.trial.number: r}, [row]))
+
         try:
             started = time.perf_counter()
-            result = train_trial(slot.spec(trial), slot.data, slot.hook(trial))
+            result = train_trial(r.spec, slot.data, on_epoch)
         except StopRequested:
-            slot.interrupted([trial])
+            slot.interrupted([r])
             break
         except StorageError:  # nothing more can be written: end the slot, say why
             raise
         except Exception as err:  # a bug or a device error: keep its trace with the trial
-            slot.failed([trial], err)
+            slot.failed([r], err)
             continue
         slot.report.train_seconds += time.perf_counter() - started
-        slot.told(trial, result)
+        slot.ended([(r, result)])
 
 
 def _batched_loop(slot: _Slot) -> None:
-    """K trials at a time, trained as one stacked model on one shared batch order."""
-    while not lifeline.stop_requested():
-        trials = slot.ask(slot.batch_trials)
-        if not trials:
-            break
-        specs = [slot.spec(t) for t in trials]  # one batch order per data_seed: group_specs
-        by_number = {t.number: t for t in trials}
-        pending = list(trials)
-        try:
-            for group in group_specs(specs):  # e.g. fixed trials with their own epochs
-                members = [by_number[s.number] for s in group]
-                # Heartbeats every minute, not every epoch: K writes per epoch add up.
-                hooks = [slot.hook(t, beat_every=60.0) for t in members]
+    """Keep ``slot.batch_trials`` trials in flight, in stacks of one batch order each.
+
+    Every epoch boundary: ask for the free places, let the new trials join their stacks,
+    train every stack one epoch, record the trials that left. Trials of different batch
+    orders (e.g. confirm runs of different seeds) train in separate stacks, one after the
+    other within the epoch.
+    """
+    stacks: dict[tuple[object, ...], Stack] = {}
+    running: dict[Hashable, _Running] = {}
+    fused = fuse_update(slot.slot, slot.batch_trials)
+    while True:
+        if lifeline.stop_requested():
+            slot.interrupted(list(running.values()))
+            return
+        free = slot.batch_trials - len(running)
+        if free > 0:
+            _join(slot, slot.ask(free), stacks, running, fused)
+        if not running:
+            return
+        for key, stack in list(stacks.items()):
+            members = stack.keys()
+            try:
                 started = time.perf_counter()
-                results = train_batch(group, slot.data,
-                                      lambda i, epoch, acc, hooks=hooks: hooks[i](epoch, acc),
-                                      fused=fuse_update(slot.slot, len(group)),
-                                      tf32=slot.job.tf32)
+                left = stack.run_epoch(lambda rows: slot.decide(running, rows))
                 slot.report.train_seconds += time.perf_counter() - started
-                for trial, result in zip(members, results):
-                    trial.set_user_attr("batch_trials", len(group))
-                    slot.told(trial, result)
-                    pending.remove(trial)
-        except StopRequested:
-            slot.interrupted(pending)
-            break
-        except StorageError:
-            raise
-        except Exception as err:
-            slot.failed(pending, err)
+            except StorageError:
+                raise
+            except Exception as err:  # the whole stack shares the failure
+                del stacks[key]
+                slot.failed([running.pop(k) for k in members], err)
+                continue
+            if left:
+                slot.ended([(running.pop(k), result) for k, result in left])
+            if not len(stack):
+                del stacks[key]
+        slot.beat_if_due(list(running.values()))
+
+
+def _join(slot: _Slot, new: list[_Running], stacks: dict[tuple[object, ...], Stack],
+          running: dict[Hashable, _Running], fused: bool) -> None:
+    """New trials join the stack of their batch order (a new stack if there is none)."""
+    by_key: dict[tuple[object, ...], list[_Running]] = {}
+    for r in new:
+        by_key.setdefault(group_key(r.spec), []).append(r)
+    for key, group in by_key.items():
+        stack = stacks.get(key)
+        if stack is None:
+            data_seed = group[0].spec.data_seed
+            stack = stacks[key] = Stack(slot.data, group[0].spec.seed if data_seed is None
+                                        else data_seed, tf32=slot.job.tf32, fused=fused)
+        stack.join([r.spec for r in group], keys=[r.trial.number for r in group])
+        for r in group:
+            r.batch_trials = len(stack)
+            running[r.trial.number] = r

@@ -191,6 +191,66 @@ def test_stacked_optimizer_matches_torch_optim(cfg: OptimizerConfig):
         torch.testing.assert_close(stacked[k], weight.detach(), rtol=1e-6, atol=1e-6)
 
 
+# --- a stack refilled between epochs (continuous batching) ----------------------------
+
+
+@pytest.mark.parametrize("optimizer", [
+    NESTEROV,
+    OptimizerConfig("adamw", lr=2e-3, weight_decay=0.05),
+], ids=["sgd-nesterov", "adamw"])
+def test_a_trial_that_joins_a_running_stack_equals_train_trial_at_its_offset(
+        data: DeviceData, optimizer: OptimizerConfig):
+    """Members join at stack epochs 0, 1 and 2, with their own epochs, and leave at their
+    own ends; each equals train_trial on its spec with data_offset = the epoch it joined."""
+    specs = specs_for(SCHEDULES + (STEP,), optimizer=optimizer, data_seed=DATA_SEED)
+    specs = [dataclasses.replace(s, epochs=e) for s, e in zip(specs, (2, 3, 3, 2, 1))]
+    stack = batched.Stack(data, DATA_SEED)
+    stack.join(specs[:2])
+    results = dict(stack.run_epoch())
+    stack.join(specs[2:4])  # joins at stack epoch 1
+    results.update(stack.run_epoch())
+    assert set(results) == {0}  # trial 0 (2 epochs) left after stack epoch 2
+    stack.join(specs[4:])  # joins at stack epoch 2, into the place trial 0 left
+    assert len(stack) == 4
+    while len(stack):
+        results.update(stack.run_epoch())
+    offsets = {0: 0, 1: 0, 2: 1, 3: 1, 4: 2}
+    for spec in specs:
+        got = results[spec.number]
+        assert got.data_offset == offsets[spec.number]
+        want = train_trial(dataclasses.replace(spec, data_offset=offsets[spec.number]), data)
+        assert got.status == "complete" and got.epochs_run == spec.epochs
+        assert_same_trial(got, want, len(data.val_y), len(data.test_y))
+
+
+def test_a_refilled_stack_decides_pruning_once_per_epoch_for_all_members(data: DeviceData):
+    specs = specs_for((STEP, STEP, STEP), epochs=3, data_seed=DATA_SEED)
+    stack = batched.Stack(data, DATA_SEED)
+    stack.join(specs)
+    seen: list[list[tuple[int, int, bool]]] = []
+
+    def decide(rows):
+        seen.append([(row.key, row.epoch, row.last) for row in rows])
+        return [1] if rows[0].epoch == 1 else []
+
+    results = {}
+    while len(stack):
+        results.update(stack.run_epoch(decide))
+    assert seen == [[(0, 0, False), (1, 0, False), (2, 0, False)],
+                    [(0, 1, False), (1, 1, False), (2, 1, False)],
+                    [(0, 2, True), (2, 2, True)]]
+    assert results[1].status == "pruned" and results[1].epochs_run == 2
+    want = sequential(specs[1], data, lambda epoch, accuracy: epoch == 1)
+    assert_same_trial(results[1], want, len(data.val_y), len(data.test_y))
+
+
+def test_a_stack_refuses_a_trial_of_another_group(data: DeviceData):
+    stack = batched.Stack(data, DATA_SEED)
+    stack.join(specs_for((STEP,), data_seed=DATA_SEED))
+    with pytest.raises(ValueError, match="cannot join"):
+        stack.join(specs_for((STEP,), batch_size=50, data_seed=DATA_SEED))
+
+
 # --- trials that stop early --------------------------------------------------------------
 
 
@@ -293,16 +353,18 @@ def test_group_specs_splits_what_cannot_stack(data: DeviceData):
     base = specs_for((STEP,) * 7)
     mixed = [
         base[0],
-        dataclasses.replace(base[1], epochs=3),
+        dataclasses.replace(base[1], data_seed=99),
         dataclasses.replace(base[2], batch_size=50),
         dataclasses.replace(base[3], model="cnn"),
         dataclasses.replace(base[4], optimizer=OptimizerConfig("adam", lr=1e-3)),
         dataclasses.replace(base[5], schedule=ONECYCLE, plateau_metric="loss",
                             optimizer=dataclasses.replace(NESTEROV, lr=0.3)),  # same group
-        dataclasses.replace(base[6], epochs=3),
+        dataclasses.replace(base[6], data_seed=99),
     ]
     groups = group_specs(mixed)
     assert [[s.number for s in g] for g in groups] == [[0, 5], [1, 6], [2], [3], [4]]
+    # Epochs do not split a stack: each member leaves after its own.
+    assert len(group_specs([base[0], dataclasses.replace(base[1], epochs=3)])) == 1
     assert [len(g) for g in group_specs(base, max_trials=3)] == [3, 3, 1]
     with pytest.raises(ValueError, match="group_specs"):
         train_batch(mixed[:2], data)

@@ -28,7 +28,7 @@ from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
 from test_sweep_cli import killed_trials, load, lrbench, run, states, wait_for_running_trial
 
-from lrbench import journal
+from lrbench import journal, record
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
@@ -65,7 +65,7 @@ def params_seen(results: Path, name: str = "smoke") -> list[str]:
     """Every started trial's configuration, as text (FAIL ones were re-queued, so skip)."""
     trials = load(results, name).get_trials(deepcopy=False)
     return [json.dumps(t.params, sort_keys=True) for t in trials if t.state != TrialState.FAIL
-            and "requeued_from" not in t.user_attrs]
+            and record.plan_of(t).requeued_from is None]
 
 
 SMOKE = ("sweep", "smoke", "--epochs", "2", "--engine", "sequential")
@@ -78,7 +78,7 @@ def assert_stopped_cleanly(results: Path) -> None:
     count = Counter(t.state for t in trials)
     assert count[TrialState.RUNNING] == 0
     assert count[TrialState.FAIL] == count[TrialState.WAITING] >= 1
-    assert all("interrupted" in t.user_attrs["reason"] for t in trials
+    assert all("interrupted" in record.record_of(t).reason for t in trials
                if t.state == TrialState.FAIL)
 
 
@@ -158,7 +158,7 @@ def test_kill_9_of_one_worker_costs_only_its_trial(tmp_path: Path) -> None:
     proc = lrbench(*SMOKE, "--trials", "12", "--epochs", "12", "--workers", "2",
                    results=tmp_path)
     victim = wait_for_running_trial(tmp_path, "smoke", started_within=0.4)
-    os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # the OOM killer, say
+    os.kill(record.claim_of(victim).pid, signal.SIGKILL)  # the OOM killer, say
     out, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err  # the sweep went on: a replacement slot started
 
@@ -168,11 +168,11 @@ def test_kill_9_of_one_worker_costs_only_its_trial(tmp_path: Path) -> None:
     assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
     # Only the killed process's one trial failed: the healthy slot's was not lost with it.
     [dead] = killed_trials(trials, victim)
-    assert "re-queued" in dead.user_attrs["reason"]
-    [rerun] = [t for t in trials if t.user_attrs.get("requeued_from") == dead.number]
+    assert "re-queued" in record.record_of(dead).reason
+    [rerun] = [t for t in trials if record.plan_of(t).requeued_from == dead.number]
     assert rerun.params == dead.params and rerun.state != TrialState.FAIL
-    assert rerun.user_attrs["seed"] == dead.user_attrs["seed"]  # it carried its seed
-    assert len({t.user_attrs["pid"] for t in trials}) >= 3  # two slots and a replacement
+    assert record.trained_seeds(rerun) == record.trained_seeds(dead)  # it carried its seeds
+    assert len({record.claim_of(t).pid for t in trials}) >= 3  # two slots and a replacement
     assert f"{dead.number}" in out
     seen = params_seen(tmp_path)  # the replacement samples with a seed of its own
     assert len(seen) == len(set(seen)), "a replacement slot re-ran a configuration"
@@ -198,7 +198,7 @@ def test_kill_9_between_ask_and_claim_is_recovered(tmp_path: Path) -> None:
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     orphan = load(tmp_path).get_trials()[-1]
-    assert orphan.state == TrialState.RUNNING and "pid" not in orphan.user_attrs
+    assert orphan.state == TrialState.RUNNING and record.claim_of(orphan) is None
 
     resumed = run(*SMOKE, "--trials", "6", results=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
@@ -240,10 +240,10 @@ def test_double_ctrl_c_leaves_at_once_and_the_workers_still_stop(tmp_path: Path)
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path):
-    """A 1 MiB file system: a journal fills it after a few trials."""
+    """A 256 KiB file system: a journal fills it after ~100 trials (of ~2.5 KB each)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs",
                               str(mount_point)], capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root and "
@@ -303,7 +303,7 @@ def test_the_same_seed_gives_the_same_curves_with_any_number_of_workers(tmp_path
         done = run("sweep", "dlwizard", "--epochs", "2", "--engine", "sequential",
                    "--workers", workers, results=results)
         assert done.returncode == 0, done.stderr
-        curves[workers] = {json.dumps(t.params, sort_keys=True): t.user_attrs["curves"]
+        curves[workers] = {json.dumps(t.params, sort_keys=True): record.record_of(t).curves
                            for t in load(results, "dlwizard").get_trials()}
     assert len(curves["1"]) == 5 and curves["1"].keys() == curves["2"].keys()
     for config, curve in curves["1"].items():

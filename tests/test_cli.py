@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 
 import optuna
@@ -11,6 +12,7 @@ from optuna.trial import TrialState
 from lrbench import cli
 from lrbench.devices import Slot
 from lrbench.errors import StorageError
+from lrbench.record import RECORD_ATTR, TrialRecord
 from lrbench.sweep import SweepOutcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -72,7 +74,8 @@ def test_the_best_trial_table_never_crowns_a_diverged_trial(capsys):
                                     ("cosine", 0.8, True)):
         study.add_trial(optuna.trial.create_trial(
             params={"schedule": family}, distributions={"schedule": schedule}, value=value,
-            user_attrs={"diverged": diverged, "test_accuracy": value}))
+            user_attrs={RECORD_ATTR: dataclasses.asdict(TrialRecord(
+                "diverged" if diverged else "complete", test_accuracy=value))}))
     cli._print_best(study)
     lines = capsys.readouterr().out.splitlines()
     [step] = [line for line in lines if line.startswith("│ step")]

@@ -20,6 +20,7 @@ from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
 
 from lrbench import config as config_module
+from lrbench import record
 from lrbench.confirm import SEED_OFFSET, confirm_study_name
 from lrbench.errors import UserError
 from lrbench.report import frames as frames_module
@@ -42,6 +43,10 @@ def frames(results: Path) -> frames_module.ReportFrames:
     return frames_module.load(str(results / "lrbench.journal"))
 
 
+def config_seed(parent: optuna.Study) -> int:
+    return parent.user_attrs[CONFIG_ATTR]["seed"]
+
+
 def study(results: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name,
                              storage=open_storage(str(results / "lrbench.journal")))
@@ -56,18 +61,24 @@ def test_confirm_reruns_each_familys_best_with_fresh_recorded_seeds(results: Pat
     best = {}
     for t in parent.get_trials(states=(TrialState.COMPLETE,)):
         family = t.params["schedule"]
-        if not t.user_attrs["diverged"] and (family not in best or t.value > best[family].value):
+        if not record.record_of(t).diverged and (family not in best
+                                                  or t.value > best[family].value):
             best[family] = t
     assert len(runs) == SEEDS * len(best)
     assert all(t.state == TrialState.COMPLETE for t in runs)
     for winner in best.values():
-        mine = [t for t in runs if t.user_attrs["confirm_of"] == winner.number]
+        mine = [t for t in runs if record.plan_of(t).confirm_of == winner.number]
         assert len(mine) == SEEDS
         assert all(t.params == winner.params for t in mine)  # the same configuration ...
-        seeds = {t.user_attrs["seed"] for t in mine}  # ... with seeds of its own
-        assert len(seeds) == SEEDS and winner.user_attrs["seed"] not in seeds
+        seeds = {record.record_of(t).seed for t in mine}  # ... with seeds of its own
+        assert len(seeds) == SEEDS and record.record_of(winner).seed not in seeds
         assert min(seeds) >= SEED_OFFSET
-        assert all(len(t.user_attrs["curves"]["epoch"]) == 3 for t in mine)  # never pruned
+        # run i of every family shares batch order i (and so one stack): a fresh one each
+        for t in mine:
+            index = record.plan_of(t).confirm_index
+            assert record.record_of(t).data_seed == record.plan_of(t).data_seed == (
+                config_seed(parent) + SEED_OFFSET * (index + 1))
+        assert all(len(record.record_of(t).curves["epoch"]) == 3 for t in mine)  # never pruned
 
 
 def test_confirm_again_adds_only_missing_seeds(results: Path, tmp_path: Path) -> None:
@@ -113,7 +124,7 @@ def test_trial_frame_has_one_row_per_trial_of_both_roles(results: Path,
         mine = trials[(trials["study"] == name) & (trials["role"] == "search")]
         assert sorted(mine["number"]) == [t.number for t in stored]
         assert list(mine.sort_values("number")["val_accuracy"]) == pytest.approx(
-            [t.user_attrs["val_accuracy"] for t in stored])
+            [record.record_of(t).val_accuracy for t in stored])
     confirm = trials[trials["role"] == "confirm"]
     assert set(confirm["study"]) == {"smoke"}  # filed under their parent study
     assert confirm["confirm_of"].notna().all() and trials[trials["role"] == "search"][

@@ -167,3 +167,17 @@ def test_enqueued_trials_are_not_sampled():
     assert s.below_fits == 0
     suggest(trial)
     assert trial.params["lr"] == 0.2
+
+
+def test_incremental_groups_equal_optunas():
+    """Adding each finished trial once gives the groups Optuna's full recount gives."""
+    from optuna.search_space.group_decomposed import _GroupDecomposedSearchSpace
+
+    s = family_sampler(7)
+    study = study_with_history(s, trials=15)
+    ours, theirs = s._group_decomposed_search_space, _GroupDecomposedSearchSpace(True)
+    for _ in range(3):
+        for trial in ask_batch(study, 4):
+            study.tell(trial, suggest(trial))
+        assert ours.calculate(study).search_spaces == theirs.calculate(study).search_spaces
+    assert len(ours.calculate(study).search_spaces) == 3  # schedule+lr, step's, cosine's

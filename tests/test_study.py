@@ -23,12 +23,16 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from lrbench import lifeline, seeds, worker
+from lrbench import lifeline, record, seeds, worker
 from lrbench import study as st
-from lrbench.config import SweepConfig, load
+from lrbench.config import OptimizerConfig, SweepConfig, load
 from lrbench.data import load_arrays
 from lrbench.devices import Slot
+from lrbench.engine.trial import TrialSpec
 from lrbench.errors import UserError
+from lrbench.record import Claim, Plan
+from lrbench.sampling import BatchTPESampler
+from lrbench.schedules import ScheduleSpec
 from lrbench.storage import open_storage
 from lrbench.worker import SlotJob, run_slot
 
@@ -148,10 +152,10 @@ def test_trial_spec_seed_comes_from_base_seed_and_configuration(tmp_path: Path):
         spec = st.trial_spec(trial, config)
         assert trial.number == spec.number == number
         configuration = {**trial.params, "epochs": 5}
-        assert spec.seed == seeds.trial_seed(7, configuration) == trial.user_attrs["seed"]
-        assert spec.data_seed == 7 == trial.user_attrs["data_seed"]
-        assert trial.user_attrs["family"] == spec.schedule.family
-        assert trial.user_attrs["epochs"] == 5
+        assert spec.seed == seeds.trial_seed(7, configuration)
+        assert spec.data_seed == 7
+        assert spec.schedule.family == trial.params["schedule"]
+        assert spec.epochs == 5
         specs.append((trial.params, spec.seed))
         study.tell(trial, 0.5)
     assert len({seed for _, seed in specs}) == 3
@@ -169,9 +173,9 @@ def test_queued_seeds_override_the_derived_ones(tmp_path: Path):
     """A re-queued trial carries its seeds; a confirm run brings fresh ones for both."""
     config = write_sweep(tmp_path, seed=7)
     study = memory_study()
-    study.enqueue_trial({"schedule": "constant"}, user_attrs={"seed_override": 11})
+    study.enqueue_trial({"schedule": "constant"}, user_attrs=record.plan_attrs(Plan(seed=11)))
     study.enqueue_trial({"schedule": "constant"},
-                        user_attrs={"seed_override": 11, "data_seed_override": 7})
+                        user_attrs=record.plan_attrs(Plan(seed=11, data_seed=7)))
     first, second = study.ask(), study.ask()
     assert st.trial_seeds(first, config) == (11, 11)
     assert st.trial_seeds(second, config) == (11, 7)
@@ -185,7 +189,7 @@ def test_fixed_trial_epochs_and_lr_override_the_config(tmp_path: Path):
     first = study.ask()
     spec = st.trial_spec(first, config)
     assert first.params == {"schedule": "step", "step.step_size": 1, "step.gamma": 0.1}
-    assert first.user_attrs["epochs"] == spec.epochs == 2
+    assert record.plan_of(first).epochs == spec.epochs == 2
     assert spec.optimizer.lr == 0.05
     study.tell(first, 0.5)
     second = study.ask()
@@ -288,15 +292,18 @@ def reopen(journal: str) -> optuna.Study:
     return optuna.load_study(study_name="s", storage=open_storage(journal))
 
 
-def running_trial(study: optuna.Study, **attrs: object) -> int:
-    """Ask a trial with params, as a worker does, and mark it with `attrs`."""
+def running_trial(study: optuna.Study, **claim: object) -> int:
+    """Ask a trial with params, as a worker does, and claim it with `claim`'s fields."""
     trial = study.ask()
     trial.suggest_categorical("schedule", ["step"])
     trial.suggest_float("step.gamma", 0.05, 0.99, log=True)
-    trial.set_user_attr("epochs", 4)
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
+    record.write_claim(trial, Claim(**{"slot": 0, "device": "cpu", "seed": 5, "data_seed": 0,
+                                       **claim}))
     return trial.number
+
+
+def constant_spec(number: int) -> TrialSpec:
+    return TrialSpec(number, 5, "fnn", 1, 100, OptimizerConfig(), ScheduleSpec("constant", {}))
 
 
 def dead_pid() -> int:
@@ -313,25 +320,30 @@ def test_dead_local_worker_trial_is_failed_and_requeued(journal: str):
     assert st.recover_stale_trials(study) == [number]
     old = study.trials[number]
     assert old.state == TrialState.FAIL
-    assert "died" in old.user_attrs["reason"]
+    assert "died" in record.record_of(old).reason
+    assert record.record_of(old).status == "failed"
     [queued] = waiting(study)
     assert queued.system_attrs["fixed_params"] == old.params
-    assert queued.user_attrs == {"epochs": 4, "requeued_from": number}  # it had no seed yet
+    # with the seeds it trained with (its claim's)
+    assert record.plan_of(queued) == Plan(seed=5, data_seed=0, requeued_from=number)
     # nothing is left to recover: a second sweep starting now must not queue it twice
     assert st.recover_stale_trials(reopen(journal)) == []
     assert len(waiting(reopen(journal))) == 1
     # the next trial asked runs the same configuration again
     number_asked = study.ask().number
     asked = study.trials[number_asked]
-    assert asked.state == TrialState.RUNNING and asked.user_attrs["requeued_from"] == number
+    assert asked.state == TrialState.RUNNING
+    assert record.plan_of(asked).requeued_from == number
     assert asked.system_attrs["fixed_params"] == old.params
 
 
 def test_live_local_worker_trial_is_left_running(journal: str):
     study = reopen(journal)
     trial = study.ask()
-    st.mark_running(trial, slot_index=0, device="cpu")  # this very process: alive
-    assert trial.user_attrs["pid"] == psutil.Process().pid
+    spec = constant_spec(trial.number)
+    claim = st.new_claim(trial, spec, slot_index=0, device="cpu")  # this very process: alive
+    record.write_claim(trial, claim)
+    assert claim.pid == psutil.Process().pid and record.claim_of(trial) == claim
     assert st.recover_stale_trials(reopen(journal)) == []
     assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
 
@@ -356,11 +368,12 @@ def test_other_hosts_trials_go_by_heartbeat(journal: str, age: float, recovered:
 
 
 def test_trial_asked_but_not_yet_marked_is_not_taken_for_dead(journal: str):
-    """A slot of another sweep between ask() and mark_running() is alive, not stale."""
+    """A slot of another sweep between ask() and its claim is alive, not stale."""
     slot_study = reopen(journal)
-    trial = slot_study.ask()  # no host/pid attributes yet
+    trial = slot_study.ask()  # no claim yet
     assert st.recover_stale_trials(reopen(journal)) == []
-    st.mark_running(trial, slot_index=0, device="cpu")  # must not raise UpdateFinishedTrialError
+    spec = constant_spec(trial.number)
+    record.write_claim(trial, st.new_claim(trial, spec, slot_index=0, device="cpu"))
     assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
 
 
@@ -374,7 +387,7 @@ def test_unmarked_trial_older_than_a_claim_is_recovered(journal: str, monkeypatc
     study = reopen(journal)
     assert st.recover_stale_trials(study) == [number]
     assert study.trials[number].state == TrialState.FAIL
-    assert [t.user_attrs["requeued_from"] for t in waiting(study)] == [number]
+    assert [record.plan_of(t).requeued_from for t in waiting(study)] == [number]
 
 
 # --- counting and sampling ---------------------------------------------------------------
@@ -403,7 +416,8 @@ def first_suggestion(sampler: optuna.samplers.BaseSampler) -> float:
 def test_tpe_is_multivariate_grouped_and_lies_for_running_trials(tmp_path: Path):
     """Judged by what it proposes, not by Optuna's private attributes: on a sweep's
     conditional space, with three trials still running, the sampler proposes exactly
-    what multivariate, grouped, constant-liar TPE proposes, and not what default TPE does."""
+    what multivariate, grouped, constant-liar TPE that fits only the chosen family's group
+    proposes (lrbench.sampling), and not what TPE without the liar or default TPE does."""
     config = write_sweep(tmp_path, sampler="tpe")
 
     def proposals(sampler: optuna.samplers.BaseSampler) -> list[dict]:
@@ -417,10 +431,12 @@ def test_tpe_is_multivariate_grouped_and_lies_for_running_trials(tmp_path: Path)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        reference = optuna.samplers.TPESampler(multivariate=True, group=True,
-                                               constant_liar=True, seed=5)
+        reference, no_liar = (BatchTPESampler(multivariate=True, group=True, constant_liar=liar,
+                                              seed=5, family_param="schedule")
+                              for liar in (True, False))
     ours = proposals(st.make_sampler(config, seed=5))
     assert ours == proposals(reference)
+    assert ours != proposals(no_liar)
     assert ours != proposals(optuna.samplers.TPESampler(seed=5))
 
 
@@ -508,16 +524,17 @@ def test_run_slot_runs_the_sweeps_trials(slot_job: SlotJob):
     trials = stored(slot_job).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
     for trial in trials:
-        attrs = trial.user_attrs
-        assert attrs["seed"] == st.trial_seeds(trial, slot_job.config)[0]
-        assert attrs["data_seed"] == slot_job.config.seed
-        assert attrs["status"] == "complete" and attrs["diverged"] is False
-        assert attrs["curves"]["epoch"] == [1] and attrs["epochs_run"] == 1
-        assert set(attrs["curves"]) == {"epoch", "lr", "train_loss", "val_loss",
-                                        "val_accuracy", "seconds"}
-        assert 0.5 < attrs["test_accuracy"] <= 1  # 4,000 images, 1 epoch: ~0.85
-        assert trial.value == attrs["val_accuracy"]
-        assert attrs["host"] == socket.gethostname() and attrs["device"] == "cpu"
+        rec, claim = record.record_of(trial), record.claim_of(trial)
+        assert rec.seed == st.trial_seeds(trial, slot_job.config)[0] == claim.seed
+        assert rec.data_seed == slot_job.config.seed == claim.data_seed
+        assert rec.status == "complete" and rec.diverged is False
+        assert rec.curves["epoch"] == [1] and rec.epochs_run == 1
+        assert set(rec.curves) == {"epoch", "lr", "train_loss", "val_loss",
+                                   "val_accuracy", "seconds"}
+        assert 0.5 < rec.test_accuracy <= 1  # 4,000 images, 1 epoch: ~0.85
+        assert trial.value == rec.val_accuracy
+        assert trial.intermediate_values == {0: rec.val_accuracy}
+        assert claim.host == socket.gethostname() and rec.device == claim.device == "cpu"
     # the sweep is full: another slot joining now runs nothing
     assert run_slot(slot_job).trials == 0
 
@@ -541,12 +558,14 @@ def test_stop_during_a_trial_fails_and_requeues_it(slot_job: SlotJob, monkeypatc
     assert report.interrupted and report.trials == 0
     study = stored(slot_job)
     first, queued = study.trials
-    assert first.state == TrialState.FAIL and "interrupted" in first.user_attrs["reason"]
+    assert first.state == TrialState.FAIL
+    assert "interrupted" in record.record_of(first).reason
     assert queued.state == TrialState.WAITING
     assert queued.system_attrs["fixed_params"] == first.params
-    assert queued.user_attrs["requeued_from"] == first.number
-    assert queued.user_attrs["seed_override"] == first.user_attrs["seed"]  # its seeds too
-    assert queued.user_attrs["data_seed_override"] == first.user_attrs["data_seed"]
+    plan = record.plan_of(queued)
+    assert plan.requeued_from == first.number
+    assert (plan.seed, plan.data_seed) == record.trained_seeds(first)  # its seeds too
+    assert st.trial_seeds(queued, slot_job.config) == record.trained_seeds(first)
 
 
 def test_slot_stops_after_repeated_errors(slot_job: SlotJob, monkeypatch):
@@ -560,21 +579,21 @@ def test_slot_stops_after_repeated_errors(slot_job: SlotJob, monkeypatch):
     trials = stored(slot_job).trials
     assert [t.state for t in trials] == [TrialState.FAIL] * worker.MAX_FAILURES_IN_A_ROW
     for trial in trials:
-        assert "boom" in trial.user_attrs["reason"]
-        assert "ZeroDivisionError" in trial.user_attrs["traceback"]
+        assert "boom" in record.record_of(trial).reason
+        assert "ZeroDivisionError" in record.record_of(trial).traceback
 
 
 def test_batched_slot_fails_every_trial_of_a_broken_batch(slot_job: SlotJob, monkeypatch):
-    def broken(specs, data, on_epoch, **options):
+    def broken(self, decide=None):
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(worker, "train_batch", broken)
+    monkeypatch.setattr(worker.Stack, "run_epoch", broken)
     job = dataclasses.replace(slot_job, engine="batched", batch_trials=2)
-    with pytest.raises(RuntimeError, match="3 batches in a row failed"):
+    with pytest.raises(RuntimeError, match="3 stacks in a row failed"):
         run_slot(job)
-    trials = stored(job).trials  # 3 batches of the sweep's 2 trials, each failed whole
+    trials = stored(job).trials  # 3 stacks of the sweep's 2 trials, each failed whole
     assert [t.state for t in trials] == [TrialState.FAIL] * 2 * worker.MAX_FAILURES_IN_A_ROW
-    assert all("ZeroDivisionError" in t.user_attrs["traceback"] for t in trials)
+    assert all("ZeroDivisionError" in record.record_of(t).traceback for t in trials)
 
 
 def test_batched_slot_trains_and_tells_each_trial(slot_job: SlotJob):
@@ -583,5 +602,6 @@ def test_batched_slot_trains_and_tells_each_trial(slot_job: SlotJob):
     trials = stored(job).trials
     assert report.trials == 2 and report.batch_trials == 2
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    assert {t.user_attrs["data_seed"] for t in trials} == {job.config.seed}  # one batch order
-    assert all(t.user_attrs["engine"] == "batched" for t in trials)
+    records = [record.record_of(t) for t in trials]
+    assert {r.data_seed for r in records} == {job.config.seed}  # one batch order
+    assert all(r.engine == "batched" and r.batch_trials == 2 for r in records)

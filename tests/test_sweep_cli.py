@@ -20,7 +20,7 @@ import pytest
 from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
 
-from lrbench import seeds
+from lrbench import record, seeds
 from lrbench.storage import open_storage
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
@@ -63,8 +63,8 @@ def wait_for_running_trial(results: Path, name: str, timeout: float = 120,
                 time.sleep(0.2)
                 continue
             running = study.get_trials(states=(TrialState.RUNNING,))
-            running = [t for t in running if "pid" in t.user_attrs and (
-                started_within is None or "engine" in t.user_attrs and t.datetime_start and
+            running = [t for t in running if record.claim_of(t) is not None and (
+                started_within is None or t.datetime_start is not None and
                 (datetime.datetime.now() - t.datetime_start).total_seconds() < started_within)]
             if running:
                 return running[0]
@@ -85,20 +85,21 @@ def test_smoke_sweep_with_two_workers_stores_every_trial_with_curves(tmp_path: P
     study = load(tmp_path)
     trials = study.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
-    assert {t.user_attrs["slot"] for t in trials} <= {0, 1}  # (a fast slot may take all 4)
+    assert {record.claim_of(t).slot for t in trials} <= {0, 1}  # (a fast slot may take all 4)
     for trial in trials:
-        attrs = trial.user_attrs
+        rec = record.record_of(trial)
         # base seed 0 and the configuration, whatever the trial's number; one batch order
-        assert attrs["seed"] == seeds.trial_seed(0, {**trial.params, "epochs": 2})
-        assert attrs["data_seed"] == 0
-        assert len(attrs["curves"]["val_accuracy"]) == 2 == len(attrs["curves"]["lr"])
-        assert attrs["curves"]["val_accuracy"][-1] == trial.value
-        assert 0.5 < attrs["test_accuracy"] <= 1.0  # 2 epochs on 4,000 images: ~0.88
+        assert rec.seed == seeds.trial_seed(0, {**trial.params, "epochs": 2})
+        assert rec.data_seed == 0
+        assert len(rec.curves["val_accuracy"]) == 2 == len(rec.curves["lr"])
+        assert rec.curves["val_accuracy"][-1] == trial.value
+        assert 0.5 < rec.test_accuracy <= 1.0  # 2 epochs on 4,000 images: ~0.88
         assert trial.params["schedule"] in ("step", "cosine", "onecycle")
-        assert attrs["engine"] == engine
+        assert rec.family == trial.params["schedule"]
+        assert rec.engine == engine
     if engine == "batched":  # two batches of two, on the sweep's one batch order
-        assert all(t.user_attrs["batch_trials"] == 2 for t in trials)
-        assert sorted(Counter(t.user_attrs["pid"] for t in trials).values()) in ([2, 2], [4])
+        assert all(record.record_of(t).batch_trials == 2 for t in trials)
+        assert sorted(Counter(record.claim_of(t).pid for t in trials).values()) in ([2, 2], [4])
     assert "best trial per schedule family" in done.stdout
 
     again = run("sweep", "smoke", results=tmp_path)  # resuming a finished sweep adds nothing
@@ -137,9 +138,9 @@ def killed_trials(trials: list[optuna.trial.FrozenTrial],
                   victim: optuna.trial.FrozenTrial) -> list[optuna.trial.FrozenTrial]:
     """The trials that died with the victim's process: the one seen running, or (if it
     finished between the look and the kill) the ones its process had started since."""
-    pid = victim.user_attrs["pid"]
+    pid = record.claim_of(victim).pid
     dead = [t for t in trials if t.state == TrialState.FAIL]
-    assert dead and all(t.user_attrs.get("pid") == pid for t in dead), dead
+    assert dead and all(record.claim_of(t).pid == pid for t in dead), dead
     return dead
 
 
@@ -149,14 +150,14 @@ def test_killed_worker_trial_is_failed_and_requeued_in_the_same_sweep(tmp_path: 
     proc = lrbench("sweep", "smoke", "--trials", "8", "--epochs", "12", "--engine", engine,
                    results=tmp_path)
     victim = wait_for_running_trial(tmp_path, "smoke", started_within=0.4)
-    os.kill(victim.user_attrs["pid"], signal.SIGKILL)  # a worker dies (OOM killer, say)
+    os.kill(record.claim_of(victim).pid, signal.SIGKILL)  # a worker dies (OOM killer, say)
     _, err = proc.communicate(timeout=180)
     assert proc.returncode == 0, err  # recovered at once; a replacement slot trained it
 
     trials = load(tmp_path).get_trials()
     for dead in killed_trials(trials, victim):
-        assert "re-queued" in dead.user_attrs["reason"]
-        reruns = [t for t in trials if t.user_attrs.get("requeued_from") == dead.number]
+        assert "re-queued" in record.record_of(dead).reason
+        reruns = [t for t in trials if record.plan_of(t).requeued_from == dead.number]
         assert len(reruns) == 1 and reruns[0].params == dead.params
         assert reruns[0].state == TrialState.COMPLETE
     assert states(load(tmp_path))[TrialState.COMPLETE] == 8
@@ -181,7 +182,7 @@ def test_two_concurrent_sweeps_share_one_study_without_losing_trials(tmp_path: P
     trials = load(tmp_path).get_trials()
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 20}  # not 19, not 21
     assert sorted(t.number for t in trials) == list(range(20))
-    assert len({t.user_attrs["pid"] for t in trials}) == 2  # both sweeps did work
+    assert len({record.claim_of(t).pid for t in trials}) == 2  # both sweeps did work
 
 
 def test_dlwizard_sweep_runs_the_tutorials_five_configurations(tmp_path: Path) -> None:
@@ -296,7 +297,7 @@ def test_sweep_on_a_postgresql_storage_url(tmp_path: Path) -> None:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     # The claim lock is an advisory lock in the server: the count is exact.
     assert len(complete) == 4 == len(trials)
-    assert all(len(t.user_attrs["curves"]["val_accuracy"]) == 2 for t in complete)
+    assert all(len(record.record_of(t).curves["val_accuracy"]) == 2 for t in complete)
     assert not (tmp_path / "lrbench.journal").exists()  # nothing went to the default storage
 
     listed = subprocess.run([sys.executable, "-m", "lrbench", "list", "--storage", POSTGRES_URL],

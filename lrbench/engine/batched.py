@@ -4,11 +4,13 @@ Each trial is the sequential engine's trial (same initial weights, same optimize
 its own real torch scheduler, same validation, divergence and pruning rules, same curves),
 except that all K share ONE batch order, ``data_seed``: one gather per step feeds every
 trial. A trial trained here equals ``train_trial`` on the same spec with that
-``data_seed``, to float rounding (tests/test_batched.py).
+``data_seed`` and the ``data_offset`` it joined at, to float rounding
+(tests/test_batched.py).
 
 Per epoch: every live trial's LRs for the epoch go to the device as one ``[steps, K]``
 table, then the steps run with no host sync; one sync per epoch reads the metrics back.
-A trial that diverges or is pruned is tested where it stopped and leaves the stack.
+A trial that finishes, diverges or is pruned is tested where it stopped and leaves the
+stack; new trials may join it between epochs (``Stack``: a slot keeps its stack full).
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
-from functools import partial
+from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -48,10 +50,11 @@ MEMORY_HEADROOM = 0.8
 
 
 def group_key(spec: TrialSpec) -> tuple[object, ...]:
-    """Trials stack only when these agree: the tensors' shapes (model), the loop (epochs,
-    batch size, batch order) and the optimizer's update rule (all but its LR)."""
+    """Trials stack only when these agree: the tensors' shapes (model), the loop (batch
+    size, batch order) and the optimizer's update rule (all but its LR). Epochs may differ:
+    each member leaves after its own."""
     opt = spec.optimizer
-    return (spec.model, spec.epochs, spec.batch_size, spec.data_seed,
+    return (spec.model, spec.batch_size, spec.data_seed,
             opt.name, opt.momentum, opt.nesterov, opt.weight_decay)
 
 
@@ -190,9 +193,9 @@ def _train_epoch(model: StackedModel, optimizer: StackedOptimizer, data: DeviceD
 
 
 def _close_epoch(result: TrialResult, schedule: LRSchedule, row: tuple[float, ...],
-                 chance: float, prune: Callable[[float], bool] | None, last: bool) -> bool:
+                 chance: float) -> bool:
     """One trial's end of epoch, in the sequential engine's order: record the curves' row,
-    stop if diverged, step the schedule, ask the pruner. True: the trial stops here."""
+    stop if diverged, step the schedule. True: it diverged (the pruner is asked next)."""
     epoch_number, _, train_loss, val_loss, val_accuracy, _ = row
     for key, value in zip(result.curves, row):
         result.curves[key].append(value)
@@ -202,23 +205,162 @@ def _close_epoch(result: TrialResult, schedule: LRSchedule, row: tuple[float, ..
         result.status, result.reason = "diverged", reason
         return True
     schedule.after_epoch(val_accuracy, val_loss)
-    # The hook sees the last epoch too (Optuna records it), but a finished trial is complete.
-    if prune is not None and prune(val_accuracy) and not last:
-        result.status, result.reason = "pruned", f"pruned after epoch {epoch_number}"
-        return True
     return False
 
 
-def _finish(model: StackedModel, positions: list[int], indices: list[int],
-            results: list[TrialResult], data: DeviceData, bf16: bool, started: float) -> None:
-    """Test the trials at stack ``positions`` (specs ``indices``) as they stand now."""
-    leaving = model.subset(torch.tensor(positions, device=data.device))
-    loss_sum, correct = evaluate_stack(leaving, data.test_x, data.test_y, bf16)
-    losses, hits_list = loss_sum.tolist(), correct.tolist()  # waits for the device
-    n, now = len(data.test_y), time.perf_counter() - started
-    for i, loss, hits in zip(indices, losses, hits_list):
-        results[i].test_loss, results[i].test_accuracy = loss / n, hits / n
-        results[i].train_seconds = now
+@dataclass
+class EpochRow:
+    """A member's epoch, as the stack's pruning decision sees it."""
+
+    key: Hashable
+    epoch: int  # the member's own 0-based epoch
+    val_accuracy: float
+    last: bool  # its final epoch: it completes whatever the decision
+    curve: Sequence[float] = ()  # its validation accuracies so far, this epoch's last
+
+
+# The stack's per-epoch decision: the keys of the members to prune now.
+Decide = Callable[[list[EpochRow]], Collection[Hashable]]
+
+
+@dataclass
+class _Member:
+    key: Hashable
+    spec: TrialSpec
+    schedule: LRSchedule
+    result: TrialResult
+    joined: float  # perf_counter when it joined: its curves' seconds count from there
+    epoch: int = 0  # epochs trained so far
+
+
+class Stack:
+    """Trials of one ``group_key`` training as one stacked model; more may join between epochs.
+
+    All members follow one batch order (``data_seed``): stack epoch e draws the e-th
+    permutation. A member that joins at stack epoch e trains its own epoch 0 on
+    permutation e, and records ``data_offset = e``: it equals ``train_trial`` on its
+    spec with that ``data_seed`` and ``data_offset``. Members leave when they finish,
+    diverge or are pruned; their places are free for the next ``join``.
+    """
+
+    def __init__(self, data: DeviceData, data_seed: int, *, tf32: bool = False,
+                 bf16: bool = False, fused: bool = False) -> None:
+        self.data, self.data_seed = data, data_seed
+        self.tf32, self.bf16, self.fused = tf32, bf16, fused
+        self.order = torch.Generator().manual_seed(data_seed)  # a CPU generator, as sequential's
+        self.epoch = 0  # stack epochs run so far: the data offset of the next member
+        self.members: list[_Member] = []  # in stack position order
+        self.model: StackedModel | None = None
+        self.optimizer: StackedOptimizer | None = None
+        self.key: tuple[object, ...] | None = None
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def keys(self) -> list[Hashable]:
+        return [m.key for m in self.members]
+
+    def join(self, specs: Sequence[TrialSpec], keys: Sequence[Hashable] | None = None) -> None:
+        """Add trials; they start at the next ``run_epoch``."""
+        if not specs:
+            return
+        keys = list(keys) if keys is not None else [s.number for s in specs]
+        if self.key is None:
+            _check_batch(specs)
+            self.key = group_key(specs[0])
+        for spec in specs:
+            if group_key(spec) != self.key:
+                raise ValueError(f"trial {spec.number} cannot join this stack: group key "
+                                 f"{group_key(spec)} != {self.key} (use group_specs)")
+        shared_data_seed(specs, self.data_seed)
+        first, device = specs[0], self.data.device
+        steps = math.ceil(len(self.data.train_y) / first.batch_size)
+        now = time.perf_counter()
+        for key, spec in zip(keys, specs):
+            result = TrialResult("complete", math.nan, math.nan, math.nan, 0.0, str(device),
+                                 data_seed=self.data_seed, data_offset=self.epoch)
+            self.members.append(_Member(key, spec, _shadow_schedule(spec, steps), result, now))
+        newcomers = StackedModel.from_seeds(first.model, [s.seed for s in specs],
+                                            self.data.num_classes, device)
+        if self.model is None:
+            self.model, self.optimizer = newcomers, stacked_optimizer(first.optimizer,
+                                                                      self.fused)
+        else:
+            assert self.optimizer is not None
+            self.model.extend(newcomers)
+        self.optimizer.extend(len(specs))
+
+    def run_epoch(self, decide: Decide | None = None) -> list[tuple[Hashable, TrialResult]]:
+        """Train every member one epoch; the (key, result) of those that leave, tested."""
+        if not self.members:
+            return []
+        assert self.model is not None and self.optimizer is not None
+        data, device, members = self.data, self.data.device, self.members
+        n_train, n_val = len(data.train_y), len(data.val_y)
+        batch_size = members[0].spec.batch_size
+        steps = math.ceil(n_train / batch_size)
+        with _precision(self.tf32):
+            lrs = [m.schedule.lr for m in members]  # the curves' lr: the epoch's first
+            table = _lr_table([m.schedule for m in members], steps, device)
+            batches = torch.randperm(n_train, generator=self.order).to(device).split(batch_size)
+            self.epoch += 1
+            loss_sum = _train_epoch(self.model, self.optimizer, data, batches, table, self.bf16)
+            val_loss_sum, val_correct = evaluate_stack(self.model, data.val_x, data.val_y,
+                                                       self.bf16)
+            sums = list(zip(loss_sum.tolist(), val_loss_sum.tolist(), val_correct.tolist()))
+        now = time.perf_counter()
+
+        chance = 1.0 / data.num_classes
+        leaving: list[int] = []  # stack positions
+        rows: list[EpochRow] = []
+        for pos, (member, lr, (train, val, hits)) in enumerate(zip(members, lrs, sums)):
+            member.epoch += 1
+            row = (member.epoch, lr, train / n_train, val / n_val, hits / n_val,
+                   now - member.joined)
+            last = member.epoch == member.spec.epochs
+            if _close_epoch(member.result, member.schedule, row, chance):
+                leaving.append(pos)
+                continue
+            rows.append(EpochRow(member.key, member.epoch - 1, hits / n_val, last,
+                                 member.result.curves["val_accuracy"]))
+            if last:
+                leaving.append(pos)
+        prune = set(decide(rows)) if decide is not None and rows else set()
+        for row in rows:
+            if row.key in prune and not row.last:
+                pos = next(p for p, m in enumerate(members) if m.key == row.key)
+                result = members[pos].result
+                result.status, result.reason = "pruned", f"pruned after epoch {row.epoch + 1}"
+                leaving.append(pos)
+        return self._leave(sorted(leaving))
+
+    def _leave(self, positions: list[int]) -> list[tuple[Hashable, TrialResult]]:
+        """Test the members at ``positions`` as they stand now, and drop them from the stack."""
+        if not positions:
+            return []
+        assert self.model is not None and self.optimizer is not None
+        data, device = self.data, self.data.device
+        with _precision(self.tf32):
+            leaving = self.model.subset(torch.tensor(positions, device=device))
+            loss_sum, correct = evaluate_stack(leaving, data.test_x, data.test_y, self.bf16)
+            losses, hits_list = loss_sum.tolist(), correct.tolist()  # waits for the device
+        n, now = len(data.test_y), time.perf_counter()
+        out = []
+        for pos, loss, hits in zip(positions, losses, hits_list):
+            member = self.members[pos]
+            member.result.test_loss, member.result.test_accuracy = loss / n, hits / n
+            member.result.train_seconds = now - member.joined
+            out.append((member.key, member.result))
+        gone = set(positions)
+        keep = [p for p in range(len(self.members)) if p not in gone]
+        self.members = [self.members[p] for p in keep]
+        if self.members:  # compaction: the trials that left drop out of every stacked tensor
+            kept = torch.tensor(keep, device=device)
+            self.model.select(kept)
+            self.optimizer.select(kept)
+        else:  # nothing left to keep: the next join starts a new model and optimizer
+            self.model = self.optimizer = None
+        return out
 
 
 def train_batch(specs: Sequence[TrialSpec], data: DeviceData,
@@ -236,50 +378,16 @@ def train_batch(specs: Sequence[TrialSpec], data: DeviceData,
     into one kernel (torch.compile: for GPUs, where the update is memory-bound).
     """
     _check_batch(specs)
-    started = time.perf_counter()
-    first, device, chance = specs[0], data.device, 1.0 / data.num_classes
-    data_seed = shared_data_seed(specs, data_seed)
-    n_train, n_val = len(data.train_y), len(data.val_y)
-    steps = math.ceil(n_train / first.batch_size)
-    model = StackedModel.from_seeds(first.model, [s.seed for s in specs], data.num_classes,
-                                    device)
-    optimizer = stacked_optimizer(first.optimizer, fused)
-    schedules = [_shadow_schedule(spec, steps) for spec in specs]
-    results = [TrialResult("complete", math.nan, math.nan, math.nan, 0.0, str(device),
-                           data_seed=data_seed) for _ in specs]
-    live = list(range(len(specs)))  # live[pos]: the spec index at stack position pos
-    order = torch.Generator().manual_seed(data_seed)  # a CPU generator, as sequential's
-
-    with _precision(tf32):
-        for epoch in range(first.epochs):
-            lrs = [schedules[i].lr for i in live]  # the curves' lr: the epoch's first
-            table = _lr_table([schedules[i] for i in live], steps, device)
-            batches = torch.randperm(n_train, generator=order).to(device).split(first.batch_size)
-            loss_sum = _train_epoch(model, optimizer, data, batches, table, bf16)
-            val_loss_sum, val_correct = evaluate_stack(model, data.val_x, data.val_y, bf16)
-            sums = zip(loss_sum.tolist(), val_loss_sum.tolist(), val_correct.tolist())  # 1 sync
-            seconds = time.perf_counter() - started
-
-            last = epoch + 1 == first.epochs
-            leaving = []  # stack positions
-            for pos, (i, lr, (train, val, hits)) in enumerate(zip(live, lrs, sums)):
-                row = (epoch + 1, lr, train / n_train, val / n_val, hits / n_val, seconds)
-                prune = None if on_epoch is None else partial(on_epoch, i, epoch)
-                if _close_epoch(results[i], schedules[i], row, chance, prune, last) or last:
-                    leaving.append(pos)
-            if not leaving:
-                continue
-            _finish(model, leaving, [live[p] for p in leaving], results, data, bf16, started)
-            gone = set(leaving)
-            keep = [p for p in range(len(live)) if p not in gone]
-            live = [live[p] for p in keep]
-            if not live:
-                break
-            # Compaction: the trials that left drop out of every stacked tensor.
-            positions = torch.tensor(keep, device=device)
-            model.select(positions)
-            optimizer.select(positions)
-    return results
+    stack = Stack(data, shared_data_seed(specs, data_seed), tf32=tf32, bf16=bf16, fused=fused)
+    stack.join(specs, keys=range(len(specs)))
+    decide = None
+    if on_epoch is not None:
+        def decide(rows: list[EpochRow]) -> list[Hashable]:
+            return [row.key for row in rows if on_epoch(row.key, row.epoch, row.val_accuracy)]
+    results: dict[Hashable, TrialResult] = {}
+    while len(stack):
+        results.update(stack.run_epoch(decide))
+    return [results[i] for i in range(len(specs))]
 
 
 # --- how many trials fit ---

@@ -17,12 +17,13 @@ from lrbench.engine.batched import max_trials_for_memory
 
 ENGINES = ("auto", "sequential", "batched")
 CPU_AUTO_ENGINE = "batched"
-# Trials per stacked model when not given. On a CPU, K = 16 already reaches most of the
-# batched speed-up; more would mostly delay the pruner's and TPE's feedback.
+# Trials in flight per slot when not given, for throughput. On a CPU, K = 16 already
+# reaches most of the batched speed-up (benchmarks/README.md).
 CPU_BATCH_TRIALS = 16
 # On a GPU, the throughput curve is flat beyond this (benchmarks/README.md).
 GPU_BATCH_TRIALS = 1024
-MIN_ROUNDS = 4  # batches each slot asks for, at least, when K is sized automatically
+# For feedback: at most this share of a slot's sampled trials is in flight at once.
+BLIND_SHARE = 0.25
 
 
 def resolve_engine(engine: str, slot: Slot) -> str:
@@ -31,8 +32,16 @@ def resolve_engine(engine: str, slot: Slot) -> str:
     return "batched" if slot.device.startswith("cuda") else CPU_AUTO_ENGINE
 
 
-def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: int) -> int:
-    """K for this slot: as asked, else what fits, capped so each slot asks MIN_ROUNDS times.
+def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: int,
+                 queued: int = 0) -> int:
+    """K, the trials this slot keeps in flight: as asked, else sized for throughput and
+    feedback.
+
+    Throughput: what the device runs fastest (CPU_BATCH_TRIALS), or what fits a GPU's
+    memory up to GPU_BATCH_TRIALS. Feedback: TPE and the pruner learn only from finished
+    trials, and the first K x slots trials of a sweep are asked with none, so sampled
+    trials in flight are capped at BLIND_SHARE of the slot's share. ``queued`` trials
+    (fixed trials, confirm runs, re-queued ones) are not sampled: all of them may stack.
 
     ``peers``: slots on the same kind of device (this one included). Runs in the worker:
     a GPU's free memory is only known once its process owns it.
@@ -46,10 +55,9 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: 
         k = min(GPU_BATCH_TRIALS, max(1, fits))
     else:
         k = CPU_BATCH_TRIALS
-    # At most a quarter of a slot's share: the sampler and the pruner learn only from
-    # finished trials, and a sweep asked in one round is a random search that prunes nothing
-    # (measured in the README's end-to-end batched table).
-    return max(1, min(k, math.ceil(config.trials / (peers * MIN_ROUNDS))))
+    sampled = max(0, config.trials - queued)
+    feedback = math.ceil(queued / peers) + math.ceil(BLIND_SHARE * sampled / peers)
+    return max(1, min(k, feedback))
 
 
 # The compiled SGD update pays off only for big stacks: at K=4,096 a step is bound by

@@ -76,10 +76,12 @@ def train_trial(spec: TrialSpec, data: DeviceData,
     # Batch order has its own CPU generator, so it is the same on every device.
     data_seed = spec.data_seed if spec.data_seed is not None else spec.seed
     order = torch.Generator().manual_seed(data_seed)
+    for _ in range(spec.data_offset):  # a batched stack's late joiner: skip to its epoch 0
+        torch.randperm(n_train, generator=order)
     chance = 1.0 / data.num_classes
 
     result = TrialResult("complete", math.nan, math.nan, math.nan, 0.0, str(device),
-                         data_seed=data_seed)
+                         data_seed=data_seed, data_offset=spec.data_offset)
     for epoch in range(spec.epochs):
         lr = schedule.lr
         model.train()

@@ -98,6 +98,11 @@ class StackedModel:
         """Keep only the trials at positions ``keep`` (dead trials stop costing compute)."""
         self.params = [p.detach().index_select(0, keep).requires_grad_() for p in self.params]
 
+    def extend(self, other: StackedModel) -> None:
+        """Append ``other``'s trials after this model's (a stack's newcomers)."""
+        self.params = [torch.cat([p.detach(), q.detach()]).requires_grad_()
+                       for p, q in zip(self.params, other.params)]
+
     def subset(self, positions: Tensor) -> StackedModel:
         """A detached copy of some trials, e.g. to test those leaving the stack."""
         params = [p.detach().index_select(0, positions) for p in self.params]

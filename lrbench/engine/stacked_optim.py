@@ -2,9 +2,11 @@
 
 The updates follow torch.optim.SGD / Adam / AdamW (single-tensor path, dampening 0,
 amsgrad off) line for line, with the scalar ``lr`` replaced by a ``[K]`` vector broadcast
-over each tensor's trailing axes. Every trial has taken the same number of steps (they
-start together), so Adam's step count, and with it the bias correction, is one number.
-No op reads a value back to the host: a step launches kernels and returns.
+over each tensor's trailing axes. Trials may join a stack late (``extend``): their state
+starts as torch's does. SGD's momentum buffer starts at zero, so its first update is
+0 * m + g = g exactly, as torch's clone of the first gradient; Adam keeps a step count
+per trial, and with it a bias correction per trial. No op reads a value back to the
+host: a step launches kernels and returns.
 """
 
 from __future__ import annotations
@@ -96,6 +98,11 @@ class StackedSGD:
     def select(self, keep: Tensor) -> None:
         self.buffers = [b if b is None else b.index_select(0, keep) for b in self.buffers]
 
+    def extend(self, count: int) -> None:
+        """``count`` new trials after the others, with no momentum yet (a zero buffer)."""
+        self.buffers = [b if b is None else torch.cat([b, b.new_zeros(count, *b.shape[1:])])
+                        for b in self.buffers]
+
 
 class StackedAdam:
     """torch.optim.Adam, or AdamW (``decoupled``): bias-corrected moments, eps outside the
@@ -103,9 +110,20 @@ class StackedAdam:
 
     def __init__(self, cfg: OptimizerConfig, decoupled: bool) -> None:
         self.weight_decay, self.decoupled = cfg.weight_decay, decoupled
-        self.steps = 0
+        self.steps: list[int] = []  # per trial
         self.exp_avg: list[Tensor] = []
         self.exp_avg_sq: list[Tensor] = []
+
+    def _bias_corrections(self, like: Tensor) -> tuple[Tensor | float, Tensor | float]:
+        """1 - beta1^t and sqrt(1 - beta2^t), per trial; plain numbers when all agree."""
+        beta1, beta2 = ADAM_BETAS
+        if len(set(self.steps)) == 1:
+            t = self.steps[0]
+            return 1 - beta1 ** t, math.sqrt(1 - beta2 ** t)
+        first = torch.tensor([1 - beta1 ** t for t in self.steps], dtype=torch.float64)
+        second = torch.tensor([math.sqrt(1 - beta2 ** t) for t in self.steps],
+                              dtype=torch.float64)
+        return (first.to(like.device, like.dtype), second.to(like.device, like.dtype))
 
     @torch.no_grad()
     def step(self, params: list[Tensor], grads: tuple[Tensor, ...], lr: Tensor) -> None:
@@ -113,11 +131,14 @@ class StackedAdam:
         if not self.exp_avg:
             self.exp_avg = [torch.zeros_like(p) for p in params]
             self.exp_avg_sq = [torch.zeros_like(p) for p in params]
-        self.steps += 1
-        bias_correction1 = 1 - beta1 ** self.steps
-        bias_correction2_sqrt = math.sqrt(1 - beta2 ** self.steps)
+        if len(self.steps) != len(lr):  # built before the first step
+            self.steps = [0] * len(lr)
+        self.steps = [t + 1 for t in self.steps]
+        corrections = self._bias_corrections(lr)
         for p, g, m, v in zip(params, grads, self.exp_avg, self.exp_avg_sq):
             lr_k = _per_trial(lr, p)
+            bias_correction1, bias_correction2_sqrt = (
+                _per_trial(c, p) if isinstance(c, Tensor) else c for c in corrections)
             if self.weight_decay and self.decoupled:
                 p.mul_(1 - lr_k * self.weight_decay)
             elif self.weight_decay:
@@ -132,6 +153,17 @@ class StackedAdam:
     def select(self, keep: Tensor) -> None:
         self.exp_avg = [m.index_select(0, keep) for m in self.exp_avg]
         self.exp_avg_sq = [v.index_select(0, keep) for v in self.exp_avg_sq]
+        if self.steps:
+            self.steps = [self.steps[k] for k in keep.tolist()]
+
+    def extend(self, count: int) -> None:
+        """``count`` new trials after the others: zero moments, no steps yet."""
+        if self.exp_avg:
+            self.exp_avg = [torch.cat([m, m.new_zeros(count, *m.shape[1:])])
+                            for m in self.exp_avg]
+            self.exp_avg_sq = [torch.cat([v, v.new_zeros(count, *v.shape[1:])])
+                               for v in self.exp_avg_sq]
+            self.steps = self.steps + [0] * count
 
 
 StackedOptimizer = StackedSGD | StackedAdam

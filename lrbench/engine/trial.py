@@ -26,6 +26,7 @@ class TrialSpec:
     schedule: ScheduleSpec
     plateau_metric: str = "accuracy"
     data_seed: int | None = None  # seed of the batch order; None = seed
+    data_offset: int = 0  # permutations of that order skipped first (a stack joined late)
 
 
 @dataclass
@@ -39,6 +40,7 @@ class TrialResult:
     reason: str = ""  # why a trial diverged or was pruned
     curves: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVE_KEYS})
     data_seed: int | None = None  # seed of the batch order it trained with
+    data_offset: int = 0  # ... and the permutations it skipped (the stack epoch it joined at)
 
     @property
     def epochs_run(self) -> int:

@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lrbench.confirm import CONFIRM_SUFFIX, confirm_study_name
 from lrbench.engine.trial import CURVE_KEYS
 from lrbench.errors import UserError
+from lrbench.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
 from lrbench.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
 from lrbench.storage import open_storage, study_names
 from lrbench.study import CONFIG_ATTR
@@ -129,29 +130,32 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
 
 
 def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]) -> dict:
-    attrs = trial.user_attrs
+    plan, claim = plan_of(trial), claim_of(trial)
+    record = record_of(trial) or TrialRecord(status="")
     state = STATES.get(trial.state, trial.state.name.lower())
-    status = attrs.get("status", state) if state in ("complete", "pruned") else state
+    status = (record.status or state) if state in ("complete", "pruned") else state
     optimizer = config.get("optimizer", {})
+    seeds = trained_seeds(trial)
     row = {
         "study": study, "number": trial.number, "role": role,
-        "confirm_of": attrs.get("confirm_of"), "state": state, "status": status,
-        "family": attrs.get("family", trial.params.get("schedule", "")),
+        "confirm_of": plan.confirm_of, "state": state, "status": status,
+        "family": record.family or trial.params.get("schedule", ""),
         "params": params_text(trial.params),
-        "diverged": bool(attrs.get("diverged", False)), "reason": attrs.get("reason", ""),
-        "seed": attrs.get("seed"), "data_seed": attrs.get("data_seed", attrs.get("seed")),
+        "diverged": record.diverged, "reason": record.reason,
+        "seed": seeds[0] if seeds else None, "data_seed": seeds[1] if seeds else None,
         # The last epoch's validation accuracy; a pruned trial has one too (Optuna has none).
-        "val_accuracy": attrs.get("val_accuracy", math.nan),
-        "test_accuracy": attrs.get("test_accuracy", math.nan),
-        "test_loss": attrs.get("test_loss", math.nan),
-        "epochs": attrs.get("epochs", config.get("epochs")), "epochs_run": attrs.get("epochs_run"),
-        "train_seconds": attrs.get("train_seconds", math.nan),
-        "device": attrs.get("device", ""), "engine": attrs.get("engine", "sequential"),
-        "batch_trials": attrs.get("batch_trials", 1),
-        "lr": trial.params.get("lr", attrs.get("fixed_lr", optimizer.get("lr"))),
-        "warmup_epochs": trial.params.get("warmup_epochs", attrs.get("fixed_warmup_epochs", 0)),
+        "val_accuracy": record.val_accuracy, "test_accuracy": record.test_accuracy,
+        "test_loss": record.test_loss,
+        "epochs": record.epochs or plan.epochs or config.get("epochs"),
+        "epochs_run": record.epochs_run if record.status else None,
+        "train_seconds": record.train_seconds,
+        "device": record.device or (claim.device if claim else ""), "engine": record.engine,
+        "batch_trials": record.batch_trials,
+        "lr": trial.params.get("lr", plan.fixed_lr if plan.fixed_lr is not None
+                               else optimizer.get("lr")),
+        "warmup_epochs": trial.params.get("warmup_epochs", plan.fixed_warmup_epochs or 0),
         "dataset": config.get("dataset", ""), "model": config.get("model", ""),
-        "train_size": attrs.get("train_size"), "steps_per_epoch": attrs.get("steps_per_epoch"),
+        "train_size": record.train_size, "steps_per_epoch": record.steps_per_epoch,
         "started": trial.datetime_start, "finished": trial.datetime_complete,
     }
     row.update({PARAM_PREFIX + k: v for k, v in trial.params.items() if k != "schedule"})
@@ -170,10 +174,11 @@ def _typed_trials(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _epoch_rows(study: str, role: str, trial: FrozenTrial) -> list[dict[str, Any]]:
-    curves = trial.user_attrs.get("curves")
-    if not curves:
+    record = record_of(trial)
+    curves = record.curves if record is not None else None
+    if not curves or not curves.get("epoch"):
         return []
-    family = trial.user_attrs.get("family", trial.params.get("schedule", ""))
+    family = record.family or trial.params.get("schedule", "")
     return [{"study": study, "number": trial.number, "role": role, "family": family,
              **{key: curves[key][i] for key in CURVE_KEYS}}
             for i in range(len(curves["epoch"]))]
@@ -289,7 +294,7 @@ def importances(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
     assessed; each family's own parameters are assessed on that family's trials.
     """
     done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None
-            and not t.user_attrs.get("diverged")]
+            and not _diverged(t)]
     groups: dict[str, list[FrozenTrial]] = {"all families": done}
     for trial in done:
         groups.setdefault(trial.params.get("schedule", ""), []).append(trial)
@@ -317,3 +322,8 @@ def export_csv(frames: ReportFrames, folder: Path) -> list[Path]:
         df.to_csv(path, index=False)
         written.append(path)
     return written
+
+
+def _diverged(trial: FrozenTrial) -> bool:
+    record = record_of(trial)
+    return record is not None and record.diverged
