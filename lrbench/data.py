@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import os
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 # Name -> torchvision dataset class. Imported lazily: torchvision costs a process seconds and
 # memory (README, "Memory"), and workers get their images from the parent, never needing it.
 DATASETS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "kmnist": "KMNIST"}
+NUM_CLASSES = 10  # all three data sets
 DATA_DIR_ENV = "LRBENCH_DATA_DIR"
 CACHE_ENV = "LRBENCH_CACHE_DIR"
 
@@ -87,40 +91,60 @@ def cache_dir() -> Path:
     return Path(xdg) / "lrbench"
 
 
-def _raw_dir(root: Path, cls: type[MNIST]) -> Path:
-    return root / cls.__name__ / "raw"
+def _folder(dataset: str) -> str:
+    """The folder torchvision keeps ``dataset`` in (its class's name: MNIST, FashionMNIST)."""
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[dataset]
 
 
-def _has_files(root: Path, cls: type[MNIST]) -> bool:
-    return all((_raw_dir(root, cls) / name).is_file() for name in IDX_FILES)
+def _raw_dir(root: Path, folder: str) -> Path:
+    return root / folder / "raw"
+
+
+def _has_files(root: Path, folder: str) -> bool:
+    return all((_raw_dir(root, folder) / name).is_file() for name in IDX_FILES)
 
 
 def dataset_class(dataset: str) -> type[MNIST]:
-    """The torchvision class that reads ``dataset``."""
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    """The torchvision class that downloads ``dataset``."""
+    folder = _folder(dataset)
     import torchvision.datasets
 
-    return getattr(torchvision.datasets, DATASETS[dataset])
+    return getattr(torchvision.datasets, folder)
 
 
-def _read(dataset: str, cls: type[MNIST], root: Path) -> DatasetArrays:
-    """Read both splits with torchvision from a root known to hold the four files."""
-    try:
-        train = cls(root=root, train=True, download=False)
-        test = cls(root=root, train=False, download=False)
-    except (AssertionError, RuntimeError, ValueError) as e:  # torchvision asserts on bad headers
-        raise UserError(f"{_raw_dir(root, cls)}: not valid IDX files ({e!r})") from e
+def _read_idx(path: Path, dims: int) -> torch.Tensor:
+    """An IDX file of unsigned bytes with ``dims`` dimensions (images 3, labels 1).
+
+    Read with numpy rather than torchvision: importing torchvision costs a sweep ~1 s,
+    and torchvision is needed only to download.
+    """
+    raw = path.read_bytes()
+    header = 4 + 4 * dims
+    if len(raw) < header or raw[:3] != b"\x00\x00\x08" or raw[3] != dims:
+        raise UserError(f"{path}: not valid IDX files (expected an IDX header for unsigned "
+                        f"bytes in {dims} dimensions, found {raw[:4].hex() or 'nothing'})")
+    shape = struct.unpack(f">{dims}I", raw[4:header])
+    if len(raw) - header != math.prod(shape):
+        raise UserError(f"{path}: not valid IDX files (its header says {shape}, "
+                        f"{math.prod(shape):,} bytes, but it holds {len(raw) - header:,})")
+    return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=header).reshape(shape).copy())
+
+
+def _read(dataset: str, root: Path) -> DatasetArrays:
+    """Read both splits from a root known to hold the four files."""
+    raw = _raw_dir(root, _folder(dataset))
     arrays = DatasetArrays(
         name=dataset,
-        train_images=train.data.to(torch.uint8),
-        train_labels=train.targets.to(torch.int64),
-        test_images=test.data.to(torch.uint8),
-        test_labels=test.targets.to(torch.int64),
+        train_images=_read_idx(raw / "train-images-idx3-ubyte", 3),
+        train_labels=_read_idx(raw / "train-labels-idx1-ubyte", 1).to(torch.int64),
+        test_images=_read_idx(raw / "t10k-images-idx3-ubyte", 3),
+        test_labels=_read_idx(raw / "t10k-labels-idx1-ubyte", 1).to(torch.int64),
         root=root,
-        num_classes=len(cls.classes),
+        num_classes=NUM_CLASSES,
     )
-    check_arrays(arrays, _raw_dir(root, cls))
+    check_arrays(arrays, raw)
     return arrays
 
 
@@ -147,8 +171,8 @@ def check_arrays(arrays: DatasetArrays, raw: Path) -> None:
                             f"outside 0-{arrays.num_classes - 1} ({len(bad):,} such labels)")
 
 
-def _missing_message(root: Path, source: str, dataset: str, cls: type[MNIST]) -> str:
-    raw = _raw_dir(root, cls)
+def _missing_message(root: Path, source: str, dataset: str) -> str:
+    raw = _raw_dir(root, _folder(dataset))
     missing = [n for n in IDX_FILES if not (raw / n).is_file()]
     msg = (
         f"data dir {root} ({source}) does not hold dataset {dataset!r}: "
@@ -182,7 +206,7 @@ def _download(cls: type[MNIST], cache: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
     try:
         cls(root=staging, train=True, download=True)  # fetches all four files
-        if not _has_files(cache, cls):  # a concurrent sweep may have finished first
+        if not _has_files(cache, cls.__name__):  # a concurrent sweep may have finished first
             shutil.rmtree(cache / cls.__name__, ignore_errors=True)
             os.replace(staging / cls.__name__, cache / cls.__name__)
     finally:
@@ -198,32 +222,32 @@ def load_arrays(
     the only place looked); the lrbench cache; KNOWN_GZ_DIRS; then downloads into the
     cache if `download`. Raises DataNotFoundError saying where to put the files.
     """
-    cls = dataset_class(dataset)
+    folder = _folder(dataset)
     source = "--data-dir" if data_dir is not None else DATA_DIR_ENV
     explicit = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
     if explicit:  # the user said where the data is: no guessing, no download
         root = Path(explicit).expanduser()
-        if not _has_files(root, cls):
-            raise DataNotFoundError(_missing_message(root, source, dataset, cls))
-        return _read(dataset, cls, root)
+        if not _has_files(root, folder):
+            raise DataNotFoundError(_missing_message(root, source, dataset))
+        return _read(dataset, root)
 
     cache = cache_dir()
-    if _has_files(cache, cls):
-        return _read(dataset, cls, cache)
-    looked = [_raw_dir(cache, cls)]
+    if _has_files(cache, folder):
+        return _read(dataset, cache)
+    looked = [_raw_dir(cache, folder)]
     for gz_dir in KNOWN_GZ_DIRS.get(dataset, []):
         looked.append(gz_dir)
         if all((gz_dir / f"{n}.gz").is_file() for n in IDX_FILES):
             log.info("materialising %s from %s into %s", dataset, gz_dir, cache)
-            _materialise(gz_dir, _raw_dir(cache, cls))
-            return _read(dataset, cls, cache)
+            _materialise(gz_dir, _raw_dir(cache, folder))
+            return _read(dataset, cache)
 
     failure = "downloading is off"
     if download:
         log.info("downloading %s into %s", dataset, cache)
         try:
-            _download(cls, cache)
-            return _read(dataset, cls, cache)
+            _download(dataset_class(dataset), cache)
+            return _read(dataset, cache)
         except (RuntimeError, OSError) as e:  # offline: RuntimeError wrapping URLErrors
             # torchvision's message: what failed on the first line, the last mirror's why last
             lines = str(e).strip().splitlines() or [repr(e)]
@@ -233,7 +257,7 @@ def load_arrays(
     raise DataNotFoundError(
         f"dataset {dataset!r} not found ({failure}). lrbench looked in: "
         f"{', '.join(map(str, looked))}. Put {', '.join(IDX_FILES)} (un-gzipped) in "
-        f"<dir>/{cls.__name__}/raw/ and pass --data-dir <dir>, or set {DATA_DIR_ENV}=<dir>"
+        f"<dir>/{folder}/raw/ and pass --data-dir <dir>, or set {DATA_DIR_ENV}=<dir>"
         + (f"; {hint}" if hint else "")
     )
 

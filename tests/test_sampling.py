@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 
+import numpy as np
 import optuna
 import pytest
 
@@ -100,20 +101,33 @@ def test_each_later_proposal_is_judged_with_the_earlier_ones_as_liars(monkeypatc
     s = sampler(3)
     study = study_with_history(s, trials=30)
     built: list[tuple[bool, int]] = []
+    refits: list[np.ndarray] = []
     build = BatchTPESampler._build_parzen_estimator
+    estimator = s._parzen_estimator_cls
 
     def spy(self, study, search_space, trials, handle_below):
         built.append((handle_below, len(trials)))
         return build(self, study, search_space, trials, handle_below)
 
+    def refit_spy(observations, search_space, parameters):
+        refits.append(observations["lr"])
+        return estimator(observations, search_space, parameters)
+
     monkeypatch.setattr(BatchTPESampler, "_build_parzen_estimator", spy)
+    distribution = optuna.distributions.FloatDistribution(1e-3, 1.0, log=True)
     with s.batch(5):
-        s._sample(study, study.ask(), {"lr": optuna.distributions.FloatDistribution(
-            1e-3, 1.0, log=True)})
-    below = [n for handle_below, n in built if handle_below]
-    above = [n for handle_below, n in built if not handle_below]
-    assert len(below) == 1
-    assert above == [above[0] + liars for liars in range(5)]
+        s._parzen_estimator_cls = refit_spy
+        proposals = [s._sample(study, study.ask(), {"lr": distribution}) for _ in range(5)]
+    [(below_flag, n_below), (above_flag, n_above)] = built  # one split: below, above, once
+    assert (below_flag, above_flag) == (True, False)
+    assert [len(r) for r in refits[:2]] == [n_below, n_above]  # the split's own fits
+    refits = refits[2:]
+    # Refit j holds "above" and the earlier proposals, in TPE's internal repr (log for lr).
+    assert [len(r) for r in refits] == [n_above + liars for liars in range(1, 5)]
+    for j, observations in enumerate(refits, start=1):
+        assert observations[n_above:] == pytest.approx(
+            [distribution.to_internal_repr(p["lr"]) for p in proposals[:j]])
+    assert len({p["lr"] for p in proposals}) == 5
 
 
 def family_sampler(seed: int = 0) -> BatchTPESampler:
