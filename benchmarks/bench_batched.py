@@ -35,12 +35,12 @@ import torch
 from bench_trainer import seed_loop  # benchmarks/bench_trainer.py: the tutorial's loop
 from machine import cpu_cores, cpu_model, peak_rss_mb, write_json  # benchmarks/machine.py
 
-from lrbench.config import OptimizerConfig
-from lrbench.data import DATASETS, DeviceData, load_arrays, split_to_device
-from lrbench.engine.batched import train_batch
-from lrbench.engine.sequential import train_trial
-from lrbench.engine.trial import TrialResult, TrialSpec
-from lrbench.schedules import ScheduleSpec
+from lrbench.sweep.config import OptimizerConfig
+from lrbench.train.batched import train_batch
+from lrbench.train.data import DATASETS, DeviceData, load_arrays, split_to_device
+from lrbench.train.schedules import ScheduleSpec
+from lrbench.train.sequential import train_trial
+from lrbench.train.trial import TrialResult, TrialSpec
 
 BATCH_SIZE = 100  # the tutorial's
 STEP_LR = ScheduleSpec("step", {"step_size": 1, "gamma": 0.1})  # the tutorial's StepLR

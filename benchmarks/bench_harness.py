@@ -37,11 +37,11 @@ DATA = REPO.parent / "shared" / "data"
 # Where a sampled stack spent its time: the first rule whose pattern appears in it wins, so
 # the more specific ones come first.
 CATEGORIES = (
-    ("start-up", re.compile(r"^[^;]*<module>.*_find_and_load")),
+    ("start-up", re.compile(r"_find_and_load")),  # an import, wherever it happens
     ("sampling", re.compile(r"optuna/samplers/")),
-    ("pruning", re.compile(r"optuna/pruners/|should_prune")),
-    ("storage", re.compile(r"optuna/storages/|lrbench/journal\.py|lrbench/claim\.py")),
-    ("engine", re.compile(r"lrbench/engine/")),
+    ("pruning", re.compile(r"optuna/pruners/|should_prune|lrbench/sweep/pruning\.py")),
+    ("storage", re.compile(r"optuna/storages/|lrbench/sweep/(journal|claim)\.py")),
+    ("engine", re.compile(r"lrbench/train/")),
 )
 
 

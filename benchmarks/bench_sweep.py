@@ -17,8 +17,8 @@ CPU worker slots into a temporary results folder, then splits the wall time:
     tail            the slot's last `tell` to run_sweep's return: waiting for the other slots,
                     process teardown, the parent's final recovery and snapshot
   These add up to the wall time for every slot. Probes before the sweep time a worker's
-  imports in fresh interpreters (torch, torchvision.datasets, optuna, lrbench.worker) and
-  loky starting the workers and importing lrbench.worker in each, without study or data.
+  imports in fresh interpreters (torch, torchvision.datasets, optuna, lrbench.sweep.slot) and
+  loky starting the workers and importing lrbench.sweep.slot in each, without study or data.
 
     python benchmarks/bench_sweep.py                            # 8 trials x 2 epochs, 2 slots
     python benchmarks/bench_sweep.py --dataset mnist --data-dir /work/shared/data --out s.json
@@ -42,10 +42,10 @@ from machine import cpu_cores, cpu_model, write_json  # benchmarks/machine.py
 from optuna.trial import TrialState
 
 import lrbench
-from lrbench import config as lrconfig
-from lrbench import data
-from lrbench.record import claim_of, record_of
-from lrbench.sweep import StudySnapshot, run_sweep
+from lrbench.sweep import config as lrconfig
+from lrbench.sweep.record import claim_of, record_of
+from lrbench.sweep.run import StudySnapshot, run_sweep
+from lrbench.train import data
 
 REPO = Path(__file__).resolve().parent.parent
 SMOKE = REPO / "sweeps" / "smoke.toml"
@@ -62,13 +62,13 @@ PROBES = {
     "import_torch": "import torch",
     "import_torch_torchvision_datasets": "import torch, torchvision.datasets",
     "import_torch_optuna": "import torch, optuna",
-    "import_lrbench_worker": "import lrbench.worker",
-    # loky starts N fresh interpreters, each imports lrbench.worker, at once: a slot's start-up
+    "import_lrbench_worker": "import lrbench.sweep.slot",
+    # loky starts N fresh interpreters, each imports lrbench.sweep.slot, at once: a slot's start-up
     # without the study and data (timed inside the parent, around the Parallel call only)
     "loky_spawn_import_lrbench_worker": (
         "import sys, time, joblib; t = time.perf_counter(); "
         "joblib.Parallel(n_jobs={workers}, backend='loky')("
-        "joblib.delayed(exec)('import lrbench.worker') for _ in range({workers})); "
+        "joblib.delayed(exec)('import lrbench.sweep.slot') for _ in range({workers})); "
         "print(time.perf_counter() - t)"),
 }
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=None,
                         help="results folder (default: a temporary one, removed afterwards)")
     parser.add_argument("--no-import-probe", action="store_true",
-                        help="skip timing `import lrbench.worker` in a fresh process")
+                        help="skip timing `import lrbench.sweep.slot` in a fresh process")
     parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
 
@@ -181,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                   "import_torch": "import torch",
                   "import_torch_torchvision_datasets": "import torch, torchvision.datasets",
                   "import_torch_optuna": "import torch, optuna",
-                  "import_lrbench_worker": "import lrbench.worker",
+                  "import_lrbench_worker": "import lrbench.sweep.slot",
                   "loky_spawn_import_lrbench_worker":
-                      f"loky: start {args.workers} workers + import lrbench.worker in each"}
+                      f"loky: start {args.workers} workers + import lrbench.sweep.slot in each"}
         for key, label in labels.items():
             print(f"#   {label:52s} {probe[key]:6.2f} s")
     print()

@@ -44,8 +44,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from lrbench.config import OptimizerConfig
-from lrbench.data import (
+from lrbench.sweep.config import OptimizerConfig
+from lrbench.train.data import (
     DATASETS,
     DatasetArrays,
     DeviceData,
@@ -53,10 +53,10 @@ from lrbench.data import (
     load_arrays,
     split_to_device,
 )
-from lrbench.engine.sequential import train_trial
-from lrbench.engine.trial import TrialSpec
-from lrbench.models import fnn
-from lrbench.schedules import ScheduleSpec
+from lrbench.train.models import fnn
+from lrbench.train.schedules import ScheduleSpec
+from lrbench.train.sequential import train_trial
+from lrbench.train.trial import TrialSpec
 
 BATCH_SIZE = 100  # the tutorial's
 LR, MOMENTUM = 0.1, 0.9  # the tutorial's SGD(lr=0.1, momentum=0.9, nesterov=True)

@@ -28,7 +28,7 @@ from pathlib import Path
 import optuna
 import psutil
 
-from lrbench.record import claim_of, plan_of  # reads both the old loose keys and records
+from lrbench.sweep.record import claim_of, plan_of  # reads both the old loose keys and records
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -152,10 +152,10 @@ ASK_THEN_DIE = textwrap.dedent("""
     import os, signal, sys
     import optuna
     try:
-        from lrbench.claim import claim_lock
+        from lrbench.sweep.claim import claim_lock
     except ImportError:  # before the claim module existed
-        from lrbench.storage import claim_lock
-    from lrbench.storage import open_storage
+        from lrbench.sweep.storage import claim_lock
+    from lrbench.sweep.storage import open_storage
     study = optuna.load_study(study_name="smoke", storage=open_storage(sys.argv[1]))
     with claim_lock(sys.argv[1], "smoke"):
         study.ask()

@@ -5,7 +5,7 @@ or test accuracies more than 1 point apart. Expect epoch 1 to agree closely and 
 epochs to drift: at 540 steps an epoch, rounding differences (another matmul kernel,
 the fused update's FMAs) grow along the training trajectory. On 2 CPU cores this
 script measured epoch-1 differences of 7e-8 to 4e-3 and test accuracies within 0.5
-points; tests/test_batched.py checks exactness on short runs.
+points; tests/train/test_batched.py checks exactness on short runs.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import sys
 
 import torch
 
-from lrbench.config import OptimizerConfig
-from lrbench.data import load_arrays, split_to_device
-from lrbench.engine.batched import train_batch
-from lrbench.engine.sequential import train_trial
-from lrbench.engine.trial import TrialSpec
-from lrbench.schedules import ScheduleSpec
+from lrbench.sweep.config import OptimizerConfig
+from lrbench.train.batched import train_batch
+from lrbench.train.data import load_arrays, split_to_device
+from lrbench.train.schedules import ScheduleSpec
+from lrbench.train.sequential import train_trial
+from lrbench.train.trial import TrialSpec
 
 DEVICE = os.environ.get("LRBENCH_DEVICE", "cuda")
 SCHEDULES = [ScheduleSpec("step", {"step_size": 1, "gamma": 0.5}),

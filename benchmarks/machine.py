@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lrbench.devices import cpu_cores
+from lrbench.sweep.devices import cpu_cores
 
 __all__ = ["cpu_cores", "cpu_model", "peak_rss_mb", "write_json"]
 

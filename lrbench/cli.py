@@ -25,17 +25,17 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lrbench import config as config_module
-from lrbench import confirm as confirm_module
-from lrbench.engine.choice import ENGINES
 from lrbench.entry import exit_code
 from lrbench.errors import StorageError, UserError
 from lrbench.logs import show_warnings
-from lrbench.record import plan_of, record_of
-from lrbench.seeds import SEED_MAX
-from lrbench.storage import is_url, open_storage, storage_location
-from lrbench.summary import best_by_family, study_rows
-from lrbench.sweep import SweepOutcome, run_sweep, snapshot
+from lrbench.sweep import config as config_module
+from lrbench.sweep import confirm as confirm_module
+from lrbench.sweep.choice import ENGINES
+from lrbench.sweep.record import plan_of, record_of
+from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
+from lrbench.sweep.seeds import SEED_MAX
+from lrbench.sweep.storage import is_url, open_storage, storage_location
+from lrbench.sweep.summary import best_by_family, study_rows
 
 # emoji=False: "--device cuda:-1" must not print a thumbs-down for ":-1".
 console = Console(emoji=False)

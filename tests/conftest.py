@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lrbench.data import DeviceData, load_arrays, split_to_device
+from lrbench.train.data import DeviceData, load_arrays, split_to_device
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -28,7 +28,7 @@ from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
 from test_sweep_cli import killed_trials, load, lrbench, run, states, wait_for_running_trial
 
-from lrbench import journal, record
+from lrbench.sweep import journal, record
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
@@ -181,8 +181,8 @@ def test_kill_9_of_one_worker_costs_only_its_trial(tmp_path: Path) -> None:
 KILLED_BETWEEN_ASK_AND_CLAIM = textwrap.dedent("""
     import os, signal, sys
     import optuna
-    from lrbench.claim import claim_lock
-    from lrbench.storage import open_storage
+    from lrbench.sweep.claim import claim_lock
+    from lrbench.sweep.storage import open_storage
     journal = sys.argv[1]
     study = optuna.load_study(study_name="smoke", storage=open_storage(journal))
     with claim_lock(journal, "smoke"):
@@ -290,7 +290,7 @@ def test_url_storages_count_exactly_with_big_batches(tmp_path: Path, kind: str) 
     assert done.returncode == 0, done.stderr
     import optuna
 
-    from lrbench.storage import open_storage
+    from lrbench.sweep.storage import open_storage
     trials = optuna.load_study(study_name=study, storage=open_storage(url)).get_trials()
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 10}
 

@@ -10,10 +10,10 @@ import pytest
 from optuna.trial import TrialState
 
 from lrbench import cli
-from lrbench.devices import Slot
 from lrbench.errors import StorageError
-from lrbench.record import RECORD_ATTR, TrialRecord
-from lrbench.sweep import SweepOutcome
+from lrbench.sweep.devices import Slot
+from lrbench.sweep.record import RECORD_ATTR, TrialRecord
+from lrbench.sweep.run import SweepOutcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -20,8 +20,8 @@ import pytest
 from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
 
-from lrbench import record, seeds
-from lrbench.storage import open_storage
+from lrbench.sweep import record, seeds
+from lrbench.sweep.storage import open_storage
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 

@@ -20,14 +20,14 @@ import pandas as pd
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from lrbench.confirm import CONFIRM_SUFFIX, confirm_study_name
-from lrbench.engine.trial import CURVE_KEYS
 from lrbench.errors import UserError
-from lrbench.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
-from lrbench.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
-from lrbench.storage import open_storage, study_names
-from lrbench.study import CONFIG_ATTR
-from lrbench.summary import params_text
+from lrbench.sweep.confirm import CONFIRM_SUFFIX, confirm_study_name
+from lrbench.sweep.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
+from lrbench.sweep.storage import open_storage, study_names
+from lrbench.sweep.study import CONFIG_ATTR
+from lrbench.sweep.summary import params_text
+from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
+from lrbench.train.trial import CURVE_KEYS
 
 PARAM_PREFIX = "param:"
 # Validation-accuracy targets for time-to-target, per data set: where a good run of the

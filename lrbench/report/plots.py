@@ -42,7 +42,7 @@ from lrbench.report.frames import (
     top_k_per_family,
 )
 from lrbench.report.frames import time_to_target as target_epochs
-from lrbench.schedules import FAMILIES
+from lrbench.train.schedules import FAMILIES
 
 # Reports are built headless (CLI, CI, a worker box): never open a window.
 matplotlib.use("Agg")

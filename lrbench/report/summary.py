@@ -12,10 +12,10 @@ from typing import Any
 
 import pandas as pd
 
-from lrbench import config as config_module
 from lrbench.errors import UserError
 from lrbench.report import stats
 from lrbench.report.frames import ReportFrames, best_per_family, completed, time_to_target
+from lrbench.sweep import config as config_module
 
 # The tutorial's published runs (Deep Learning Wizard, "Learning Rate Scheduling"):
 # family, parameters, epochs, published test accuracy in %.

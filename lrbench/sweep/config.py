@@ -1,0 +1,387 @@
+"""Sweep file (TOML) -> a frozen, validated ``SweepConfig``.
+
+Everything is checked here, once: unknown keys, wrong types and out-of-range values
+raise ``ConfigError`` naming the file, the key and the bad value. Every later layer
+trusts the config it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lrbench.errors import ConfigError
+from lrbench.space import Axis, Choice, FloatRange, IntRange, describe, grid_values
+from lrbench.sweep.seeds import SEED_MAX
+from lrbench.train import data, models
+from lrbench.train.schedules import FAMILIES, PARAM_LIMITS
+from lrbench.train.trial import OptimizerConfig  # the [optimizer] table
+
+SAMPLERS = ("tpe", "qmc", "random", "grid")
+PRUNERS = ("median", "hyperband", "none")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+PLATEAU_METRICS = ("accuracy", "loss")
+
+# Every key each table may hold: a missing required key beside an unknown one is
+# reported as the unknown one (most likely its typo).
+KEYS = {
+    "study": ("name", "trials", "seed", "sampler", "pruner"),
+    "data": ("dataset", "validation_size"),
+    "train": ("model", "epochs", "batch_size"),
+    "optimizer": ("name", "lr", "momentum", "nesterov", "weight_decay"),
+    "search": ("lr", "warmup_epochs"),
+    "schedules": ("families", "plateau_metric", *FAMILIES),
+}
+
+
+# Study names become file names (claim locks, report figures) and command-line words.
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+STUDY_NAME_RULE = ("a name of letters, digits, '.', '_' and '-' (1-100 characters, starting "
+                   "with a letter or digit)")
+SEED_RULE = f"an integer from 0 to {SEED_MAX}"
+
+
+def valid_study_name(name: object) -> bool:
+    return isinstance(name, str) and _STUDY_NAME.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class FixedTrial:
+    """A configuration the sweep runs as-is (enqueued), e.g. the tutorial's five runs."""
+
+    family: str
+    params: Mapping[str, Any]
+    lr: float | None = None  # None: the optimizer's lr (or the searched lr's first trial)
+    warmup_epochs: int = 0
+    epochs: int | None = None  # None: the sweep's epochs
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    study: str
+    trials: int
+    seed: int
+    sampler: str
+    pruner: str
+    dataset: str
+    validation_size: int | float
+    model: str
+    epochs: int
+    batch_size: int
+    optimizer: OptimizerConfig
+    families: tuple[str, ...]
+    plateau_metric: str = "accuracy"
+    lr_axis: Axis | None = None  # searched base LR, or None for the optimizer's lr
+    warmup_axis: Axis | None = None  # searched warm-up epochs, or None for no warm-up
+    range_overrides: Mapping[str, Mapping[str, Axis]] = field(default_factory=dict)
+    fixed: tuple[FixedTrial, ...] = ()
+    source: str = "<memory>"
+
+    def space(self, family: str) -> dict[str, Axis]:
+        """The family's search space: the registry's defaults, then the file's ranges."""
+        axes = FAMILIES[family].default_space(self.epochs)
+        axes.update(self.range_overrides.get(family, {}))
+        return axes
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same study (the trial count and file path do not)."""
+        as_dict = _jsonable(dataclasses.asdict(self))
+        for key in ("trials", "source", "study"):
+            as_dict.pop(key)
+        return as_dict
+
+    def with_overrides(self, *, trials: int | None = None, epochs: int | None = None,
+                       dataset: str | None = None, seed: int | None = None,
+                       study: str | None = None) -> SweepConfig:
+        """The command line's overrides (``--epochs 2``), checked like the file's values."""
+        given = {"trials": trials, "epochs": epochs, "dataset": dataset, "seed": seed,
+                 "study": study}
+        changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        if not changes:
+            return self
+        if "epochs" in changes:  # "--epochs 2" shortens every trial, the fixed ones too
+            changes["fixed"] = tuple(dataclasses.replace(t, epochs=None) for t in self.fixed)
+        updated = dataclasses.replace(self, **changes)
+        _check_whole(updated, Path(self.source))
+        return updated
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+class _Table:
+    """A TOML table being read: typed getters that name file and key on error."""
+
+    def __init__(self, path: Path, prefix: str, values: Mapping[str, Any],
+                 known: tuple[str, ...] = ()) -> None:
+        self.path, self.prefix, self.values = path, prefix, dict(values)
+        self.seen: set[str] = set()
+        self.known = known  # keys read later; not mistaken for typos of a required key
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.path, self.key(name), message)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = ...,
+            check: Callable[[Any], bool] | None = None, expect: str = "") -> Any:
+        self.seen.add(name)
+        if name not in self.values:
+            if default is ...:
+                unknown = sorted(set(self.values) - self.seen - set(self.known))
+                if unknown:  # most likely a typo of this very key: name it
+                    raise self.error(unknown[0], f"unknown key; {self.key(name)} is required")
+                raise self.error(name, "is required")
+            return default
+        value = self.values[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        bad_bool = isinstance(value, bool) and bool not in kinds
+        if bad_bool or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.error(name, f"must be {names}, but got {value!r}")
+        if check is not None and not check(value):
+            raise self.error(name, f"must be {expect}, but got {value!r}")
+        return value
+
+    def table(self, name: str, known: tuple[str, ...] = ()) -> _Table:
+        self.seen.add(name)
+        values = self.values.get(name, {})
+        if not isinstance(values, Mapping):
+            raise self.error(name, f"must be a table, but got {values!r}")
+        return _Table(self.path, self.key(name), values, known)
+
+    def finish(self) -> None:
+        """Unknown keys are errors: a typo must not fall back to a default silently."""
+        unknown = sorted(set(self.values) - self.seen)
+        if unknown:
+            known = ", ".join(sorted(self.seen))
+            raise self.error(unknown[0], f"unknown key (known here: {known})")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _axis(table: _Table, name: str, integer: bool) -> Axis:
+    """``{low, high, log}`` -> range; a list -> choice; a bare value -> fixed."""
+    raw = table.values[name]
+    table.seen.add(name)
+    number = (int,) if integer else (int, float)
+    try:
+        if isinstance(raw, Mapping):
+            spec = _Table(table.path, table.key(name), raw, ("low", "high", "log"))
+            low = spec.get("low", number)
+            high = spec.get("high", number)
+            log = spec.get("log", bool, False)
+            spec.finish()
+            if integer:
+                return IntRange(low, high, log)
+            return FloatRange(float(low), float(high), log)
+        if isinstance(raw, list):
+            return Choice(tuple(raw))
+        return Choice((raw,))
+    except ValueError as err:  # from the range's own checks (low > high, log with low <= 0)
+        raise table.error(name, f"{err}") from None
+
+
+def _values(axis: Axis) -> list[Any]:
+    if isinstance(axis, Choice):
+        return list(axis.choices)
+    return [axis.low, axis.high]
+
+
+def _family_ranges(path: Path, sched: _Table, family: str, epochs: int) -> dict[str, Axis]:
+    table = sched.table(family)
+    defaults = FAMILIES[family].default_space(epochs)
+    axes: dict[str, Axis] = {}
+    for name in table.values:
+        if name not in defaults:
+            known = ", ".join(defaults) or "none"
+            raise table.error(name, f"unknown parameter of {family!r} (its parameters: {known})")
+        integer = isinstance(defaults[name], IntRange)
+        numeric = not isinstance(defaults[name], Choice)
+        axis = _axis(table, name, integer)
+        _check_axis_values(table, name, axis, integer, numeric)
+        axes[name] = axis
+    return axes
+
+
+def _check_axis_values(table: _Table, name: str, axis: Axis, integer: bool,
+                       numeric: bool) -> None:
+    for value in _values(axis):
+        if integer and not _is_int(value):
+            raise table.error(name, f"must be an integer, but got {value!r}")
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise table.error(name, f"must be a number, but got {value!r}")
+        if name in PARAM_LIMITS:
+            ok, expect = PARAM_LIMITS[name]
+            if isinstance(value, bool) or not ok(value):
+                raise table.error(name, f"must be {expect}, but got {value!r}")
+
+
+def _fixed_trial(path: Path, index: int, raw: Any, config: SweepConfig) -> FixedTrial:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(path, f"fixed[{index}]", f"must be a table, but got {raw!r}")
+    table = _Table(path, f"fixed[{index}]", raw,
+                   ("schedule", "lr", "warmup_epochs", "epochs", *PARAM_LIMITS))
+    family = table.get("schedule", str, check=lambda f: f in config.families,
+                       expect=f"one of the sweep's families {list(config.families)}")
+    lr = table.get("lr", (int, float), None, lambda v: v > 0, "> 0")
+    warmup = table.get("warmup_epochs", int, 0, lambda v: v >= 0, ">= 0")
+    epochs = table.get("epochs", int, None, lambda v: v >= 1, ">= 1")
+    params = {name: table.get(name, (int, float, str)) for name in config.space(family)}
+    table.finish()
+    return FixedTrial(family, params, None if lr is None else float(lr), warmup, epochs)
+
+
+def _check_fixed(path: Path, index: int, trial: FixedTrial, config: SweepConfig) -> None:
+    """A fixed trial must lie inside the searched space: Optuna records it on those axes."""
+    where = f"fixed[{index}]"
+    checks = [(f"{where}.{n}", v, axis, f"[schedules.{trial.family}] {n}")
+              for n, axis in config.space(trial.family).items() for v in [trial.params[n]]]
+    if config.lr_axis is not None and trial.lr is not None:
+        checks.append((f"{where}.lr", trial.lr, config.lr_axis, "search.lr"))
+    if config.warmup_axis is not None:
+        checks.append((f"{where}.warmup_epochs", trial.warmup_epochs, config.warmup_axis,
+                       "search.warmup_epochs"))
+    for key, value, axis, source in checks:
+        if not axis.contains(value):
+            raise ConfigError(path, key, f"= {value!r} lies outside the searched range "
+                                         f"{describe(axis)}; widen {source}")
+
+
+def load(path: str | Path) -> SweepConfig:
+    """Read and validate one sweep file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, "(file)", "no such sweep file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(path, "(syntax)", f"not valid TOML: {err}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(path, "(file)", f"cannot be read: {err}") from None
+    return parse(raw, path)
+
+
+def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
+    top = _Table(path, "", raw)
+    study, dset, train, opt, sched = (top.table(name, KEYS[name]) for name in
+                                      ("study", "data", "train", "optimizer", "schedules"))
+
+    positive_int = {"check": lambda v: v >= 1, "expect": ">= 1"}
+    epochs = train.get("epochs", int, **positive_int)
+    families = tuple(sched.get("families", list, check=bool, expect="a non-empty list"))
+    for family in families:
+        if not isinstance(family, str) or family not in FAMILIES:
+            raise sched.error("families", f"has unknown family {family!r} "
+                                          f"(known: {', '.join(FAMILIES)})")
+    search = top.table("search", KEYS["search"])
+    config = SweepConfig(
+        study=study.get("name", str, check=valid_study_name, expect=STUDY_NAME_RULE),
+        trials=study.get("trials", int, **positive_int),
+        seed=study.get("seed", int, 0, lambda v: 0 <= v <= SEED_MAX, SEED_RULE),
+        sampler=study.get("sampler", str, "tpe", lambda v: v in SAMPLERS, f"one of {SAMPLERS}"),
+        pruner=study.get("pruner", str, "median", lambda v: v in PRUNERS, f"one of {PRUNERS}"),
+        dataset=dset.get("dataset", str, "mnist", lambda v: v in data.DATASETS,
+                         f"one of {tuple(data.DATASETS)}"),
+        validation_size=dset.get("validation_size", (int, float), 0.1,
+                                 lambda v: v >= 0 if isinstance(v, int) else 0 <= v < 1,
+                                 "a count >= 1, a fraction in (0, 1), or 0 for the test set"),
+        model=train.get("model", str, "fnn", lambda v: v in models.MODELS,
+                        f"one of {tuple(models.MODELS)}"),
+        epochs=epochs,
+        batch_size=train.get("batch_size", int, 100, **positive_int),
+        optimizer=OptimizerConfig(
+            name=opt.get("name", str, "sgd", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+            lr=float(opt.get("lr", (int, float), 0.1, lambda v: v > 0, "> 0")),
+            momentum=float(opt.get("momentum", (int, float), 0.9, lambda v: 0 <= v < 1,
+                                   "in [0, 1)")),
+            nesterov=opt.get("nesterov", bool, True),
+            weight_decay=float(opt.get("weight_decay", (int, float), 0.0, lambda v: v >= 0,
+                                       ">= 0")),
+        ),
+        families=families,
+        plateau_metric=sched.get("plateau_metric", str, "accuracy",
+                                 lambda v: v in PLATEAU_METRICS, f"one of {PLATEAU_METRICS}"),
+        lr_axis=_axis(search, "lr", False) if "lr" in search.values else None,
+        warmup_axis=(_axis(search, "warmup_epochs", True)
+                     if "warmup_epochs" in search.values else None),
+        range_overrides={f: _family_ranges(path, sched, f, epochs)
+                         for f in families if f in sched.values},
+        source=str(path),
+    )
+    for name in set(sched.values) - sched.seen:
+        if name in FAMILIES:
+            raise sched.error(name, f"has ranges but {name!r} is not in schedules.families")
+    for table in (study, dset, train, opt, sched, search):
+        table.finish()
+    top.get("fixed", list, [])
+    top.finish()
+    fixed = tuple(_fixed_trial(path, i, r, config) for i, r in enumerate(raw.get("fixed", [])))
+    config = dataclasses.replace(config, fixed=fixed)
+    _check_whole(config, path)
+    return config
+
+
+def _check_whole(config: SweepConfig, path: Path) -> None:
+    """Checks that span sections, rerun after command-line overrides."""
+    if config.epochs < 1:
+        raise ConfigError(path, "train.epochs", f"must be >= 1, but got {config.epochs}")
+    if config.trials < 1:
+        raise ConfigError(path, "study.trials", f"must be >= 1, but got {config.trials}")
+    if not 0 <= config.seed <= SEED_MAX:
+        raise ConfigError(path, "study.seed", f"must be {SEED_RULE}, but got {config.seed}")
+    if not valid_study_name(config.study):
+        raise ConfigError(path, "study.name", f"must be {STUDY_NAME_RULE}, but got "
+                                              f"{config.study!r}")
+    if config.dataset not in data.DATASETS:
+        raise ConfigError(path, "data.dataset", f"must be one of {tuple(data.DATASETS)}, "
+                                                f"but got {config.dataset!r}")
+    opt = config.optimizer
+    if opt.name == "sgd" and opt.nesterov and not opt.momentum:
+        raise ConfigError(path, "optimizer.nesterov", "needs momentum > 0, but momentum is 0")
+    if config.lr_axis is not None:
+        for value in _values(config.lr_axis):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(path, "search.lr", f"values must be > 0, but got {value!r}")
+    if config.warmup_axis is not None:
+        for value in _values(config.warmup_axis):
+            if not _is_int(value) or not 0 <= value < config.epochs:
+                raise ConfigError(path, "search.warmup_epochs",
+                                  f"values must be integers in [0, epochs={config.epochs}), "
+                                  f"but got {value!r}")
+    if config.sampler == "grid":
+        for key, axis in (("search.lr", config.lr_axis),
+                          ("search.warmup_epochs", config.warmup_axis)):
+            if axis is not None and not isinstance(axis, Choice):
+                raise ConfigError(path, key, f"the grid sampler needs listed values, but got "
+                                             f"{describe(axis)}")
+        for family in config.families:
+            for name, axis in config.space(family).items():
+                try:
+                    grid_values(axis)
+                except ValueError:
+                    raise ConfigError(path, f"schedules.{family}.{name}",
+                                      f"the grid sampler needs listed values, but got "
+                                      f"{describe(axis)}") from None
+    for i, trial in enumerate(config.fixed):
+        _check_fixed(path, i, trial, config)
+        epochs = trial.epochs or config.epochs
+        if trial.warmup_epochs >= epochs:
+            raise ConfigError(path, f"fixed[{i}].warmup_epochs",
+                              f"must be < epochs={epochs}, but got {trial.warmup_epochs}")

@@ -1,0 +1,127 @@
+"""``lrbench confirm``: re-train each family's best configuration with fresh seeds.
+
+A study's best trial is an optimistic estimate: it won, in part, by luck of its seed.
+Confirm runs live in a sibling study, ``NAME:confirm``, in the same storage: they do
+not feed the sampler, do not count towards the sweep's trials, and are trained by the
+same worker slots as a sweep (with pruning off: every run must reach its last epoch).
+Running confirm again resumes it; a higher ``--seeds`` adds only the missing runs.
+
+Run i of every configuration trains on one batch order, its own fresh one (common
+random numbers: the families are compared on the same data order, seed by seed), with
+fresh initial weights per configuration; so the i-th runs of all families stack on one
+batched slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from lrbench.errors import UserError
+from lrbench.sweep import config as config_module
+from lrbench.sweep.claim import claim_lock
+from lrbench.sweep.config import SweepConfig
+from lrbench.sweep.record import plan_attrs, plan_of
+from lrbench.sweep.storage import open_storage, study_names
+from lrbench.sweep.study import CONFIG_ATTR, best_per_family, open_study
+
+CONFIRM_SUFFIX = ":confirm"
+# Run i's batch order: base seed + SEED_OFFSET x (i + 1); its initial weights: that plus
+# the re-run trial's number.
+SEED_OFFSET = 1_000_000
+
+
+def confirm_study_name(study: str) -> str:
+    return study + CONFIRM_SUFFIX
+
+
+def sweep_config_of(study: optuna.Study, sweep_file: str | None = None) -> SweepConfig:
+    """Rebuild the SweepConfig a study was made from: its sweep file, checked unchanged."""
+    name = study.study_name
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        raise UserError(f"study {name!r} was not made by `lrbench sweep`: nothing to confirm")
+    path = Path(sweep_file or study.user_attrs.get("sweep_file", ""))
+    if not path.is_file():
+        raise UserError(f"study {name!r} was made from {path}, which is gone; "
+                        f"pass --sweep FILE with the same sweep file")
+    config = config_module.load(path)
+    # The command-line overrides the sweep ran with are in the stored setup.
+    overrides = {key: stored.get(key) for key in ("epochs", "dataset", "seed")
+                 if stored.get(key) != getattr(config, key)}
+    config = config.with_overrides(**overrides)
+    identity = json.loads(json.dumps(config.identity()))
+    if identity != stored:
+        changed = sorted(k for k in identity if identity[k] != stored.get(k))
+        raise UserError(f"{path} no longer matches study {name!r} (changed: "
+                        f"{', '.join(changed)}); pass --sweep FILE with the file it was run from")
+    return dataclasses.replace(config, study=name)
+
+
+def _run_key(trial: FrozenTrial) -> tuple[int, int] | None:
+    plan = plan_of(trial)
+    if plan.confirm_of is None or plan.confirm_index is None:
+        return None
+    return plan.confirm_of, plan.confirm_index
+
+
+def chosen_trials(study: optuna.Study, numbers: list[int]) -> dict[str, FrozenTrial]:
+    """Trials named on the command line (``--trial 3``), e.g. each of dlwizard's five."""
+    trials = study.get_trials(deepcopy=False)
+    chosen = {}
+    for number in numbers:
+        if not 0 <= number < len(trials) or trials[number].state != TrialState.COMPLETE:
+            raise UserError(f"--trial {number}: study {study.study_name!r} has no completed "
+                            f"trial number {number}")
+        trial = trials[number]
+        chosen[f"{trial.params.get('schedule', '?')} #{number}"] = trial
+    return chosen
+
+
+def prepare(location: str, study_name: str, seeds: int, sweep_file: str | None = None,
+            numbers: list[int] | None = None) -> tuple[SweepConfig, dict[str, FrozenTrial]]:
+    """Queue the missing confirm runs; return the confirm study's config and what it re-runs.
+
+    By default each family's best trial is re-run; ``numbers`` picks trials instead.
+
+    The returned config's ``trials`` is the number of confirm runs the study should
+    hold, so the sweep machinery trains exactly the queued ones.
+    """
+    storage = open_storage(location, create=False)
+    names = study_names(storage)
+    if study_name not in names:
+        known = ", ".join(n for n in names if not n.endswith(CONFIRM_SUFFIX)) or "none"
+        raise UserError(f"no study {study_name!r} in {location} (studies: {known})")
+    parent = optuna.load_study(study_name=study_name, storage=storage)
+    config = sweep_config_of(parent, sweep_file)
+    winners = chosen_trials(parent, numbers) if numbers else best_per_family(parent)
+    if not winners:
+        raise UserError(f"study {study_name!r} has no completed trial to confirm yet")
+
+    confirm_config = dataclasses.replace(config, study=confirm_study_name(study_name),
+                                         pruner="none", sampler="random", fixed=())
+    with claim_lock(location, confirm_config.study):  # two confirms queue the runs once
+        return _queue_runs(confirm_config, open_study(confirm_config, storage), winners,
+                           seeds, config.seed), winners
+
+
+def _queue_runs(confirm_config: SweepConfig, study: optuna.Study,
+                winners: dict[str, FrozenTrial], seeds: int, base_seed: int) -> SweepConfig:
+    """Queue each winner's missing runs; the config's ``trials`` is then the runs' total."""
+    planned = {key for t in study.get_trials(deepcopy=False)
+               if t.state != TrialState.FAIL and (key := _run_key(t)) is not None}
+    for best in winners.values():
+        for index in range(seeds):
+            if (best.number, index) in planned:
+                continue
+            data_seed = base_seed + SEED_OFFSET * (index + 1)
+            plan = dataclasses.replace(
+                plan_of(best), seed=data_seed + best.number, data_seed=data_seed,
+                confirm_of=best.number, confirm_index=index, requeued_from=None)
+            study.enqueue_trial(best.params, user_attrs=plan_attrs(plan))
+            planned.add((best.number, index))
+    return dataclasses.replace(confirm_config, trials=len(planned))

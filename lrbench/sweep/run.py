@@ -1,0 +1,253 @@
+"""Run a sweep: open the study, start one worker process per slot, watch them to the end.
+
+The parent does the checks that should fail fast and once (devices, data, the results
+folder, the study's setup), then runs the slots in rounds until the study holds its
+trial count:
+
+- a slot whose process dies costs only its own trials: they are recovered at once and
+  a replacement slot starts (at most ``MAX_RESTARTS`` times per slot);
+- when the slots are done but trials of another live sweep are still running, the
+  parent waits for them, and runs a new round if any of them die;
+- Ctrl-C or SIGTERM sets the stop event: every slot fails and re-queues its trials at
+  its next epoch, and the parent returns once they have; a second one leaves at once
+  (the workers still stop by themselves, see ``lrbench.sweep.lifeline``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from lrbench.errors import UserError, signal_of
+from lrbench.sweep import seeds
+from lrbench.sweep.choice import resolve_engine
+from lrbench.sweep.claim import claim_lock
+from lrbench.sweep.config import SweepConfig
+from lrbench.sweep.devices import Slot, plan_slots
+from lrbench.sweep.pool import SlotEnd, SlotPool
+from lrbench.sweep.slot import SlotJob, SlotReport
+from lrbench.sweep.storage import is_url, open_storage, storage_location
+from lrbench.sweep.study import counted_trials, open_study, recover_stale_trials, start_run
+from lrbench.train import data
+
+MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is given up
+MAX_IDLE_ROUNDS = 2  # rounds in a row that finish no trial: the sweep cannot get further
+POLL_SECONDS = 0.5
+RECOVER_EVERY_SECONDS = 5.0  # while waiting on other sweeps' trials
+
+
+@dataclass
+class StudySnapshot:
+    """A snapshot of the study, as the progress bar shows it."""
+
+    finished: int
+    running: int
+    best: float | None
+    failed: int = 0
+
+
+@dataclass
+class SweepOutcome:
+    study: optuna.Study  # already synced with the storage: read results from it directly
+    storage: str
+    slots: list[Slot]
+    finished: int
+    target: int
+    recovered: list[int] = field(default_factory=list)  # trials re-queued from dead workers
+    interrupted: int = 0  # the signal that stopped the sweep (SIGINT, SIGTERM), or 0
+    wall_seconds: float = 0.0
+    reports: list[SlotReport] = field(default_factory=list)
+    error: BaseException | None = None
+    deaths: int = 0  # worker processes that died mid-sweep
+    failed_before: int = 0  # FAIL trials in the study when this sweep started
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(r.train_seconds for r in self.reports)
+
+    @property
+    def short(self) -> bool:
+        """Ended with fewer finished trials than its target, though nobody stopped it."""
+        return not self.interrupted and self.error is None and self.finished < self.target
+
+
+def snapshot(study: optuna.Study) -> StudySnapshot:
+    trials = study.get_trials(deepcopy=False)
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    return StudySnapshot(finished=len(done),
+                         running=sum(t.state == TrialState.RUNNING for t in trials),
+                         best=max(complete) if complete else None,
+                         failed=sum(t.state == TrialState.FAIL for t in trials))
+
+
+def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
+              storage: str | None = None, data_dir: str | None = None, device: str = "auto",
+              workers: int | None = None, engine: str = "auto", batch_trials: int | None = None,
+              tf32: bool = False,
+              on_progress: Callable[[StudySnapshot], None] | None = None) -> SweepOutcome:
+    """Train the sweep's trials on worker slots until the study holds ``config.trials``.
+
+    ``engine``: "sequential", "batched" or "auto" (per slot: lrbench.sweep.choice);
+    ``batch_trials``: K for the batched engine, None to size it per slot; ``tf32``: TF32
+    matmuls in batched GPU slots.
+    """
+    started = time.perf_counter()
+    slots = plan_slots(device, workers)
+    # Fail here, once, on a missing data set or a bad validation size, not in N workers.
+    arrays = data.load_arrays(config.dataset, data_dir)
+    data.validation_count(config.validation_size, len(arrays.train_labels))
+    location = storage_location(storage, results_dir)
+    if not is_url(location):
+        check_writable(Path(location).parent)
+    study_storage = open_storage(location)
+    with claim_lock(location, config.study):
+        study = open_study(config, study_storage)
+        run = start_run(study)
+    first = snapshot(study)
+    outcome = SweepOutcome(study, location, slots, first.finished, config.trials,
+                           failed_before=first.failed)
+    jobs = [SlotJob(slot, config, location, arrays, engine=resolve_engine(engine, slot),
+                    batch_trials=batch_trials, slots=_peers(slot, slots), tf32=tf32)
+            for slot in slots]
+    pool = SlotPool()
+    try:
+        _run_rounds(_Starter(pool, config.seed, run), jobs, study, outcome, on_progress)
+    except KeyboardInterrupt as interrupt:  # the second Ctrl-C: leave now
+        pool.abandon()
+        outcome.interrupted = signal_of(interrupt)
+        raise
+    outcome.finished = snapshot(study).finished
+    outcome.wall_seconds = time.perf_counter() - started
+    return outcome
+
+
+def check_writable(folder: Path) -> None:
+    """The results folder exists (or can be made) and takes files: say so now, not later."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".lrbench-write-test-"):
+            pass
+    except OSError as err:
+        raise UserError(f"results folder {folder} is not writable: {err.strerror}") from None
+
+
+def _peers(slot: Slot, slots: list[Slot]) -> int:
+    """Slots on the same kind of device: the ones this slot shares the trials with when
+    sizing K. A GPU slot trains ~100x a CPU slot, so counting the CPU slots would leave
+    it a CPU-sized share."""
+    return sum(s.device.startswith("cuda") == slot.device.startswith("cuda") for s in slots)
+
+
+@dataclass
+class _Starter:
+    """Starts slot processes, each with a sampler seed of its own (``seeds.sampler_seed``):
+    a replacement slot, or the same slot in a later round, seeded as before would propose
+    its first trials again."""
+
+    pool: SlotPool
+    base_seed: int
+    run: int
+    starts: Counter[int] = field(default_factory=Counter)
+
+    def start(self, job: SlotJob, restarts: int = 0) -> None:
+        index = job.slot.index
+        seed = seeds.sampler_seed(self.base_seed, self.run, index, self.starts[index])
+        self.starts[index] += 1
+        self.pool.start(dataclasses.replace(job, sampler_seed=seed), restarts)
+
+
+def _recover(study: optuna.Study, location: str) -> list[int]:
+    with claim_lock(location, study.study_name):
+        return recover_stale_trials(study)
+
+
+def _run_rounds(starter: _Starter, jobs: list[SlotJob], study: optuna.Study,
+                outcome: SweepOutcome, on_progress: Callable[[StudySnapshot], None] | None
+                ) -> None:
+    """Rounds of slots until the count is reached, the sweep is stopped, or rounds stop
+    helping (every slot gave up: failing trials, dying processes)."""
+    idle_rounds = 0
+    while True:
+        outcome.recovered += _recover(study, outcome.storage)
+        left = outcome.target - counted_trials(study)
+        now = snapshot(study)
+        if left > 0:
+            if idle_rounds >= MAX_IDLE_ROUNDS:
+                return
+            for job in jobs[:left]:  # more slots than trials left would only start and stop
+                starter.start(job)
+            _watch(starter, study, outcome, on_progress)
+            if outcome.interrupted or outcome.error is not None:
+                return
+            idle_rounds = idle_rounds + 1 if snapshot(study).finished == now.finished else 0
+            continue
+        if now.finished >= outcome.target:
+            return
+        # The count is reached only with trials another live sweep is running: wait for
+        # them, and train again if any of them die or are re-queued.
+        _wait_for_others(study, outcome, on_progress)
+        if outcome.interrupted:
+            return
+
+
+def _watch(starter: _Starter, study: optuna.Study, outcome: SweepOutcome,
+           on_progress: Callable[[StudySnapshot], None] | None) -> None:
+    """Wait for the round's slots, replacing dead ones; Ctrl-C or SIGTERM stops them."""
+    pool = starter.pool
+    while pool.running:
+        try:
+            for end in pool.wait(POLL_SECONDS):
+                _slot_ended(starter, end, study, outcome)
+            if on_progress is not None:
+                on_progress(snapshot(study))
+        except KeyboardInterrupt as interrupt:
+            if outcome.interrupted:
+                raise  # a second one
+            outcome.interrupted = signal_of(interrupt)
+            pool.stop()  # every slot re-queues its trials at its next epoch
+    if on_progress is not None:
+        on_progress(snapshot(study))
+
+
+def _slot_ended(starter: _Starter, end: SlotEnd, study: optuna.Study,
+                outcome: SweepOutcome) -> None:
+    if end.report is not None:  # (a slot that was sent SIGTERM alone re-queued its trials)
+        outcome.reports.append(end.report)
+        outcome.recovered += end.report.recovered
+        return
+    if not end.died:  # a bug, a broken device, a full disk: stop the sweep, keep the error
+        outcome.error = outcome.error or end.error
+        starter.pool.stop()
+        return
+    outcome.deaths += 1
+    outcome.recovered += _recover(study, outcome.storage)  # its trials, at once
+    if not starter.pool.stopping and end.process.restarts < MAX_RESTARTS:
+        starter.start(end.process.job, end.process.restarts + 1)
+
+
+def _wait_for_others(study: optuna.Study, outcome: SweepOutcome,
+                     on_progress: Callable[[StudySnapshot], None] | None) -> None:
+    """Wait until no trial runs, or some were recovered from dead workers, or Ctrl-C."""
+    last_check = time.monotonic()
+    try:
+        while (now := snapshot(study)).running:
+            if on_progress is not None:
+                on_progress(now)
+            if time.monotonic() - last_check > RECOVER_EVERY_SECONDS:
+                last_check = time.monotonic()
+                recovered = _recover(study, outcome.storage)
+                if recovered:
+                    outcome.recovered += recovered
+                    return
+            time.sleep(POLL_SECONDS)
+    except KeyboardInterrupt as interrupt:
+        outcome.interrupted = signal_of(interrupt)

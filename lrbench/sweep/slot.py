@@ -1,0 +1,347 @@
+"""One worker slot: a process pinned to one device, looping ask -> train -> record.
+
+Each slot talks to the shared study itself, so a sweep can be joined by more slots (or
+a second ``lrbench sweep``) at any time. The trial count is checked across all slots
+under the claim lock, not per slot, and the same lock covers recovering dead workers'
+trials, so the count is exact.
+
+A batched slot keeps K trials in flight (continuous batching): at every epoch boundary
+the trials that finished, were pruned or diverged leave its stacks, their records are
+written in one batch, and newly asked trials take their places. Pruning is decided per
+stack and epoch (``lrbench.sweep.pruning``), not per trial through the storage.
+
+Storage per trial: its creation, then its params and claim in one batch of writes
+with the rest of the asks, then its end (record, intermediate values, state) in one
+batch with the others that leave at the same epoch (``lrbench.sweep.record``).
+
+The slot stops at its next epoch boundary when ``lifeline.stop_requested()``: it fails
+its trials and re-queues them, so an interrupted sweep loses no configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import resource
+import time
+import traceback
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from lrbench.errors import StorageError
+from lrbench.sweep import lifeline
+from lrbench.sweep.choice import batch_trials, fuse_update
+from lrbench.sweep.claim import claim_lock
+from lrbench.sweep.config import SweepConfig
+from lrbench.sweep.devices import Slot, configure_process
+from lrbench.sweep.pruning import StackPruner
+from lrbench.sweep.record import (
+    Claim,
+    batched_writes,
+    beat,
+    failed_record,
+    finished_record,
+    write_claim,
+    write_end,
+)
+from lrbench.sweep.sampling import asking
+from lrbench.sweep.storage import open_storage
+from lrbench.sweep.study import (
+    counted_trials,
+    make_pruner,
+    make_sampler,
+    new_claim,
+    recover_stale_trials,
+    requeue,
+    trial_spec,
+)
+from lrbench.train.batched import EpochRow, Stack, group_key
+from lrbench.train.data import DatasetArrays, split_to_device
+from lrbench.train.sequential import train_trial
+from lrbench.train.trial import TrialResult, TrialSpec
+
+# A slot whose trials keep raising has a bug or a broken device, not bad luck: stop it.
+MAX_FAILURES_IN_A_ROW = 3
+# Claims are refreshed this often: only another host's sweep reads the heartbeat, and it
+# takes a trial as dead after study.STALE_AFTER_SECONDS (30 min) without one.
+HEARTBEAT_SECONDS = 60.0
+# A batched slot asks at least this share of K at a time (see _batched_loop).
+ASK_CHUNK = 0.25
+
+
+class StopRequested(Exception):
+    """The sweep is stopping (Ctrl-C, SIGTERM, parent gone): abandon the trial, re-queue it."""
+
+
+@dataclass(frozen=True)
+class SlotJob:
+    slot: Slot
+    config: SweepConfig
+    storage: str  # URL or journal path: each process opens its own connection
+    arrays: DatasetArrays  # read once by the parent: workers never import torchvision
+    sampler_seed: int = 0  # this slot process's own (lrbench.sweep.seeds.sampler_seed)
+    engine: str = "sequential"  # "sequential" or "batched", already resolved for this slot
+    batch_trials: int | None = None  # trials in flight per slot; None: sized in the worker
+    slots: int = 1  # slots on this kind of device: the auto-sized K is a share of the trials
+    tf32: bool = False  # batched engine on a GPU: TF32 matmuls (faster, 10-bit mantissas)
+
+
+@dataclass
+class SlotReport:
+    slot: Slot
+    engine: str = "sequential"
+    batch_trials: int = 1
+    trials: int = 0
+    failed: int = 0
+    interrupted: bool = False
+    recovered: list[int] = dataclasses.field(default_factory=list)  # dead workers' trials
+    data_seconds: float = 0.0  # loading the data set onto the device, once per slot
+    train_seconds: float = 0.0  # wall time inside the engine (a batch counts once)
+    peak_rss_mb: float = 0.0  # the worker process's peak resident memory
+    peak_gpu_mb: float = 0.0  # torch's peak allocated CUDA memory, on a GPU slot
+
+
+def run_slot(job: SlotJob) -> SlotReport:
+    """Train the sweep's trials on this slot until the study holds its count, or a stop."""
+    slot = _Slot(job)
+    if job.engine == "batched":
+        _batched_loop(slot)
+    else:
+        _sequential_loop(slot)
+    slot.report.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB
+    if job.slot.device.startswith("cuda"):
+        slot.report.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+    return slot.report
+
+
+@dataclass
+class _Running:
+    """A trial this slot trains: Optuna's handle, what it trains, and this slot's claim."""
+
+    trial: optuna.Trial
+    spec: TrialSpec
+    claim: Claim
+    batch_trials: int = 1  # its stack's size when it joined
+
+
+class _Slot:
+    """A slot's open study, data and counters; the two loops below share them."""
+
+    def __init__(self, job: SlotJob) -> None:
+        self.job, self.config, self.slot = job, job.config, job.slot
+        configure_process(job.slot)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study = optuna.load_study(study_name=self.config.study,
+                                       storage=open_storage(job.storage),
+                                       sampler=make_sampler(self.config, job.sampler_seed),
+                                       pruner=make_pruner(self.config))
+        self.storage = self.study._storage
+        # The median rule runs inside the slot; other pruners (hyperband) ask Optuna per trial.
+        self.stack_pruner = StackPruner.like(self.study.pruner)
+        self.optuna_pruning = (self.stack_pruner is None
+                               and not isinstance(self.study.pruner, optuna.pruners.NopPruner))
+        self.batch_trials = 1
+        if job.engine == "batched":
+            queued = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            self.batch_trials = batch_trials(job.batch_trials, self.config, job.slot, job.slots,
+                                             queued)
+        self.report = SlotReport(job.slot, job.engine, self.batch_trials)
+        started = time.perf_counter()
+        self.data = split_to_device(job.arrays, self.config.validation_size, self.config.seed,
+                                    job.slot.device)
+        self.report.data_seconds = time.perf_counter() - started
+        self.failures_in_a_row = 0
+        self.last_beat = time.time()
+
+    def ask(self, most: int) -> list[_Running]:
+        """Up to ``most`` new trials, counted against the sweep's total across all slots.
+
+        Dead workers' trials are recovered first, under the same lock: their
+        configurations are queued again and this slot may take them at once. The new
+        trials' params and claims go to the storage as one write, before the lock is
+        released (an unclaimed trial is taken as its asker's death after 2 s).
+        """
+        with claim_lock(self.job.storage, self.config.study):
+            self.report.recovered += recover_stale_trials(self.study)
+            count = max(0, min(most, self.config.trials - counted_trials(self.study)))
+            if count == 0:
+                return []
+            running = []
+            with asking(self.study, count) as trials, batched_writes(self.storage):
+                for trial in trials:
+                    spec = trial_spec(trial, self.config)  # draws its params
+                    claim = new_claim(trial, spec, self.slot.index, self.slot.device,
+                                      self.job.sampler_seed)
+                    write_claim(trial, claim)
+                    running.append(_Running(trial, spec, claim))
+        return running
+
+    def decide(self, running: dict[Hashable, _Running], rows: list[EpochRow]) -> list[Hashable]:
+        """Which of a stack's trials to prune after this epoch (keys of ``running``)."""
+        if self.stack_pruner is not None:
+            self.stack_pruner.refresh(self.study)  # one read for the whole stack
+            return [row.key for row in rows
+                    if not row.last and self.stack_pruner.prune(row.epoch, row.curve)]
+        if not self.optuna_pruning:
+            return []
+        prune = []
+        for row in rows:  # Optuna's own pruner, through the storage
+            trial = running[row.key].trial
+            trial.report(row.val_accuracy, row.epoch)
+            if not row.last and trial.should_prune():
+                prune.append(row.key)
+        return prune
+
+    def beat_if_due(self, running: list[_Running]) -> None:
+        if time.time() - self.last_beat < HEARTBEAT_SECONDS:
+            return
+        with batched_writes(self.storage):
+            for r in running:
+                r.claim = beat(r.trial, r.claim)
+        self.last_beat = time.time()
+
+    def ended(self, ends: list[tuple[_Running, TrialResult]]) -> None:
+        """Record finished trials: one batch of writes for all of them."""
+        self.failures_in_a_row = 0
+        sizes = {"train_size": len(self.data.train_y), "val_size": len(self.data.val_y),
+                 "test_size": len(self.data.test_y)}
+        with batched_writes(self.storage):
+            for r, result in ends:
+                record = finished_record(
+                    r.spec, result, device=self.slot.device, engine=self.job.engine,
+                    batch_trials=r.batch_trials,
+                    tf32=self.job.tf32 and self.job.engine == "batched",
+                    steps_per_epoch=math.ceil(len(self.data.train_y) / r.spec.batch_size),
+                    **sizes)
+                state = TrialState.PRUNED if result.status == "pruned" else TrialState.COMPLETE
+                write_end(self.study, r.trial._trial_id, record, state)
+        self.report.trials += len(ends)
+
+    def interrupted(self, running: list[_Running]) -> None:
+        with batched_writes(self.storage):
+            for r in running:
+                record = failed_record(r.trial, "interrupted (Ctrl-C, SIGTERM or parent gone); "
+                                                "re-queued")
+                write_end(self.study, r.trial._trial_id, record, TrialState.FAIL)
+        for r in running:  # a new trial each: Optuna's create needs its answer at once
+            requeue(self.study, r.trial)
+        self.report.interrupted = True
+
+    def failed(self, running: list[_Running], err: Exception) -> None:
+        """Fail the trials with the error's trace; stop the slot after a run of failures."""
+        trace = traceback.format_exc()
+        with batched_writes(self.storage):
+            for r in running:
+                record = failed_record(r.trial, f"error: {err!r}", trace)
+                write_end(self.study, r.trial._trial_id, record, TrialState.FAIL)
+        self.report.failed += len(running)
+        self.failures_in_a_row += 1
+        if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            unit = "stacks" if self.job.engine == "batched" else "trials"
+            raise RuntimeError(f"slot {self.slot.index} ({self.slot.device}): "
+                               f"{self.failures_in_a_row} {unit} in a row failed; "
+                               f"last: {err!r}") from err
+
+
+def _sequential_loop(slot: _Slot) -> None:
+    """One trial at a time: ask, train, record."""
+    while not lifeline.stop_requested():
+        got = slot.ask(1)
+        if not got:
+            break
+        r = got[0]
+        curve: list[float] = []
+
+        def on_epoch(epoch: int, val_accuracy: float, r: _Running = r,
+                     curve: list[float] = curve) -> bool:
+            slot.beat_if_due([r])
+            if lifeline.stop_requested():
+                raise StopRequested
+            curve.append(val_accuracy)
+            last = epoch + 1 == r.spec.epochs
+            row = EpochRow(r.trial.number, epoch, val_accuracy, last, curve)
+            return bool(slot.decide({r.trial.number: r}, [row]))
+
+        try:
+            started = time.perf_counter()
+            result = train_trial(r.spec, slot.data, on_epoch)
+        except StopRequested:
+            slot.interrupted([r])
+            break
+        except StorageError:  # nothing more can be written: end the slot, say why
+            raise
+        except Exception as err:  # a bug or a device error: keep its trace with the trial
+            slot.failed([r], err)
+            continue
+        slot.report.train_seconds += time.perf_counter() - started
+        slot.ended([(r, result)])
+
+
+def _batched_loop(slot: _Slot) -> None:
+    """Keep ``slot.batch_trials`` trials in flight, in stacks of one batch order each.
+
+    Every epoch boundary: fill the free places, let the new trials join their stacks,
+    train every stack one epoch, record the trials that left. Trials of different batch
+    orders (e.g. confirm runs of different seeds) train in separate stacks, one after the
+    other within the epoch.
+
+    Places are filled from the slot's queue of asked trials, and the queue is refilled
+    ASK_CHUNK of K at a time: a sampler fit costs about the same for 1 trial as for 8,
+    and pruned trials leave a stack one or two at a time. Queued trials are claimed
+    (RUNNING) and join at the next free place, at most an epoch or two later.
+    """
+    stacks: dict[tuple[object, ...], Stack] = {}
+    running: dict[Hashable, _Running] = {}
+    queue: list[_Running] = []
+    fused = fuse_update(slot.slot, slot.batch_trials)
+    chunk = max(1, math.ceil(ASK_CHUNK * slot.batch_trials))
+    while True:
+        if lifeline.stop_requested():
+            slot.interrupted([*running.values(), *queue])
+            return
+        free = slot.batch_trials - len(running)
+        if free > len(queue):
+            queue += slot.ask(max(free - len(queue), chunk))
+        joining, queue = queue[:free], queue[free:]
+        _join(slot, joining, stacks, running, fused)
+        if not running:
+            return
+        for key, stack in list(stacks.items()):
+            members = stack.keys()
+            try:
+                started = time.perf_counter()
+                left = stack.run_epoch(lambda rows: slot.decide(running, rows))
+                slot.report.train_seconds += time.perf_counter() - started
+            except StorageError:
+                raise
+            except Exception as err:  # the whole stack shares the failure
+                del stacks[key]
+                slot.failed([running.pop(k) for k in members], err)
+                continue
+            if left:
+                slot.ended([(running.pop(k), result) for k, result in left])
+            if not len(stack):
+                del stacks[key]
+        slot.beat_if_due([*running.values(), *queue])
+
+
+def _join(slot: _Slot, new: list[_Running], stacks: dict[tuple[object, ...], Stack],
+          running: dict[Hashable, _Running], fused: bool) -> None:
+    """New trials join the stack of their batch order (a new stack if there is none)."""
+    by_key: dict[tuple[object, ...], list[_Running]] = {}
+    for r in new:
+        by_key.setdefault(group_key(r.spec), []).append(r)
+    for key, group in by_key.items():
+        stack = stacks.get(key)
+        if stack is None:
+            data_seed = group[0].spec.data_seed
+            stack = stacks[key] = Stack(slot.data, group[0].spec.seed if data_seed is None
+                                        else data_seed, tf32=slot.job.tf32, fused=fused)
+        stack.join([r.spec for r in group], keys=[r.trial.number for r in group])
+        for r in group:
+            r.batch_trials = len(stack)
+            running[r.trial.number] = r

@@ -1,0 +1,94 @@
+"""Where studies live: an embedded journal file under results/, or any Optuna URL.
+
+The default is Optuna's ``JournalStorage`` on a journal file: one append-only file
+that many processes can write at once (SQLite is ruled out for parallel writers by
+Optuna's FAQ), and that ``optuna-dashboard results/lrbench.journal`` opens. lrbench
+writes it through ``lrbench.journal``, which keeps it readable after crashes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage
+from optuna.storages.journal import JournalRedisBackend
+
+from lrbench.errors import StorageError, UserError
+from lrbench.sweep import journal
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOURNAL = "lrbench.journal"
+
+
+def storage_location(storage: str | None, results_dir: str | Path) -> str:
+    """The storage as a string a worker process can reopen: a URL or a file path."""
+    if storage:
+        return storage
+    return str(Path(results_dir) / DEFAULT_JOURNAL)
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def open_storage(location: str, *, create: bool = True) -> BaseStorage:
+    """Open a storage URL (``postgresql://``, ``sqlite:///``, ``redis://``) or journal file."""
+    if location.startswith("redis://"):
+        try:
+            return JournalStorage(JournalRedisBackend(location))
+        except ImportError as err:  # the redis package is optional
+            raise UserError(f"--storage {location}: {err}") from None
+        except Exception as err:  # redis.ConnectionError and kin
+            raise UserError(f"--storage {location}: cannot connect: {err}") from None
+    if is_url(location):
+        try:
+            return optuna.storages.RDBStorage(location)
+        except (ImportError, ValueError) as err:  # unknown dialect, missing driver
+            raise UserError(f"--storage {location}: cannot open it: {err}") from None
+        except Exception as err:  # sqlalchemy's OperationalError: server down, bad credentials
+            if type(err).__module__.startswith("sqlalchemy"):
+                raise UserError(f"--storage {location}: cannot connect: {err}") from None
+            raise
+    return open_journal(Path(location), create=create)
+
+
+def open_journal(path: Path, *, create: bool = True) -> JournalStorage:
+    """Open a journal file: refuse anything else, repair a torn tail, name damage exactly.
+
+    A writer (``create=True``: sweep, confirm) moves a torn tail to a side file under
+    the journal's lock before Optuna reads it; a reader (report, list) leaves the file
+    alone and only warns, as Optuna skips the torn bytes anyway.
+    """
+    if not path.exists():
+        if not create:
+            raise UserError(f"no lrbench storage at {path} (run `lrbench sweep` first, or pass "
+                            f"--results DIR / --storage URL)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"cannot create the results folder {path.parent}: {err}") from None
+    if path.is_dir():
+        raise UserError(f"--storage {path} is a folder; give a journal file or a URL")
+    # Refuses a file that is no journal, before anything (even a lock file) is written.
+    health = journal.inspect(path) if path.exists() else None
+    try:
+        backend = journal.SafeJournalBackend(str(path))
+        if create and health and health.torn_bytes:
+            with backend.lock:  # look again under the lock: another writer may have moved it
+                journal.move_torn_tail(journal.inspect(path))
+    except OSError as err:  # a read-only folder, say
+        raise UserError(f"cannot open {path} for writing: {err.strerror}") from None
+    if not create and health and health.torn_bytes:
+        log.warning("%s ends in %d torn bytes (an interrupted write); they are skipped, "
+                    "and the next sweep moves them to a side file", path, health.torn_bytes)
+    try:
+        return JournalStorage(backend)  # replays the journal: reads it all
+    except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError is a ValueError
+        raise StorageError(journal.locate_damage(path)) from None
+
+
+def study_names(storage: BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]

@@ -1,0 +1,295 @@
+"""The Optuna side of a sweep: the study, its conditional space, and its bookkeeping.
+
+Search space: ``schedule`` (categorical over the sweep's families), then that family's
+parameters named ``family.param`` (``step.gamma``), then ``lr`` and ``warmup_epochs``
+when the sweep searches them. What a trial plans, who runs it and what came out are its
+typed records (``lrbench.sweep.record``), so the report can redraw every curve without
+retraining.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+import json
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import psutil
+from optuna.trial import FrozenTrial, TrialState
+
+import lrbench
+from lrbench.errors import UserError
+from lrbench.space import grid_values, suggest
+from lrbench.sweep import seeds
+from lrbench.sweep.config import FixedTrial, SweepConfig
+from lrbench.sweep.record import (
+    Claim,
+    Plan,
+    claim_of,
+    failed_record,
+    plan_attrs,
+    plan_of,
+    record_of,
+    trained_seeds,
+    write_record,
+)
+from lrbench.sweep.sampling import BatchTPESampler
+from lrbench.train.schedules import ScheduleSpec
+from lrbench.train.trial import TrialSpec
+
+# A RUNNING trial from another machine whose heartbeat (refreshed every epoch) is older
+# than this is taken as dead. On this machine the worker's process is checked directly.
+STALE_AFTER_SECONDS = 30 * 60
+# A RUNNING trial not yet marked with its owner, older than this, seen by a process that
+# holds the claim lock, was asked by a process that died before it could mark it: askers
+# mark their trials before they release the lock. (Only storages without a shared claim
+# lock need the seconds; see lrbench.sweep.claim.)
+UNMARKED_AFTER_SECONDS = 2.0
+CONFIG_ATTR = "lrbench_config"
+RUNS_ATTR = "lrbench_runs"  # how many sweeps have started on the study: the next run's index
+
+
+def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """The slot's sampler; ``seed`` is the slot's own (``seeds.sampler_seed``): slots with
+    equal seeds would propose equal trials."""
+    if config.sampler == "tpe":
+        with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # group=True samples each family's parameters jointly after `schedule`;
+            # constant_liar keeps parallel slots from proposing the same point; a batched
+            # slot's K asks share one split and "below" fit, and a trial fits only the
+            # groups of its own family (lrbench.sweep.sampling).
+            return BatchTPESampler(multivariate=True, group=True, constant_liar=True,
+                                   seed=seed, family_param="schedule")
+    if config.sampler == "qmc":
+        # QMC walks one shared low-discrepancy sequence: every slot must use one seed.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.QMCSampler(seed=config.seed, warn_independent_sampling=False)
+    return optuna.samplers.RandomSampler(seed=seed)  # random, and grid beyond its queue
+
+
+def make_pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
+    epochs = config.epochs  # fixed trials may set their own; the sweep's is the yardstick
+    if config.pruner == "median":
+        # No pruning in the first half of a run: schedules that decay late (cosine, step
+        # at epoch 3) trail early by design, and pruning them then would bias the study
+        # against them. (With n_warmup_steps=1, a 5-epoch step sweep pruned 21 of 30.)
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=epochs // 2)
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    return optuna.pruners.NopPruner()
+
+
+def provenance() -> dict[str, Any]:
+    import torch
+
+    try:
+        revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                  cwd=Path(lrbench.__file__).parent, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        revision = ""
+    return {"lrbench": lrbench.__version__, "optuna": optuna.__version__,
+            "torch": torch.__version__, "git_revision": revision or "unknown",
+            "host": socket.gethostname(),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}
+
+
+def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the study, or reopen it if this is the same sweep run again.
+
+    Hold the study's claim lock around this: two sweeps starting at once must not both
+    find the study new and both queue its fixed trials.
+    """
+    identity = config.identity()
+    study = optuna.create_study(study_name=config.study, storage=storage, direction="maximize",
+                                load_if_exists=True)
+    stored = study.user_attrs.get(CONFIG_ATTR)
+    if stored is None:
+        study.set_user_attr(CONFIG_ATTR, identity)
+        study.set_user_attr("sweep_file", config.source)
+        study.set_user_attr("provenance", provenance())
+        _enqueue_planned(study, config)
+    elif stored != json.loads(json.dumps(identity)):
+        changed = sorted(k for k in identity
+                         if json.dumps(identity[k]) != json.dumps(stored.get(k)))
+        raise UserError(f"study {config.study!r} already exists with a different setup "
+                        f"(changed: {', '.join(changed)}); resume it unchanged, or start a new "
+                        f"study with --study NAME")
+    return study
+
+
+def start_run(study: optuna.Study) -> int:
+    """This sweep's run index on the study (0 for the first sweep); hold the claim lock."""
+    run = int(study.user_attrs.get(RUNS_ATTR, 0))
+    study.set_user_attr(RUNS_ATTR, run + 1)
+    return run
+
+
+def fixed_params(config: SweepConfig, fixed: FixedTrial) -> tuple[dict[str, Any], Plan]:
+    """A fixed trial as Optuna params (what is searched) and its plan (what is not)."""
+    params: dict[str, Any] = {"schedule": fixed.family}
+    params.update({f"{fixed.family}.{k}": v for k, v in fixed.params.items()})
+    fixed_lr = fixed_warmup = None
+    if fixed.lr is not None:
+        if config.lr_axis is not None:
+            params["lr"] = fixed.lr
+        else:
+            fixed_lr = fixed.lr
+    if config.warmup_axis is not None:
+        params["warmup_epochs"] = fixed.warmup_epochs
+    elif fixed.warmup_epochs:
+        fixed_warmup = fixed.warmup_epochs
+    return params, Plan(epochs=fixed.epochs, fixed_lr=fixed_lr, fixed_warmup_epochs=fixed_warmup)
+
+
+def _grid_points(config: SweepConfig) -> list[dict[str, Any]]:
+    """Each family's own Cartesian product: a grid over a conditional space."""
+    points = []
+    shared = {"lr": config.lr_axis, "warmup_epochs": config.warmup_axis}
+    shared_axes = {k: grid_values(a) for k, a in shared.items() if a is not None}
+    for family in config.families:
+        axes = {f"{family}.{k}": grid_values(a) for k, a in config.space(family).items()}
+        axes.update(shared_axes)
+        for values in itertools.product(*axes.values()):
+            points.append({"schedule": family, **dict(zip(axes, values))})
+    return points
+
+
+def _enqueue_planned(study: optuna.Study, config: SweepConfig) -> None:
+    for fixed in config.fixed:
+        params, plan = fixed_params(config, fixed)
+        study.enqueue_trial(params, user_attrs=plan_attrs(plan), skip_if_exists=True)
+    if config.sampler == "grid":
+        for point in _grid_points(config):
+            study.enqueue_trial(point, skip_if_exists=True)
+
+
+def trial_spec(trial: optuna.Trial, config: SweepConfig) -> TrialSpec:
+    """Sample the conditional space: the family first, then only its parameters."""
+    plan = plan_of(trial)
+    family = trial.suggest_categorical("schedule", list(config.families))
+    params = {name: suggest(trial, f"{family}.{name}", axis)
+              for name, axis in config.space(family).items()}
+    if config.lr_axis is not None:
+        lr = float(suggest(trial, "lr", config.lr_axis))
+    else:
+        lr = float(plan.fixed_lr if plan.fixed_lr is not None else config.optimizer.lr)
+    if config.warmup_axis is not None:
+        warmup = int(suggest(trial, "warmup_epochs", config.warmup_axis))
+    else:
+        warmup = int(plan.fixed_warmup_epochs or 0)
+    epochs = int(plan.epochs or config.epochs)
+    seed, data_seed = trial_seeds(trial, config)
+    return TrialSpec(
+        number=trial.number, seed=seed, model=config.model, epochs=epochs,
+        batch_size=config.batch_size,
+        optimizer=dataclasses.replace(config.optimizer, lr=lr),
+        schedule=ScheduleSpec(family, params, warmup), plateau_metric=config.plateau_metric,
+        data_seed=data_seed,
+    )
+
+
+def trial_seeds(trial: optuna.Trial | FrozenTrial, config: SweepConfig) -> tuple[int, int]:
+    """The trial's init seed and batch-order seed.
+
+    Search trials: the init seed comes from the configuration (``seeds.trial_seed``), and
+    every trial shares the base seed's batch order (common random numbers: schedules are
+    compared on the same data order, and any trials can share a batched stack). A queued
+    trial may carry its own (confirm runs' fresh seeds; a re-queued trial's).
+    """
+    plan = plan_of(trial)
+    configuration = {**trial.params, **plan.training(), "epochs": int(plan.epochs or config.epochs)}
+    if plan.seed is None:
+        return seeds.trial_seed(config.seed, configuration), config.seed
+    return plan.seed, plan.data_seed if plan.data_seed is not None else plan.seed
+
+
+# --- who is running what: liveness, so a dead worker's trial can be recovered ---
+
+
+def new_claim(trial: optuna.Trial, spec: TrialSpec, slot_index: int, device: str,
+              sampler_seed: int | None = None) -> Claim:
+    """This process's claim on a trial it is about to train (write it with record.write_claim)."""
+    me = psutil.Process()
+    return Claim(host=socket.gethostname(), pid=me.pid, pid_started=me.create_time(),
+                 slot=slot_index, device=device, seed=spec.seed,
+                 data_seed=spec.data_seed if spec.data_seed is not None else spec.seed,
+                 sampler_seed=sampler_seed, heartbeat=time.time())
+
+
+def _worker_alive(trial: FrozenTrial) -> bool:
+    claim = claim_of(trial)
+    if claim is None:  # asked but not yet claimed: alive only while still claiming
+        started = trial.datetime_start or datetime.datetime.now()
+        return (datetime.datetime.now() - started).total_seconds() < UNMARKED_AFTER_SECONDS
+    if claim.host != socket.gethostname():
+        return time.time() - claim.heartbeat < STALE_AFTER_SECONDS
+    try:
+        process = psutil.Process(claim.pid)
+        # The same pid with another start time is a new process that reused the number.
+        return abs(process.create_time() - claim.pid_started) < 1.0
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def recover_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail trials left RUNNING by dead workers and queue their configs again.
+
+    Hold the study's claim lock (``lrbench.sweep.claim``): then no live asker is between
+    asking a trial and marking it as its own.
+    """
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _worker_alive(trial):
+            continue
+        try:
+            # Optuna has no public setter for another process's trial attributes.
+            write_record(study, trial._trial_id,
+                         failed_record(trial, "worker died or was interrupted; re-queued"))
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):  # another sweep recovered it first
+            continue
+        requeue(study, trial)
+        recovered.append(trial.number)
+    return recovered
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
+    """Queue the trial's configuration again, with the seeds it trained with."""
+    plan = dataclasses.replace(plan_of(trial), requeued_from=trial.number)
+    trained = trained_seeds(trial)
+    if trained is not None:
+        plan = dataclasses.replace(plan, seed=trained[0], data_seed=trained[1])
+    study.enqueue_trial(trial.params, user_attrs=plan_attrs(plan))
+
+
+def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
+    """Each family's best result by validation accuracy: the one definition of "best".
+
+    A result is a complete trial that did not diverge: a diverged trial never wins, even
+    at a higher value (its accuracy is chance's). The report's frames apply the same rule
+    to their table (``report.frames.completed``).
+    """
+    best: dict[str, FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        family = trial.params.get("schedule")
+        record = record_of(trial)
+        if family is None or trial.value is None or (record is not None and record.diverged):
+            continue
+        if family not in best or trial.value > best[family].value:
+            best[family] = trial
+    return best
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards the sweep's total: finished or being trained."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+    return len(study.get_trials(deepcopy=False, states=states))

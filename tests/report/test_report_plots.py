@@ -1,0 +1,284 @@
+"""The report's figures, drawn from a small real sweep (plus synthesized confirm runs).
+
+One module-scoped sweep of the ``all`` file (12 trials x 3 epochs, ~25 s on 2 cores)
+gives real frames: several families, pruned trials, per-batch LR traces, importances.
+Confirm runs are synthesized from its best trials (``lrbench confirm`` is not needed):
+each family's best trial copied with role 'confirm' and jittered accuracies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+import matplotlib.image
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrbench.cli import main
+from lrbench.report import frames as frames_module
+from lrbench.report import plots
+from lrbench.report.frames import ReportFrames, best_per_family
+from lrbench.train.schedules import FAMILIES
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+TARGETS = (0.85, 0.9)  # 3 epochs on the 5,000-image sample: the best trials land ~0.92
+
+
+def with_confirm(frames: ReportFrames, seeds: int = 3) -> ReportFrames:
+    """Each family's best search trial re-run ``seeds`` times: copied rows, role 'confirm',
+    accuracies jittered by ~0.3 points as fresh seeds would."""
+    rng = np.random.default_rng(0)
+    trials, epochs = [], []
+    for number, best in enumerate(r for r in best_per_family(frames.trials).to_dict("records")
+                                  for _ in range(seeds)):
+        trials.append({**best, "role": "confirm", "confirm_of": best["number"],
+                       "number": number,
+                       "val_accuracy": best["val_accuracy"] + rng.normal(0, 0.003),
+                       "test_accuracy": best["test_accuracy"] + rng.normal(0, 0.003)})
+        curve = frames.epochs[(frames.epochs["number"] == best["number"])
+                              & (frames.epochs["role"] == "search")]
+        epochs.append(curve.assign(role="confirm", number=number,
+                                   val_accuracy=curve["val_accuracy"]
+                                   + rng.normal(0, 0.003, len(curve))))
+    all_trials = pd.concat([frames.trials, pd.DataFrame(trials)], ignore_index=True)
+    all_trials["confirm_of"] = all_trials["confirm_of"].astype("Int64")
+    return dataclasses.replace(frames, trials=all_trials,
+                               epochs=pd.concat([frames.epochs, *epochs], ignore_index=True))
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory: pytest.TempPathFactory) -> ReportFrames:
+    if not (DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    results = tmp_path_factory.mktemp("sweep")
+    # --epochs 3: the all file searches warm-up in [0, 2], which needs 3 epochs
+    main(["sweep", "all", "--data-dir", str(DATA), "--results", str(results),
+          "--trials", "12", "--epochs", "3", "--workers", "2"])
+    loaded = frames_module.load(str(results / "lrbench.journal")).study("all")
+    assert loaded.trials["state"].eq("complete").sum() >= 3, loaded.trials
+    return with_confirm(loaded)
+
+
+def assert_png(path: Path | None, min_width: int = 250, min_height: int = 150) -> None:
+    """A readable PNG of a sensible size with more than a few colours (something drawn)."""
+    assert path is not None and path.is_file()
+    image = matplotlib.image.imread(path)
+    height, width = image.shape[:2]
+    assert width >= min_width and height >= min_height, (path, image.shape)
+    assert width <= 1300, f"{path} is {width} px wide: too wide for the page"
+    colours = np.unique(image.reshape(-1, image.shape[-1]), axis=0)
+    assert len(colours) > 20, f"{path} is nearly blank"
+
+
+# --- palette and order: no drawing --------------------------------------------------------
+
+
+def test_family_palette_gives_a_family_the_same_colour_in_any_subset() -> None:
+    everyone = plots.family_palette(FAMILIES)
+    assert len(set(everyone.values())) == len(FAMILIES)  # all distinguishable
+    assert plots.family_palette(["polynomial", "step"]) == {
+        "polynomial": everyone["polynomial"], "step": everyone["step"]}
+    extra = plots.family_palette(["step", "my_schedule"])
+    assert extra["step"] == everyone["step"]
+    assert extra["my_schedule"] not in everyone.values()
+
+
+@pytest.mark.slow
+def test_family_order_puts_the_best_family_first_and_uncompleted_last(
+        swept: ReportFrames) -> None:
+    order = plots.family_order(swept.trials)
+    best = best_per_family(swept.trials)
+    assert order[:len(best)] == list(best["family"])
+    assert sorted(order) == sorted(set(swept.trials["family"]))
+
+
+# --- every figure from real frames -----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_draw_all_writes_seven_named_pngs_and_leaks_no_figure(swept: ReportFrames,
+                                                                tmp_path: Path) -> None:
+    figures = plots.draw_all(swept, tmp_path, TARGETS, top_k=2, prefix="all")
+    names = [f"all-{stem}.png" for stem in plots.FILE_STEMS]
+    assert [f.path.name for f in figures if f.path] == names
+    for figure in figures:
+        assert figure.drawn and figure.title and figure.caption
+        assert_png(figure.path)
+    assert "confirm" in figures[0].caption and "confirm" in figures[1].caption
+    assert plt.get_fignums() == []
+
+
+@pytest.mark.slow
+def test_draw_all_names_files_after_the_study_by_default(swept: ReportFrames,
+                                                         tmp_path: Path) -> None:
+    figures = plots.draw_all(single_family(swept), tmp_path, TARGETS)
+    assert figures[0].path == tmp_path / "all-01-accuracy.png"
+
+
+@pytest.mark.slow
+def test_slugs_of_distinct_study_names_never_collide() -> None:
+    """Report files are named after studies; "a/b" and "a:b" both clean to "a-b"."""
+    names = ["smoke", "a/b", "a:b", "a b", "a-b", "smoke:confirm", "smoke-confirm", "/", ":"]
+    slugs = [plots.slug(name) for name in names]
+    assert len(set(slugs)) == len(names)
+    assert plots.slug("smoke") == "smoke" and plots.slug("a-b") == "a-b"  # safe names stay
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", s) for s in slugs)
+    assert plots.slug("a/b") == plots.slug("a/b")  # the same name, the same files
+
+
+def test_captions_count_confirm_runs_only_when_there_are_some(swept: ReportFrames,
+                                                              tmp_path: Path) -> None:
+    search_only = keep(swept, swept.trials["role"] == "search")
+    assert "0 confirm runs" in plots.accuracy_by_family(search_only, tmp_path / "a.png").caption
+    assert "no confirm runs yet" in plots.convergence(search_only, tmp_path / "c.png").caption
+
+
+def test_bad_arguments_are_rejected_with_the_value() -> None:
+    empty = ReportFrames([], pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    with pytest.raises(ValueError, match="top_k=0"):
+        plots.convergence(empty, Path("x.png"), top_k=0)
+    with pytest.raises(ValueError, match="targets="):
+        plots.time_to_target(empty, Path("x.png"), (97,))
+
+
+# --- edge optima --------------------------------------------------------------------------
+
+
+def plant_lr(frames: ReportFrames, value: float) -> tuple[ReportFrames, str]:
+    """Set the best family's best trial's searched LR (log range) to ``value``."""
+    best = best_per_family(frames.trials).iloc[0]
+    trials = frames.trials.copy()
+    trials.loc[(trials["role"] == "search") & (trials["number"] == best["number"]),
+               "param:lr"] = value
+    return dataclasses.replace(frames, trials=trials), best["family"]
+
+
+@pytest.mark.slow
+def test_edge_optima_flags_a_value_at_the_end_of_its_range(swept: ReportFrames) -> None:
+    planted, family = plant_lr(swept, 0.49)  # lr is searched in [0.01, 0.5], log
+    edges = plots.edge_optima(planted)
+    row = edges[(edges["family"] == family) & (edges["param"] == "lr")]
+    assert row[["value", "low", "high", "edge"]].values.tolist() == [[0.49, 0.01, 0.5, "high"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("value", [math.sqrt(0.01 * 0.5), 0.03])
+def test_edge_optima_ignores_a_value_inside_its_log_range(swept: ReportFrames,
+                                                          value: float) -> None:
+    # 0.03 is 4% along [0.01, 0.5] linearly but 28% along it in log space: not an edge
+    planted, family = plant_lr(swept, value)
+    edges = plots.edge_optima(planted)
+    assert edges[(edges["family"] == family) & (edges["param"] == "lr")].empty
+
+
+def test_edge_position_is_measured_in_log_space_for_log_ranges() -> None:
+    assert plots._range_position(0.1, 0.01, 1.0, log=True) == pytest.approx(0.5)
+    assert plots._range_position(0.1, 0.0, 1.0, log=False) == pytest.approx(0.1)
+
+
+# --- edge cases: a Figure with a note, never an exception ---------------------------------
+
+
+def keep(frames: ReportFrames, rows: pd.Series) -> ReportFrames:
+    """Only the trials in ``rows`` (a mask over frames.trials) and their epochs."""
+    trials = frames.trials[rows]
+    keys = set(zip(trials["role"], trials["number"]))
+    epochs = frames.epochs[[k in keys for k in zip(frames.epochs["role"],
+                                                   frames.epochs["number"])]]
+    families = set(trials["family"])
+    return dataclasses.replace(
+        frames, trials=trials, epochs=epochs,
+        space=frames.space[frames.space["family"].isin(families)],
+        lr_steps=frames.lr_steps[frames.lr_steps["family"].isin(families)],
+        importances=frames.importances[frames.importances["scope"].isin(families)])
+
+
+def single_family(frames: ReportFrames) -> ReportFrames:
+    return keep(frames, frames.trials["family"] == plots.family_order(frames.trials)[0])
+
+
+def one_trial(frames: ReportFrames) -> ReportFrames:
+    best = best_per_family(frames.trials).iloc[0]
+    return keep(frames, (frames.trials["role"] == "search")
+                & (frames.trials["number"] == best["number"]))
+
+
+def none_completed(frames: ReportFrames, state: str) -> ReportFrames:
+    trials = frames.trials.assign(state=state, status=state)
+    return dataclasses.replace(frames, trials=trials, lr_steps=frames.lr_steps.iloc[:0],
+                               importances=frames.importances.iloc[:0])
+
+
+def diverged(frames: ReportFrames) -> ReportFrames:
+    """All but each family's best search trial diverged: NaN accuracies and losses."""
+    best = set(best_per_family(frames.trials)["number"])
+    hit = (frames.trials["role"] == "search") & ~frames.trials["number"].isin(best)
+    trials = frames.trials.copy()
+    trials.loc[hit, ["val_accuracy", "test_accuracy"]] = math.nan
+    trials.loc[hit, ["diverged", "status"]] = [True, "diverged"]
+    epochs = frames.epochs.copy()
+    bad = (epochs["role"] == "search") & epochs["number"].isin(trials[hit]["number"])
+    epochs.loc[bad, ["val_loss", "val_accuracy"]] = math.nan
+    return dataclasses.replace(frames, trials=trials, epochs=epochs)
+
+
+def no_search_space(frames: ReportFrames) -> ReportFrames:
+    fixed = frames.trials.drop(columns=[c for c in frames.trials if c.startswith("param:")])
+    return dataclasses.replace(frames, trials=fixed, space=frames.space.iloc[:0])
+
+
+NOT_DRAWN = {"failed": set(range(7)), "pruned": set(range(7)), "empty": set(range(7))}
+VARIANTS = {
+    "failed": lambda f: none_completed(f, "fail"),
+    "pruned": lambda f: none_completed(f, "pruned"),
+    "empty": lambda f: dataclasses.replace(f, trials=f.trials.iloc[:0], epochs=f.epochs.iloc[:0],
+                                           lr_steps=pd.DataFrame(), importances=pd.DataFrame()),
+    "single family": single_family,
+    "one trial": one_trial,
+    "diverged": diverged,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_odd_studies_give_a_figure_or_a_note(swept: ReportFrames, tmp_path: Path,
+                                             variant: str) -> None:
+    figures = plots.draw_all(VARIANTS[variant](swept), tmp_path, TARGETS, prefix="odd")
+    assert len(figures) == 7
+    for index, figure in enumerate(figures):
+        if index in NOT_DRAWN.get(variant, set()):
+            assert figure.path is None and figure.note, (variant, figure)
+        else:
+            assert_png(figure.path, min_width=200, min_height=100)
+    assert plt.get_fignums() == []
+
+
+@pytest.mark.slow
+def test_no_searched_parameter_says_so_and_has_no_edges(swept: ReportFrames,
+                                                        tmp_path: Path) -> None:
+    fixed = no_search_space(swept)
+    assert "no searched parameter" in plots.sensitivity(fixed, tmp_path / "s.png").note
+    assert plots.edge_optima(fixed).empty
+
+
+@pytest.mark.slow
+def test_no_importances_still_draws_the_history_with_a_note(swept: ReportFrames,
+                                                            tmp_path: Path) -> None:
+    figure = plots.importance_and_history(
+        dataclasses.replace(swept, importances=pd.DataFrame()), tmp_path / "i.png")
+    assert_png(figure.path)
+    assert "No parameter importances" in figure.note
+
+
+@pytest.mark.slow
+def test_all_targets_missed_is_drawn_as_missed_with_a_note(swept: ReportFrames,
+                                                           tmp_path: Path) -> None:
+    figure = plots.time_to_target(swept, tmp_path / "t.png", (0.999,))
+    assert_png(figure.path)
+    assert "reached 0.999" in figure.note

@@ -1,0 +1,146 @@
+"""Tests for lrbench.sweep.record: one typed record per trial, written in few storage operations.
+
+``tests/data/release-995747e.journal`` was written by the release before the records
+(commit 995747e: ``lrbench sweep`` of ``release-995747e.toml`` and ``confirm --seeds 2``,
+on a 500-image MNIST root). Its ``.trials.csv`` / ``.epochs.csv`` are that release's own
+report tables of it: the new readers must give the same tables.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from lrbench.report import frames
+from lrbench.sweep import record
+from lrbench.sweep.journal import SafeJournalBackend
+from lrbench.sweep.record import Claim, Plan, TrialRecord
+from lrbench.sweep.storage import open_storage
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+DATA = Path(__file__).resolve().parents[1] / "data"
+RELEASE = "release-995747e"
+
+
+@pytest.fixture
+def release_journal(tmp_path: Path) -> Path:
+    path = tmp_path / "lrbench.journal"
+    shutil.copy(DATA / f"{RELEASE}.journal", path)
+    return path
+
+
+def test_a_storage_of_the_previous_release_gives_that_releases_report_tables(release_journal):
+    loaded = frames.load(str(release_journal))
+    for name, frame in (("trials", loaded.trials), ("epochs", loaded.epochs)):
+        folder = release_journal.parent / name
+        folder.mkdir()
+        frame.to_csv(folder / "t.csv", index=False)
+        ours = pd.read_csv(folder / "t.csv")
+        theirs = pd.read_csv(DATA / f"{RELEASE}.{name}.csv")
+        pd.testing.assert_frame_equal(ours, theirs)
+    assert len(loaded.trials) == 14 and set(loaded.trials["status"]) == {"complete", "pruned"}
+
+
+def test_legacy_loose_attributes_read_as_records(release_journal):
+    storage = open_storage(str(release_journal), create=False)
+    search = optuna.load_study(study_name="frozen", storage=storage).trials
+    confirm = optuna.load_study(study_name="frozen:confirm", storage=storage).trials
+    first = record.record_of(search[0])
+    assert first is not None and first.status == "complete" and first.family == "step"
+    assert first.epochs_run == 4 == len(first.curves["epoch"])
+    assert first.val_accuracy == search[0].value
+    # (it recorded every trial's epochs; its LR was searched, not fixed)
+    assert record.plan_of(search[0]) == Plan(epochs=4)
+    claim = record.claim_of(search[0])
+    assert claim is not None and claim.pid > 0 and claim.seed == first.seed
+    run = record.plan_of(confirm[0])
+    assert run.confirm_of is not None and run.confirm_index == 0 and run.seed is not None
+    assert record.trained_seeds(confirm[0]) == (run.seed, run.data_seed)
+
+
+def test_records_round_trip_through_a_journal(tmp_path: Path):
+    storage = open_storage(str(tmp_path / "j.journal"))
+    study = optuna.create_study(storage=storage, direction="maximize")
+    plan = Plan(epochs=3, fixed_lr=0.2, seed=5, data_seed=6, confirm_of=1, confirm_index=0)
+    study.enqueue_trial({"x": 1.0}, user_attrs=record.plan_attrs(plan))
+    trial = study.ask()
+    trial.suggest_float("x", 0, 2)
+    claim = Claim("host", 1, 2.0, 0, "cpu", seed=5, data_seed=6)
+    record.write_claim(trial, claim)
+    curves = {"epoch": [1, 2], "lr": [0.2, 0.1], "train_loss": [1.0, math.nan],
+              "val_loss": [0.5, 0.4], "val_accuracy": [0.7, 0.8], "seconds": [0.1, 0.2]}
+    done = TrialRecord("complete", family="step", seed=5, data_seed=6, data_offset=2,
+                       epochs=3, epochs_run=2, val_accuracy=0.8, test_accuracy=0.75,
+                       test_loss=0.6, train_seconds=1.5, device="cpu", engine="batched",
+                       batch_trials=4, train_size=10, val_size=2, test_size=3,
+                       steps_per_epoch=1, curves=curves)
+    record.write_end(study, trial._trial_id, done, TrialState.COMPLETE)
+    reopened = optuna.load_study(study_name=study.study_name,
+                                 storage=open_storage(str(tmp_path / "j.journal"))).trials[0]
+    assert record.plan_of(reopened) == plan
+    assert record.claim_of(reopened) == claim
+    got = record.record_of(reopened)
+    assert math.isnan(got.curves["train_loss"][1])
+    got.curves["train_loss"][1] = curves["train_loss"][1] = 0.0
+    assert got == done
+    assert reopened.state == TrialState.COMPLETE and reopened.value == 0.8
+    assert reopened.intermediate_values == {0: 0.7, 1: 0.8}  # the dashboard's and pruners' view
+
+
+def test_a_trials_end_is_one_journal_append(tmp_path: Path):
+    """Record, every epoch's intermediate value and the state: one locked write."""
+    path = tmp_path / "j.journal"
+    storage = open_storage(str(path))
+    study = optuna.create_study(storage=storage, direction="maximize")
+    trials = [study.ask() for _ in range(3)]
+    appends = []
+    backend: SafeJournalBackend = storage._backend
+    original = SafeJournalBackend.append_logs
+
+    def counting(self, logs):
+        if self._buffer is None:
+            appends.append(len(logs))
+        return original(self, logs)
+
+    SafeJournalBackend.append_logs = counting
+    try:
+        curves = {"epoch": [1, 2, 3], "val_accuracy": [0.5, 0.6, 0.7]}
+        with record.batched_writes(storage):
+            for trial in trials:
+                record.write_end(study, trial._trial_id,
+                                 TrialRecord("complete", val_accuracy=0.7, curves=curves),
+                                 TrialState.COMPLETE)
+    finally:
+        SafeJournalBackend.append_logs = original
+    assert appends == [3 * (3 + 1 + 1)]  # one write: 3 trials x (3 values, record, state)
+    assert backend._buffer is None
+    assert all(t.state == TrialState.COMPLETE for t in study.get_trials())
+    assert path.read_bytes().endswith(b"\n")
+
+
+def test_a_batch_that_raises_writes_nothing(tmp_path: Path):
+    path = tmp_path / "j.journal"
+    storage = open_storage(str(path))
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    size = path.stat().st_size
+    with pytest.raises(ZeroDivisionError), record.batched_writes(storage):
+        trial.set_user_attr("a", 1)
+        raise ZeroDivisionError
+    assert path.stat().st_size == size
+    reopened = optuna.load_study(study_name=study.study_name, storage=open_storage(str(path)))
+    assert reopened.trials[0].user_attrs == {}
+
+
+def test_every_record_field_is_json(tmp_path: Path):
+    fields = {f.name for f in dataclasses.fields(TrialRecord)}
+    written = json.loads(json.dumps(dataclasses.asdict(TrialRecord("failed"))))
+    assert set(written) == fields

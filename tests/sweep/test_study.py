@@ -1,0 +1,608 @@
+"""Tests for lrbench.sweep.study (the Optuna side) and lrbench.sweep.slot.run_slot.
+
+In-memory studies where one process is enough; a journal file in tmp_path where a second
+process (a later sweep, a dead worker) is the point. Only the run_slot tests train, for
+one epoch on the real MNIST sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import psutil
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from lrbench.errors import UserError
+from lrbench.sweep import lifeline, record, seeds
+from lrbench.sweep import slot as worker
+from lrbench.sweep import study as st
+from lrbench.sweep.config import OptimizerConfig, SweepConfig, load
+from lrbench.sweep.devices import Slot
+from lrbench.sweep.record import Claim, Plan
+from lrbench.sweep.sampling import BatchTPESampler
+from lrbench.sweep.slot import SlotJob, run_slot
+from lrbench.sweep.storage import open_storage
+from lrbench.train.data import load_arrays
+from lrbench.train.schedules import ScheduleSpec
+from lrbench.train.trial import TrialSpec
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = REPO.parent / "shared" / "data"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def write_sweep(tmp_path: Path, *, name: str = "t", trials: int = 10, seed: int = 7,
+                sampler: str = "random", pruner: str = "none", epochs: int = 5,
+                families: str = '["step", "plateau", "constant"]', search: str = "",
+                extra: str = "", validation_size: str = "0.1") -> SweepConfig:
+    """A sweep file in tmp_path, loaded as the CLI loads it. `search` is the body of
+    [search]; `extra` is appended raw (family tables, [[fixed]] entries)."""
+    text = f"""\
+[study]
+name = "{name}"
+trials = {trials}
+seed = {seed}
+sampler = "{sampler}"
+pruner = "{pruner}"
+
+[data]
+dataset = "mnist"
+validation_size = {validation_size}
+
+[train]
+model = "fnn"
+epochs = {epochs}
+batch_size = 100
+
+[optimizer]
+name = "sgd"
+lr = 0.1
+
+[search]
+{search}
+
+[schedules]
+families = {families}
+
+{extra}
+"""
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text, encoding="utf-8")
+    return load(path)
+
+
+def memory_study(sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    return optuna.create_study(storage=optuna.storages.InMemoryStorage(), direction="maximize",
+                               sampler=sampler or optuna.samplers.RandomSampler(seed=0))
+
+
+def expected_names(config: SweepConfig, family: str) -> set[str]:
+    return {"schedule"} | {f"{family}.{name}" for name in config.space(family)}
+
+
+def waiting(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+def enqueued_params(study: optuna.Study) -> list[dict]:
+    """What enqueue_trial stored: Optuna keeps it in system_attrs until the trial is asked."""
+    return [t.system_attrs["fixed_params"] for t in waiting(study)]
+
+
+# --- trial_spec: the conditional space ---------------------------------------------------
+
+
+def test_trial_spec_samples_only_the_chosen_familys_parameters(tmp_path: Path):
+    """A `gamma` of `step` must never show up in a `plateau` trial (and TPE's groups rely
+    on each family's names being its own)."""
+    config = write_sweep(tmp_path)
+    study = memory_study()
+    families = Counter()
+    for _ in range(30):
+        trial = study.ask()
+        spec = st.trial_spec(trial, config)
+        family = trial.params["schedule"]
+        families[family] += 1
+        assert set(trial.params) == expected_names(config, family)
+        assert spec.schedule.family == family
+        assert dict(spec.schedule.params) == {
+            name: trial.params[f"{family}.{name}"] for name in config.space(family)}
+        # not searched: the optimizer's lr, no warm-up
+        assert spec.optimizer == config.optimizer
+        assert spec.schedule.warmup_epochs == 0
+        assert (spec.model, spec.epochs, spec.batch_size) == ("fnn", 5, 100)
+        study.tell(trial, 0.5)
+    assert set(families) == {"step", "plateau", "constant"}
+
+
+def test_trial_spec_suggests_lr_and_warmup_when_searched(tmp_path: Path):
+    config = write_sweep(tmp_path, search="lr = { low = 0.01, high = 0.5, log = true }\n"
+                                          "warmup_epochs = { low = 0, high = 2 }")
+    study = memory_study()
+    for _ in range(10):
+        trial = study.ask()
+        spec = st.trial_spec(trial, config)
+        family = trial.params["schedule"]
+        assert set(trial.params) == expected_names(config, family) | {"lr", "warmup_epochs"}
+        assert spec.optimizer.lr == trial.params["lr"] and 0.01 <= spec.optimizer.lr <= 0.5
+        assert spec.schedule.warmup_epochs == trial.params["warmup_epochs"] in (0, 1, 2)
+        assert spec.optimizer.momentum == config.optimizer.momentum
+        study.tell(trial, 0.5)
+
+
+def test_trial_spec_seed_comes_from_base_seed_and_configuration(tmp_path: Path):
+    """Distinct seeds per configuration, the same whatever the trial's number (which
+    depends on which worker asked first); one shared batch order, the base seed's."""
+    config = write_sweep(tmp_path, seed=7)
+    study = memory_study()
+    specs = []
+    for number in range(3):
+        trial = study.ask()
+        spec = st.trial_spec(trial, config)
+        assert trial.number == spec.number == number
+        configuration = {**trial.params, "epochs": 5}
+        assert spec.seed == seeds.trial_seed(7, configuration)
+        assert spec.data_seed == 7
+        assert spec.schedule.family == trial.params["schedule"]
+        assert spec.epochs == 5
+        specs.append((trial.params, spec.seed))
+        study.tell(trial, 0.5)
+    assert len({seed for _, seed in specs}) == 3
+    # The same configuration asked again, as trial 3: the same seed.
+    params, seed = specs[0]
+    study.enqueue_trial(params)
+    again = study.ask()
+    assert again.number == 3 and st.trial_spec(again, config).seed == seed
+    # Another base seed: other seeds.
+    other = dataclasses.replace(config, seed=8)
+    assert st.trial_spec(study.ask(), other).seed != seeds.trial_seed(7, {**params, "epochs": 5})
+
+
+def test_queued_seeds_override_the_derived_ones(tmp_path: Path):
+    """A re-queued trial carries its seeds; a confirm run brings fresh ones for both."""
+    config = write_sweep(tmp_path, seed=7)
+    study = memory_study()
+    study.enqueue_trial({"schedule": "constant"}, user_attrs=record.plan_attrs(Plan(seed=11)))
+    study.enqueue_trial({"schedule": "constant"},
+                        user_attrs=record.plan_attrs(Plan(seed=11, data_seed=7)))
+    first, second = study.ask(), study.ask()
+    assert st.trial_seeds(first, config) == (11, 11)
+    assert st.trial_seeds(second, config) == (11, 7)
+
+
+def test_fixed_trial_epochs_and_lr_override_the_config(tmp_path: Path):
+    """The tutorial's step runs are 5 epochs in a 10-epoch sweep, at their own LR."""
+    fixed = '[[fixed]]\nschedule = "step"\nstep_size = 1\ngamma = 0.1\nepochs = 2\nlr = 0.05\n'
+    config = write_sweep(tmp_path, extra=fixed)
+    study = st.open_study(config, optuna.storages.InMemoryStorage())
+    first = study.ask()
+    spec = st.trial_spec(first, config)
+    assert first.params == {"schedule": "step", "step.step_size": 1, "step.gamma": 0.1}
+    assert record.plan_of(first).epochs == spec.epochs == 2
+    assert spec.optimizer.lr == 0.05
+    study.tell(first, 0.5)
+    second = study.ask()
+    spec = st.trial_spec(second, config)
+    assert spec.epochs == config.epochs == 5
+    assert spec.optimizer.lr == config.optimizer.lr
+
+
+# --- open_study: create, reopen, refuse a changed setup ----------------------------------
+
+FIXED_TWO = ('[[fixed]]\nschedule = "step"\nstep_size = 1\ngamma = 0.1\n'
+             '[[fixed]]\nschedule = "plateau"\nfactor = 0.5\npatience = 0\n')
+
+
+@pytest.fixture(params=["memory", "journal"])
+def storage_factory(request, tmp_path: Path):
+    """A fresh connection each call: the journal one is what a second `lrbench sweep` sees."""
+    if request.param == "memory":
+        shared = optuna.storages.InMemoryStorage()
+        return lambda: shared
+    return lambda: open_storage(str(tmp_path / "results" / "lrbench.journal"))
+
+
+def test_open_study_stores_config_and_provenance(tmp_path: Path, storage_factory):
+    config = write_sweep(tmp_path, extra=FIXED_TWO)
+    study = st.open_study(config, storage_factory())
+    attrs = study.user_attrs
+    assert study.study_name == "t"
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert attrs[st.CONFIG_ATTR] == json.loads(json.dumps(config.identity()))
+    assert attrs["sweep_file"] == str(tmp_path / "t.toml")
+    provenance = attrs["provenance"]
+    assert provenance["lrbench"] and provenance["optuna"] == optuna.__version__
+    assert provenance["torch"] == torch.__version__
+    assert provenance["host"] == socket.gethostname()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    assert provenance["git_revision"] == (head.stdout.strip() if head.returncode == 0
+                                          else "unknown")
+
+
+def test_reopen_with_the_same_config_enqueues_nothing_new(tmp_path: Path, storage_factory):
+    config = write_sweep(tmp_path, extra=FIXED_TWO)
+    st.open_study(config, storage_factory())
+    again = load(config.source)  # the same file read again, as a resumed sweep does
+    study = st.open_study(again, storage_factory())
+    assert len(study.trials) == 2
+    assert enqueued_params(study) == [
+        {"schedule": "step", "step.step_size": 1, "step.gamma": 0.1},
+        {"schedule": "plateau", "plateau.factor": 0.5, "plateau.patience": 0},
+    ]
+    # more trials asked for is not a different setup: the count is not part of the identity
+    st.open_study(again.with_overrides(trials=50), storage_factory())
+
+
+def test_reopen_with_changed_epochs_is_refused(tmp_path: Path, storage_factory):
+    config = write_sweep(tmp_path)
+    st.open_study(config, storage_factory())
+    with pytest.raises(UserError) as err:
+        st.open_study(config.with_overrides(epochs=3), storage_factory())
+    message = str(err.value)
+    assert "epochs" in message and "--study" in message and "'t'" in message
+
+
+def test_grid_enqueues_each_familys_own_product(tmp_path: Path):
+    """A grid over a conditional space: step's and plateau's axes are never crossed."""
+    config = write_sweep(
+        tmp_path, sampler="grid", search="lr = [0.05, 0.1]",
+        extra="[schedules.step]\nstep_size = [1, 2]\ngamma = [0.1, 0.5]\n"
+              "[schedules.plateau]\nfactor = [0.1, 0.5]\npatience = { low = 0, high = 2 }\n")
+    study = st.open_study(config, optuna.storages.InMemoryStorage())
+    points = enqueued_params(study)
+    by_family = Counter(p["schedule"] for p in points)
+    # step 2 x 2 x lr 2 = 8; plateau 2 x 3 (0, 1, 2) x lr 2 = 12; constant: lr 2 = 2
+    assert by_family == {"step": 8, "plateau": 12, "constant": 2}
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == 22  # no duplicates
+    for point in points:
+        assert set(point) == expected_names(config, point["schedule"]) | {"lr"}
+    assert {"schedule": "plateau", "plateau.factor": 0.5, "plateau.patience": 2,
+            "lr": 0.1} in points
+    assert {"schedule": "constant", "lr": 0.05} in points
+    # the first asked trial is the first grid point, and trial_spec reads it back
+    trial = study.ask()
+    spec = st.trial_spec(trial, config)
+    assert trial.params == points[0]
+    assert spec.optimizer.lr == points[0]["lr"]
+
+
+# --- recovering trials left RUNNING by dead workers --------------------------------------
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> str:
+    path = str(tmp_path / "lrbench.journal")
+    optuna.create_study(study_name="s", storage=open_storage(path), direction="maximize")
+    return path
+
+
+def reopen(journal: str) -> optuna.Study:
+    """The study as a new sweep process sees it: its own connection to the journal."""
+    return optuna.load_study(study_name="s", storage=open_storage(journal))
+
+
+def running_trial(study: optuna.Study, **claim: object) -> int:
+    """Ask a trial with params, as a worker does, and claim it with `claim`'s fields."""
+    trial = study.ask()
+    trial.suggest_categorical("schedule", ["step"])
+    trial.suggest_float("step.gamma", 0.05, 0.99, log=True)
+    record.write_claim(trial, Claim(**{"slot": 0, "device": "cpu", "seed": 5, "data_seed": 0,
+                                       **claim}))
+    return trial.number
+
+
+def constant_spec(number: int) -> TrialSpec:
+    return TrialSpec(number, 5, "fnn", 1, 100, OptimizerConfig(), ScheduleSpec("constant", {}))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    assert not psutil.pid_exists(process.pid)
+    return process.pid
+
+
+def test_dead_local_worker_trial_is_failed_and_requeued(journal: str):
+    number = running_trial(reopen(journal), host=socket.gethostname(), pid=dead_pid(),
+                           pid_started=1_000_000.0, heartbeat=time.time())
+    study = reopen(journal)
+    assert st.recover_stale_trials(study) == [number]
+    old = study.trials[number]
+    assert old.state == TrialState.FAIL
+    assert "died" in record.record_of(old).reason
+    assert record.record_of(old).status == "failed"
+    [queued] = waiting(study)
+    assert queued.system_attrs["fixed_params"] == old.params
+    # with the seeds it trained with (its claim's)
+    assert record.plan_of(queued) == Plan(seed=5, data_seed=0, requeued_from=number)
+    # nothing is left to recover: a second sweep starting now must not queue it twice
+    assert st.recover_stale_trials(reopen(journal)) == []
+    assert len(waiting(reopen(journal))) == 1
+    # the next trial asked runs the same configuration again
+    number_asked = study.ask().number
+    asked = study.trials[number_asked]
+    assert asked.state == TrialState.RUNNING
+    assert record.plan_of(asked).requeued_from == number
+    assert asked.system_attrs["fixed_params"] == old.params
+
+
+def test_live_local_worker_trial_is_left_running(journal: str):
+    study = reopen(journal)
+    trial = study.ask()
+    spec = constant_spec(trial.number)
+    claim = st.new_claim(trial, spec, slot_index=0, device="cpu")  # this very process: alive
+    record.write_claim(trial, claim)
+    assert claim.pid == psutil.Process().pid and record.claim_of(trial) == claim
+    assert st.recover_stale_trials(reopen(journal)) == []
+    assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
+
+
+def test_reused_pid_counts_as_dead(journal: str):
+    """Same pid, other start time: the worker died and a new process took its number."""
+    me = psutil.Process()
+    number = running_trial(reopen(journal), host=socket.gethostname(), pid=me.pid,
+                           pid_started=me.create_time() - 100, heartbeat=time.time())
+    assert st.recover_stale_trials(reopen(journal)) == [number]
+
+
+@pytest.mark.parametrize("age, recovered", [(60, False), (st.STALE_AFTER_SECONDS + 60, True)])
+def test_other_hosts_trials_go_by_heartbeat(journal: str, age: float, recovered: bool):
+    """Another machine's pid means nothing here; only its heartbeat's age does."""
+    number = running_trial(reopen(journal), host="some-other-host", pid=psutil.Process().pid,
+                           pid_started=psutil.Process().create_time(),
+                           heartbeat=time.time() - age)
+    assert st.recover_stale_trials(reopen(journal)) == ([number] if recovered else [])
+    state = reopen(journal).trials[number].state
+    assert state == (TrialState.FAIL if recovered else TrialState.RUNNING)
+
+
+def test_trial_asked_but_not_yet_marked_is_not_taken_for_dead(journal: str):
+    """A slot of another sweep between ask() and its claim is alive, not stale."""
+    slot_study = reopen(journal)
+    trial = slot_study.ask()  # no claim yet
+    assert st.recover_stale_trials(reopen(journal)) == []
+    spec = constant_spec(trial.number)
+    record.write_claim(trial, st.new_claim(trial, spec, slot_index=0, device="cpu"))
+    assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
+
+
+def test_unmarked_trial_older_than_a_claim_is_recovered(journal: str, monkeypatch):
+    """Askers mark their trials before releasing the claim lock, so an unmarked trial
+    older than that, seen under the lock, was asked by a process that died (a kill in
+    the ask-to-mark window once left such a trial RUNNING for 30 minutes)."""
+    number = reopen(journal).ask().number
+    monkeypatch.setattr(st, "UNMARKED_AFTER_SECONDS", 0.0)
+    time.sleep(0.01)
+    study = reopen(journal)
+    assert st.recover_stale_trials(study) == [number]
+    assert study.trials[number].state == TrialState.FAIL
+    assert [record.plan_of(t).requeued_from for t in waiting(study)] == [number]
+
+
+# --- counting and sampling ---------------------------------------------------------------
+
+
+def test_counted_trials_counts_finished_and_running_only():
+    study = memory_study()
+    for value in (0.1, 0.2):
+        study.tell(study.ask(), value)
+    study.tell(study.ask(), state=TrialState.PRUNED)
+    study.tell(study.ask(), state=TrialState.FAIL)
+    study.ask()  # running
+    study.enqueue_trial({"x": 1.0})
+    study.enqueue_trial({"x": 2.0})
+    states = Counter(t.state for t in study.trials)
+    assert states == {TrialState.COMPLETE: 2, TrialState.PRUNED: 1, TrialState.FAIL: 1,
+                      TrialState.RUNNING: 1, TrialState.WAITING: 2}
+    assert st.counted_trials(study) == 4
+
+
+def first_suggestion(sampler: optuna.samplers.BaseSampler) -> float:
+    trial = memory_study(sampler).ask()
+    return trial.suggest_float("x", 0.0, 1.0)
+
+
+def test_tpe_is_multivariate_grouped_and_lies_for_running_trials(tmp_path: Path):
+    """Judged by what it proposes, not by Optuna's private attributes: on a sweep's
+    conditional space, with three trials still running, the sampler proposes exactly
+    what multivariate, grouped, constant-liar TPE that fits only the chosen family's group
+    proposes (lrbench.sweep.sampling), and not what TPE without the liar or default TPE does."""
+    config = write_sweep(tmp_path, sampler="tpe")
+
+    def proposals(sampler: optuna.samplers.BaseSampler) -> list[dict]:
+        study = memory_study(sampler)
+        for number in range(26):
+            trial = study.ask()
+            st.trial_spec(trial, config)
+            if number < 23:  # the last three stay RUNNING: constant liar sees them
+                study.tell(trial, (number % 5) / 5)
+        return [t.params for t in study.trials]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        reference, no_liar = (BatchTPESampler(multivariate=True, group=True, constant_liar=liar,
+                                              seed=5, family_param="schedule")
+                              for liar in (True, False))
+    ours = proposals(st.make_sampler(config, seed=5))
+    assert ours == proposals(reference)
+    assert ours != proposals(no_liar)
+    assert ours != proposals(optuna.samplers.TPESampler(seed=5))
+
+
+@pytest.mark.parametrize("sampler, shared", [("tpe", False), ("random", False), ("qmc", True),
+                                             ("grid", False)])
+def test_slot_seeds(tmp_path: Path, sampler: str, shared: bool):
+    """Slots with one seed would propose the same trials; QMC must share its sequence."""
+    config = write_sweep(tmp_path, sampler=sampler, extra=(
+        "[schedules.step]\nstep_size = [1, 2]\ngamma = [0.1]\n"
+        "[schedules.plateau]\nfactor = [0.1]\npatience = [0]\n" if sampler == "grid" else ""))
+    slot_seeds = [seeds.sampler_seed(config.seed, run=0, slot=i) for i in (0, 1)]
+    slot0, slot1 = (first_suggestion(st.make_sampler(config, s)) for s in slot_seeds)
+    assert first_suggestion(st.make_sampler(config, slot_seeds[0])) == slot0  # reproducible
+    assert (slot0 == slot1) is shared
+    if sampler == "qmc":
+        assert st.make_sampler(config, slot_seeds[1])._seed == config.seed
+
+
+def test_each_run_of_a_study_samples_with_new_seeds(tmp_path: Path):
+    """A resumed or joined sweep is the study's next run: its slots never replay an
+    earlier run's seeds (4 -> 8 trials once re-ran trials 0-3's exact parameters)."""
+    journal = str(tmp_path / "lrbench.journal")
+    config = write_sweep(tmp_path, seed=3)
+    study = st.open_study(config, open_storage(journal))
+    assert [st.start_run(study) for _ in range(3)] == [0, 1, 2]
+    assert st.start_run(st.open_study(config, open_storage(journal))) == 3  # stored
+    all_seeds = {seeds.sampler_seed(3, run, slot, start) for run in range(4)
+                 for slot in range(8) for start in range(3)}  # (a replacement is a new start)
+    assert len(all_seeds) == 4 * 8 * 3
+    assert all(0 <= s < 2**31 for s in all_seeds)
+
+
+@pytest.mark.parametrize("pruner, kind", [
+    ("median", optuna.pruners.MedianPruner), ("hyperband", optuna.pruners.HyperbandPruner),
+    ("none", optuna.pruners.NopPruner)])
+def test_make_pruner(tmp_path: Path, pruner: str, kind: type):
+    assert isinstance(st.make_pruner(write_sweep(tmp_path, pruner=pruner)), kind)
+
+
+def test_median_pruner_waits_half_the_run(tmp_path: Path):
+    """No pruning before epoch index epochs // 2: late-decaying schedules trail early."""
+    pruner = st.make_pruner(write_sweep(tmp_path, pruner="median", epochs=6))
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for _ in range(5):  # n_startup_trials good runs
+        trial = study.ask()
+        for epoch in range(6):
+            trial.report(0.9, epoch)
+        study.tell(trial, 0.9)
+    laggard = study.ask()
+    decisions = []
+    for epoch in range(6):
+        laggard.report(0.1, epoch)
+        decisions.append(laggard.should_prune())
+    assert decisions == [False, False, False, True, True, True]
+
+
+# --- run_slot, in this process -----------------------------------------------------------
+
+
+@pytest.fixture
+def slot_job(tmp_path: Path):
+    """A 2-trial, 1-epoch sweep on the real sample; restores what run_slot sets globally."""
+    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    config = write_sweep(tmp_path, name="slot", trials=2, seed=0, epochs=1,
+                         families='["step", "constant"]', validation_size="0.2")
+    journal = str(tmp_path / "results" / "lrbench.journal")
+    st.open_study(config, open_storage(journal))
+    threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
+    arrays = load_arrays("mnist", DATA)
+    yield SlotJob(Slot(0, "cpu", 1), config, journal, arrays)
+    torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(verbosity)
+    lifeline.reset()
+
+
+def stored(job: SlotJob) -> optuna.Study:
+    return optuna.load_study(study_name=job.config.study, storage=open_storage(job.storage))
+
+
+def test_run_slot_runs_the_sweeps_trials(slot_job: SlotJob):
+    report = run_slot(slot_job)
+    assert (report.trials, report.failed, report.interrupted) == (2, 0, False)
+    assert report.train_seconds > 0 and report.data_seconds >= 0
+    trials = stored(slot_job).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    for trial in trials:
+        rec, claim = record.record_of(trial), record.claim_of(trial)
+        assert rec.seed == st.trial_seeds(trial, slot_job.config)[0] == claim.seed
+        assert rec.data_seed == slot_job.config.seed == claim.data_seed
+        assert rec.status == "complete" and rec.diverged is False
+        assert rec.curves["epoch"] == [1] and rec.epochs_run == 1
+        assert set(rec.curves) == {"epoch", "lr", "train_loss", "val_loss",
+                                   "val_accuracy", "seconds"}
+        assert 0.5 < rec.test_accuracy <= 1  # 4,000 images, 1 epoch: ~0.85
+        assert trial.value == rec.val_accuracy
+        assert trial.intermediate_values == {0: rec.val_accuracy}
+        assert claim.host == socket.gethostname() and rec.device == claim.device == "cpu"
+    # the sweep is full: another slot joining now runs nothing
+    assert run_slot(slot_job).trials == 0
+
+
+def test_run_slot_asked_to_stop_runs_nothing(slot_job: SlotJob):
+    lifeline.request_stop()
+    report = run_slot(slot_job)
+    assert (report.trials, report.failed) == (0, 0)
+    assert stored(slot_job).trials == []
+
+
+def test_stop_during_a_trial_fails_and_requeues_it(slot_job: SlotJob, monkeypatch):
+    """Ctrl-C mid-trial: the trial is FAIL (not lost as RUNNING) and its config re-queued."""
+    def stopped_in_epoch_1(spec, data, on_epoch):
+        lifeline.request_stop()
+        on_epoch(0, 0.5)
+        raise AssertionError("on_epoch should have raised StopRequested")
+
+    monkeypatch.setattr(worker, "train_trial", stopped_in_epoch_1)
+    report = run_slot(slot_job)
+    assert report.interrupted and report.trials == 0
+    study = stored(slot_job)
+    first, queued = study.trials
+    assert first.state == TrialState.FAIL
+    assert "interrupted" in record.record_of(first).reason
+    assert queued.state == TrialState.WAITING
+    assert queued.system_attrs["fixed_params"] == first.params
+    plan = record.plan_of(queued)
+    assert plan.requeued_from == first.number
+    assert (plan.seed, plan.data_seed) == record.trained_seeds(first)  # its seeds too
+    assert st.trial_seeds(queued, slot_job.config) == record.trained_seeds(first)
+
+
+def test_slot_stops_after_repeated_errors(slot_job: SlotJob, monkeypatch):
+    """A trainer that always raises is a bug: stop the slot, keep each trace with its trial."""
+    def broken(spec, data, on_epoch):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(worker, "train_trial", broken)
+    with pytest.raises(RuntimeError, match="3 trials in a row failed"):
+        run_slot(slot_job)
+    trials = stored(slot_job).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] * worker.MAX_FAILURES_IN_A_ROW
+    for trial in trials:
+        assert "boom" in record.record_of(trial).reason
+        assert "ZeroDivisionError" in record.record_of(trial).traceback
+
+
+def test_batched_slot_fails_every_trial_of_a_broken_batch(slot_job: SlotJob, monkeypatch):
+    def broken(self, decide=None):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(worker.Stack, "run_epoch", broken)
+    job = dataclasses.replace(slot_job, engine="batched", batch_trials=2)
+    with pytest.raises(RuntimeError, match="3 stacks in a row failed"):
+        run_slot(job)
+    trials = stored(job).trials  # 3 stacks of the sweep's 2 trials, each failed whole
+    assert [t.state for t in trials] == [TrialState.FAIL] * 2 * worker.MAX_FAILURES_IN_A_ROW
+    assert all("ZeroDivisionError" in record.record_of(t).traceback for t in trials)
+
+
+def test_batched_slot_trains_and_tells_each_trial(slot_job: SlotJob):
+    job = dataclasses.replace(slot_job, engine="batched", batch_trials=2)
+    report = run_slot(job)
+    trials = stored(job).trials
+    assert report.trials == 2 and report.batch_trials == 2
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    records = [record.record_of(t) for t in trials]
+    assert {r.data_seed for r in records} == {job.config.seed}  # one batch order
+    assert all(r.engine == "batched" and r.batch_trials == 2 for r in records)
