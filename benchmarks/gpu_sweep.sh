@@ -18,12 +18,12 @@ source "$(dirname "$0")/gpu_setup.sh"  # OUT, DATA (Fashion-MNIST unpacked)
 # 1. The engine alone at the sweep's K (250: sampled trials in flight at most a quarter of
 #    the slot's share) and at K = 1,000 (every trial at once), fp32 (the sweep's default).
 timeout 150 python3 benchmarks/bench_batched.py --device cuda --dataset fashion-mnist \
-  --data-dir $DATA --k 250,1000 --epochs 3 --no-seed --out "$OUT/bench_batched.json" 2>&1 \
+  --data-dir $DATA --k ${BENCH_KS:-250,1000} --epochs 3 --no-seed --out "$OUT/bench_batched.json" 2>&1 \
   | tee "$OUT/bench_batched.txt"
 
 # 2. The sweep end to end, through the command line, at the K it sizes (250) and at
 #    --batch-trials 1000; wall time from the shell.
-for K in auto 1000; do
+for K in ${KS:-auto 1000}; do
   results=/tmp/lrbench-results-$K
   flag=$([ $K = auto ] || echo "--batch-trials $K")
   start=$(date +%s.%N)

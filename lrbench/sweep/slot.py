@@ -289,10 +289,11 @@ def _batched_loop(slot: _Slot) -> None:
     orders (e.g. confirm runs of different seeds) train in separate stacks, one after the
     other within the epoch.
 
-    Places are filled from the slot's queue of asked trials, and the queue is refilled
-    ASK_CHUNK of K at a time: a sampler fit costs about the same for 1 trial as for 8,
-    and pruned trials leave a stack one or two at a time. Queued trials are claimed
-    (RUNNING) and join at the next free place, at most an epoch or two later.
+    Places are filled from the slot's queue of asked trials, refilled ASK_CHUNK of K at
+    a time: a sampler fit costs about the same for 1 trial as for 8, and pruned trials
+    leave a stack one or two at a time. Queued trials are claimed (RUNNING) and join at
+    the next free place. (Asking in a thread while the stacks train was slower, on a CPU
+    and on a GPU: benchmarks/README.md.)
     """
     stacks: dict[tuple[object, ...], Stack] = {}
     running: dict[Hashable, _Running] = {}
@@ -310,23 +311,29 @@ def _batched_loop(slot: _Slot) -> None:
         _join(slot, joining, stacks, running, fused)
         if not running:
             return
-        for key, stack in list(stacks.items()):
-            members = stack.keys()
-            try:
-                started = time.perf_counter()
-                left = stack.run_epoch(lambda rows: slot.decide(running, rows))
-                slot.report.train_seconds += time.perf_counter() - started
-            except StorageError:
-                raise
-            except Exception as err:  # the whole stack shares the failure
-                del stacks[key]
-                slot.failed([running.pop(k) for k in members], err)
-                continue
-            if left:
-                slot.ended([(running.pop(k), result) for k, result in left])
-            if not len(stack):
-                del stacks[key]
+        _run_epoch(slot, stacks, running)
         slot.beat_if_due([*running.values(), *queue])
+
+
+def _run_epoch(slot: _Slot, stacks: dict[tuple[object, ...], Stack],
+               running: dict[Hashable, _Running]) -> None:
+    """One epoch of every stack; record the trials that left; fail a stack that raised."""
+    for key, stack in list(stacks.items()):
+        members = stack.keys()
+        try:
+            started = time.perf_counter()
+            left = stack.run_epoch(lambda rows: slot.decide(running, rows))
+            slot.report.train_seconds += time.perf_counter() - started
+        except StorageError:
+            raise
+        except Exception as err:  # the whole stack shares the failure
+            del stacks[key]
+            slot.failed([running.pop(k) for k in members], err)
+            continue
+        if left:
+            slot.ended([(running.pop(k), result) for k, result in left])
+        if not len(stack):
+            del stacks[key]
 
 
 def _join(slot: _Slot, new: list[_Running], stacks: dict[tuple[object, ...], Stack],

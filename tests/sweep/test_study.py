@@ -606,3 +606,42 @@ def test_batched_slot_trains_and_tells_each_trial(slot_job: SlotJob):
     records = [record.record_of(t) for t in trials]
     assert {r.data_seed for r in records} == {job.config.seed}  # one batch order
     assert all(r.engine == "batched" and r.batch_trials == 2 for r in records)
+
+
+@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+def test_a_batched_slot_prunes_and_refills_with_either_pruner(tmp_path: Path, pruner: str):
+    """The median rule runs inside the stack, hyperband through Optuna per trial; either
+    way each trial ends with its curve as intermediate values, once, and a pruned trial
+    stopped where its record says. Freed places are refilled: 10 trials through K = 4,
+    one of them a fixed 2-epoch trial whose place is free after epoch 2."""
+    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    config = write_sweep(tmp_path, name="p", trials=10, seed=0, epochs=4, pruner=pruner,
+                         families='["step", "constant"]', validation_size="0.2",
+                         extra='[[fixed]]\nschedule = "constant"\nepochs = 2\n')
+    journal = str(tmp_path / "results" / "lrbench.journal")
+    st.open_study(config, open_storage(journal))
+    threads = torch.get_num_threads()
+    try:
+        job = SlotJob(Slot(0, "cpu", 1), config, journal, load_arrays("mnist", DATA),
+                      engine="batched", batch_trials=4)
+        report = run_slot(job)
+    finally:
+        torch.set_num_threads(threads)
+        lifeline.reset()
+    trials = stored(job).trials
+    assert report.trials == 10 == len(trials)
+    offsets = set()
+    for trial in trials:
+        rec = record.record_of(trial)
+        assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        assert (trial.state == TrialState.PRUNED) == (rec.status == "pruned")
+        assert list(trial.intermediate_values) == list(range(rec.epochs_run))
+        assert list(trial.intermediate_values.values()) == rec.curves["val_accuracy"]
+        if rec.status == "complete":
+            assert rec.epochs_run == rec.epochs == (2 if trial.number == 0 else 4)
+        else:  # median: not before step epochs // 2 = 2, so after epoch 3 at the earliest
+            assert (3 if pruner == "median" else 1) <= rec.epochs_run < 4
+        assert rec.batch_trials <= 4
+        offsets.add(rec.data_offset)
+    assert len(offsets) > 1  # later trials joined running stacks
