@@ -25,6 +25,7 @@ from lrbench.sweep.confirm import CONFIRM_SUFFIX, confirm_study_name
 from lrbench.sweep.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
 from lrbench.sweep.storage import open_storage, study_names
 from lrbench.sweep.study import CONFIG_ATTR
+from lrbench.sweep.study import best_per_family as study_best_per_family
 from lrbench.sweep.summary import params_text
 from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
 from lrbench.train.trial import CURVE_KEYS
@@ -110,9 +111,12 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
         config = study.user_attrs.get(CONFIG_ATTR, {})
         infos.append(StudyInfo(name, config, study.user_attrs.get("sweep_file", ""),
                                study.user_attrs.get("provenance", {}), len(trials), len(confirm)))
+        winners = {t.number for t in study_best_per_family(study).values()}
         for role, group in (("search", trials), ("confirm", confirm)):
             for trial in group:
-                trial_rows.append(_trial_row(name, role, trial, config))
+                row = _trial_row(name, role, trial, config)
+                row["best_in_family"] = role == "search" and trial.number in winners
+                trial_rows.append(row)
                 raw_params[(name, role, trial.number)] = trial.params
                 epoch_rows.extend(_epoch_rows(name, role, trial))
         space_rows.extend(_space_rows(name, trials))
@@ -212,11 +216,14 @@ def completed(trials: pd.DataFrame, role: str = "search") -> pd.DataFrame:
 
 
 def best_per_family(trials: pd.DataFrame) -> pd.DataFrame:
-    """Each study's best search trial per family, by final validation accuracy."""
-    done = completed(trials).dropna(subset=["val_accuracy"])
-    if done.empty:
-        return done
-    best = done.loc[done.groupby(["study", "family"])["val_accuracy"].idxmax()]
+    """Each study's best search trial per family (among ``trials``), best first.
+
+    The rule is ``lrbench.sweep.study.best_per_family``'s, the one that confirm and the
+    terminal use: ``load`` marks its winners in the ``best_in_family`` column.
+    """
+    if trials.empty:
+        return trials
+    best = trials[trials["best_in_family"].astype(bool) & (trials["role"] == "search")]
     return best.sort_values(["study", "val_accuracy"], ascending=[True, False])
 
 
