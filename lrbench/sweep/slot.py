@@ -25,7 +25,7 @@ import math
 import resource
 import time
 import traceback
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import optuna
@@ -292,38 +292,74 @@ def _batched_loop(slot: _Slot) -> None:
     Places are filled from the slot's queue of asked trials, refilled ASK_CHUNK of K at
     a time: a sampler fit costs about the same for 1 trial as for 8, and pruned trials
     leave a stack one or two at a time. Queued trials are claimed (RUNNING) and join at
-    the next free place. (Asking in a thread while the stacks train was slower, on a CPU
-    and on a GPU: benchmarks/README.md.)
+    the next free place. On a GPU the queue is topped up while an epoch's kernels run
+    (``Stack.run_epoch(while_training=...)``): the host would otherwise wait for the
+    device. (Asking in a second thread was slower, on a CPU and on a GPU:
+    benchmarks/README.md.)
     """
     stacks: dict[tuple[object, ...], Stack] = {}
     running: dict[Hashable, _Running] = {}
     queue: list[_Running] = []
     fused = fuse_update(slot.slot, slot.batch_trials)
     chunk = max(1, math.ceil(ASK_CHUNK * slot.batch_trials))
+    drained = False  # an ask got fewer trials than it asked for: no asking ahead
+
+    def ask(count: int) -> None:
+        nonlocal drained
+        got = slot.ask(count)
+        drained = len(got) < count
+        queue.extend(got)
+
+    def ask_ahead() -> None:
+        if len(queue) < chunk and not drained and not lifeline.stop_requested():
+            ask(chunk)
+
+    overlap = ask_ahead if asks_while_training(slot.slot) else None
     while True:
         if lifeline.stop_requested():
             slot.interrupted([*running.values(), *queue])
             return
         free = slot.batch_trials - len(running)
         if free > len(queue):
-            queue += slot.ask(max(free - len(queue), chunk))
-        joining, queue = queue[:free], queue[free:]
+            ask(max(free - len(queue), chunk))
+        joining, queue[:] = queue[:free], queue[free:]
         _join(slot, joining, stacks, running, fused)
         if not running:
             return
-        _run_epoch(slot, stacks, running)
+        _run_epoch(slot, stacks, running, overlap)
         slot.beat_if_due([*running.values(), *queue])
 
 
+def asks_while_training(slot: Slot) -> bool:
+    """Whether a slot tops up its queue during an epoch: where the device trains
+    asynchronously (a GPU). A CPU slot's epoch has already run when the host gets back."""
+    return slot.device.startswith("cuda")
+
+
 def _run_epoch(slot: _Slot, stacks: dict[tuple[object, ...], Stack],
-               running: dict[Hashable, _Running]) -> None:
-    """One epoch of every stack; record the trials that left; fail a stack that raised."""
+               running: dict[Hashable, _Running],
+               while_training: Callable[[], None] | None = None) -> None:
+    """One epoch of every stack; record the trials that left; fail a stack that raised.
+
+    ``while_training`` runs once, inside the first stack's epoch (Stack.run_epoch)."""
+    asking = 0.0
+
+    def timed() -> None:
+        nonlocal asking
+        started = time.perf_counter()
+        assert while_training is not None
+        while_training()
+        asking = time.perf_counter() - started
+
     for key, stack in list(stacks.items()):
         members = stack.keys()
         try:
             started = time.perf_counter()
-            left = stack.run_epoch(lambda rows: slot.decide(running, rows))
-            slot.report.train_seconds += time.perf_counter() - started
+            left = stack.run_epoch(lambda rows: slot.decide(running, rows),
+                                   timed if while_training is not None else None)
+            while_training = None
+            slot.report.train_seconds += time.perf_counter() - started - asking
+            asking = 0.0
         except StorageError:
             raise
         except Exception as err:  # the whole stack shares the failure

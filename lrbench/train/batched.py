@@ -290,8 +290,15 @@ class Stack:
             self.model.extend(newcomers)
         self.optimizer.extend(len(specs))
 
-    def run_epoch(self, decide: Decide | None = None) -> list[tuple[Hashable, TrialResult]]:
-        """Train every member one epoch; the (key, result) of those that leave, tested."""
+    def run_epoch(self, decide: Decide | None = None,
+                  while_training: Callable[[], None] | None = None,
+                  ) -> list[tuple[Hashable, TrialResult]]:
+        """Train every member one epoch; the (key, result) of those that leave, tested.
+
+        ``while_training`` runs once the epoch's kernels are queued and before its one
+        host sync: on a GPU, host work there (the sampler's next asks) overlaps the
+        device's training, in the same thread.
+        """
         if not self.members:
             return []
         assert self.model is not None and self.optimizer is not None
@@ -307,6 +314,8 @@ class Stack:
             loss_sum = _train_epoch(self.model, self.optimizer, data, batches, table, self.bf16)
             val_loss_sum, val_correct = evaluate_stack(self.model, data.val_x, data.val_y,
                                                        self.bf16)
+            if while_training is not None:
+                while_training()
             sums = list(zip(loss_sum.tolist(), val_loss_sum.tolist(), val_correct.tolist()))
         now = time.perf_counter()
 

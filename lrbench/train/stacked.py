@@ -119,16 +119,21 @@ def per_trial_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
 # --- sizes, for fitting K to a device's memory ---
 
 
+# Sizes come from a real model on the CPU, not one on the "meta" device: the first meta
+# forward imports torch's decompositions, seconds per process (benchmarks/README.md),
+# and these models are small. fork_rng: building one must not move the global seed.
+
+
 @cache
 def parameter_count(name: str, num_classes: int = 10) -> int:
-    with torch.device("meta"):
+    with torch.random.fork_rng(devices=[]):
         return sum(p.numel() for p in MODELS[name](num_classes).parameters())
 
 
 @cache
 def activation_floats(name: str, num_classes: int = 10) -> int:
     """Floats one image produces in one model's forward: every leaf module's output."""
-    with torch.device("meta"):
+    with torch.random.fork_rng(devices=[]):
         model = MODELS[name](num_classes)
     total = 0
 
@@ -139,7 +144,7 @@ def activation_floats(name: str, num_classes: int = 10) -> int:
     leaves = [m for m in model.modules() if not list(m.children())]
     hooks = [m.register_forward_hook(count) for m in leaves]
     with torch.no_grad():
-        model(torch.empty(1, 784, device="meta"))
+        model(torch.zeros(1, 784))
     for hook in hooks:
         hook.remove()
     return total

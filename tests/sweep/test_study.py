@@ -585,7 +585,7 @@ def test_slot_stops_after_repeated_errors(slot_job: SlotJob, monkeypatch):
 
 
 def test_batched_slot_fails_every_trial_of_a_broken_batch(slot_job: SlotJob, monkeypatch):
-    def broken(self, decide=None):
+    def broken(self, decide=None, while_training=None):
         raise ZeroDivisionError("boom")
 
     monkeypatch.setattr(worker.Stack, "run_epoch", broken)
@@ -608,12 +608,16 @@ def test_batched_slot_trains_and_tells_each_trial(slot_job: SlotJob):
     assert all(r.engine == "batched" and r.batch_trials == 2 for r in records)
 
 
-@pytest.mark.parametrize("pruner", ["median", "hyperband"])
-def test_a_batched_slot_prunes_and_refills_with_either_pruner(tmp_path: Path, pruner: str):
+@pytest.mark.parametrize("pruner, ask_ahead", [("median", False), ("hyperband", False),
+                                               ("median", True)])
+def test_a_batched_slot_prunes_and_refills_with_either_pruner(tmp_path: Path, pruner: str,
+                                                              ask_ahead: bool, monkeypatch):
     """The median rule runs inside the stack, hyperband through Optuna per trial; either
     way each trial ends with its curve as intermediate values, once, and a pruned trial
     stopped where its record says. Freed places are refilled: 10 trials through K = 4,
-    one of them a fixed 2-epoch trial whose place is free after epoch 2."""
+    one of them a fixed 2-epoch trial whose place is free after epoch 2. With ask_ahead,
+    the queue is topped up inside each epoch, as on a GPU slot."""
+    monkeypatch.setattr(worker, "asks_while_training", lambda slot: ask_ahead)
     if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
     config = write_sweep(tmp_path, name="p", trials=10, seed=0, epochs=4, pruner=pruner,

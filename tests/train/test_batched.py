@@ -401,3 +401,20 @@ def test_fused_update_trains_like_the_eager_one(tiny: DeviceData, optimizer: Opt
         # Same rule, other rounding (the compiled kernel fuses multiply-adds).
         assert got.curves["train_loss"] == pytest.approx(want.curves["train_loss"], rel=1e-4)
         assert got.test_accuracy == pytest.approx(want.test_accuracy, abs=2 / len(tiny.test_y))
+
+
+def test_model_sizes_are_counted_without_moving_the_global_seed():
+    """The FNN: 784x100 + 100 + 100x10 + 10 weights; 100 + 100 + 10 activations per image
+    (both linear layers' outputs and the ReLU's). Counting builds a model: on a fork of
+    the RNG, so the trials seeded after it draw what they would have drawn."""
+    from lrbench.train.stacked import activation_floats, parameter_count
+
+    activation_floats.cache_clear()
+    parameter_count.cache_clear()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    assert parameter_count("fnn") == 784 * 100 + 100 + 100 * 10 + 10
+    assert activation_floats("fnn") == 100 + 100 + 10
+    assert parameter_count("logreg") == 784 * 10 + 10
+    assert torch.equal(torch.rand(3), expected)
