@@ -194,7 +194,7 @@ class _IncrementalGroups(_GroupDecomposedSearchSpace):
     """Optuna's group decomposition of the search space, adding each finished trial once.
 
     Optuna's re-adds every finished trial's distributions on every ask: O(trials) per
-    ask, a sixth of a 1,000-trial sweep's harness time. Re-adding a trial never changes
+    ask, which grows with the study (benchmarks/README.md). Re-adding a trial never changes
     the groups (they already refine its distributions), so adding each once gives the
     same groups in the same order.
     """

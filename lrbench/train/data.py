@@ -117,7 +117,7 @@ def dataset_class(dataset: str) -> type[MNIST]:
 def _read_idx(path: Path, dims: int) -> torch.Tensor:
     """An IDX file of unsigned bytes with ``dims`` dimensions (images 3, labels 1).
 
-    Read with numpy rather than torchvision: importing torchvision costs a sweep ~1 s,
+    Read with numpy rather than torchvision: importing torchvision costs a sweep seconds,
     and torchvision is needed only to download.
     """
     raw = path.read_bytes()
