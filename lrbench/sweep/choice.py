@@ -14,12 +14,17 @@ import torch
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.devices import Slot
 from lrbench.train.batched import max_trials_for_memory
+from lrbench.train.stacked import parameter_count
 
 ENGINES = ("auto", "sequential", "batched")
 CPU_AUTO_ENGINE = "batched"
-# Trials in flight per slot when not given, for throughput. On a CPU, K = 16 already
-# reaches most of the batched speed-up (benchmarks/README.md).
+# Trials in flight per slot when not given, for throughput. On a CPU a stack runs fastest
+# while its weights stay in cache: K = 16 FNNs (5 MB of weights) reached most of the
+# batched speed-up and K = 64 (20 MB) was slower (benchmarks/README.md). So a CPU slot
+# stacks as many trials as fit CPU_STACK_BYTES of weights, between these bounds.
 CPU_BATCH_TRIALS = 16
+CPU_MAX_BATCH_TRIALS = 256
+CPU_STACK_BYTES = 5 * 2**20
 # On a GPU, the throughput curve is flat beyond this (benchmarks/README.md).
 GPU_BATCH_TRIALS = 1024
 # For feedback: at most this share of a slot's sampled trials is in flight at once.
@@ -37,7 +42,7 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: 
     """K, the trials this slot keeps in flight: as asked, else sized for throughput and
     feedback.
 
-    Throughput: what the device runs fastest (CPU_BATCH_TRIALS), or what fits a GPU's
+    Throughput: what a CPU runs fastest (``cpu_batch_trials``), or what fits a GPU's
     memory up to GPU_BATCH_TRIALS. Feedback: TPE and the pruner learn only from finished
     trials, and the first K x slots trials of a sweep are asked with none, so sampled
     trials in flight are capped at BLIND_SHARE of the slot's share. ``queued`` trials
@@ -54,10 +59,17 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: 
                                      config.optimizer.name)
         k = min(GPU_BATCH_TRIALS, max(1, fits))
     else:
-        k = CPU_BATCH_TRIALS
+        k = cpu_batch_trials(config.model)
     sampled = max(0, config.trials - queued)
     feedback = math.ceil(queued / peers) + math.ceil(BLIND_SHARE * sampled / peers)
     return max(1, min(k, feedback))
+
+
+def cpu_batch_trials(model: str, num_classes: int = 10) -> int:
+    """K for throughput on a CPU: the trials whose float32 weights fit CPU_STACK_BYTES
+    (16 FNNs; 166 logistic regressions, whose tiny steps are mostly per-call overhead)."""
+    fits = CPU_STACK_BYTES // (4 * parameter_count(model, num_classes))
+    return max(CPU_BATCH_TRIALS, min(CPU_MAX_BATCH_TRIALS, fits))
 
 
 # The compiled SGD update pays off only for big stacks: at K=4,096 a step is bound by

@@ -26,13 +26,23 @@ def test_auto_is_batched_on_gpus_and_cpus_and_explicit_choices_stand() -> None:
 
 
 @pytest.mark.parametrize("trials, slots, k", [
-    (30, 2, 4),  # ceil(30 / (2 slots x 4 rounds))
+    (30, 2, 4),  # a quarter of each slot's share: ceil(0.25 x 30 / 2)
     (4, 2, 1),
     (128, 2, 16),  # the CPU default, reached
     (10_000, 2, 16),
 ])
 def test_cpu_k_leaves_the_sampler_rounds_of_feedback(trials: int, slots: int, k: int) -> None:
     assert choice.batch_trials(None, sweep(trials), CPU, slots) == k
+
+
+def test_cpu_k_stacks_what_fits_the_cache_budget() -> None:
+    """16 FNNs (318 KB of weights each) fit 5 MiB; logistic regressions (31 KB) 166 of
+    them; the CNN would fit 6, and gets the floor of 16."""
+    assert choice.cpu_batch_trials("fnn") == 16
+    assert choice.cpu_batch_trials("logreg") == 5 * 2**20 // (4 * (784 * 10 + 10)) == 166
+    assert choice.cpu_batch_trials("cnn") == choice.CPU_BATCH_TRIALS
+    big = dataclasses.replace(sweep(10_000), model="logreg")
+    assert choice.batch_trials(None, big, CPU, 2) == 166
 
 
 def test_requested_k_is_taken_as_given() -> None:
