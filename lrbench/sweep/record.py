@@ -121,12 +121,10 @@ def plan_of(trial: AnyTrial) -> Plan:
     attrs = trial.user_attrs
     if PLAN_ATTR in attrs:
         return Plan(**_fields(Plan, attrs[PLAN_ATTR]))
-    # before the records: loose keys, seeds under *_override
-    legacy = dict(attrs)
-    legacy.setdefault("seed", attrs.get("seed_override"))
-    legacy["data_seed"] = attrs.get("data_seed_override")
-    if "seed_override" not in attrs:
-        legacy["seed"] = None
+    # before the records: loose keys, a queued trial's seeds under *_override (a loose
+    # "seed" was the seed it trained with, not a plan)
+    legacy = {**attrs, "seed": attrs.get("seed_override"),
+              "data_seed": attrs.get("data_seed_override")}
     return Plan(**_fields(Plan, legacy))
 
 
@@ -156,11 +154,6 @@ def record_of(trial: AnyTrial) -> TrialRecord | None:
     legacy.setdefault("data_seed", attrs.get("seed"))
     legacy.setdefault("curves", {k: [] for k in CURVE_KEYS})
     return TrialRecord(**legacy)
-
-
-def family_of(trial: AnyTrial) -> str:
-    record = record_of(trial)
-    return (record.family if record and record.family else "") or trial.params.get("schedule", "")
 
 
 def trained_seeds(trial: AnyTrial) -> tuple[int, int] | None:
