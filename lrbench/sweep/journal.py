@@ -24,7 +24,6 @@ import fcntl
 import json
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -232,31 +231,14 @@ class SafeJournalBackend(JournalFileBackend):
         super().__init__(path, lock_obj=FlockLock(f"{path}{LOCK_SUFFIX}", timeout))
         self.path = Path(path)
         self.lock = self._lock
-        self._local = threading.local()  # each thread's batch: a slot asks in a thread
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_local"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
-
-    @property
-    def _buffer(self) -> list[dict[str, Any]] | None:
-        return getattr(self._local, "buffer", None)
-
-    @_buffer.setter
-    def _buffer(self, value: list[dict[str, Any]] | None) -> None:
-        self._local.buffer = value
+        self._buffer: list[dict[str, Any]] | None = None  # the open batch's records
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Appends inside this block are held and written as one (see record.batched_writes).
 
-        The block is this thread's: other threads' appends go on as before. Nested blocks
-        join the outer one. If the block raises, its records are dropped.
+        A slot writes from one thread. Nested blocks join the outer one. If the block
+        raises, its records are dropped.
         """
         if self._buffer is not None:
             yield

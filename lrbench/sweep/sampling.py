@@ -52,14 +52,6 @@ def asking(study: optuna.Study, count: int) -> Iterator[list[optuna.Trial]]:
         yield [study.ask() for _ in range(count)]
 
 
-def ask_batch(study: optuna.Study, count: int) -> list[optuna.Trial]:
-    """Ask ``count`` trials, their relative params drawn as one batch (``asking``)."""
-    with asking(study, count) as trials:
-        for trial in trials:
-            _ = trial.relative_params
-    return trials
-
-
 class BatchTPESampler(TPESampler):
     """``TPESampler`` with ``batch(k)``: k asks share each group's split and "below" fit.
 

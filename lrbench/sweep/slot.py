@@ -183,9 +183,14 @@ class _Slot:
     def decide(self, running: dict[Hashable, _Running], rows: list[EpochRow]) -> list[Hashable]:
         """Which of a stack's trials to prune after this epoch (keys of ``running``)."""
         if self.stack_pruner is not None:
+            # Only rows past the pruner's warm-up can be pruned: read the study for them.
+            candidates = [row for row in rows
+                          if not row.last and row.epoch >= self.stack_pruner.n_warmup_steps]
+            if not candidates:
+                return []
             self.stack_pruner.refresh(self.study)  # one read for the whole stack
-            return [row.key for row in rows
-                    if not row.last and self.stack_pruner.prune(row.epoch, row.curve)]
+            return [row.key for row in candidates
+                    if self.stack_pruner.prune(row.epoch, row.curve)]
         if not self.optuna_pruning:
             return []
         prune = []
@@ -341,25 +346,26 @@ def _run_epoch(slot: _Slot, stacks: dict[tuple[object, ...], Stack],
                while_training: Callable[[], None] | None = None) -> None:
     """One epoch of every stack; record the trials that left; fail a stack that raised.
 
-    ``while_training`` runs once, inside the first stack's epoch (Stack.run_epoch)."""
-    asking = 0.0
+    ``while_training`` runs once, inside the first stack's epoch (Stack.run_epoch); the
+    time it takes is not training time."""
+    overlapped = 0.0
 
-    def timed() -> None:
-        nonlocal asking
-        started = time.perf_counter()
-        assert while_training is not None
-        while_training()
-        asking = time.perf_counter() - started
+    def timed(work: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            nonlocal overlapped
+            started = time.perf_counter()
+            work()
+            overlapped = time.perf_counter() - started
+        return run
 
+    hook = None if while_training is None else timed(while_training)
     for key, stack in list(stacks.items()):
         members = stack.keys()
         try:
             started = time.perf_counter()
-            left = stack.run_epoch(lambda rows: slot.decide(running, rows),
-                                   timed if while_training is not None else None)
-            while_training = None
-            slot.report.train_seconds += time.perf_counter() - started - asking
-            asking = 0.0
+            left = stack.run_epoch(lambda rows: slot.decide(running, rows), hook)
+            slot.report.train_seconds += time.perf_counter() - started - overlapped
+            hook, overlapped = None, 0.0
         except StorageError:
             raise
         except Exception as err:  # the whole stack shares the failure

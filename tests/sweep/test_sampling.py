@@ -8,10 +8,18 @@ import numpy as np
 import optuna
 import pytest
 
-from lrbench.sweep.sampling import BatchTPESampler, ask_batch
+from lrbench.sweep.sampling import BatchTPESampler, asking
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def ask_batch(study: optuna.Study, count: int) -> list[optuna.Trial]:
+    """``count`` trials whose relative params are drawn as one batch, as a slot asks."""
+    with asking(study, count) as trials:
+        for trial in trials:
+            _ = trial.relative_params
+    return trials
 
 
 def sampler(seed: int = 0) -> BatchTPESampler:
