@@ -21,6 +21,9 @@ from lrbench.train.trial import OptimizerConfig
 
 ADAM_BETAS = (0.9, 0.999)  # torch's defaults, which the sequential engine uses
 ADAM_EPS = 1e-8
+# The kernel behind torch.optim.SGD(fused=True) on CPU; private, so optional: without it
+# the eager update below is the same rule.
+_FUSED_CPU_SGD = getattr(torch, "_fused_sgd_", None)
 
 
 def _per_trial(lr: Tensor, like: Tensor) -> Tensor:
@@ -79,6 +82,10 @@ class StackedSGD:
                 warnings.warn(f"fused SGD update unavailable ({type(err).__name__}: {err}); "
                               f"using the eager update", RuntimeWarning, stacklevel=2)
                 self.fused_update = None
+        if _FUSED_CPU_SGD is not None and self.momentum and self.buffers[0] is not None \
+                and params[0].device.type == "cpu":
+            self._fused_cpu_step(params, grads, lr)
+            return
         for i, (p, g) in enumerate(zip(params, grads)):
             if self.weight_decay:
                 g = g.add(p, alpha=self.weight_decay)
@@ -94,6 +101,21 @@ class StackedSGD:
                     continue
                 g = buf
             p.addcmul_(g, _per_trial(lr, p), value=-1)
+
+    def _fused_cpu_step(self, params: list[Tensor], grads: tuple[Tensor, ...],
+                        lr: Tensor) -> None:
+        """torch's fused CPU SGD kernel, once per trial on its slices: one pass over p, g
+        and buf instead of three (bench_batched: ~7% faster CPU steps at K=8). It is the
+        kernel of ``torch.optim.SGD(fused=True)``, which matches the default SGD bit for bit."""
+        buffers = [b for b in self.buffers if b is not None]
+        # The kernel reads its tensors as dense: a transposed gradient (the FNN's second
+        # layer, from baddbmm) must be made contiguous first, or it is read in the wrong order.
+        grads = tuple(g.contiguous() for g in grads)
+        for k, lr_k in enumerate(lr.tolist()):  # a CPU tensor: no device sync
+            _FUSED_CPU_SGD([p[k] for p in params], [g[k] for g in grads],
+                           [b[k] for b in buffers], weight_decay=self.weight_decay,
+                           momentum=self.momentum, lr=lr_k, dampening=0.0,
+                           nesterov=self.nesterov, maximize=False, is_first_step=False)
 
     def select(self, keep: Tensor) -> None:
         self.buffers = [b if b is None else b.index_select(0, keep) for b in self.buffers]
