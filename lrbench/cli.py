@@ -217,7 +217,8 @@ def _print_best(study: optuna.Study) -> None:
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")
 @click.option("--data-dir", type=click.Path(file_okay=False),
-              help="torchvision root holding MNIST/raw/ etc. [env: LRBENCH_DATA_DIR]")
+              help="torchvision root holding MNIST/raw/ etc. [default: the folder the study "
+                   "recorded, while it holds the data; then LRBENCH_DATA_DIR]")
 @ENGINE
 @BATCH_TRIALS
 @TF32
@@ -228,13 +229,14 @@ def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: s
             batch_trials: int | None, tf32: bool, results_dir: str, storage: str | None) -> None:
     """Re-train each family's best configuration of STUDY with fresh seeds."""
     location = storage_location(storage, results_dir)
-    cfg, winners = confirm_module.prepare(location, study_name, seeds, sweep_file, list(numbers))
-    console.print(f"re-running {len(winners)} configurations with {seeds} seeds each, in study "
-                  f"{cfg.study!r}")
-    outcome = _run_with_progress(cfg, results_dir=results_dir, storage=location,
-                                 data_dir=data_dir, device=device, workers=workers,
-                                 engine=engine, batch_trials=batch_trials, tf32=tf32)
-    _print_confirmed(outcome.study, winners)
+    plan = confirm_module.prepare(location, study_name, seeds, sweep_file, list(numbers),
+                                  data_dir)
+    console.print(f"re-running {len(plan.winners)} configurations with {seeds} seeds each, in "
+                  f"study {plan.config.study!r}, on {plan.arrays.root}", highlight=False)
+    outcome = _run_with_progress(plan.config, results_dir=results_dir, storage=location,
+                                 device=device, workers=workers, engine=engine,
+                                 batch_trials=batch_trials, tf32=tf32, arrays=plan.arrays)
+    _print_confirmed(outcome.study, plan.winners)
     _finish(outcome)
     console.print(f"next: lrbench report --study {study_name}"
                   + ("" if results_dir == "results" else f" --results {results_dir}"))

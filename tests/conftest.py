@@ -44,6 +44,24 @@ def mnist_subset(n_train: int, n_test: int, validation: float | int) -> DeviceDa
     return split_to_device(arrays, validation, seed=0, device="cpu")
 
 
+def small_mnist(root: Path, n_train: int, n_test: int) -> Path:
+    """A torchvision root holding the first images of the real MNIST sample (skips
+    without it): another data set of the same name, as a user's second folder would be."""
+    raw_in, raw_out = DATA / "MNIST" / "raw", root / "MNIST" / "raw"
+    if not (raw_in / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST sample not found at {raw_in}")
+    raw_out.mkdir(parents=True)
+    for split, count in (("train", n_train), ("t10k", n_test)):
+        for kind, header in (("images-idx3", 16), ("labels-idx1", 8)):
+            raw = (raw_in / f"{split}-{kind}-ubyte").read_bytes()
+            per_item = 28 * 28 if kind.startswith("images") else 1
+            # the header's count (bytes 4-8) becomes `count`; the rest of it is kept
+            head = raw[:4] + count.to_bytes(4, "big") + raw[8:header]
+            (raw_out / f"{split}-{kind}-ubyte").write_bytes(
+                head + raw[header:header + count * per_item])
+    return root
+
+
 @pytest.fixture(scope="session")
 def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A results folder from real runs of the command line, on the MNIST sample.

@@ -21,7 +21,9 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.errors import UserError
+from lrbench.sweep import data_identity
 from lrbench.sweep.confirm import CONFIRM_SUFFIX, confirm_study_name
+from lrbench.sweep.data_identity import DataIdentity
 from lrbench.sweep.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
 from lrbench.sweep.storage import open_storage, study_names
 from lrbench.sweep.study import CONFIG_ATTR
@@ -50,6 +52,10 @@ class StudyInfo:
     provenance: dict[str, Any]
     trials: int  # all trials, any state
     confirm_trials: int
+    data: DataIdentity | None = None  # what the study trained on (None: nothing recorded)
+    # Runs trained on other data than the study's, left out of every frame: their data's
+    # description -> how many (a report never pools runs of different data).
+    other_data: dict[str, int] = field(default_factory=dict)
 
     @property
     def dataset(self) -> str:
@@ -109,11 +115,15 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
             confirm = optuna.load_study(study_name=confirm_study_name(name),
                                         storage=storage).get_trials(deepcopy=False)
         config = study.user_attrs.get(CONFIG_ATTR, {})
-        infos.append(StudyInfo(name, config, study.user_attrs.get("sweep_file", ""),
-                               study.user_attrs.get("provenance", {}), len(trials), len(confirm)))
+        info = StudyInfo(name, config, study.user_attrs.get("sweep_file", ""),
+                         study.user_attrs.get("provenance", {}), len(trials), len(confirm),
+                         data=data_identity.recorded(study))
+        infos.append(info)
         winners = {t.number for t in study_best_per_family(study).values()}
         for role, group in (("search", trials), ("confirm", confirm)):
             for trial in group:
+                if _other_data(trial, info):
+                    continue
                 row = _trial_row(name, role, trial, config)
                 row["best_in_family"] = role == "search" and trial.number in winners
                 trial_rows.append(row)
@@ -131,6 +141,18 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
                           params=raw_params)
     frames.lr_steps = lr_steps(frames)
     return frames
+
+
+def _other_data(trial: FrozenTrial, info: StudyInfo) -> bool:
+    """Whether ``trial`` trained on other data than its study's; counted in ``info`` if so."""
+    if info.data is None:
+        return False
+    mine = data_identity.trial_identity(trial, info.data.dataset)
+    if mine is None or info.data.same_data(mine):
+        return False
+    key = mine.describe()
+    info.other_data[key] = info.other_data.get(key, 0) + 1
+    return True
 
 
 def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]) -> dict:
@@ -159,7 +181,9 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
                                else optimizer.get("lr")),
         "warmup_epochs": trial.params.get("warmup_epochs", plan.fixed_warmup_epochs or 0),
         "dataset": config.get("dataset", ""), "model": config.get("model", ""),
-        "train_size": record.train_size, "steps_per_epoch": record.steps_per_epoch,
+        "train_size": record.train_size, "val_size": record.val_size,
+        "test_size": record.test_size, "data_fingerprint": record.data_fingerprint,
+        "steps_per_epoch": record.steps_per_epoch,
         "started": trial.datetime_start, "finished": trial.datetime_complete,
     }
     row.update({PARAM_PREFIX + k: v for k, v in trial.params.items() if k != "schedule"})
@@ -170,7 +194,7 @@ def _typed_trials(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     for column in ("confirm_of", "seed", "data_seed", "epochs", "epochs_run", "train_size",
-                   "steps_per_epoch", "warmup_epochs"):
+                   "val_size", "test_size", "steps_per_epoch", "warmup_epochs"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
     for column in ("val_accuracy", "test_accuracy", "test_loss", "train_seconds", "lr"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)

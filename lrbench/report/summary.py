@@ -108,6 +108,9 @@ def _notes(frames: ReportFrames, best: pd.DataFrame) -> list[str]:
             states = trials[trials["family"] == family]["status"].value_counts()
             counts = ", ".join(f"{n} {state}" for state, n in states.items())
             notes.append(f"{family}: no completed trial ({counts}).")
+    for description, count in frames.studies[0].other_data.items():
+        notes.append(f"{count} run(s) trained on other data ({description}) are left out of "
+                     f"every table and figure: results on different data are never pooled.")
     failed = (trials["state"] == "fail").sum() if len(trials) else 0
     if failed:
         notes.append(f"{failed} trial(s) failed (errors or interrupted runs; failed trials are "
@@ -193,8 +196,10 @@ def reproduction(frames: ReportFrames) -> list[ReproductionRow]:
 
 
 def data_description(frames: ReportFrames) -> str:
-    """"MNIST, 5,000 training images" from what the trials recorded."""
+    """What the study trained on: its recorded data identity, else the trials' sizes."""
     info = frames.studies[0]
+    if info.data is not None:
+        return info.data.describe()
     sizes = frames.trials["train_size"].dropna() if len(frames.trials) else pd.Series()
     validation = info.config.get("validation_size")
     text = info.dataset

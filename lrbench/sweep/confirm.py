@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -23,11 +24,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.errors import UserError
 from lrbench.sweep import config as config_module
+from lrbench.sweep import data_identity
 from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.record import plan_attrs, plan_of
 from lrbench.sweep.storage import open_storage, study_names
 from lrbench.sweep.study import CONFIG_ATTR, best_per_family, open_study
+from lrbench.train import data
 
 CONFIRM_SUFFIX = ":confirm"
 # Run i's batch order: base seed + SEED_OFFSET x (i + 1); its initial weights: that plus
@@ -82,31 +85,48 @@ def chosen_trials(study: optuna.Study, numbers: list[int]) -> dict[str, FrozenTr
     return chosen
 
 
-def prepare(location: str, study_name: str, seeds: int, sweep_file: str | None = None,
-            numbers: list[int] | None = None) -> tuple[SweepConfig, dict[str, FrozenTrial]]:
-    """Queue the missing confirm runs; return the confirm study's config and what it re-runs.
+@dataclass
+class Confirmation:
+    config: SweepConfig  # the confirm study's; ``trials`` is the runs it should hold
+    winners: dict[str, FrozenTrial]  # what it re-runs, by label
+    arrays: data.DatasetArrays  # the search study's data, checked
 
-    By default each family's best trial is re-run; ``numbers`` picks trials instead.
 
-    The returned config's ``trials`` is the number of confirm runs the study should
-    hold, so the sweep machinery trains exactly the queued ones.
-    """
+def _load_study(location: str, study_name: str) -> optuna.Study:
     storage = open_storage(location, create=False)
     names = study_names(storage)
     if study_name not in names:
         known = ", ".join(n for n in names if not n.endswith(CONFIRM_SUFFIX)) or "none"
         raise UserError(f"no study {study_name!r} in {location} (studies: {known})")
-    parent = optuna.load_study(study_name=study_name, storage=storage)
+    return optuna.load_study(study_name=study_name, storage=storage)
+
+
+def prepare(location: str, study_name: str, seeds: int, sweep_file: str | None = None,
+            numbers: list[int] | None = None, data_dir: str | None = None) -> Confirmation:
+    """Check the data, then queue the missing confirm runs.
+
+    By default each family's best trial is re-run; ``numbers`` picks trials instead.
+    Without ``data_dir`` the runs read the folder the study recorded, while it still holds
+    the data set; runs on other data than the study's are refused before anything is queued.
+    """
+    parent = _load_study(location, study_name)
     config = sweep_config_of(parent, sweep_file)
     winners = chosen_trials(parent, numbers) if numbers else best_per_family(parent)
     if not winners:
         raise UserError(f"study {study_name!r} has no completed trial to confirm yet")
+    if data_dir is None:
+        data_dir = data_identity.recorded_location(parent)
+    arrays = data.load_arrays(config.dataset, data_dir)
+    identity = data_identity.identity_of(arrays, config.validation_size)
+    data_identity.check(parent, identity)
 
     confirm_config = dataclasses.replace(config, study=confirm_study_name(study_name),
                                          pruner="none", sampler="random", fixed=())
     with claim_lock(location, confirm_config.study):  # two confirms queue the runs once
-        return _queue_runs(confirm_config, open_study(confirm_config, storage), winners,
-                           seeds, config.seed), winners
+        study = open_study(confirm_config, parent._storage)
+        data_identity.check_and_record(study, identity)
+        queued = _queue_runs(confirm_config, study, winners, seeds, config.seed)
+    return Confirmation(queued, winners, arrays)
 
 
 def _queue_runs(confirm_config: SweepConfig, study: optuna.Study,

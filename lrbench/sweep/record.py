@@ -100,6 +100,7 @@ class TrialRecord:
     train_size: int | None = None
     val_size: int | None = None
     test_size: int | None = None
+    data_fingerprint: str = ""  # lrbench.train.data.fingerprint of what it trained on
     steps_per_epoch: int | None = None
     curves: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in CURVE_KEYS})
     traceback: str = ""

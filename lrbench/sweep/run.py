@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lrbench.errors import UserError, signal_of
-from lrbench.sweep import seeds
+from lrbench.sweep import data_identity, seeds
 from lrbench.sweep.choice import resolve_engine
 from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.config import SweepConfig
@@ -92,31 +92,34 @@ def snapshot(study: optuna.Study) -> StudySnapshot:
 def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
               storage: str | None = None, data_dir: str | None = None, device: str = "auto",
               workers: int | None = None, engine: str = "auto", batch_trials: int | None = None,
-              tf32: bool = False,
+              tf32: bool = False, arrays: data.DatasetArrays | None = None,
               on_progress: Callable[[StudySnapshot], None] | None = None) -> SweepOutcome:
     """Train the sweep's trials on worker slots until the study holds ``config.trials``.
 
     ``engine``: "sequential", "batched" or "auto" (per slot: lrbench.sweep.choice);
     ``batch_trials``: K for the batched engine, None to size it per slot; ``tf32``: TF32
-    matmuls in batched GPU slots.
+    matmuls in batched GPU slots; ``arrays``: the data set, already read (confirm reads it
+    to check it against the search study before queueing runs).
     """
     started = time.perf_counter()
     slots = plan_slots(device, workers)
     # Fail here, once, on a missing data set or a bad validation size, not in N workers.
-    arrays = data.load_arrays(config.dataset, data_dir)
-    data.validation_count(config.validation_size, len(arrays.train_labels))
+    arrays = arrays or data.load_arrays(config.dataset, data_dir)
+    identity = data_identity.identity_of(arrays, config.validation_size)  # checks the split
     location = storage_location(storage, results_dir)
     if not is_url(location):
         check_writable(Path(location).parent)
     study_storage = open_storage(location)
     with claim_lock(location, config.study):
         study = open_study(config, study_storage)
+        data_identity.check_and_record(study, identity)
         run = start_run(study)
     first = snapshot(study)
     outcome = SweepOutcome(study, location, slots, first.finished, config.trials,
                            failed_before=first.failed)
     jobs = [SlotJob(slot, config, location, arrays, engine=resolve_engine(engine, slot),
-                    batch_trials=batch_trials, slots=_peers(slot, slots), tf32=tf32)
+                    batch_trials=batch_trials, slots=_peers(slot, slots), tf32=tf32,
+                    data_fingerprint=identity.fingerprint)
             for slot in slots]
     pool = SlotPool()
     try:

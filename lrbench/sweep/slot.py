@@ -88,6 +88,7 @@ class SlotJob:
     batch_trials: int | None = None  # trials in flight per slot; None: sized in the worker
     slots: int = 1  # slots on this kind of device: the auto-sized K is a share of the trials
     tf32: bool = False  # batched engine on a GPU: TF32 matmuls (faster, 10-bit mantissas)
+    data_fingerprint: str = ""  # of ``arrays``, computed once by the parent
 
 
 @dataclass
@@ -213,7 +214,8 @@ class _Slot:
         """Record finished trials: one batch of writes for all of them."""
         self.failures_in_a_row = 0
         sizes = {"train_size": len(self.data.train_y), "val_size": len(self.data.val_y),
-                 "test_size": len(self.data.test_y)}
+                 "test_size": len(self.data.test_y),
+                 "data_fingerprint": self.job.data_fingerprint}
         with batched_writes(self.storage):
             for r, result in ends:
                 record = finished_record(

@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 import lrbench
 from lrbench.errors import UserError
 from lrbench.space import grid_values, suggest
-from lrbench.sweep import seeds
+from lrbench.sweep import data_identity, seeds
 from lrbench.sweep.config import FixedTrial, SweepConfig
 from lrbench.sweep.record import (
     Claim,
@@ -274,15 +274,20 @@ def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
 def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
     """Each family's best result by validation accuracy: the one definition of "best".
 
-    A result is a complete trial that did not diverge: a diverged trial never wins, even
-    at a higher value (its accuracy is chance's). The report's frames apply the same rule
-    to their table (``report.frames.completed``).
+    A result is a complete trial that did not diverge, trained on the study's data: a
+    diverged trial never wins, even at a higher value (its accuracy is chance's), and a
+    run on other data is not comparable. The report's frames apply the same rule to their
+    table (``report.frames.completed``).
     """
+    data = data_identity.recorded(study)
     best: dict[str, FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         family = trial.params.get("schedule")
         record = record_of(trial)
         if family is None or trial.value is None or (record is not None and record.diverged):
+            continue
+        mine = data_identity.trial_identity(trial, data.dataset) if data else None
+        if data is not None and mine is not None and not data.same_data(mine):
             continue
         if family not in best or trial.value > best[family].value:
             best[family] = trial

@@ -8,6 +8,7 @@ set, and moves everything to the worker's device once.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import math
 import os
@@ -104,6 +105,11 @@ def _raw_dir(root: Path, folder: str) -> Path:
 
 def _has_files(root: Path, folder: str) -> bool:
     return all((_raw_dir(root, folder) / name).is_file() for name in IDX_FILES)
+
+
+def holds(root: str | Path, dataset: str) -> bool:
+    """``root`` is a torchvision root with ``dataset``'s four files."""
+    return _has_files(Path(root), _folder(dataset))
 
 
 def dataset_class(dataset: str) -> type[MNIST]:
@@ -260,6 +266,17 @@ def load_arrays(
         f"<dir>/{folder}/raw/ and pass --data-dir <dir>, or set {DATA_DIR_ENV}=<dir>"
         + (f"; {hint}" if hint else "")
     )
+
+
+def fingerprint(arrays: DatasetArrays) -> str:
+    """A short digest of the images and labels exactly as read (shapes included): two
+    folders of "MNIST" holding different images never share one. SHA-256, 16 hex digits."""
+    digest = hashlib.sha256()
+    for tensor in (arrays.train_images, arrays.train_labels, arrays.test_images,
+                   arrays.test_labels):
+        digest.update(repr(tuple(tensor.shape)).encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def validation_count(validation_size: float, n: int) -> int:
