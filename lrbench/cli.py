@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import optuna
+from rich import box
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -35,7 +36,10 @@ from lrbench.sweep.record import plan_of, record_of
 from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
 from lrbench.sweep.seeds import SEED_MAX
 from lrbench.sweep.storage import is_url, open_storage, storage_location
-from lrbench.sweep.summary import best_by_family, study_rows
+from lrbench.sweep.summary import study_rows
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # emoji=False: "--device cuda:-1" must not print a thumbs-down for ":-1".
 console = Console(emoji=False)
@@ -190,19 +194,55 @@ def _accuracy(value: float | None) -> str:
 
 
 def _print_best(study: optuna.Study) -> None:
-    rows = best_by_family(study)
-    if not rows:
+    """The study's families in the report's one ranking, narrow enough for 80 columns:
+    the parameters go on lines of their own under the table."""
+    from lrbench.report.frames import trials_of  # pandas and scipy: only where used
+    from lrbench.report.ranking import rank
+    from lrbench.report.summary import LeaderRow
+
+    trials = trials_of(study)
+    if trials.empty or not (trials["state"] == "complete").any():
         console.print("no completed trial yet")
         return
-    table = Table(title=f"best trial per schedule family — study {study.study_name}")
-    for name in ("family", "trials", "pruned", "diverged", "val acc", "test acc", "trial"):
-        table.add_column(name, justify="left" if name == "family" else "right")
-    table.add_column("params", overflow="fold")
-    for r in rows:
-        table.add_row(r["family"], str(r["complete"]), str(r["pruned"]), str(r["diverged"]),
-                      _accuracy(r["val_accuracy"]), _accuracy(r["test_accuracy"]),
-                      "-" if r["number"] is None else str(r["number"]), r["params"])
+    ranking = rank(trials)
+    basis = ("mean test accuracy over confirm seeds" if ranking.basis == "confirm"
+             else "single runs' validation accuracy")
+    table = Table(title=f"study {study.study_name}: families ranked by {basis}",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("family", no_wrap=True)
+    for name in ("trials", "val acc", "test acc", "trial"):
+        table.add_column(name, justify="right", no_wrap=True)
+    if ranking.basis == "confirm":
+        table.add_column("seeds test %", justify="right", no_wrap=True)
+    table.add_column("vs best", justify="right", no_wrap=True)
+    ranked = {s.family for s in ranking.ranked}
+    search = trials[trials["role"] == "search"]
+    counted = search[search["state"].isin(["complete", "pruned"])]
+    for place, s in enumerate(ranking.standings, start=1):
+        row = LeaderRow(place if s.family in ranked else None, s.family, s.trial, s.params,
+                        s.search_val, s.search_test, s.confirm, [], "", "", s)
+        cells = ["-" if row.rank is None else str(row.rank), s.family,
+                 _counts(counted[counted["family"] == s.family]), f"{s.search_val:.4f}",
+                 _accuracy(s.search_test), str(s.trial)]
+        if ranking.basis == "confirm":
+            cells.append(s.confirm.text() if s.confirm.n else "-")
+        table.add_row(*cells, row.versus_best.replace("–", "-").replace(" (p = ", " p=")
+                      .replace(")", "").replace(" (untestable", "?"))
+    for family in sorted(set(counted["family"]) - {s.family for s in ranking.standings}):
+        cells = ["-", family, _counts(counted[counted["family"] == family]), "-", "-", "-"]
+        table.add_row(*cells, *(["-"] * (len(table.columns) - len(cells))))
     console.print(table)
+    console.print("trials: done/pruned/diverged; vs best: Holm-corrected p against the best "
+                  "(tied: not distinguishable). Best parameters:", highlight=False)
+    for s in ranking.standings:
+        console.print(f"  {s.family}: {s.params}", highlight=False, markup=False)
+
+
+def _counts(trials: pd.DataFrame) -> str:
+    done = int((trials["state"] == "complete").sum())
+    pruned = int((trials["state"] == "pruned").sum())
+    return f"{done}/{pruned}/{int(trials['diverged'].sum())}"
 
 
 @cli.command()

@@ -78,9 +78,35 @@ def test_the_best_trial_table_never_crowns_a_diverged_trial(capsys):
                 "diverged" if diverged else "complete", test_accuracy=value))}))
     cli._print_best(study)
     lines = capsys.readouterr().out.splitlines()
-    [step] = [line for line in lines if line.startswith("│ step")]
-    [cosine] = [line for line in lines if line.startswith("│ cosine")]
+    [step] = [line for line in lines if line.split()[1:2] == ["step"]]
+    [cosine] = [line for line in lines if line.split()[1:2] == ["cosine"]]
     assert "0.9000" in step and "0.9500" not in step
-    cells = [cell.strip() for cell in cosine.strip("│").split("│")]
-    assert cells[:7] == ["cosine", "1", "0", "1", "-", "-", "-"]  # counted, no winner
+    assert step.split()[:3] == ["1", "step", "2/0/1"]  # 2 complete, 1 of them diverged
+    assert cosine.split() == ["-", "cosine", "1/0/1", "-", "-", "-", "-"]  # counted, no winner
     assert lines.index(step) < lines.index(cosine)  # a family without a result comes last
+
+
+def test_the_terminal_table_fits_80_columns_with_every_family(capsys, monkeypatch):
+    """Parameters wrapped the table into one-word lines at 80 columns; now they get lines
+    of their own under it, and the table keeps one line per family."""
+    monkeypatch.setattr(cli, "console", cli.Console(width=80, force_terminal=False))
+    study = optuna.create_study(direction="maximize")
+    families = ["cosine_restarts", "exponential", "multistep", "polynomial", "onecycle"]
+    schedule = optuna.distributions.CategoricalDistribution(families)
+    long_params = {"max_lr_ratio": 1.993, "pct_start": 0.4241, "div_factor": 63.65, "lr": 0.0413}
+    for i, family in enumerate(families):
+        params = {"schedule": family, **{f"{family}.{k}": v for k, v in long_params.items()}}
+        distributions = {"schedule": schedule, **{
+            f"{family}.{k}": optuna.distributions.FloatDistribution(0.001, 100)
+            for k in long_params}}
+        study.add_trial(optuna.trial.create_trial(
+            params=params, distributions=distributions, value=0.9 - i / 100,
+            user_attrs={RECORD_ATTR: dataclasses.asdict(TrialRecord(
+                "complete", family=family, val_accuracy=0.9 - i / 100, test_accuracy=0.88,
+                val_size=500))}))
+    cli._print_best(study)
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if line.split()[1:2] and line.split()[1] in families]
+    assert [row.split()[1] for row in rows] == families  # one line each, in rank order
+    assert "  onecycle: max_lr_ratio=1.993 pct_start=0.4241 div_factor=63.65 lr=0.0413" in lines

@@ -40,19 +40,26 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
                                  prefix=plots.slug(info.name))
         report.figures += [f.path for f in figures if f.path is not None]
         study_summary = summary.summarise(one, study_targets)
+        intervals = plots.verdict_intervals(
+            one, out_dir / "figures" / f"{plots.slug(info.name)}-00-verdict.png")
+        if intervals.path is not None:
+            report.figures.append(intervals.path)
         report.studies.append(study_summary)
         views.append(html.StudyView(
             name=info.name, slug=plots.slug(info.name), data=summary.data_description(one),
             model=info.config.get("model", "?"), epochs=info.config.get("epochs", "?"),
             sweep_file=info.sweep_file, summary=study_summary, edges=_edge_texts(one),
             reproduction=summary.reproduction(one) if _is_tutorial(one) else [],
-            figures=[html.FigureView(f.title, f.caption,
-                                     html.data_uri(f.path) if f.path else "", f.note)
-                     for f in figures],
+            figures=[_view(f) for f in figures], intervals=_view(intervals),
             provenance=summary.provenance(one), commands=summary.reproduce_commands(one),
             batched=bool(len(one.trials)) and (one.trials["engine"] == "batched").any()))
     report.index.write_text(html.render(views, location), encoding="utf-8")
     return report
+
+
+def _view(figure: plots.Figure) -> html.FigureView:
+    return html.FigureView(figure.title, figure.caption,
+                           html.data_uri(figure.path) if figure.path else "", figure.note)
 
 
 def _is_tutorial(frames: ReportFrames) -> bool:

@@ -143,6 +143,28 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
     return frames
 
 
+def trials_of(study: optuna.Study) -> pd.DataFrame:
+    """One study's trials frame, its confirm runs included: what the terminal's table
+    ranks (``report.ranking``), without reading curves or drawing anything."""
+    trials = study.get_trials(deepcopy=False)
+    confirm: list[FrozenTrial] = []
+    if confirm_study_name(study.study_name) in study_names(study._storage):
+        confirm = optuna.load_study(study_name=confirm_study_name(study.study_name),
+                                    storage=study._storage).get_trials(deepcopy=False)
+    config = study.user_attrs.get(CONFIG_ATTR, {})
+    info = StudyInfo(study.study_name, config, "", {}, len(trials), len(confirm),
+                     data=data_identity.recorded(study))
+    winners = {t.number for t in study_best_per_family(study).values()}
+    rows = []
+    for role, group in (("search", trials), ("confirm", confirm)):
+        for trial in group:
+            if not _other_data(trial, info):
+                row = _trial_row(study.study_name, role, trial, config)
+                row["best_in_family"] = role == "search" and trial.number in winners
+                rows.append(row)
+    return _typed_trials(pd.DataFrame(rows))
+
+
 def _other_data(trial: FrozenTrial, info: StudyInfo) -> bool:
     """Whether ``trial`` trained on other data than its study's; counted in ``info`` if so."""
     if info.data is None:
@@ -164,7 +186,8 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
     seeds = trained_seeds(trial)
     row = {
         "study": study, "number": trial.number, "role": role,
-        "confirm_of": plan.confirm_of, "state": state, "status": status,
+        "confirm_of": plan.confirm_of, "confirm_index": plan.confirm_index,
+        "state": state, "status": status,
         "family": record.family or trial.params.get("schedule", ""),
         "params": params_text(trial.params),
         "diverged": record.diverged, "reason": record.reason,
@@ -193,8 +216,8 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
 def _typed_trials(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
-    for column in ("confirm_of", "seed", "data_seed", "epochs", "epochs_run", "train_size",
-                   "val_size", "test_size", "steps_per_epoch", "warmup_epochs"):
+    for column in ("confirm_of", "confirm_index", "seed", "data_seed", "epochs", "epochs_run",
+                   "train_size", "val_size", "test_size", "steps_per_epoch", "warmup_epochs"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
     for column in ("val_accuracy", "test_accuracy", "test_loss", "train_seconds", "lr"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)

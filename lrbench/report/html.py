@@ -39,6 +39,7 @@ class StudyView:
     provenance: dict[str, Any]
     commands: list[str]
     batched: bool = False  # some trials trained in a batch: their seconds are shared
+    intervals: FigureView | None = None  # the verdict's figure, under the leaderboard
 
 
 def data_uri(png: Path) -> str:

@@ -6,8 +6,8 @@ the page. When there is nothing to draw (no completed trial, no searched paramet
 it writes nothing, ``path`` is None and ``note`` says why, so the page can print that
 instead of an image; no function raises on an empty or odd study.
 
-Each family keeps one colour (``family_palette``) and one place (``family_order``: best
-validation accuracy first) in every figure. Only drawing happens here: the numbers come
+Each family keeps one colour (``family_palette``) and one place (``family_order``: the
+study's ranking, ``report.ranking``) in every figure. Only drawing happens here: the numbers come
 from ``report/frames.py``, and the small data steps below (``edge_optima`` and the
 ``_*_data`` helpers) are plain pandas that tests check without drawing.
 """
@@ -42,6 +42,7 @@ from lrbench.report.frames import (
     top_k_per_family,
 )
 from lrbench.report.frames import time_to_target as target_epochs
+from lrbench.report.ranking import rank
 from lrbench.train.schedules import FAMILIES
 
 # Reports are built headless (CLI, CI, a worker box): never open a window.
@@ -97,15 +98,15 @@ def family_palette(families: Iterable[str]) -> dict[str, Any]:
 
 
 def family_order(trials: pd.DataFrame) -> list[str]:
-    """Families by their best completed search trial's validation accuracy, best first.
+    """Families in the study's one ranking (``report.ranking``: the page's order).
 
     Families without a completed search trial come last, in registry order.
     """
     if trials.empty:
         return []
-    ranked = list(dict.fromkeys(best_per_family(trials)["family"]))
-    rank = {f: i for i, f in enumerate(FAMILIES)}
-    rest = sorted(set(trials["family"]) - set(ranked), key=lambda f: (rank.get(f, 99), f))
+    ranked = rank(trials).order
+    registry = {f: i for i, f in enumerate(FAMILIES)}
+    rest = sorted(set(trials["family"]) - set(ranked), key=lambda f: (registry.get(f, 99), f))
     return ranked + rest
 
 
@@ -227,6 +228,58 @@ def _draw_accuracy(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str]
     _legend(ax, [Patch(color="0.75", label="search trials: quartiles"),
                  _marker("search trial", "0.45"),
                  _marker("confirm run (fresh seed)", CONFIRM_COLOUR, "D", size=5)])
+    return fig
+
+
+# --- the verdict's figure: each family's score with its interval ------------------------
+
+
+def verdict_intervals(frames: ReportFrames, path: Path) -> Figure:
+    """Each ranked family's score ± 95% CI on one axis, in the ranking's order, with the
+    constant-LR baseline marked: what the verdict says, drawn."""
+    ranking = rank(frames.trials)
+    title = "The ranking with its uncertainty"
+    standings = ranking.ranked
+    if len(standings) < 2:
+        return Figure(None, title, "", "fewer than two families with a result: nothing to "
+                                       "compare")
+    if ranking.basis == "confirm":
+        caption = ("Mean test accuracy over confirm seeds ± 95% CI (Student t), best first. "
+                   "Filled: not distinguishable from the best (Holm-corrected paired tests); "
+                   "hollow: below it. Crosses: the search run's own test accuracy, whose "
+                   "distance to the mean is the winner's curse.")
+    else:
+        caption = ("Single runs: each family's best search trial's validation accuracy ± "
+                   "1.96 binomial standard errors of its validation set, best first. Filled: "
+                   "not distinguishable from the best (Holm-corrected z-tests); hollow: below.")
+    if ranking.baseline is not None:
+        caption += " Dashed line: constant LR, the baseline."
+    return Figure(_render(_draw_intervals, path, ranking), title, caption)
+
+
+def _draw_intervals(ranking: Any) -> Any:
+    standings = ranking.ranked
+    palette = family_palette(s.family for s in standings)
+    fig, ax = plt.subplots(figsize=(WIDTH, 1.0 + 0.42 * len(standings)))
+    for y, s in enumerate(standings):
+        if ranking.basis == "confirm":
+            centre, half = s.confirm.mean, s.confirm.half_width
+        else:
+            centre, half = s.score, 1.96 * ranking.standard_error(s.score)
+        colour = palette[s.family]
+        ax.errorbar(centre, y, xerr=None if math.isnan(half) else half, fmt="o",
+                    color=colour, markerfacecolor=colour if s.tied_with_best else "white",
+                    markersize=8, capsize=4, linewidth=2)
+        if ranking.basis == "confirm":
+            ax.plot(s.search_test, y, marker="x", color="0.3", markersize=7, linestyle="")
+    base = ranking.baseline
+    if base is not None:
+        ax.axvline(base.score, color="0.4", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(standings)), [s.family for s in standings])
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.1f}%"))
+    what = "test accuracy over seeds" if ranking.basis == "confirm" else "validation accuracy"
+    ax.set(xlabel=what, ylabel="")
     return fig
 
 

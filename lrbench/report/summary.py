@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from lrbench.errors import UserError
+from lrbench.report import ranking as ranking_module
 from lrbench.report import stats
 from lrbench.report.frames import ReportFrames, best_per_family, completed, time_to_target
 from lrbench.sweep import config as config_module
@@ -30,7 +31,7 @@ PUBLISHED = (
 
 @dataclass
 class LeaderRow:
-    rank: int
+    rank: int | None  # None: not ranked by the basis (no confirm runs, on a confirm basis)
     family: str
     trial: int
     params: str
@@ -40,6 +41,34 @@ class LeaderRow:
     to_target: list[str]  # one text per target: "3 ep (1.2 s)" or "missed (best 96.1%)"
     trials: str  # "12 done, 4 pruned"
     diverged: str  # "1 of 16"
+    standing: ranking_module.Standing | None = None
+
+    @property
+    def versus_best(self) -> str:
+        """"best", "tied (p = 0.41)", "below (p = 0.003)" or "–"."""
+        s = self.standing
+        if s is None or self.rank is None:
+            return "–"
+        if self.rank == 1:
+            return "best"
+        if math.isnan(s.p_vs_best):
+            return "tied (untestable)"
+        return f"{'tied' if s.tied_with_best else 'below'} (p = {s.p_vs_best:.2g})"
+
+    @property
+    def versus_baseline(self) -> str:
+        s = self.standing
+        if s is None or s.vs_baseline is None:
+            return "–"
+        return f"{100 * s.vs_baseline.mean:+.2f}" + (
+            "" if math.isnan(s.vs_baseline.half_width)
+            else f" ± {100 * s.vs_baseline.half_width:.2f}")
+
+    @property
+    def curse(self) -> str:
+        """Search test accuracy minus the confirm mean, in points."""
+        gap = self.standing.search_confirm_gap if self.standing else math.nan
+        return "–" if math.isnan(gap) else f"{100 * gap:+.2f}"
 
 
 @dataclass
@@ -50,6 +79,9 @@ class StudySummary:
     verdict: str
     notes: list[str] = field(default_factory=list)  # families without results and the like
     has_confirm: bool = False
+    ranking: ranking_module.Ranking = field(
+        default_factory=lambda: ranking_module.Ranking("none", []))
+    target_note: str = ""  # how the targets were chosen
 
 
 def _pct(value: float) -> str:
@@ -74,27 +106,33 @@ def summarise(frames: ReportFrames, targets: tuple[float, ...]) -> StudySummary:
     """One study's leaderboard and verdict (``frames`` holds that study only)."""
     info = frames.studies[0]
     trials = frames.trials
-    best = best_per_family(trials) if len(trials) else trials
-    seeds = stats.seed_summary(trials, best) if len(trials) else pd.DataFrame()
-    ttt = time_to_target(frames, targets) if len(best) else pd.DataFrame()
+    ranking = ranking_module.rank(trials)
+    ttt = time_to_target(frames, targets) if ranking.standings else pd.DataFrame()
+    ranked = {s.family for s in ranking.ranked}
     rows = []
-    for rank, run in enumerate(best.to_dict("records"), start=1):
-        family = run["family"]
+    for place, standing in enumerate(ranking.standings, start=1):
+        family = standing.family
         of_family = trials[(trials["family"] == family) & (trials["role"] == "search")]
         finished = of_family[of_family["state"].isin(["complete", "pruned"])]
-        runs = stats.confirm_runs(trials, best)
-        runs = runs[runs["family"] == family]
         rows.append(LeaderRow(
-            rank, family, int(run["number"]), run["params"] or "(fixed)",
-            run["val_accuracy"], run["test_accuracy"], stats.mean_ci(runs["test_accuracy"]),
-            _to_target_texts(ttt, run["number"], targets),
+            place if family in ranked else None, family, standing.trial, standing.params,
+            standing.search_val, standing.search_test, standing.confirm,
+            _to_target_texts(ttt, standing.trial, targets),
             f"{(finished['state'] == 'complete').sum()} done, "
             f"{(finished['state'] == 'pruned').sum()} pruned",
-            f"{int(finished['diverged'].sum())} of {len(finished)}"))
-    summary = StudySummary(info.name, targets, rows, "", has_confirm=len(seeds) > 0)
-    summary.notes = _notes(frames, best)
-    summary.verdict = _verdict(info.name, rows, trials)
+            f"{int(finished['diverged'].sum())} of {len(finished)}", standing))
+    summary = StudySummary(info.name, targets, rows, "", ranking=ranking,
+                           has_confirm=any(s.confirm.n for s in ranking.standings))
+    summary.notes = _notes(frames, best_per_family(trials) if len(trials) else trials)
+    summary.verdict = verdict(info.name, ranking, trials, fixed_only=is_fixed_only(frames))
     return summary
+
+
+def is_fixed_only(frames: ReportFrames) -> bool:
+    """Every trial was listed in the sweep file (dlwizard): nothing was searched."""
+    info = frames.studies[0]
+    fixed = len(info.config.get("fixed") or [])
+    return fixed > 0 and info.trials <= fixed
 
 
 def _notes(frames: ReportFrames, best: pd.DataFrame) -> list[str]:
@@ -118,46 +156,83 @@ def _notes(frames: ReportFrames, best: pd.DataFrame) -> list[str]:
     return notes
 
 
-def _verdict(study: str, rows: list[LeaderRow], trials: pd.DataFrame) -> str:
-    if not rows:
+def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
+            fixed_only: bool = False) -> str:
+    """The page's answer, in the ranking's order; never "wins" for a tie."""
+    if ranking.basis == "none":
         counts = trials["status"].value_counts() if len(trials) else pd.Series(dtype=int)
         states = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
         return (f"Study {study} has no completed trial yet (trials: {states}), so no schedule "
                 f"can be ranked.")
-    confirmed = [r for r in rows if r.seeds.n >= 2]
-    if len(confirmed) >= 2:
-        return _confirmed_verdict(study, confirmed, trials)
-    top = rows[0]
-    text = (f"By the single best run of each family, {top.family} leads study {study} with "
-            f"{_pct(top.val_accuracy)} validation accuracy ({_pct(top.test_accuracy)} test; "
-            f"{top.params}).")
-    if len(rows) > 1:
-        second = rows[1]
-        text += (f" The runner-up, {second.family}, reached {_pct(second.val_accuracy)} "
-                 f"(a lead of {100 * (top.val_accuracy - second.val_accuracy):.2f} points).")
-    return text + (f" This ranking rests on single runs, with no measure of seed noise: run "
-                   f"`lrbench confirm {study}` to re-train each family's best with fresh seeds.")
-
-
-def _confirmed_verdict(study: str, rows: list[LeaderRow], trials: pd.DataFrame) -> str:
-    ranked = sorted(rows, key=lambda r: -r.seeds.mean)
-    top, second = ranked[0], ranked[1]
-    runs = trials[(trials["role"] == "confirm") & (trials["state"] == "complete")]
-    a = runs[runs["confirm_of"] == top.trial]["test_accuracy"].dropna().tolist()
-    b = runs[runs["confirm_of"] == second.trial]["test_accuracy"].dropna().tolist()
-    p = stats.welch_p(a, b)
-    lead = 100 * (top.seeds.mean - second.seeds.mean)
-    if math.isnan(p):
-        significance = "a significance test is not possible with these runs"
-    elif p < stats.ALPHA:
-        significance = f"significant (Welch t-test, p = {p:.3g})"
+    ranked = ranking.ranked
+    top = ranked[0]
+    if len(ranked) == 1:
+        return (f"Only {top.family} has a completed run in study {study} "
+                f"({_pct(top.search_val)} validation accuracy): there is nothing to rank it "
+                f"against.")
+    if ranking.basis == "confirm":
+        text = _confirm_verdict(study, ranking)
     else:
-        significance = (f"not significant at the 5% level (Welch t-test, p = {p:.3g}): "
-                        f"treat the two as tied")
-    return (f"{top.family} wins study {study}: test accuracy {top.seeds.text()}% (mean ± 95% "
-            f"CI over {top.seeds.n} seeds) against {second.seeds.text()}% for {second.family}, "
-            f"the runner-up: a lead of {lead:.2f} points, {significance}. Its configuration: "
-            f"{top.params}.")
+        text = _search_verdict(study, ranking, fixed_only)
+    base = ranking.baseline
+    if base is not None and base is not top and top.vs_baseline is not None:
+        gap = top.vs_baseline
+        width = ("" if math.isnan(gap.half_width)
+                 else f" (95% CI {100 * (gap.mean - gap.half_width):+.2f} to "
+                      f"{100 * (gap.mean + gap.half_width):+.2f})")
+        text += (f" Against constant LR, {top.family} is {100 * gap.mean:+.2f} points"
+                 f"{width}; every family's gap is in the leaderboard.")
+    elif base is not None and base is top:
+        text += " Constant LR itself is at the top: no schedule beat a well-chosen constant LR."
+    return text
+
+
+def _tie_text(ranking: ranking_module.Ranking) -> str:
+    tied = ranking.tied
+    others = [f for f in tied if f != tied[0]]
+    test = next((s.test for s in ranking.ranked[1:] if s.test), "")
+    if not others:
+        return (f"every other family is below it ({test}s against the best, Holm-corrected, "
+                f"p < {ranking_module.ALPHA:g})")
+    return (f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} not distinguishable "
+            f"from it ({test}s against the best, Holm-corrected, p ≥ {ranking_module.ALPHA:g})")
+
+
+def _confirm_verdict(study: str, ranking: ranking_module.Ranking) -> str:
+    top = ranking.ranked[0]
+    ties = [f for f in ranking.tied if f != top.family]
+    lead = (f"{top.family} is best in study {study}" if not ties
+            else f"No single winner in study {study}: {top.family} has the highest mean")
+    text = (f"{lead}: test accuracy {top.confirm.text()}% (mean ± 95% CI over "
+            f"{top.confirm.n} seeds), and {_tie_text(ranking)}.")
+    if ties and len(ties) + 1 == len(ranking.ranked):
+        text += (f" With {ranking.seeds} seeds per family, this study cannot rank its "
+                 f"families: run `lrbench confirm {study} --seeds N` with more seeds.")
+    gap = top.search_confirm_gap
+    if not math.isnan(gap) and gap > 0:
+        text += (f" Its search run measured {_pct(top.search_test)} test accuracy, "
+                 f"{100 * gap:.2f} points above its mean on fresh seeds: the winner's curse.")
+    return text
+
+
+def _search_verdict(study: str, ranking: ranking_module.Ranking, fixed_only: bool) -> str:
+    top = ranking.ranked[0]
+    se = ranking.standard_error(top.score)
+    noise = (f"one run's validation accuracy on {ranking.val_size:,} images has a standard "
+             f"error of ±{100 * se:.2f} points" if not math.isnan(se) else
+             "the validation set's size is unknown")
+    ties = [f for f in ranking.tied if f != top.family]
+    what = "runs" if fixed_only else "best search runs"
+    lead = (f"{top.family} has the highest validation accuracy in study {study}" if not ties
+            else f"No single winner in study {study}: {top.family} has the highest "
+                 f"validation accuracy")
+    text = (f"By single runs (the {what}, no confirm runs), {lead}, "
+            f"{_pct(top.search_val)} ({_pct(top.search_test)} test; {top.params}); {noise}, "
+            f"and {_tie_text(ranking)}.")
+    if ties and len(ties) + 1 == len(ranking.ranked):
+        text += " On single runs this study cannot rank its families."
+    return text + (f" Run `lrbench confirm {study}` to re-train each with fresh seeds and "
+                   f"rank them on means.")
 
 
 @dataclass

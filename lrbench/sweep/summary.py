@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-
-from lrbench.sweep.record import record_of
-from lrbench.sweep.study import best_per_family
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -21,37 +17,6 @@ def params_text(params: dict[str, Any]) -> str:
         short = name.split(".", 1)[-1]
         parts.append(f"{short}={value:.4g}" if isinstance(value, float) else f"{short}={value}")
     return " ".join(parts)
-
-
-def best_by_family(study: optuna.Study) -> list[dict[str, Any]]:
-    """One row per schedule family, best validation accuracy first: ``best_per_family``'s
-    winner and the family's counts of complete, pruned and diverged trials. A family with
-    no result (all pruned or diverged) comes last, with None for its accuracies."""
-    counts: dict[str, Counter[str]] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                          TrialState.PRUNED)):
-        family = trial.params.get("schedule")
-        if family is not None:
-            count = counts.setdefault(family, Counter())
-            count["pruned" if trial.state == TrialState.PRUNED else "complete"] += 1
-            record = record_of(trial)
-            count["diverged"] += bool(record and record.diverged)
-    winners = best_per_family(study)
-    rows = []
-    for family, count in counts.items():
-        best = winners.get(family)  # None: every trial was pruned or diverged
-        rows.append({"family": family, "complete": count["complete"], "pruned": count["pruned"],
-                     "diverged": count["diverged"],
-                     "val_accuracy": best.value if best else None,
-                     "test_accuracy": _test_accuracy(best),
-                     "number": best.number if best else None,
-                     "params": params_text(best.params) if best else ""})
-    return sorted(rows, key=lambda r: (r["val_accuracy"] is None, -(r["val_accuracy"] or 0)))
-
-
-def _test_accuracy(trial: optuna.trial.FrozenTrial | None) -> float | None:
-    record = record_of(trial) if trial is not None else None
-    return record.test_accuracy if record is not None else None
 
 
 def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:

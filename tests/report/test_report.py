@@ -18,10 +18,11 @@ import pytest
 from conftest import CONFIRM_SEEDS as SEEDS
 from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
+from scipy import stats as scipy_stats
 
 from lrbench.errors import UserError
 from lrbench.report import frames as frames_module
-from lrbench.report import stats, summary
+from lrbench.report import plots, stats, summary
 from lrbench.report.frames import PARAM_PREFIX
 from lrbench.sweep import config as config_module
 from lrbench.sweep import record
@@ -234,19 +235,51 @@ def test_welch_separates_distinct_samples_and_not_equal_ones() -> None:
 def test_verdict_with_confirm_runs_gives_interval_and_test(
         frames: frames_module.ReportFrames) -> None:
     smoke = summary.summarise(frames.study("smoke"), (0.9,))
-    assert smoke.has_confirm
+    assert smoke.has_confirm and smoke.ranking.basis == "confirm"
     assert all(row.seeds.n == SEEDS for row in smoke.leaderboard)
-    assert f"over {SEEDS} seeds" in smoke.verdict and "Welch t-test" in smoke.verdict
-    winner = max(smoke.leaderboard, key=lambda r: r.seeds.mean)
-    assert smoke.verdict.startswith(f"{winner.family} wins study smoke")
+    # ranked by the confirm mean, the one order of verdict, leaderboard and figures
+    means = [row.seeds.mean for row in smoke.leaderboard]
+    assert means == sorted(means, reverse=True)
+    assert [r.family for r in smoke.leaderboard] == plots.family_order(
+        frames.study("smoke").trials)
+    # each family against the best: a paired t-test over the confirm seeds (run i of every
+    # family shares batch order i), Holm-corrected, recomputed here with scipy
+    runs = frames.study("smoke").trials.query("role == 'confirm'")
+    by_family = {f: g.sort_values("confirm_index")["test_accuracy"].tolist()
+                 for f, g in runs.groupby("family")}
+    best = smoke.leaderboard[0].family
+    raw = {f: scipy_stats.ttest_rel(by_family[best], xs).pvalue
+           for f, xs in by_family.items() if f != best}
+    ordered = sorted(raw, key=raw.get)
+    holm, running = {}, 0.0
+    for i, family in enumerate(ordered):
+        running = max(running, min(1.0, (len(ordered) - i) * raw[family]))
+        holm[family] = running
+    for row in smoke.leaderboard[1:]:
+        assert row.standing.p_vs_best == pytest.approx(holm[row.family])
+        assert row.standing.tied_with_best == (holm[row.family] >= 0.05)
+    assert f"over {SEEDS} seeds" in smoke.verdict and "paired t-tests" in smoke.verdict
+    assert "wins" not in smoke.verdict
+    tied = [r.family for r in smoke.leaderboard if r.standing.tied_with_best]
+    if len(tied) > 1:
+        assert smoke.verdict.startswith(f"No single winner in study smoke: {best} has")
+        assert all(f in smoke.verdict for f in tied)
+    else:
+        assert smoke.verdict.startswith(f"{best} is best in study smoke")
 
 
 def test_verdict_without_confirm_runs_says_it_rests_on_single_runs(
         frames: frames_module.ReportFrames) -> None:
     tutorial = summary.summarise(frames.study("dlwizard"), (0.9,))
-    assert not tutorial.has_confirm
-    assert "rests on single runs" in tutorial.verdict
-    assert "lrbench confirm dlwizard" in tutorial.verdict
+    assert not tutorial.has_confirm and tutorial.ranking.basis == "search"
+    assert tutorial.verdict.startswith("By single runs (the runs, no confirm runs)")
+    # the validation set is the 10,000-image test set (validation_size = 0): its standard
+    # error at the best run's accuracy is stated
+    top = tutorial.leaderboard[0]
+    se = math.sqrt(top.val_accuracy * (1 - top.val_accuracy) / 10_000)
+    assert f"on 10,000 images has a standard error of ±{100 * se:.2f} points" in \
+        tutorial.verdict
+    assert "lrbench confirm dlwizard" in tutorial.verdict and "wins" not in tutorial.verdict
 
 
 def test_reproduction_table_pairs_published_and_measured(

@@ -1,0 +1,123 @@
+"""The one ranking: its order, its ties against the best (Holm-corrected), its gaps to the
+constant-LR baseline, each checked against numbers worked out here independently."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+
+from lrbench.report import plots, ranking
+from lrbench.report.frames import ReportFrames, StudyInfo
+
+
+def study_frame(search: dict[str, tuple[float, float]],
+                confirm: dict[str, list[float]], val_size: int = 500) -> pd.DataFrame:
+    """A study's trials frame: search[family] = (val, test) of its best trial; confirm
+    [family] = test accuracies of its confirm runs, run i on seed i."""
+    rows = []
+    for number, (family, (val, test)) in enumerate(search.items()):
+        rows.append({"study": "s", "number": number, "role": "search", "state": "complete",
+                     "family": family, "params": f"{family}=1", "val_accuracy": val,
+                     "test_accuracy": test, "diverged": False, "best_in_family": True,
+                     "confirm_of": pd.NA, "confirm_index": pd.NA, "val_size": val_size})
+        for index, accuracy in enumerate(confirm.get(family, [])):
+            rows.append({"study": "s", "number": 100 * (number + 1) + index, "role": "confirm",
+                         "state": "complete", "family": family, "params": "",
+                         "val_accuracy": accuracy, "test_accuracy": accuracy,
+                         "diverged": False, "best_in_family": False, "confirm_of": number,
+                         "confirm_index": index, "val_size": val_size})
+    return pd.DataFrame(rows)
+
+
+def test_holm_matches_the_step_down_rule() -> None:
+    # p sorted: 0.01, 0.02, 0.04 over m = 3: 0.03, max(0.03, 0.04), max(0.04, 0.04)
+    assert ranking.holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    adjusted = ranking.holm([0.5, math.nan, 0.001])
+    assert adjusted[0] == pytest.approx(0.5) and adjusted[2] == pytest.approx(0.002)
+    assert math.isnan(adjusted[1])
+
+
+CONFIRM = {
+    "cosine": [0.950, 0.952, 0.949, 0.951, 0.953],
+    "step": [0.949, 0.953, 0.948, 0.950, 0.952],  # within noise of cosine
+    "constant": [0.930, 0.931, 0.929, 0.932, 0.930],  # clearly below
+}
+SEARCH = {"step": (0.962, 0.958), "cosine": (0.960, 0.957), "constant": (0.941, 0.935),
+          "linear": (0.955, 0.950)}  # linear: no confirm runs
+
+
+def test_confirm_basis_ranks_by_seed_means_with_paired_holm_tests() -> None:
+    result = ranking.rank(study_frame(SEARCH, CONFIRM))
+    assert result.basis == "confirm" and result.seeds == 5
+    # by mean over seeds (cosine 0.9510 > step 0.9504), not by the search's best (step)
+    assert result.order == ["cosine", "step", "constant", "linear"]
+    cosine, step, constant, linear = result.standings
+    raw = {"step": scipy_stats.ttest_rel(CONFIRM["cosine"], CONFIRM["step"]).pvalue,
+           "constant": scipy_stats.ttest_rel(CONFIRM["cosine"], CONFIRM["constant"]).pvalue}
+    low, high = sorted(raw.values())
+    assert constant.p_vs_best == pytest.approx(2 * low)  # Holm: the smallest times m = 2
+    assert step.p_vs_best == pytest.approx(max(2 * low, high))
+    assert step.tied_with_best and not constant.tied_with_best
+    assert step.test == "paired t-test"
+    assert result.tied == ["cosine", "step"]
+    assert linear.confirm.n == 0 and not linear.tied_with_best  # unranked, listed last
+    # the gap to constant LR: the mean paired difference with its Student-t interval
+    differences = [a - b for a, b in zip(CONFIRM["cosine"], CONFIRM["constant"])]
+    sd = pd.Series(differences).std()
+    half = scipy_stats.t.ppf(0.975, 4) * sd / math.sqrt(5)
+    assert cosine.vs_baseline.mean == pytest.approx(sum(differences) / 5)
+    assert cosine.vs_baseline.half_width == pytest.approx(half)
+    # the winner's curse: the search run's test accuracy minus the confirm mean
+    assert cosine.search_confirm_gap == pytest.approx(0.957 - 0.951)
+
+
+def test_search_basis_uses_the_validation_sets_standard_error() -> None:
+    result = ranking.rank(study_frame(SEARCH, {}, val_size=5000))
+    assert result.basis == "search" and result.order == ["step", "cosine", "linear", "constant"]
+    step, cosine, linear, constant = result.standings
+
+    def z_p(a: float, b: float) -> float:
+        se = math.sqrt(a * (1 - a) / 5000 + b * (1 - b) / 5000)
+        return 2 * scipy_stats.norm.sf(abs(a - b) / se)
+
+    raw = {name: z_p(0.962, SEARCH[name][0]) for name in ("cosine", "linear", "constant")}
+    ordered = sorted(raw, key=raw.get)
+    expected, running = {}, 0.0
+    for i, name in enumerate(ordered):
+        running = max(running, min(1.0, (3 - i) * raw[name]))
+        expected[name] = running
+    for standing in (cosine, linear, constant):
+        assert standing.p_vs_best == pytest.approx(expected[standing.family])
+    assert result.tied == ["step", "cosine", "linear"]  # within noise of 5,000 images
+    assert not constant.tied_with_best
+    # on 500 images even constant LR's 2.1 points are within noise
+    small = ranking.rank(study_frame(SEARCH, {}, val_size=500))
+    assert small.tied == ["step", "cosine", "linear", "constant"]
+    gap = step.vs_baseline
+    assert gap.mean == pytest.approx(0.962 - 0.941)
+    assert gap.half_width == pytest.approx(
+        1.959964 * math.hypot(math.sqrt(0.962 * 0.038 / 5000), math.sqrt(0.941 * 0.059 / 5000)),
+        rel=1e-5)
+
+
+def test_one_family_and_no_family_are_not_ranked() -> None:
+    assert ranking.rank(study_frame({}, {})).basis == "none"
+    alone = ranking.rank(study_frame({"step": (0.9, 0.9)}, {"step": [0.9, 0.91]}))
+    assert alone.tied == ["step"] and len(alone.standings) == 1
+
+
+def test_the_interval_figure_follows_the_ranking(tmp_path: Path) -> None:
+    trials = study_frame(SEARCH, CONFIRM)
+    frames = ReportFrames([StudyInfo("s", {}, "", {}, 4, 15)], trials, pd.DataFrame(),
+                          pd.DataFrame())
+    figure = plots.verdict_intervals(frames, tmp_path / "v.png")
+    assert figure.drawn and "Holm" in figure.caption and "constant LR" in figure.caption
+    assert (tmp_path / "v.png").stat().st_size > 5_000 and plt.get_fignums() == []
+    single = ReportFrames(frames.studies, study_frame({"step": (0.9, 0.9)}, {}),
+                          pd.DataFrame(), pd.DataFrame())
+    assert not plots.verdict_intervals(single, tmp_path / "w.png").drawn
