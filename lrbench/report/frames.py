@@ -26,7 +26,7 @@ from lrbench.sweep.confirm import CONFIRM_SUFFIX, confirm_study_name
 from lrbench.sweep.data_identity import DataIdentity
 from lrbench.sweep.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
 from lrbench.sweep.storage import open_storage, study_names
-from lrbench.sweep.study import CONFIG_ATTR
+from lrbench.sweep.study import CONFIG_ATTR, run_options
 from lrbench.sweep.study import best_per_family as study_best_per_family
 from lrbench.sweep.summary import params_text
 from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
@@ -56,6 +56,9 @@ class StudyInfo:
     # Runs trained on other data than the study's, left out of every frame: their data's
     # description -> how many (a report never pools runs of different data).
     other_data: dict[str, int] = field(default_factory=dict)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # each sweep run's options
+    confirm_runs: list[dict[str, Any]] = field(default_factory=list)  # each confirm run's
+    location: str = ""  # the storage it was read from
 
     @property
     def dataset(self) -> str:
@@ -111,13 +114,17 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
         study = optuna.load_study(study_name=name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         confirm: list[FrozenTrial] = []
+        confirm_runs: list[dict[str, Any]] = []
         if confirm_study_name(name) in names:
-            confirm = optuna.load_study(study_name=confirm_study_name(name),
-                                        storage=storage).get_trials(deepcopy=False)
+            confirm_study = optuna.load_study(study_name=confirm_study_name(name),
+                                              storage=storage)
+            confirm = confirm_study.get_trials(deepcopy=False)
+            confirm_runs = run_options(confirm_study)
         config = study.user_attrs.get(CONFIG_ATTR, {})
         info = StudyInfo(name, config, study.user_attrs.get("sweep_file", ""),
                          study.user_attrs.get("provenance", {}), len(trials), len(confirm),
-                         data=data_identity.recorded(study))
+                         data=data_identity.recorded(study), runs=run_options(study),
+                         confirm_runs=confirm_runs, location=location)
         infos.append(info)
         winners = {t.number for t in study_best_per_family(study).values()}
         for role, group in (("search", trials), ("confirm", confirm)):

@@ -7,7 +7,10 @@ without drawing or rendering anything.
 from __future__ import annotations
 
 import math
+import shlex
+import urllib.parse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -17,6 +20,7 @@ from lrbench.report import ranking as ranking_module
 from lrbench.report import stats
 from lrbench.report.frames import ReportFrames, best_per_family, completed, time_to_target
 from lrbench.sweep import config as config_module
+from lrbench.sweep.storage import DEFAULT_JOURNAL
 
 # The tutorial's published runs (Deep Learning Wizard, "Learning Rate Scheduling"):
 # family, parameters, epochs, published test accuracy in %.
@@ -303,9 +307,19 @@ def provenance(frames: ReportFrames) -> dict[str, Any]:
 
 
 def reproduce_commands(frames: ReportFrames) -> list[str]:
-    """The commands that re-create this study, its confirm runs and this page."""
+    """Commands that re-create this study, its confirm runs and this page, in order.
+
+    Each recorded sweep run becomes one ``lrbench sweep`` with the options it ran with
+    (workers, device, engine, K) and what makes it the same study: the sweep file and its
+    overrides, the data folder and the storage. With one worker the replay is exact (the
+    sampler's seeds derive from the base seed, the run and the slot); parallel slots
+    interleave their asks by timing, so a replay with several draws other trials.
+    """
     info = frames.studies[0]
-    command = f"lrbench sweep {info.sweep_file or 'SWEEP.toml'} --study {info.name}"
+    where = _storage_option(info.location)
+    data_dir = (f" --data-dir {shlex.quote(info.data.location)}"
+                if info.data is not None and info.data.location else "")
+    command = f"lrbench sweep {shlex.quote(info.sweep_file or 'SWEEP.toml')} --study {info.name}"
     try:  # the overrides the sweep ran with: where the stored setup differs from its file
         file_config = config_module.load(info.sweep_file)
         for key in ("epochs", "dataset", "seed"):
@@ -315,10 +329,44 @@ def reproduce_commands(frames: ReportFrames) -> list[str]:
         command += "".join(f" --{k} {info.config[k]}" for k in ("epochs", "dataset", "seed")
                            if k in info.config)
     searched = (frames.trials["role"] == "search").sum() if len(frames.trials) else 0
-    commands = [f"{command} --trials {searched}"]
+    runs = info.runs or [{"trials": int(searched)}]  # a study made before runs were recorded
+    commands = [f"{command} --trials {options['trials']}{_run_flags(options)}{data_dir}{where}"
+                for options in runs]
     if info.confirm_trials:
-        runs = frames.trials[frames.trials["role"] == "confirm"]
-        per_config = runs.groupby("confirm_of").size().max()
-        commands.append(f"lrbench confirm {info.name} --seeds {per_config}")
-    commands.append(f"lrbench report --study {info.name}")
+        confirm = frames.trials[frames.trials["role"] == "confirm"]
+        seeds = int(confirm["confirm_index"].max()) + 1 if confirm["confirm_index"].notna().any() \
+            else int(confirm.groupby("confirm_of").size().max())
+        chosen = "".join(f" --trial {int(n)}" for n in sorted(confirm["confirm_of"].dropna()
+                                                                 .unique()))
+        options = info.confirm_runs[-1] if info.confirm_runs else {}
+        commands.append(f"lrbench confirm {info.name} --seeds {seeds}{chosen}"
+                        f"{_run_flags(options)}{data_dir}{where}")
+    commands.append(f"lrbench report --study {info.name}{where}")
     return commands
+
+
+def _run_flags(options: dict[str, Any]) -> str:
+    flags = ""
+    for key, flag in (("workers", "--workers"), ("device", "--device"), ("engine", "--engine"),
+                      ("batch_trials", "--batch-trials")):
+        if options.get(key) not in (None, "", "auto"):
+            flags += f" {flag} {options[key]}"
+    return flags + (" --tf32" if options.get("tf32") else "")
+
+
+def _storage_option(location: str) -> str:
+    """``--results DIR`` for a default journal, else ``--storage``; a URL's password is left
+    out (libpq reads it from PGPASSWORD or ~/.pgpass), never printed on a page."""
+    if not location:
+        return ""
+    if "://" in location:
+        parts = urllib.parse.urlsplit(location)
+        if parts.password:
+            host = parts.hostname + (f":{parts.port}" if parts.port else "")
+            netloc = f"{parts.username}@{host}" if parts.username else host
+            location = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return f" --storage {shlex.quote(location)}"
+    path = Path(location)
+    if path.name == DEFAULT_JOURNAL:
+        return f" --results {shlex.quote(str(path.parent))}"
+    return f" --storage {shlex.quote(location)}"

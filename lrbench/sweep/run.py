@@ -113,7 +113,11 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     with claim_lock(location, config.study):
         study = open_study(config, study_storage)
         data_identity.check_and_record(study, identity)
-        run = start_run(study)
+        run = start_run(study, {"trials": config.trials, "workers": len(slots),
+                                "device": ",".join(dict.fromkeys(s.device for s in slots)),
+                                "engine": engine,
+                                "batch_trials": batch_trials, "tf32": tf32,
+                                "data_dir": str(arrays.root)})
     first = snapshot(study)
     outcome = SweepOutcome(study, location, slots, first.finished, config.trials,
                            failed_before=first.failed)

@@ -54,6 +54,7 @@ STALE_AFTER_SECONDS = 30 * 60
 UNMARKED_AFTER_SECONDS = 2.0
 CONFIG_ATTR = "lrbench_config"
 RUNS_ATTR = "lrbench_runs"  # how many sweeps have started on the study: the next run's index
+RUN_OPTIONS_PREFIX = "lrbench_run_options:"  # + run index: the options that run started with
 
 
 def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
@@ -126,11 +127,25 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
     return study
 
 
-def start_run(study: optuna.Study) -> int:
-    """This sweep's run index on the study (0 for the first sweep); hold the claim lock."""
+def start_run(study: optuna.Study, options: dict[str, Any] | None = None) -> int:
+    """This sweep's run index on the study (0 for the first sweep); hold the claim lock.
+
+    ``options``: what the run was started with (workers, device, engine, data folder ...),
+    kept so that the report can print commands that replay the study (``run_options``).
+    """
     run = int(study.user_attrs.get(RUNS_ATTR, 0))
     study.set_user_attr(RUNS_ATTR, run + 1)
+    if options is not None:
+        study.set_user_attr(f"{RUN_OPTIONS_PREFIX}{run}", options)
     return run
+
+
+def run_options(study: optuna.Study | dict[str, Any]) -> list[dict[str, Any]]:
+    """The options of each recorded sweep run on the study, in run order."""
+    attrs = study if isinstance(study, dict) else study.user_attrs
+    runs = [(int(k.removeprefix(RUN_OPTIONS_PREFIX)), v) for k, v in attrs.items()
+            if k.startswith(RUN_OPTIONS_PREFIX)]
+    return [options for _, options in sorted(runs)]
 
 
 def fixed_params(config: SweepConfig, fixed: FixedTrial) -> tuple[dict[str, Any], Plan]:
