@@ -324,6 +324,9 @@ def report(studies: tuple[str, ...], out_dir: str | None, targets: tuple[float, 
     folder = Path(out_dir) if out_dir else Path(results_dir) / "report"
     with console.status("reading the storage and drawing the figures..."):
         written = build_report(location, folder, list(studies) or None, targets, top_k)
+    for warning in written.warnings:
+        err_console.print(f"lrbench: warning: {warning}", style="yellow", markup=False,
+                          highlight=False)
     for study in written.studies:
         console.print(f"[bold]{study.name}[/bold]: {study.verdict}", highlight=False)
     console.print(f"report: {written.index} ({len(written.figures)} figures; data in "

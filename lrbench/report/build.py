@@ -19,6 +19,7 @@ class Report:
     csvs: list[Path]
     figures: list[Path] = field(default_factory=list)
     studies: list[summary.StudySummary] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # damage found in the storage
 
 
 # Derived targets, as fractions of the best validation accuracy the study reached: one
@@ -57,7 +58,8 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
     """Write ``out_dir/index.html`` with its CSVs and PNGs; return what was written."""
     all_frames = frames_module.load(location, studies)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = Report(out_dir / "index.html", frames_module.export_csv(all_frames, out_dir))
+    report = Report(out_dir / "index.html", frames_module.export_csv(all_frames, out_dir),
+                    warnings=all_frames.warnings)
     views = []
     for info in all_frames.studies:
         one = all_frames.study(info.name)
@@ -80,7 +82,7 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
             figures=[_view(f) for f in figures], intervals=_view(intervals),
             provenance=summary.provenance(one), commands=summary.reproduce_commands(one),
             batched=bool(len(one.trials)) and (one.trials["engine"] == "batched").any()))
-    report.index.write_text(html.render(views, location), encoding="utf-8")
+    report.index.write_text(html.render(views, location, report.warnings), encoding="utf-8")
     return report
 
 

@@ -21,12 +21,12 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.errors import UserError
-from lrbench.sweep import data_identity
+from lrbench.sweep import data_identity, journal
 from lrbench.sweep.confirm import CONFIRM_SUFFIX, confirm_study_name
 from lrbench.sweep.data_identity import DataIdentity
 from lrbench.sweep.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
-from lrbench.sweep.storage import open_storage, study_names
-from lrbench.sweep.study import CONFIG_ATTR, run_options
+from lrbench.sweep.storage import is_url, open_storage, study_names
+from lrbench.sweep.study import CONFIG_ATTR, run_options, worker_alive
 from lrbench.sweep.study import best_per_family as study_best_per_family
 from lrbench.sweep.summary import params_text
 from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
@@ -56,6 +56,7 @@ class StudyInfo:
     # Runs trained on other data than the study's, left out of every frame: their data's
     # description -> how many (a report never pools runs of different data).
     other_data: dict[str, int] = field(default_factory=dict)
+    orphaned: int = 0  # RUNNING trials (search and confirm) whose worker is gone
     runs: list[dict[str, Any]] = field(default_factory=list)  # each sweep run's options
     confirm_runs: list[dict[str, Any]] = field(default_factory=list)  # each confirm run's
     location: str = ""  # the storage it was read from
@@ -76,6 +77,7 @@ class ReportFrames:
     # (study, role, number) -> Optuna's params, with their types (a frame turns ints
     # of a column holding NaN into floats, and a scheduler wants its ints back).
     params: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # damage found in the storage
 
     def study(self, name: str) -> ReportFrames:
         """The frames of one study (its confirm runs included)."""
@@ -84,7 +86,8 @@ class ReportFrames:
         return ReportFrames([s for s in self.studies if s.name == name], pick(self.trials),
                             pick(self.epochs), pick(self.space), pick(self.lr_steps),
                             pick(self.importances),
-                            {k: v for k, v in self.params.items() if k[0] == name})
+                            {k: v for k, v in self.params.items() if k[0] == name},
+                            self.warnings)
 
 
 # --- reading the storage ---------------------------------------------------------------
@@ -96,7 +99,7 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
     A missing storage, an empty one, or an unknown study name is the user's mistake
     (``UserError``); a study without finished trials still yields its rows.
     """
-    storage = open_storage(location, create=False)
+    storage = open_storage(location, create=False, warn=False)  # storage_warnings says it
     names = study_names(storage)
     sweeps = [n for n in names if not n.endswith(CONFIRM_SUFFIX)]
     if not sweeps:
@@ -126,6 +129,8 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
                          data=data_identity.recorded(study), runs=run_options(study),
                          confirm_runs=confirm_runs, location=location)
         infos.append(info)
+        info.orphaned = sum(t.state == TrialState.RUNNING and not worker_alive(t)
+                            for t in [*trials, *confirm])
         winners = {t.number for t in study_best_per_family(study).values()}
         for role, group in (("search", trials), ("confirm", confirm)):
             for trial in group:
@@ -147,7 +152,28 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
                           importances=pd.concat(importance_frames, ignore_index=True),
                           params=raw_params)
     frames.lr_steps = lr_steps(frames)
+    frames.warnings = storage_warnings(location, infos)
     return frames
+
+
+def storage_warnings(location: str, infos: list[StudyInfo]) -> list[str]:
+    """What is wrong with the storage, for the terminal and the top of the page."""
+    found = []
+    if not is_url(location):
+        health = journal.inspect(location)
+        if health.torn_bytes:
+            found.append(
+                f"{location} ends in {health.torn_bytes:,} torn bytes (an interrupted write): "
+                f"the record they held is lost, so a trial that ended there may show as "
+                f"running. The next `lrbench sweep` moves them to a side file and re-runs "
+                f"such trials.")
+    for info in infos:
+        if info.orphaned:
+            found.append(
+                f"study {info.name}: {info.orphaned} trial(s) are RUNNING with no live worker "
+                f"(interrupted, or their end was lost): they count as unfinished; "
+                f"`lrbench sweep` (or `confirm`) recovers and re-runs them.")
+    return found
 
 
 def trials_of(study: optuna.Study) -> pd.DataFrame:

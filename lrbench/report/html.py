@@ -50,10 +50,11 @@ def _pct(value: float | None) -> str:
     return "–" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
 
 
-def render(studies: list[StudyView], storage: str) -> str:
+def render(studies: list[StudyView], storage: str, warnings: list[str] | None = None) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("lrbench.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return env.get_template("report.html.j2").render(
-        studies=studies, storage=storage, generated=now, version=lrbench.__version__, pct=_pct)
+        studies=studies, storage=storage, generated=now, version=lrbench.__version__, pct=_pct,
+        warnings=warnings or [])

@@ -153,6 +153,10 @@ def _notes(frames: ReportFrames, best: pd.DataFrame) -> list[str]:
     for description, count in frames.studies[0].other_data.items():
         notes.append(f"{count} run(s) trained on other data ({description}) are left out of "
                      f"every table and figure: results on different data are never pooled.")
+    for state in ("running", "waiting"):
+        count = int((trials["state"] == state).sum()) if len(trials) else 0
+        if count:
+            notes.append(f"{count} trial(s) {state} (not finished: left out of the ranking).")
     failed = (trials["state"] == "fail").sum() if len(trials) else 0
     if failed:
         notes.append(f"{failed} trial(s) failed (errors or interrupted runs; failed trials are "
@@ -226,13 +230,13 @@ def _search_verdict(study: str, ranking: ranking_module.Ranking, fixed_only: boo
              f"error of ±{100 * se:.2f} points" if not math.isnan(se) else
              "the validation set's size is unknown")
     ties = [f for f in ranking.tied if f != top.family]
-    what = "runs" if fixed_only else "best search runs"
     lead = (f"{top.family} has the highest validation accuracy in study {study}" if not ties
             else f"No single winner in study {study}: {top.family} has the highest "
                  f"validation accuracy")
-    text = (f"By single runs (the {what}, no confirm runs), {lead}, "
-            f"{_pct(top.search_val)} ({_pct(top.search_test)} test; {top.params}); {noise}, "
-            f"and {_tie_text(ranking)}.")
+    what = "each listed run once" if fixed_only else "each family's best search run"
+    text = (f"{lead}, {_pct(top.search_val)} ({_pct(top.search_test)} test; {top.params}), "
+            f"and {_tie_text(ranking)}. These are single runs ({what}, no confirm runs): "
+            f"{noise}.")
     if ties and len(ties) + 1 == len(ranking.ranked):
         text += " On single runs this study cannot rank its families."
     return text + (f" Run `lrbench confirm {study}` to re-train each with fresh seeds and "

@@ -34,7 +34,7 @@ def is_url(location: str) -> bool:
     return "://" in location
 
 
-def open_storage(location: str, *, create: bool = True) -> BaseStorage:
+def open_storage(location: str, *, create: bool = True, warn: bool = True) -> BaseStorage:
     """Open a storage URL (``postgresql://``, ``sqlite:///``, ``redis://``) or journal file."""
     if location.startswith("redis://"):
         try:
@@ -52,15 +52,16 @@ def open_storage(location: str, *, create: bool = True) -> BaseStorage:
             if type(err).__module__.startswith("sqlalchemy"):
                 raise UserError(f"--storage {location}: cannot connect: {err}") from None
             raise
-    return open_journal(Path(location), create=create)
+    return open_journal(Path(location), create=create, warn=warn)
 
 
-def open_journal(path: Path, *, create: bool = True) -> JournalStorage:
+def open_journal(path: Path, *, create: bool = True, warn: bool = True) -> JournalStorage:
     """Open a journal file: refuse anything else, repair a torn tail, name damage exactly.
 
     A writer (``create=True``: sweep, confirm) moves a torn tail to a side file under
     the journal's lock before Optuna reads it; a reader (report, list) leaves the file
-    alone and only warns, as Optuna skips the torn bytes anyway.
+    alone and only warns (unless ``warn`` is off: the report says it on its page), as
+    Optuna skips the torn bytes anyway.
     """
     if not path.exists():
         if not create:
@@ -81,7 +82,7 @@ def open_journal(path: Path, *, create: bool = True) -> JournalStorage:
                 journal.move_torn_tail(journal.inspect(path))
     except OSError as err:  # a read-only folder, say
         raise UserError(f"cannot open {path} for writing: {err.strerror}") from None
-    if not create and health and health.torn_bytes:
+    if warn and not create and health and health.torn_bytes:
         log.warning("%s ends in %d torn bytes (an interrupted write); they are skipped, "
                     "and the next sweep moves them to a side file", path, health.torn_bytes)
     try:

@@ -240,7 +240,8 @@ def new_claim(trial: optuna.Trial, spec: TrialSpec, slot_index: int, device: str
                  sampler_seed=sampler_seed, heartbeat=time.time())
 
 
-def _worker_alive(trial: FrozenTrial) -> bool:
+def worker_alive(trial: FrozenTrial) -> bool:
+    """Whether a RUNNING trial's worker still lives (its process here, its heartbeat elsewhere)."""
     claim = claim_of(trial)
     if claim is None:  # asked but not yet claimed: alive only while still claiming
         started = trial.datetime_start or datetime.datetime.now()
@@ -263,7 +264,7 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
     """
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if _worker_alive(trial):
+        if worker_alive(trial):
             continue
         try:
             # Optuna has no public setter for another process's trial attributes.

@@ -273,7 +273,7 @@ def test_verdict_without_confirm_runs_says_it_rests_on_single_runs(
         frames: frames_module.ReportFrames) -> None:
     tutorial = summary.summarise(frames.study("dlwizard"), (0.9,))
     assert not tutorial.has_confirm and tutorial.ranking.basis == "search"
-    assert tutorial.verdict.startswith("By single runs (the runs, no confirm runs)")
+    assert "These are single runs (each listed run once, no confirm runs)" in tutorial.verdict
     # the validation set is the 10,000-image test set (validation_size = 0): its standard
     # error at the best run's accuracy is stated
     top = tutorial.leaderboard[0]
