@@ -66,6 +66,9 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
         study_targets, target_note = targets_for(one, targets)
         figures = plots.draw_all(one, out_dir / "figures", study_targets, top_k=top_k,
                                  prefix=plots.slug(info.name))
+        fixed_only = summary.is_fixed_only(one)
+        if fixed_only:  # nothing was searched: no sensitivity, importance or search history
+            figures = [f for f in figures if f.title not in plots.SEARCH_FIGURES]
         report.figures += [f.path for f in figures if f.path is not None]
         study_summary = summary.summarise(one, study_targets)
         study_summary.target_note = target_note
@@ -77,7 +80,8 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
         views.append(html.StudyView(
             name=info.name, slug=plots.slug(info.name), data=summary.data_description(one),
             model=info.config.get("model", "?"), epochs=info.config.get("epochs", "?"),
-            sweep_file=info.sweep_file, summary=study_summary, edges=_edge_texts(one),
+            sweep_file=info.sweep_file, summary=study_summary,
+            edges=[] if fixed_only else _edge_texts(one),
             reproduction=summary.reproduction(one) if _is_tutorial(one) else [],
             figures=[_view(f) for f in figures], intervals=_view(intervals),
             provenance=summary.provenance(one), commands=summary.reproduce_commands(one),

@@ -385,6 +385,8 @@ def importances(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
     groups: dict[str, list[FrozenTrial]] = {"all families": done}
     for trial in done:
         groups.setdefault(trial.params.get("schedule", ""), []).append(trial)
+    if len(groups) == 2:  # one family: its own scope is "all families" again, shown twice
+        groups = {"all families": done}
     rows = []
     for scope, group in groups.items():
         shared = set.intersection(*(set(t.distributions) for t in group)) if group else set()

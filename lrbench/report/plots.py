@@ -60,6 +60,10 @@ COLOURS = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]
 COLOURS += sns.color_palette(["#1b9e77", "#393b79", "#e6ab02", "#666666"])
 FILE_STEMS = ("01-accuracy", "02-convergence", "03-learning-rates", "04-losses",
               "05-sensitivity", "06-importance-history", "07-time-to-target")
+SENSITIVITY_TITLE = "Sensitivity: validation accuracy against each searched parameter"
+HISTORY_TITLE = "Optimisation history and parameter importances"
+# Figures about the search itself: a study of fixed trials only (dlwizard) has none.
+SEARCH_FIGURES = (SENSITIVITY_TITLE, HISTORY_TITLE)
 NO_COMPLETED = "no completed search trial (all failed, pruned, diverged or still running)"
 
 
@@ -434,7 +438,7 @@ def _draw_losses(curves: pd.DataFrame, order: list[str]) -> Any:
 
 def sensitivity(frames: ReportFrames, path: Path) -> Figure:
     """Validation accuracy against each searched parameter, one row of panels per family."""
-    title = "Sensitivity: validation accuracy against each searched parameter"
+    title = SENSITIVITY_TITLE
     done, space = _sensitivity_data(frames)
     if done.empty:
         return Figure(None, title, "", NO_COMPLETED)
@@ -565,7 +569,7 @@ def _range_position(value: float, low: float, high: float, log: bool) -> float:
 def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
     """The optimisation history (val accuracy per trial, best so far) above Optuna's
     fANOVA importances over all families and within each family."""
-    title = "Optimisation history and parameter importances"
+    title = HISTORY_TITLE
     done = _done(frames)
     if done.empty:
         return Figure(None, title, "", NO_COMPLETED)

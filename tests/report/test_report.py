@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from conftest import CONFIRM_SEEDS as SEEDS
 from conftest import DATA, NEEDS_MNIST, REPO
+from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from scipy import stats as scipy_stats
 
@@ -321,3 +322,15 @@ def test_targets_fit_what_the_study_reached(frames: frames_module.ReportFrames) 
     assert build.targets_for(one, (0.5,)) == ((0.5,), "Targets given with --target.")
     easy = dataclasses.replace(one, epochs=one.epochs.assign(val_accuracy=0.99))
     assert build.targets_for(easy, ())[0] == (0.97, 0.98)  # mnist's, when within reach
+
+
+def test_a_one_family_study_shows_its_importances_once() -> None:
+    schedule = CategoricalDistribution(["step"])
+    gamma, lr = FloatDistribution(0.1, 0.9), FloatDistribution(0.01, 0.5, log=True)
+    trials = [optuna.trial.create_trial(
+        params={"schedule": "step", "step.gamma": 0.1 + i / 10, "lr": 0.01 * (i + 1)},
+        distributions={"schedule": schedule, "step.gamma": gamma, "lr": lr},
+        value=0.9 - abs(i - 3) / 100) for i in range(8)]
+    one_family = frames_module.importances("one", trials)
+    assert set(one_family["scope"]) == {"all families"}  # not again as "step"
+    assert set(one_family["param"]) == {"step.gamma", "lr"}

@@ -126,3 +126,20 @@ def tutorial_note(html: str) -> str:
                       html, re.S)
     assert match is not None
     return " ".join(match.group(1).split())
+
+
+def section(html: str, slug: str) -> str:
+    found = re.search(rf'<section id="study-{slug}">(.*?)</section>', html, re.S)
+    assert found is not None
+    return found.group(1)
+
+
+def test_fixed_trial_studies_get_only_sections_that_mean_something(page: Path) -> None:
+    """dlwizard's five fixed runs searched nothing: no "widen the range" advice, no
+    sensitivity or importance figures; smoke, which searched, keeps them."""
+    html = page.read_text(encoding="utf-8")
+    tutorial, smoke = section(html, "dlwizard"), section(html, "smoke")
+    for title in ("Sensitivity: validation accuracy", "Optimisation history and parameter"):
+        assert title not in tutorial and title in smoke
+    assert "widen the range" not in tutorial
+    assert "Reproducing the tutorial" in tutorial
