@@ -117,6 +117,9 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
     """Run (or resume) the sweep in sweeps/SWEEP.toml, or in a .toml file."""
     cfg = config_module.load(find_sweep_file(sweep)).with_overrides(
         trials=trials, epochs=epochs, dataset=dataset, seed=seed, study=study_name)
+    if cfg.clipped:
+        console.print(f"--epochs {cfg.epochs}: epoch-dependent ranges follow it: "
+                      + "; ".join(cfg.clipped), highlight=False, markup=False)
     outcome = _run_with_progress(cfg, results_dir=results_dir, storage=storage,
                                  data_dir=data_dir, device=device, workers=workers,
                                  engine=engine, batch_trials=batch_trials, tf32=tf32)

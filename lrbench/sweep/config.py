@@ -81,6 +81,8 @@ class SweepConfig:
     range_overrides: Mapping[str, Mapping[str, Axis]] = field(default_factory=dict)
     fixed: tuple[FixedTrial, ...] = ()
     source: str = "<memory>"
+    # What ``--epochs`` changed in the epoch-dependent ranges, for the terminal.
+    clipped: tuple[str, ...] = ()
 
     def space(self, family: str) -> dict[str, Axis]:
         """The family's search space: the registry's defaults, then the file's ranges."""
@@ -91,7 +93,7 @@ class SweepConfig:
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same study (the trial count and file path do not)."""
         as_dict = _jsonable(dataclasses.asdict(self))
-        for key in ("trials", "source", "study"):
+        for key in ("trials", "source", "study", "clipped"):
             as_dict.pop(key)
         return as_dict
 
@@ -106,9 +108,53 @@ class SweepConfig:
             return self
         if "epochs" in changes:  # "--epochs 2" shortens every trial, the fixed ones too
             changes["fixed"] = tuple(dataclasses.replace(t, epochs=None) for t in self.fixed)
+            if changes["epochs"] != self.epochs:
+                changes.update(_follow_epochs(self, changes["epochs"]))
         updated = dataclasses.replace(self, **changes)
         _check_whole(updated, Path(self.source))
         return updated
+
+
+def _follow_epochs(config: SweepConfig, epochs: int) -> dict[str, Any]:
+    """Epoch-dependent ranges for ``--epochs``: the registry's defaults follow the epochs
+    (step_size up to them, milestones below them, ...), and the searched warm-up is clipped
+    below them. Each change is said on the terminal (``clipped``). An explicit family
+    range that no longer fits is left as written: ``_check_whole`` refuses it."""
+    said = []
+    for family in config.families:
+        before, after = (FAMILIES[family].default_space(e) for e in (config.epochs, epochs))
+        for name, axis in after.items():
+            if axis != before[name] and name not in config.range_overrides.get(family, {}):
+                said.append(f"{family}.{name} {describe(before[name])} -> {describe(axis)}")
+    changes: dict[str, Any] = {}
+    warmup = config.warmup_axis
+    if isinstance(warmup, IntRange) and warmup.high >= epochs and warmup.low < epochs:
+        changes["warmup_axis"] = IntRange(warmup.low, epochs - 1)
+    elif isinstance(warmup, Choice) and any(_is_int(v) and 0 <= v < epochs
+                                            for v in warmup.choices):
+        changes["warmup_axis"] = Choice(tuple(v for v in warmup.choices
+                                              if not (_is_int(v) and v >= epochs)))
+    if changes.get("warmup_axis", warmup) != warmup:
+        said.append(f"warmup_epochs {describe(warmup)} -> {describe(changes['warmup_axis'])}")
+    changes["clipped"] = tuple(said)
+    return changes
+
+
+def _check_epoch_ranges(config: SweepConfig, path: Path) -> None:
+    """A family range written in the file must fit the run's epochs where it counts
+    epochs (the registry's range for it follows the epochs): a step_size, milestone or
+    restart period beyond the last epoch never takes effect."""
+    for family, axes in config.range_overrides.items():
+        fitting = FAMILIES[family].default_space(config.epochs)
+        unbounded = FAMILIES[family].default_space(10 ** 6)
+        for name, axis in axes.items():
+            if not isinstance(fitting[name], IntRange) or fitting[name] == unbounded[name]:
+                continue  # does not count epochs
+            if any(_is_int(v) and v > config.epochs for v in _values(axis)):
+                raise ConfigError(path, f"schedules.{family}.{name}",
+                                  f"{describe(axis)} does not fit {config.epochs} epochs: "
+                                  f"values above {config.epochs} never take effect; narrow "
+                                  f"the range or raise the epochs")
 
 
 def _jsonable(value: Any) -> Any:
@@ -344,6 +390,7 @@ def _check_whole(config: SweepConfig, path: Path) -> None:
         raise ConfigError(path, "train.epochs", f"must be >= 1, but got {config.epochs}")
     if config.trials < 1:
         raise ConfigError(path, "study.trials", f"must be >= 1, but got {config.trials}")
+    _check_epoch_ranges(config, path)
     if not 0 <= config.seed <= SEED_MAX:
         raise ConfigError(path, "study.seed", f"must be {SEED_RULE}, but got {config.seed}")
     if not valid_study_name(config.study):

@@ -249,9 +249,9 @@ def test_identity_excludes_trials_study_and_source(tmp_path: Path) -> None:
     text = FULL.replace('name = "step"', 'name = "other"').replace("trials = 20", "trials = 3")
     b = load(write(tmp_path, text, "b.toml"))
     ident = a.identity()
-    assert not {"trials", "study", "source"} & set(ident)
+    assert not {"trials", "study", "source", "clipped"} & set(ident)
     assert set(ident) == {f.name for f in dataclasses.fields(SweepConfig)} - {
-        "trials", "study", "source"}
+        "trials", "study", "source", "clipped"}
     assert ident == b.identity()
     json.dumps(ident)  # plain JSON: no tuples-as-keys, no dataclasses
     assert ident["families"] == ["step", "plateau"]
@@ -290,6 +290,20 @@ def test_with_overrides_epochs_two(tmp_path: Path) -> None:
     assert short.epochs == 2 and short.fixed[0].epochs is None
 
 
+def test_epochs_override_clips_epoch_dependent_ranges_and_says_so() -> None:
+    """`lrbench sweep all --epochs 2` was refused: the shipped warm-up 0..2 no longer fit."""
+    config = load(SWEEPS_DIR / "all.toml")
+    short = config.with_overrides(epochs=2)
+    assert short.warmup_axis == IntRange(0, 1)
+    assert short.space("step")["step_size"] == IntRange(1, 2)
+    assert short.space("cosine_restarts")["t_0"] == IntRange(1, 1)
+    assert "warmup_epochs 0..2 -> 0..1" in short.clipped
+    assert "step.step_size 1..10 -> 1..2" in short.clipped
+    assert not any(line.startswith("exponential.") for line in short.clipped)  # unchanged
+    assert "clipped" not in short.identity()  # a note, not part of the study's setup
+    assert config.with_overrides(epochs=10).clipped == ()  # the file's own epochs
+
+
 def test_with_overrides_nothing_returns_self(tmp_path: Path) -> None:
     config = load(write(tmp_path, MINIMAL))
     assert config.with_overrides() is config
@@ -306,8 +320,9 @@ def test_with_overrides_trials(tmp_path: Path) -> None:
     (MINIMAL, {"epochs": -1}, "train.epochs", "-1"),
     (MINIMAL, {"trials": 0}, "study.trials", "0"),
     (MINIMAL, {"dataset": "cifar10"}, "data.dataset", "'cifar10'"),
-    # FULL searches warmup_epochs in 0..2: epochs=2 leaves no room for a 2-epoch warm-up
-    (FULL, {"epochs": 2}, "search.warmup_epochs", "2"),
+    # FULL's explicit step_size 1..3 does not fit 2 epochs: it stays an error (its
+    # warm-up range 0..2 would be clipped to 0..1)
+    (FULL, {"epochs": 2}, "schedules.step.step_size", "1..3"),
     # a fixed trial's own warm-up is rechecked against the new epochs
     (render({"[[fixed]]": fixed(schedule='"plateau"', factor="0.5", patience="1",
                                 warmup_epochs="2")}),
