@@ -91,8 +91,10 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
 
 
 def _view(figure: plots.Figure) -> html.FigureView:
-    return html.FigureView(figure.title, figure.caption,
-                           html.data_uri(figure.path) if figure.path else "", figure.note)
+    if figure.path is None:
+        return html.FigureView(figure.title, figure.caption, "", figure.note)
+    return html.FigureView(figure.title, figure.caption, html.data_uri(figure.path),
+                           figure.note, html.png_width(figure.path) // 2)
 
 
 def _is_tutorial(frames: ReportFrames) -> bool:

@@ -22,6 +22,7 @@ class FigureView:
     caption: str
     src: str  # a data: URI, or "" when there was nothing to draw
     note: str = ""
+    width: int = 0  # CSS pixels: half the PNG's, so it shows at 2x density (or smaller)
 
 
 @dataclass
@@ -40,6 +41,13 @@ class StudyView:
     commands: list[str]
     batched: bool = False  # some trials trained in a batch: their seconds are shared
     intervals: FigureView | None = None  # the verdict's figure, under the leaderboard
+
+
+def png_width(png: Path) -> int:
+    """The PNG's width in pixels, from its IHDR chunk (bytes 16-20)."""
+    with open(png, "rb") as handle:
+        head = handle.read(24)
+    return int.from_bytes(head[16:20], "big")
 
 
 def data_uri(png: Path) -> str:

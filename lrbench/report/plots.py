@@ -48,18 +48,21 @@ from lrbench.train.schedules import FAMILIES
 # Reports are built headless (CLI, CI, a worker box): never open a window.
 matplotlib.use("Agg")
 
-DPI = 100
-WIDTH = 11.0  # inches: 1,100 px at DPI, the report page's content width
+DPI = 200  # 2x the page's CSS pixels: sharp on high-resolution screens
+WIDTH = 11.0  # inches: the page's ~1,100 px content width at 100 px per inch
 COL_WRAP = 4  # facets per row: 11 families -> 3 rows of ~270 px panels
 PANEL_HEIGHT = 2.3  # inches per facet row
 CONFIRM_COLOUR = "black"
 EDGE_MARGIN = 0.05  # an optimum within 5% of its range's end may lie outside the range
-# The registry's 11 families need 11 colours a reader can tell apart: tab10 without its
-# grey (grey reads as "no family"), then a teal and a navy unlike any of those nine.
+# The registry's families need colours a reader can tell apart: tab10 without its grey
+# (grey reads as "no family"), then a maroon and a gold unlike any of those nine (the
+# teal and navy before them read as a third green and blue). Colour alone still fails
+# some readers and printers, so each family also keeps a marker of its own.
 COLOURS = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]
-COLOURS += sns.color_palette(["#1b9e77", "#393b79", "#e6ab02", "#666666"])
-FILE_STEMS = ("01-accuracy", "02-convergence", "03-learning-rates", "04-losses",
-              "05-sensitivity", "06-importance-history", "07-time-to-target")
+COLOURS += sns.color_palette(["#800000", "#e6ab02", "#4d4d4d", "#7fc97f", "#fdc086"])
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "H", "d", "1"]
+FILE_STEMS = ("01-accuracy", "02-convergence", "03-learning-rates", "04-learning-rates-overlaid",
+              "05-losses", "06-sensitivity", "07-importance-history", "08-time-to-target")
 SENSITIVITY_TITLE = "Sensitivity: validation accuracy against each searched parameter"
 HISTORY_TITLE = "Optimisation history and parameter importances"
 # Figures about the search itself: a study of fixed trials only (dlwizard) has none.
@@ -99,6 +102,13 @@ def family_palette(families: Iterable[str]) -> dict[str, Any]:
     known = list(FAMILIES)
     slots = known + sorted(set(families) - set(known))
     return {f: COLOURS[slots.index(f) % len(COLOURS)] for f in families}
+
+
+def family_markers(families: Iterable[str]) -> dict[str, str]:
+    """family -> matplotlib marker, fixed like its colour by its place in the registry."""
+    families = list(dict.fromkeys(families))
+    slots = list(FAMILIES) + sorted(set(families) - set(FAMILIES))
+    return {f: MARKERS[slots.index(f) % len(MARKERS)] for f in families}
 
 
 def family_order(trials: pd.DataFrame) -> list[str]:
@@ -361,7 +371,7 @@ def learning_rates(frames: ReportFrames, path: Path) -> Figure:
     order = [f for f in family_order(frames.trials) if f in set(steps["family"])]
     caption = ("Learning rate against training progress in epochs (per batch, replayed on "
                "the trial's scheduler where the storage holds its steps per epoch; a step "
-               "per epoch otherwise), warm-up included. Log y axis, shared.")
+               "per epoch otherwise), warm-up included. Log y axis, each panel its own range.")
     return Figure(_render(_draw_learning_rates, path, _close_steps(steps), order),
                   title, caption)
 
@@ -375,10 +385,13 @@ def _close_steps(steps: pd.DataFrame) -> pd.DataFrame:
 
 
 def _draw_learning_rates(steps: pd.DataFrame, order: list[str]) -> Any:
+    # Each panel its own y range: OneCycle's 1e-6 start squeezed every other family into
+    # the top fifth of a shared axis. The overlay below compares them on one axis.
     grid = sns.relplot(steps, x="position", y="lr", kind="line", col="family", col_order=order,
                        col_wrap=min(COL_WRAP, len(order)), hue="family",
                        palette=family_palette(order), estimator=None, drawstyle="steps-post",
-                       linewidth=1.4, legend=False, **_facet_size())
+                       linewidth=1.4, legend=False, facet_kws={"sharey": False},
+                       **_facet_size())
     grid.set(yscale="log")
     numbers = steps.groupby("family")["number"].first()
     for family, ax in grid.axes_dict.items():
@@ -386,6 +399,44 @@ def _draw_learning_rates(steps: pd.DataFrame, order: list[str]) -> Any:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     grid.set_axis_labels("epoch", "learning rate")
     return grid.figure
+
+
+def learning_rates_overlaid(frames: ReportFrames, path: Path) -> Figure:
+    """Every family's best trial's LR on one axis, in the ranking's order."""
+    title = "Learning rates of all families' best trials, overlaid"
+    steps = frames.lr_steps
+    if steps.empty or _done(frames).empty:
+        return Figure(None, title, "", NO_COMPLETED + " with a recorded LR")
+    order = [f for f in family_order(frames.trials) if f in set(steps["family"])]
+    floor = _lr_floor(steps)
+    clipped = sorted(set(steps.loc[steps["lr"] < floor, "family"]))
+    caption = ("The per-panel traces above on one log axis (markers every few epochs tell the "
+               "families apart without colour).")
+    note = (f"Shown down to {floor:.2g} (a thousandth of the highest LR): "
+            f"{', '.join(clipped)} go lower." if clipped else "")
+    drawn = _render(_draw_lr_overlay, path, _close_steps(steps), order, floor)
+    return Figure(drawn, title, caption, note)
+
+
+def _lr_floor(steps: pd.DataFrame) -> float:
+    """The overlay's lowest LR: a thousandth of the highest, or lower if all stay above."""
+    return max(float(steps["lr"][steps["lr"] > 0].min()), float(steps["lr"].max()) / 1000)
+
+
+def _draw_lr_overlay(steps: pd.DataFrame, order: list[str], floor: float) -> Any:
+    palette, markers = family_palette(order), family_markers(order)
+    fig, ax = plt.subplots(figsize=(WIDTH, 4.0))
+    for family in order:
+        trace = steps[steps["family"] == family]
+        every = max(1, len(trace) // 8)
+        ax.step(trace["position"], trace["lr"].clip(lower=floor), where="post",
+                color=palette[family], linewidth=1.4, marker=markers[family],
+                markevery=every, markersize=6, label=family)
+    ax.set(yscale="log", xlabel="epoch", ylabel="learning rate")
+    ax.set_ylim(bottom=floor * 0.8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize="small")
+    return fig
 
 
 # --- 4. losses ---------------------------------------------------------------------------
@@ -521,9 +572,11 @@ def _log_x(ax: Any, low: float, high: float) -> None:
     ax.set_xscale("log")
     decades = math.log10(high / low)
     subs = (1.0, 2.0, 5.0) if decades <= 1 else (1.0, 3.0) if decades <= 2 else (1.0,)
-    ax.xaxis.set_major_locator(LogLocator(subs=subs))
+    ax.xaxis.set_major_locator(LogLocator(subs=subs, numticks=5))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
+    # Long labels ("0.0001") ran into the next panel's: smaller and slanted, they fit.
+    ax.tick_params(axis="x", labelsize="x-small", labelrotation=30)
 
 
 def edge_optima(frames: ReportFrames, margin: float = EDGE_MARGIN) -> pd.DataFrame:
@@ -628,16 +681,21 @@ def _draw_history(ax: Any, tried: pd.DataFrame, palette: dict[str, Any],
                   ylim: tuple[float, float]) -> None:
     done = tried[tried["state"] == "complete"].sort_values("number")
     pruned = tried[tried["state"] == "pruned"]
-    if len(pruned):
-        sns.scatterplot(pruned, x="number", y="val_accuracy", hue="family", palette=palette,
-                        alpha=0.3, marker="X", s=30, legend=False, ax=ax)
-    sns.scatterplot(done, x="number", y="val_accuracy", hue="family", palette=palette, s=36,
-                    legend=False, ax=ax)
+    markers = family_markers(palette)
+    if len(pruned):  # hollow and grey: a pruned trial's value is where it stopped, not final
+        ax.scatter(pruned["number"], pruned["val_accuracy"], facecolors="none",
+                   edgecolors="0.6", marker="o", s=30, linewidths=0.8)
+    for family, runs in done.groupby("family"):
+        ax.scatter(runs["number"], runs["val_accuracy"], color=palette.get(family, "0.3"),
+                   marker=markers.get(family, "o"), s=36)
     ax.step(done["number"], done["val_accuracy"].cummax(), where="post",
             color=CONFIRM_COLOUR, linewidth=1.2)
     ax.set(ylim=ylim, xlabel="trial number", ylabel="val accuracy")
-    handles = [_marker(f, palette[f]) for f in palette]
-    handles += [_marker("pruned", "0.6", "X"), _marker("best so far", "black", "", "-")]
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles = [_marker(f, palette[f], markers[f]) for f in palette]
+    handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
+                       markeredgecolor="0.6", label="pruned (value where it stopped)"),
+                _marker("best so far (completed)", "black", "", "-")]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
               fontsize="small")
 
@@ -723,9 +781,9 @@ def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top
     paths = [folder / f"{prefix}-{stem}.png" if prefix else folder / f"{stem}.png"
              for stem in FILE_STEMS]
     return [accuracy_by_family(frames, paths[0]), convergence(frames, paths[1], top_k),
-            learning_rates(frames, paths[2]), losses(frames, paths[3]),
-            sensitivity(frames, paths[4]), importance_and_history(frames, paths[5]),
-            time_to_target(frames, paths[6], targets)]
+            learning_rates(frames, paths[2]), learning_rates_overlaid(frames, paths[3]),
+            losses(frames, paths[4]), sensitivity(frames, paths[5]),
+            importance_and_history(frames, paths[6]), time_to_target(frames, paths[7], targets)]
 
 
 def slug(name: str) -> str:

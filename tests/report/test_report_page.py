@@ -103,6 +103,52 @@ def test_chromium_decodes_every_image_and_renders_the_tables(page: Path,
     assert pixels.shape[:2] == (2400, 1200) and pixels.std() > 0
 
 
+# What a reader at a given window width sees: does anything stick out of the page, can the
+# leaderboard's last column be scrolled to, is every image at least 2x sharp, and do the
+# figures fit the window.
+LAYOUT = """<script>window.addEventListener('load', () => {
+  const body = document.body, page = document.documentElement;
+  body.dataset.viewport = window.innerWidth;
+  body.dataset.overflow = Math.max(0, page.scrollWidth - window.innerWidth);
+  const boards = [...document.querySelectorAll('table.leaderboard')];
+  body.dataset.boards = boards.length;
+  body.dataset.scrollable = boards.filter(t => {
+    const box = t.parentElement, style = getComputedStyle(box);
+    return style.overflowX === 'auto' && box.clientWidth <= window.innerWidth
+      && (t.scrollWidth <= box.clientWidth || box.scrollWidth > box.clientWidth);
+  }).length;
+  const images = [...document.images].filter(i => i.naturalWidth > 0);
+  body.dataset.density = Math.min(...images.map(i => i.naturalWidth / i.width)).toFixed(2);
+  body.dataset.widest = Math.max(...images.map(i => i.getBoundingClientRect().right));
+});</script>"""
+
+
+@pytest.mark.skipif(BROWSER is None, reason="chromium is not installed (.ci/run installs it)")
+@pytest.mark.parametrize("width", [1400, 800])
+def test_page_reads_at_desktop_and_narrow_widths(page: Path, tmp_path: Path,
+                                                  width: int) -> None:
+    """The leaderboard was cut off below 800 px and images were 100 dpi: now nothing sticks
+    out of the window, wide tables scroll in their own box, and images are >= 2x sharp."""
+    probe = tmp_path / "index.html"
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", LAYOUT + "</body>"),
+                     encoding="utf-8")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+             "--hide-scrollbars", "--virtual-time-budget=10000", f"--window-size={width},3000"]
+    dom = subprocess.run([BROWSER, *flags, "--dump-dom", probe.as_uri()], capture_output=True,
+                         text=True, timeout=120).stdout
+    seen = dict(re.findall(r'data-(viewport|overflow|boards|scrollable|density|widest)='
+                           r'"([\d.]+)"', dom))
+    assert int(seen["viewport"]) == width
+    assert int(seen["overflow"]) == 0  # no horizontal scrolling of the page itself
+    assert int(seen["boards"]) == 2 and seen["scrollable"] == seen["boards"]
+    assert float(seen["density"]) >= 2.0
+    assert float(seen["widest"]) <= width
+    shot = tmp_path / f"page-{width}.png"  # evidence, as a reader would see it
+    subprocess.run([BROWSER, *flags, f"--screenshot={shot}", probe.as_uri()],
+                   capture_output=True, timeout=120)
+    assert matplotlib.image.imread(shot).shape[1] == width
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda d: None, "no lrbench storage"),
     (lambda d: (d / "lrbench.journal").touch(), "holds no study"),
@@ -122,7 +168,7 @@ def test_unknown_study_exits_2(results: Path, tmp_path: Path) -> None:
 
 def tutorial_note(html: str) -> str:
     """The paragraph under the reproduction table, whitespace collapsed."""
-    match = re.search(r'id="reproduction-dlwizard">.*?</table>\s*<p class="meta">(.*?)</p>',
+    match = re.search(r'id="reproduction-dlwizard">.*?</table></div>\s*<p class="meta">(.*?)</p>',
                       html, re.S)
     assert match is not None
     return " ".join(match.group(1).split())

@@ -9,6 +9,7 @@ each family's best trial copied with role 'confirm' and jittered accuracies.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 from pathlib import Path
@@ -71,7 +72,8 @@ def assert_png(path: Path | None, min_width: int = 250, min_height: int = 150) -
     image = matplotlib.image.imread(path)
     height, width = image.shape[:2]
     assert width >= min_width and height >= min_height, (path, image.shape)
-    assert width <= 1300, f"{path} is {width} px wide: too wide for the page"
+    # 2x the page's ~1,100 CSS px: sharp on high-resolution screens, not oversized
+    assert width <= 2600, f"{path} is {width} px wide: more than 2x the page"
     colours = np.unique(image.reshape(-1, image.shape[-1]), axis=0)
     assert len(colours) > 20, f"{path} is nearly blank"
 
@@ -89,6 +91,30 @@ def test_family_palette_gives_a_family_the_same_colour_in_any_subset() -> None:
     assert extra["my_schedule"] not in everyone.values()
 
 
+def cie_lab(rgb: tuple[float, float, float]) -> np.ndarray:
+    """sRGB in [0, 1] -> CIE L*a*b* (D65), for colour differences a reader perceives."""
+    c = np.array(rgb, float)
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                    [0.0193, 0.1192, 0.9505]]) @ c / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def test_registry_families_are_distinguishable_by_colour_and_by_marker() -> None:
+    """Two greens and three blues among 11 families, and no markers, was a defect: every
+    pair now differs by a CIE76 distance of at least 25 (tab10's own closest pair is 27.7),
+    and each family has a marker of its own for readers who cannot rely on colour."""
+    colours = plots.family_palette(FAMILIES)
+    closest = min(np.linalg.norm(cie_lab(a) - cie_lab(b))
+                  for a, b in itertools.combinations(colours.values(), 2))
+    assert closest >= 25
+    markers = plots.family_markers(FAMILIES)
+    assert len(set(markers.values())) == len(FAMILIES)
+    assert plots.family_markers(["step"]) == {"step": markers["step"]}  # fixed per family
+    assert plots.DPI >= 200  # 2x the page's pixels
+
+
 @pytest.mark.slow
 def test_family_order_puts_the_best_family_first_and_uncompleted_last(
         swept: ReportFrames) -> None:
@@ -102,7 +128,7 @@ def test_family_order_puts_the_best_family_first_and_uncompleted_last(
 
 
 @pytest.mark.slow
-def test_draw_all_writes_seven_named_pngs_and_leaks_no_figure(swept: ReportFrames,
+def test_draw_all_writes_eight_named_pngs_and_leaks_no_figure(swept: ReportFrames,
                                                                 tmp_path: Path) -> None:
     figures = plots.draw_all(swept, tmp_path, TARGETS, top_k=2, prefix="all")
     names = [f"all-{stem}.png" for stem in plots.FILE_STEMS]
@@ -233,7 +259,7 @@ def no_search_space(frames: ReportFrames) -> ReportFrames:
     return dataclasses.replace(frames, trials=fixed, space=frames.space.iloc[:0])
 
 
-NOT_DRAWN = {"failed": set(range(7)), "pruned": set(range(7)), "empty": set(range(7))}
+NOT_DRAWN = {"failed": set(range(8)), "pruned": set(range(8)), "empty": set(range(8))}
 VARIANTS = {
     "failed": lambda f: none_completed(f, "fail"),
     "pruned": lambda f: none_completed(f, "pruned"),
@@ -250,7 +276,7 @@ VARIANTS = {
 def test_odd_studies_give_a_figure_or_a_note(swept: ReportFrames, tmp_path: Path,
                                              variant: str) -> None:
     figures = plots.draw_all(VARIANTS[variant](swept), tmp_path, TARGETS, prefix="odd")
-    assert len(figures) == 7
+    assert len(figures) == 8
     for index, figure in enumerate(figures):
         if index in NOT_DRAWN.get(variant, set()):
             assert figure.path is None and figure.note, (variant, figure)
