@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from lrbench.report import frames as frames_module
@@ -60,34 +64,66 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir / "index.html", frames_module.export_csv(all_frames, out_dir),
                     warnings=all_frames.warnings)
+    ones = [all_frames.study(info.name) for info in all_frames.studies]
+    chosen = [targets_for(one, targets) for one in ones]
+    jobs = [_study_jobs(one, out_dir / "figures", study_targets, top_k)
+            for one, (study_targets, _) in zip(ones, chosen)]
+    drawn = iter(draw_in_parallel([job for study_jobs in jobs for job in study_jobs]))
     views = []
-    for info in all_frames.studies:
-        one = all_frames.study(info.name)
-        study_targets, target_note = targets_for(one, targets)
-        figures = plots.draw_all(one, out_dir / "figures", study_targets, top_k=top_k,
-                                 prefix=plots.slug(info.name))
-        fixed_only = summary.is_fixed_only(one)
-        if fixed_only:  # nothing was searched: no sensitivity, importance or search history
-            figures = [f for f in figures if f.title not in plots.SEARCH_FIGURES]
-        report.figures += [f.path for f in figures if f.path is not None]
+    for one, (study_targets, target_note), study_jobs in zip(ones, chosen, jobs):
+        info = one.studies[0]
+        intervals, *figures = [next(drawn) for _ in study_jobs]
+        report.figures += [f.path for f in (intervals, *figures) if f.path is not None]
         study_summary = summary.summarise(one, study_targets)
         study_summary.target_note = target_note
-        intervals = plots.verdict_intervals(
-            one, out_dir / "figures" / f"{plots.slug(info.name)}-00-verdict.png")
-        if intervals.path is not None:
-            report.figures.append(intervals.path)
         report.studies.append(study_summary)
         views.append(html.StudyView(
             name=info.name, slug=plots.slug(info.name), data=summary.data_description(one),
             model=info.config.get("model", "?"), epochs=info.config.get("epochs", "?"),
             sweep_file=info.sweep_file, summary=study_summary,
-            edges=[] if fixed_only else _edge_texts(one),
+            edges=[] if summary.is_fixed_only(one) else _edge_texts(one),
             reproduction=summary.reproduction(one) if _is_tutorial(one) else [],
             figures=[_view(f) for f in figures], intervals=_view(intervals),
             provenance=summary.provenance(one), commands=summary.reproduce_commands(one),
             batched=bool(len(one.trials)) and (one.trials["engine"] == "batched").any()))
     report.index.write_text(html.render(views, location, report.warnings), encoding="utf-8")
     return report
+
+
+def _study_jobs(one: ReportFrames, folder: Path, targets: tuple[float, ...],
+                top_k: int) -> list[Callable[[], plots.Figure]]:
+    """One study's figures, undrawn: the verdict's first, then the page's figures. A study
+    of fixed trials only searched nothing: no sensitivity, importance or search history."""
+    prefix = plots.slug(one.studies[0].name)
+    figures = plots.figure_jobs(one, folder, targets, top_k=top_k, prefix=prefix)
+    if summary.is_fixed_only(one):
+        figures = [job for job in figures if job.func not in plots.SEARCH_FIGURES]
+    return [partial(plots.verdict_intervals, one, folder / f"{prefix}-00-verdict.png"),
+            *figures]
+
+
+# Figures waiting to be drawn by forked processes: set just before forking, so the
+# children inherit them (and the frames they hold) without pickling anything.
+_PENDING: list[Callable[[], plots.Figure]] = []
+
+
+def _draw_pending(index: int) -> plots.Figure:
+    return _PENDING[index]()
+
+
+def draw_in_parallel(jobs: list[Callable[[], plots.Figure]]) -> list[plots.Figure]:
+    """Draw figures on every CPU, in forked processes (matplotlib draws on one core); in
+    order. Where processes cannot fork (Windows, macOS's default), one after the other."""
+    global _PENDING
+    workers = min(len(jobs), os.cpu_count() or 1)
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return [job() for job in jobs]
+    _PENDING = jobs
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            return pool.map(_draw_pending, range(len(jobs)), chunksize=1)
+    finally:
+        _PENDING = []
 
 
 def _view(figure: plots.Figure) -> html.FigureView:

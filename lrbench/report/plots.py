@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,6 @@ FILE_STEMS = ("01-accuracy", "02-convergence", "03-learning-rates", "04-learning
               "05-losses", "06-sensitivity", "07-importance-history", "08-time-to-target")
 SENSITIVITY_TITLE = "Sensitivity: validation accuracy against each searched parameter"
 HISTORY_TITLE = "Optimisation history and parameter importances"
-# Figures about the search itself: a study of fixed trials only (dlwizard) has none.
-SEARCH_FIGURES = (SENSITIVITY_TITLE, HISTORY_TITLE)
 NO_COMPLETED = "no completed search trial (all failed, pruned, diverged or still running)"
 
 
@@ -768,9 +767,10 @@ def _draw_targets(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
 # --- all figures of one study ------------------------------------------------------------
 
 
-def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top_k: int = 3,
-             prefix: str | None = None) -> list[Figure]:
-    """The seven figures of one study, as ``folder/PREFIX-01-accuracy.png`` and so on.
+def figure_jobs(frames: ReportFrames, folder: Path, targets: tuple[float, ...],
+                top_k: int = 3, prefix: str | None = None) -> list[Callable[[], Figure]]:
+    """The eight figures of one study, not yet drawn: one call each, in page order, written
+    as ``folder/PREFIX-01-accuracy.png`` and so on (``report.build`` draws them in parallel).
 
     ``prefix`` (default: a slug of the study's name) lets several studies share a folder;
     the numbered stems keep the files in page order.
@@ -780,10 +780,23 @@ def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top
     folder = Path(folder)
     paths = [folder / f"{prefix}-{stem}.png" if prefix else folder / f"{stem}.png"
              for stem in FILE_STEMS]
-    return [accuracy_by_family(frames, paths[0]), convergence(frames, paths[1], top_k),
-            learning_rates(frames, paths[2]), learning_rates_overlaid(frames, paths[3]),
-            losses(frames, paths[4]), sensitivity(frames, paths[5]),
-            importance_and_history(frames, paths[6]), time_to_target(frames, paths[7], targets)]
+    return [partial(accuracy_by_family, frames, paths[0]),
+            partial(convergence, frames, paths[1], top_k),
+            partial(learning_rates, frames, paths[2]),
+            partial(learning_rates_overlaid, frames, paths[3]),
+            partial(losses, frames, paths[4]), partial(sensitivity, frames, paths[5]),
+            partial(importance_and_history, frames, paths[6]),
+            partial(time_to_target, frames, paths[7], targets)]
+
+
+# Figures about the search itself: a study of fixed trials only (dlwizard) has none.
+SEARCH_FIGURES = (sensitivity, importance_and_history)
+
+
+def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top_k: int = 3,
+             prefix: str | None = None) -> list[Figure]:
+    """``figure_jobs``, drawn one after the other in this process."""
+    return [draw() for draw in figure_jobs(frames, folder, targets, top_k, prefix)]
 
 
 def slug(name: str) -> str:

@@ -20,13 +20,12 @@ import math
 import time
 from collections.abc import Callable, Collection, Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from lrbench.train.data import DeviceData, to_float
-from lrbench.train.schedules import LRSchedule, ScheduleContext
+from lrbench.train.schedules import LRSchedule, ScheduleContext, ShadowSGD
 from lrbench.train.sequential import EVAL_CHUNK, divergence
 from lrbench.train.stacked import (
     StackedModel,
@@ -95,27 +94,9 @@ def _check_batch(specs: Sequence[TrialSpec]) -> None:
 # --- learning rates: each trial's real scheduler, stepped a whole epoch ahead ---
 
 
-class _ShadowSGD(torch.optim.SGD):
-    """The one-parameter optimizer a trial's real torch scheduler drives: it carries the LR.
-
-    torch wraps ``Optimizer.add_param_group`` and ``SGD.step`` to keep torch.compile out,
-    and the first call of either imports ``torch._dynamo`` (about a second per worker
-    process). A shadow needs neither: its one group is the defaults, and it never
-    updates a weight.
-    """
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        group = {**self.defaults, **param_group}
-        group["params"] = list(group["params"])
-        self.param_groups.append(group)
-
-    def step(self, closure: Any = None) -> None:
-        return None
-
-
 def _shadow_schedule(spec: TrialSpec, steps_per_epoch: int) -> LRSchedule:
     """The trial's LRSchedule on a one-parameter optimizer: the LR it sets is the trial's."""
-    shadow = _ShadowSGD([torch.nn.Parameter(torch.zeros(1))], lr=spec.optimizer.lr)
+    shadow = ShadowSGD([torch.nn.Parameter(torch.zeros(1))], lr=spec.optimizer.lr)
     schedule = LRSchedule(shadow, spec.schedule,
                           ScheduleContext(spec.epochs, steps_per_epoch, spec.plateau_metric))
     # torch warns when a scheduler steps before its optimizer ever did.

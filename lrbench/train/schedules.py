@@ -281,16 +281,34 @@ class LRSchedule:
             self.main.step()
 
 
+class ShadowSGD(torch.optim.SGD):
+    """The one-parameter optimizer a schedule drives when only its LR is wanted: a batched
+    trial's real torch scheduler, or the report's replay of one.
+
+    torch wraps ``Optimizer.add_param_group`` and ``SGD.step`` to keep torch.compile out,
+    and the first call of either imports ``torch._dynamo`` (about a second per process).
+    A shadow needs neither: its one group is the defaults, and it never updates a weight.
+    """
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        group = {**self.defaults, **param_group}
+        group["params"] = list(group["params"])
+        self.param_groups.append(group)
+
+    def step(self, closure: Any = None) -> None:
+        return None
+
+
 def lr_trace(spec: ScheduleSpec, ctx: ScheduleContext, base_lr: float,
              metrics: list[float] | None = None) -> list[list[float]]:
     """The LR of every batch, per epoch, as a real optimizer would see it.
 
-    Runs the schedule on a one-parameter SGD optimizer. ``metrics`` feeds
+    Runs the schedule on a one-parameter shadow SGD optimizer. ``metrics`` feeds
     ReduceLROnPlateau one value per epoch (as accuracy or loss, per ``ctx``); without
     them the plateau never triggers. Used by tests and by the report's LR plots.
     """
     weight = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([weight], lr=base_lr)
+    optimizer = ShadowSGD([weight], lr=base_lr)
     schedule = LRSchedule(optimizer, spec, ctx)
     trace = []
     for epoch in range(ctx.epochs):

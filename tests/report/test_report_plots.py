@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import re
 from pathlib import Path
 
@@ -308,3 +309,18 @@ def test_all_targets_missed_is_drawn_as_missed_with_a_note(swept: ReportFrames,
     figure = plots.time_to_target(swept, tmp_path / "t.png", (0.999,))
     assert_png(figure.path)
     assert "reached 0.999" in figure.note
+
+
+def test_figures_draw_in_parallel_processes_and_come_back_in_order() -> None:
+    from functools import partial
+
+    from lrbench.report import build
+
+    def job(index: int) -> plots.Figure:
+        return plots.Figure(None, f"figure {index}", str(os.getpid()))
+
+    drawn = build.draw_in_parallel([partial(job, i) for i in range(6)])
+    assert [f.title for f in drawn] == [f"figure {i}" for i in range(6)]
+    if (os.cpu_count() or 1) > 1:  # drawn by forked children, not by this process
+        assert str(os.getpid()) not in {f.caption for f in drawn}
+    assert build._PENDING == []  # nothing left behind for a later fork
