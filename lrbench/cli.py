@@ -27,16 +27,18 @@ from rich.progress import (
 from rich.table import Table
 
 from lrbench.entry import exit_code
-from lrbench.errors import StorageError, UserError
+from lrbench.errors import DataNotFoundError, StorageError, UserError
 from lrbench.logs import show_warnings
 from lrbench.sweep import config as config_module
 from lrbench.sweep import confirm as confirm_module
+from lrbench.sweep import suite as suite_module
 from lrbench.sweep.choice import ENGINES
 from lrbench.sweep.record import plan_of, record_of
 from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
 from lrbench.sweep.seeds import SEED_MAX
-from lrbench.sweep.storage import is_url, open_storage, storage_location
+from lrbench.sweep.storage import is_url, open_storage, storage_location, study_names
 from lrbench.sweep.summary import study_rows
+from lrbench.train import data
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,20 +116,59 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
           dataset: str | None, data_dir: str | None, seed: int | None, study_name: str | None,
           engine: str, batch_trials: int | None, tf32: bool, results_dir: str,
           storage: str | None) -> None:
-    """Run (or resume) the sweep in sweeps/SWEEP.toml, or in a .toml file."""
-    cfg = config_module.load(find_sweep_file(sweep)).with_overrides(
+    """Run (or resume) the sweep in sweeps/SWEEP.toml, or in a .toml file; a suite file
+    runs each of its workloads as its own study."""
+    path = find_sweep_file(sweep)
+    options = {"results_dir": results_dir, "storage": storage, "device": device,
+               "workers": workers, "engine": engine, "batch_trials": batch_trials, "tf32": tf32}
+    if suite_module.is_suite(path):
+        for flag, value in (("--dataset", dataset), ("--study", study_name)):
+            if value is not None:
+                raise UserError(f"{flag}: suite {path} sets each workload's own; run one of "
+                                f"its sweep files to override it")
+        _run_suite(suite_module.load(path, find_sweep_file), data_dir, trials=trials,
+                   epochs=epochs, seed=seed, **options)
+        return
+    cfg = config_module.load(path).with_overrides(
         trials=trials, epochs=epochs, dataset=dataset, seed=seed, study=study_name)
+    _sweep_one(cfg, data_dir=data_dir, **options)
+
+
+def _sweep_one(cfg: config_module.SweepConfig, **options: Any) -> None:
     if cfg.clipped:
         console.print(f"--epochs {cfg.epochs}: epoch-dependent ranges follow it: "
                       + "; ".join(cfg.clipped), highlight=False, markup=False)
-    outcome = _run_with_progress(cfg, results_dir=results_dir, storage=storage,
-                                 data_dir=data_dir, device=device, workers=workers,
-                                 engine=engine, batch_trials=batch_trials, tf32=tf32)
+    outcome = _run_with_progress(cfg, **options)
     if not outcome.reports and outcome.error is None:
         console.print(f"nothing to train: study {cfg.study!r} already holds {outcome.finished} "
                       f"finished trials (raise --trials to add more)")
     _print_best(outcome.study)
     _finish(outcome)
+
+
+def _run_suite(suite: suite_module.Suite, data_dir: str | None, *, trials: int | None,
+               epochs: int | None, seed: int | None, **options: Any) -> None:
+    """Each workload in turn; one whose data set is not here (offline) is skipped."""
+    ran = []
+    for workload in suite.workloads:
+        cfg = workload.config.with_overrides(trials=trials, epochs=epochs, seed=seed)
+        try:
+            arrays = data.load_arrays(cfg.dataset, data_dir)
+        except DataNotFoundError as missing:
+            console.print(f"suite {suite.name}: skipping {cfg.study} ({cfg.dataset} is not "
+                          f"here: {missing})", highlight=False, markup=False)
+            continue
+        console.print(f"suite {suite.name}: {cfg.study} ({workload.sweep.stem} on "
+                      f"{cfg.dataset}, {cfg.model})", highlight=False)
+        _sweep_one(cfg, arrays=arrays, **options)
+        ran.append(cfg.study)
+    if not ran:
+        raise UserError(f"suite {suite.name} ({suite.source}): no workload's data set is here; "
+                        f"pass --data-dir, or see the messages above")
+    results = options["storage"] or options["results_dir"]
+    console.print(f"suite {suite.name}: ran {', '.join(ran)}; compare them with `lrbench "
+                  f"report" + (f" --results {results}`" if not options["storage"] else
+                               f" --storage {results}`"), highlight=False)
 
 
 def _run_with_progress(cfg: config_module.SweepConfig, **options: Any) -> SweepOutcome:
@@ -270,8 +311,45 @@ def _counts(trials: pd.DataFrame) -> str:
 def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: str | None,
             workers: int | None, device: str, data_dir: str | None, engine: str,
             batch_trials: int | None, tf32: bool, results_dir: str, storage: str | None) -> None:
-    """Re-train each family's best configuration of STUDY with fresh seeds."""
+    """Re-train each family's best configuration of STUDY with fresh seeds (STUDY may name
+    a suite: then each of its workloads' studies)."""
     location = storage_location(storage, results_dir)
+    options = {"seeds": seeds, "numbers": numbers, "sweep_file": sweep_file, "workers": workers,
+               "device": device, "data_dir": data_dir, "engine": engine,
+               "batch_trials": batch_trials, "tf32": tf32, "results_dir": results_dir,
+               "location": location}
+    suite = _suite_named(study_name, location)
+    if suite is None:
+        _confirm_one(study_name, **options)
+        return
+    stored = set(study_names(open_storage(location, create=False)))
+    for workload in suite.workloads:
+        if workload.study in stored:
+            _confirm_one(workload.study, **options)
+        else:
+            console.print(f"suite {suite.name}: {workload.study} was never swept here "
+                          f"(its data set was missing?): nothing to confirm", highlight=False)
+
+
+def _suite_named(name: str, location: str) -> suite_module.Suite | None:
+    """The suite called ``name``, unless the storage holds a study of that name."""
+    try:
+        path = find_sweep_file(name)
+    except UserError:
+        return None
+    if not path.is_file() or not suite_module.is_suite(path):
+        return None
+    if not is_url(location) and not Path(location).exists():
+        return suite_module.load(path, find_sweep_file)
+    if name in study_names(open_storage(location, create=False)):
+        return None
+    return suite_module.load(path, find_sweep_file)
+
+
+def _confirm_one(study_name: str, *, seeds: int, numbers: tuple[int, ...],
+                 sweep_file: str | None, workers: int | None, device: str,
+                 data_dir: str | None, engine: str, batch_trials: int | None, tf32: bool,
+                 results_dir: str, location: str) -> None:
     plan = confirm_module.prepare(location, study_name, seeds, sweep_file, list(numbers),
                                   data_dir)
     console.print(f"re-running {len(plan.winners)} configurations with {seeds} seeds each, in "

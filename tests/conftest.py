@@ -44,10 +44,13 @@ def mnist_subset(n_train: int, n_test: int, validation: float | int) -> DeviceDa
     return split_to_device(arrays, validation, seed=0, device="cpu")
 
 
-def small_mnist(root: Path, n_train: int, n_test: int) -> Path:
-    """A torchvision root holding the first images of the real MNIST sample (skips
-    without it): another data set of the same name, as a user's second folder would be."""
-    raw_in, raw_out = DATA / "MNIST" / "raw", root / "MNIST" / "raw"
+def small_mnist(root: Path, n_train: int, n_test: int, folder: str = "MNIST",
+                start: int = 0) -> Path:
+    """A torchvision root holding images ``start``.. of the real MNIST sample (skips
+    without it): another data set of the same name, as a user's second folder would be.
+    ``folder`` files them under another data set's name (FashionMNIST), to stand in for
+    it where only the mechanics are tested."""
+    raw_in, raw_out = DATA / "MNIST" / "raw", root / folder / "raw"
     if not (raw_in / "train-images-idx3-ubyte").is_file():
         pytest.skip(f"real MNIST sample not found at {raw_in}")
     raw_out.mkdir(parents=True)
@@ -57,8 +60,9 @@ def small_mnist(root: Path, n_train: int, n_test: int) -> Path:
             per_item = 28 * 28 if kind.startswith("images") else 1
             # the header's count (bytes 4-8) becomes `count`; the rest of it is kept
             head = raw[:4] + count.to_bytes(4, "big") + raw[8:header]
+            first = header + start * per_item
             (raw_out / f"{split}-{kind}-ubyte").write_bytes(
-                head + raw[header:header + count * per_item])
+                head + raw[first:first + count * per_item])
     return root
 
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from lrbench.report import compare, html, plots, summary
 from lrbench.report import frames as frames_module
-from lrbench.report import html, plots, summary
 from lrbench.report.frames import DEFAULT_TARGETS, ReportFrames
 
 FALLBACK_TARGETS = (0.9, 0.95)  # a data set without its own defaults
@@ -68,7 +68,13 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
     chosen = [targets_for(one, targets) for one in ones]
     jobs = [_study_jobs(one, out_dir / "figures", study_targets, top_k)
             for one, (study_targets, _) in zip(ones, chosen)]
-    drawn = iter(draw_in_parallel([job for study_jobs in jobs for job in study_jobs]))
+    comparison, comparison_jobs = _comparison(all_frames, out_dir, report)
+    drawn = iter(draw_in_parallel([*comparison_jobs,
+                                   *(job for study_jobs in jobs for job in study_jobs)]))
+    if comparison is not None:
+        figures = [next(drawn) for _ in comparison_jobs]
+        comparison.figures = [_view(f) for f in figures]
+        report.figures += [f.path for f in figures if f.path is not None]
     views = []
     for one, (study_targets, target_note), study_jobs in zip(ones, chosen, jobs):
         info = one.studies[0]
@@ -86,8 +92,37 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
             figures=[_view(f) for f in figures], intervals=_view(intervals),
             provenance=summary.provenance(one), commands=summary.reproduce_commands(one),
             batched=bool(len(one.trials)) and (one.trials["engine"] == "batched").any()))
-    report.index.write_text(html.render(views, location, report.warnings), encoding="utf-8")
+    report.index.write_text(html.render(views, location, report.warnings, comparison),
+                            encoding="utf-8")
     return report
+
+
+def _comparison(frames: ReportFrames, out_dir: Path, report: Report
+                ) -> tuple[html.ComparisonView | None, list[Callable[[], plots.Figure]]]:
+    """The across-workloads section's table and CSVs, and its two figures, undrawn."""
+    found = compare.workloads(frames)
+    if not found:
+        return None, []
+    table = compare.standings(frames, found)
+    curves, scores = compare.profiles(table)
+    budgets = compare.budgets(frames, found)
+    for name, df in (("comparison", table), ("budgets", budgets)):
+        df.to_csv(out_dir / f"{name}.csv", index=False)
+        report.csvs.append(out_dir / f"{name}.csv")
+    labels = [w.label for w in found]
+    rows = []
+    for family in [*scores.index, *sorted(set(table["family"]) - set(scores.index))]:
+        mine = table[table["family"] == family].set_index("workload")
+        cells = [f"{int(mine.at[w, 'rank'])} ({100 * mine.at[w, 'score']:.2f}%"
+                 + ("" if mine.at[w, "basis"] == "confirm" else ", 1 run") + ")"
+                 if w in mine.index else "–" for w in labels]
+        rows.append(html.ComparisonRow(family, cells, float(scores.get(family, 0.0))))
+    folder = out_dir / "figures"
+    jobs = [partial(plots.performance_profiles, curves, scores, folder / "compare-profiles.png"),
+            partial(plots.tuning_budgets, budgets, list(scores.index),
+                    folder / "compare-budgets.png")]
+    bases = set(table["basis"])
+    return html.ComparisonView([f"{w.label} ({w.study})" for w in found], rows, bases), jobs
 
 
 def _study_jobs(one: ReportFrames, folder: Path, targets: tuple[float, ...],

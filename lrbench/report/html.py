@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import datetime
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,21 @@ class StudyView:
     intervals: FigureView | None = None  # the verdict's figure, under the leaderboard
 
 
+@dataclass
+class ComparisonRow:
+    family: str
+    cells: list[str]  # per workload: "rank (score)" or "–" where the family was not run
+    profile_score: float  # area under its performance profile, 0..1
+
+
+@dataclass
+class ComparisonView:
+    workloads: list[str]
+    rows: list[ComparisonRow]  # by profile score, best first
+    bases: set[str]  # "confirm" and/or "search": what the scores are
+    figures: list[FigureView] = field(default_factory=list)
+
+
 def png_width(png: Path) -> int:
     """The PNG's width in pixels, from its IHDR chunk (bytes 16-20)."""
     with open(png, "rb") as handle:
@@ -58,11 +73,12 @@ def _pct(value: float | None) -> str:
     return "–" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
 
 
-def render(studies: list[StudyView], storage: str, warnings: list[str] | None = None) -> str:
+def render(studies: list[StudyView], storage: str, warnings: list[str] | None = None,
+           comparison: ComparisonView | None = None) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("lrbench.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return env.get_template("report.html.j2").render(
         studies=studies, storage=storage, generated=now, version=lrbench.__version__, pct=_pct,
-        warnings=warnings or [])
+        warnings=warnings or [], comparison=comparison)

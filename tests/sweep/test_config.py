@@ -12,6 +12,7 @@ import pytest
 from lrbench.errors import ConfigError, UserError
 from lrbench.space import Choice, FloatRange, IntRange
 from lrbench.sweep import config as cfg
+from lrbench.sweep import suite
 from lrbench.sweep.config import FixedTrial, OptimizerConfig, SweepConfig, load
 from lrbench.train.schedules import FAMILIES
 
@@ -646,7 +647,8 @@ def test_bug_with_overrides_epochs_rechecks_fixed_params(tmp_path: Path) -> None
 
 # --- shipped sweep files -------------------------------------------------------------
 
-SHIPPED = sorted(SWEEPS_DIR.glob("*.toml"))
+SHIPPED_SUITES = sorted(p for p in SWEEPS_DIR.glob("*.toml") if suite.is_suite(p))
+SHIPPED = sorted(set(SWEEPS_DIR.glob("*.toml")) - set(SHIPPED_SUITES))
 
 
 @pytest.mark.parametrize(
@@ -663,6 +665,17 @@ def test_shipped_sweep_loads(path: Path) -> None:
     json.dumps(config.identity())
 
 
+@pytest.mark.parametrize("path", SHIPPED_SUITES, ids=[p.name for p in SHIPPED_SUITES])
+def test_shipped_suite_loads(path: Path) -> None:
+    loaded = suite.load(path, lambda name: SWEEPS_DIR / f"{name}.toml")
+    datasets = [w.config.dataset for w in loaded.workloads]
+    assert len(set(datasets)) == len(datasets) >= 2  # workloads that differ
+    for workload in loaded.workloads:
+        assert workload.config.source == str(workload.sweep)
+        json.dumps(workload.config.identity())
+
+
 def test_sweeps_are_shipped() -> None:
     """The README's commands name these files; each must be there (and load, above)."""
     assert {path.stem for path in SHIPPED} >= {"smoke", "step", "plateau", "all", "dlwizard"}
+    assert {path.stem for path in SHIPPED_SUITES} >= {"suite"}
