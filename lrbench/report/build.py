@@ -68,11 +68,13 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
     chosen = [targets_for(one, targets) for one in ones]
     jobs = [_study_jobs(one, out_dir / "figures", study_targets, top_k)
             for one, (study_targets, _) in zip(ones, chosen)]
-    comparison, comparison_jobs = _comparison(all_frames, out_dir, report)
-    drawn = iter(draw_in_parallel([*comparison_jobs,
+    comparisons = [_comparison(all_frames, name, members, out_dir, report)
+                   for name, members in compare.groups(all_frames).items()]
+    drawn = iter(draw_in_parallel([*(job for _, figure_jobs in comparisons
+                                     for job in figure_jobs),
                                    *(job for study_jobs in jobs for job in study_jobs)]))
-    if comparison is not None:
-        figures = [next(drawn) for _ in comparison_jobs]
+    for comparison, figure_jobs in comparisons:
+        figures = [next(drawn) for _ in figure_jobs]
         comparison.figures = [_view(f) for f in figures]
         report.figures += [f.path for f in figures if f.path is not None]
     views = []
@@ -92,37 +94,38 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
             figures=[_view(f) for f in figures], intervals=_view(intervals),
             provenance=summary.provenance(one), commands=summary.reproduce_commands(one),
             batched=bool(len(one.trials)) and (one.trials["engine"] == "batched").any()))
-    report.index.write_text(html.render(views, location, report.warnings, comparison),
-                            encoding="utf-8")
+    report.index.write_text(html.render(views, location, report.warnings,
+                                        [c for c, _ in comparisons]), encoding="utf-8")
     return report
 
 
-def _comparison(frames: ReportFrames, out_dir: Path, report: Report
-                ) -> tuple[html.ComparisonView | None, list[Callable[[], plots.Figure]]]:
-    """The across-workloads section's table and CSVs, and its two figures, undrawn."""
-    found = compare.workloads(frames)
-    if not found:
-        return None, []
-    table = compare.standings(frames, found)
+def _comparison(frames: ReportFrames, name: str, members: list[compare.Workload],
+                out_dir: Path, report: Report
+                ) -> tuple[html.ComparisonView, list[Callable[[], plots.Figure]]]:
+    """One comparison's table and CSVs, and its two figures, undrawn."""
+    table = compare.standings(frames, members)
     curves, scores = compare.profiles(table)
-    budgets = compare.budgets(frames, found)
-    for name, df in (("comparison", table), ("budgets", budgets)):
-        df.to_csv(out_dir / f"{name}.csv", index=False)
-        report.csvs.append(out_dir / f"{name}.csv")
-    labels = [w.label for w in found]
+    budgets = compare.budgets(frames, members)
+    stem = plots.slug(name)
+    for kind, df in (("comparison", table), ("budgets", budgets)):
+        path = out_dir / f"{kind}-{stem}.csv"
+        df.to_csv(path, index=False)
+        report.csvs.append(path)
     rows = []
     for family in [*scores.index, *sorted(set(table["family"]) - set(scores.index))]:
-        mine = table[table["family"] == family].set_index("workload")
-        cells = [f"{int(mine.at[w, 'rank'])} ({100 * mine.at[w, 'score']:.2f}%"
-                 + ("" if mine.at[w, "basis"] == "confirm" else ", 1 run") + ")"
-                 if w in mine.index else "–" for w in labels]
+        mine = table[table["family"] == family].set_index("study")
+        cells = [f"{int(mine.at[w.study, 'rank'])} ({100 * mine.at[w.study, 'score']:.2f}%"
+                 + ("" if mine.at[w.study, "basis"] == "confirm" else ", 1 run") + ")"
+                 if w.study in mine.index else "–" for w in members]
         rows.append(html.ComparisonRow(family, cells, float(scores.get(family, 0.0))))
     folder = out_dir / "figures"
-    jobs = [partial(plots.performance_profiles, curves, scores, folder / "compare-profiles.png"),
+    jobs = [partial(plots.performance_profiles, curves, scores,
+                    folder / f"compare-{stem}-profiles.png"),
             partial(plots.tuning_budgets, budgets, list(scores.index),
-                    folder / "compare-budgets.png")]
-    bases = set(table["basis"])
-    return html.ComparisonView([f"{w.label} ({w.study})" for w in found], rows, bases), jobs
+                    folder / f"compare-{stem}-budgets.png")]
+    view = html.ComparisonView(name, stem, [f"{w.label} ({w.study})" for w in members], rows,
+                               set(table["basis"]))
+    return view, jobs
 
 
 def _study_jobs(one: ReportFrames, folder: Path, targets: tuple[float, ...],

@@ -21,6 +21,7 @@ studies that share families but differ in data set or model, this module lines t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,16 +44,23 @@ class Workload:
         return f"{self.dataset} · {self.model}"
 
 
-def workloads(frames: ReportFrames) -> list[Workload]:
-    """The report's studies as workloads, if at least two differ in data set or model and
-    share a family; else none (nothing to compare)."""
-    found = [Workload(info.name, info.dataset, str(info.config.get("model", "?")))
-             for info in frames.studies]
-    if len({(w.dataset, w.model) for w in found}) < 2:
-        return []
-    families = [set(frames.study(w.study).trials.get("family", [])) for w in found]
-    shared = [f for f in set().union(*families) if sum(f in fs for fs in families) >= 2]
-    return found if shared else []
+def groups(frames: ReportFrames) -> dict[str, list[Workload]]:
+    """The report's studies as workloads, grouped by the sweep file they ran (a suite's
+    workloads share one): each group whose studies differ in data set or model and share a
+    family is a comparison, named after its sweep file."""
+    by_sweep: dict[str, list[Workload]] = {}
+    for info in frames.studies:
+        name = Path(info.sweep_file).stem or info.name
+        by_sweep.setdefault(name, []).append(
+            Workload(info.name, info.dataset, str(info.config.get("model", "?"))))
+    found = {}
+    for name, members in by_sweep.items():
+        if len({(w.dataset, w.model) for w in members}) < 2:
+            continue
+        families = [set(frames.study(w.study).trials.get("family", [])) for w in members]
+        if any(sum(f in fs for fs in families) >= 2 for f in set().union(*families)):
+            found[name] = members
+    return found
 
 
 def standings(frames: ReportFrames, found: list[Workload]) -> pd.DataFrame:

@@ -52,6 +52,8 @@ class ComparisonRow:
 
 @dataclass
 class ComparisonView:
+    name: str  # the sweep file the compared studies ran
+    slug: str
     workloads: list[str]
     rows: list[ComparisonRow]  # by profile score, best first
     bases: set[str]  # "confirm" and/or "search": what the scores are
@@ -74,11 +76,11 @@ def _pct(value: float | None) -> str:
 
 
 def render(studies: list[StudyView], storage: str, warnings: list[str] | None = None,
-           comparison: ComparisonView | None = None) -> str:
+           comparisons: list[ComparisonView] | None = None) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("lrbench.report", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return env.get_template("report.html.j2").render(
         studies=studies, storage=storage, generated=now, version=lrbench.__version__, pct=_pct,
-        warnings=warnings or [], comparison=comparison)
+        warnings=warnings or [], comparisons=comparisons or [])

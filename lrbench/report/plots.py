@@ -817,8 +817,9 @@ def slug(name: str) -> str:
 def performance_profiles(curves: pd.DataFrame, scores: pd.Series, path: Path) -> Figure:
     """Each family's performance profile across the compared workloads."""
     title = "Performance profiles across workloads"
-    if curves.empty:
-        return Figure(None, title, "", "no family has a result on two workloads")
+    if len(scores) < 2:
+        return Figure(None, title, "", "a profile compares families: this comparison has "
+                                       f"{len(scores)} with results")
     caption = ("For each tolerance tau (x, accuracy points), the fraction of workloads on "
                "which a family's score is within tau of that workload's best (AlgoPerf's "
                "performance profiles; higher and further left is better). Legend: families "

@@ -188,8 +188,14 @@ def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
         width = ("" if math.isnan(gap.half_width)
                  else f" (95% CI {100 * (gap.mean - gap.half_width):+.2f} to "
                       f"{100 * (gap.mean + gap.half_width):+.2f})")
-        text += (f" Against constant LR, {top.family} is {100 * gap.mean:+.2f} points"
-                 f"{width}; every family's gap is in the leaderboard.")
+        text += f" Against constant LR, {top.family} is {100 * gap.mean:+.2f} points{width}"
+        clear = not math.isnan(gap.half_width) and abs(gap.mean) > gap.half_width
+        if clear and base.tied_with_best:
+            comparisons = len(ranking.ranked) - 1
+            text += (f": this one interval excludes zero, but corrected for the "
+                     f"{comparisons} comparisons against the best, constant LR stays within "
+                     f"noise of it")
+        text += "; every family's gap is in the leaderboard."
     elif base is not None and base is top:
         text += " Constant LR itself is at the top: no schedule beat a well-chosen constant LR."
     return text

@@ -72,13 +72,14 @@ def test_a_suite_runs_its_workloads_skips_missing_data_and_is_compared(tmp_path:
     done = lrbench("report")
     assert done.returncode == 0, done.stderr
     page = (results / "report" / "index.html").read_text(encoding="utf-8")
-    assert '<section id="comparison">' in page and "Performance profiles" in page
-    standings = pd.read_csv(results / "report" / "comparison.csv")
+    assert '<section id="comparison-all" class="comparison">' in page
+    assert "Comparison across workloads: all" in page and "Performance profiles" in page
+    standings = pd.read_csv(results / "report" / "comparison-all.csv")
     assert set(standings["study"]) == {"suite-all-mnist", "suite-all-fashion-mnist"}
     assert set(standings["basis"]) == {"confirm"}
     for _, mine in standings.groupby("study"):
         assert sorted(mine["rank"]) == list(range(1, len(mine) + 1))
-    budgets = pd.read_csv(results / "report" / "budgets.csv")
+    budgets = pd.read_csv(results / "report" / "budgets-all.csv")
     for _, curve in budgets.groupby(["study", "family"]):
         assert curve["expected"].is_monotonic_increasing  # more trials never hurt the best
         assert list(curve["n"]) == list(range(1, int(curve["trials"].iloc[0]) + 1))
@@ -94,3 +95,12 @@ def test_a_bad_suite_names_the_file_the_key_and_the_value(tmp_path: Path) -> Non
     assert done.returncode == 2 and "Traceback" not in done.stderr
     message = " ".join(done.stderr.split())
     assert str(suite) in message and "workload[0].dataset" in message and "cifar10" in message
+
+
+def test_a_one_family_comparison_draws_no_profile(tmp_path: Path) -> None:
+    from lrbench.report import plots
+
+    curves, scores = compare.profiles(table([("w1", "step", 0.9), ("w2", "step", 0.8)]))
+    figure = plots.performance_profiles(curves, scores, tmp_path / "p.png")
+    assert not figure.drawn and "1 with results" in figure.note
+    assert not (tmp_path / "p.png").exists()

@@ -121,3 +121,24 @@ def test_the_interval_figure_follows_the_ranking(tmp_path: Path) -> None:
     single = ReportFrames(frames.studies, study_frame({"step": (0.9, 0.9)}, {}),
                           pd.DataFrame(), pd.DataFrame())
     assert not plots.verdict_intervals(single, tmp_path / "w.png").drawn
+
+
+def test_the_verdict_explains_a_baseline_gap_that_holm_keeps_tied() -> None:
+    """An unadjusted 95% CI of the gap to constant LR can exclude zero while Holm's
+    correction over all comparisons keeps constant tied: the verdict must say both."""
+    from lrbench.report import summary
+
+    best = [0.950, 0.950, 0.950, 0.950, 0.950]
+    confirm = {"cosine": best,
+               "constant": [b - d for b, d in zip(best, [0.02, 0.005, 0.015, 0.0, 0.01])],
+               "step": [0.951, 0.949, 0.950, 0.951, 0.948],
+               "linear": [0.949, 0.951, 0.950, 0.948, 0.951]}
+    search = {f: (0.95, 0.95) for f in confirm}
+    result = ranking.rank(study_frame(search, confirm))
+    base = result.baseline
+    assert result.order[0] == "cosine" and base.tied_with_best  # Holm: p >= 0.05
+    gap = result.standings[0].vs_baseline
+    assert gap.mean - gap.half_width > 0  # yet the single interval excludes zero
+    text = summary.verdict("s", result, study_frame(search, confirm))
+    assert "No single winner" in text and "wins" not in text
+    assert "this one interval excludes zero, but corrected for the 3 comparisons" in text
