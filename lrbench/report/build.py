@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -157,11 +158,25 @@ def draw_in_parallel(jobs: list[Callable[[], plots.Figure]]) -> list[plots.Figur
     if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
         return [job() for job in jobs]
     _PENDING = jobs
+    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_child)
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            return pool.map(_draw_pending, range(len(jobs)), chunksize=1)
+        drawn = pool.map(_draw_pending, range(len(jobs)), chunksize=1)
+    except BaseException:  # Ctrl-C, or a figure that failed: stop the others now
+        pool.terminate()
+        raise
+    else:
+        pool.close()  # idle children exit by themselves: no signal, nothing printed
     finally:
+        pool.join()
         _PENDING = []
+    return drawn
+
+
+def _quiet_child() -> None:
+    """A drawing child leaves Ctrl-C to its parent, and dies silently when terminated: it
+    inherits lrbench's handlers, which turn SIGTERM into an interrupt with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _view(figure: plots.Figure) -> html.FigureView:

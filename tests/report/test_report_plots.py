@@ -324,3 +324,22 @@ def test_figures_draw_in_parallel_processes_and_come_back_in_order() -> None:
     if (os.cpu_count() or 1) > 1:  # drawn by forked children, not by this process
         assert str(os.getpid()) not in {f.caption for f in drawn}
     assert build._PENDING == []  # nothing left behind for a later fork
+
+
+def test_parallel_drawing_prints_nothing_under_lrbenchs_signal_handlers() -> None:
+    """The children inherit lrbench's SIGTERM handler (SIGTERM -> interrupt): a pool that
+    terminated its idle children printed their tracebacks on the terminal."""
+    import subprocess
+    import sys
+
+    script = (
+        "import signal, functools\n"
+        "from lrbench import entry\n"
+        "from lrbench.report import build, plots\n"
+        "signal.signal(signal.SIGTERM, entry._terminated)\n"
+        "job = functools.partial(plots.Figure, None, 't', 'c')\n"
+        "for _ in range(20):\n"
+        "    assert len(build.draw_in_parallel([job] * 5)) == 5\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
