@@ -100,7 +100,9 @@ def test_smoke_sweep_with_two_workers_stores_every_trial_with_curves(tmp_path: P
     if engine == "batched":  # two batches of two, on the sweep's one batch order
         assert all(record.record_of(t).batch_trials == 2 for t in trials)
         assert sorted(Counter(record.claim_of(t).pid for t in trials).values()) in ([2, 2], [4])
-    assert "best trial per schedule family" in done.stdout
+    assert "study smoke: families ranked by" in done.stdout  # the terminal's table
+    for family in {t.params["schedule"] for t in trials}:
+        assert f"  {family}: " in done.stdout  # its best parameters, on a line of its own
 
     again = run("sweep", "smoke", results=tmp_path)  # resuming a finished sweep adds nothing
     assert again.returncode == 0, again.stderr
