@@ -343,3 +343,30 @@ def test_parallel_drawing_prints_nothing_under_lrbenchs_signal_handlers() -> Non
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_each_lr_panel_has_its_own_range_and_the_overlay_is_floored() -> None:
+    """OneCycle's 1e-6 start squeezed every other family into the top fifth of a shared
+    log axis: now each panel has its own range, and the overlay stops at 1/1000 of the
+    highest LR, saying which families go lower."""
+    positions = np.linspace(0, 3, 31)
+    steps = pd.concat([
+        pd.DataFrame({"family": "onecycle", "number": 1, "position": positions,
+                      "lr": np.geomspace(1e-6, 0.2, 31)}),
+        pd.DataFrame({"family": "step", "number": 2, "position": positions,
+                      "lr": np.where(positions < 2, 0.1, 0.01)})])
+    figure = plots._draw_learning_rates(plots._close_steps(steps), ["onecycle", "step"])
+    lows = [ax.get_ylim()[0] for ax in figure.axes[:2]]
+    assert lows[1] > 100 * lows[0]  # step's panel is not stretched down to 1e-6
+    plt.close(figure)
+    assert plots._lr_floor(steps) == pytest.approx(0.2 / 1000)
+
+
+@pytest.mark.slow
+def test_integer_axes_get_integer_ticks(swept: ReportFrames) -> None:
+    tried = swept.trials[swept.trials["role"] == "search"].dropna(subset=["val_accuracy"])
+    figure = plots._draw_importance_history(tried, pd.DataFrame(columns=["scope", "label"]),
+                                            plots.family_order(swept.trials), (0.0, 1.0))
+    ticks = figure.axes[0].get_xticks()  # trial numbers
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    plt.close(figure)
