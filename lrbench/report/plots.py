@@ -536,7 +536,7 @@ def _draw_sensitivity(done: pd.DataFrame, space: pd.DataFrame, order: list[str],
         row[0].set_ylabel(f"{family}\nval accuracy")
         row[0].set_ylim(ylims[family])
     # Fixed spacing, not tight_layout: that re-measures every tick of ~50 panels (4 s).
-    fig.subplots_adjust(hspace=0.6, wspace=0.15)
+    fig.subplots_adjust(hspace=0.6, wspace=0.2)
     return fig
 
 
@@ -572,10 +572,18 @@ def _log_x(ax: Any, low: float, high: float) -> None:
     decades = math.log10(high / low)
     subs = (1.0, 2.0, 5.0) if decades <= 1 else (1.0, 3.0) if decades <= 2 else (1.0,)
     ax.xaxis.set_major_locator(LogLocator(subs=subs, numticks=5))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _short_number(value)))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    # Long labels ("0.0001") ran into the next panel's: smaller and slanted, they fit.
-    ax.tick_params(axis="x", labelsize="x-small", labelrotation=30)
+    # Long labels ("0.0001") ran into the next panel's: short and smaller, they fit.
+    ax.tick_params(axis="x", labelsize="x-small")
+
+
+def _short_number(value: float) -> str:
+    """A tick label of at most ~4 characters: 1e-4, 0.01, 0.5, 20, 3e+3 -> 3e3."""
+    if value == 0 or 0.01 <= abs(value) < 1000:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def edge_optima(frames: ReportFrames, margin: float = EDGE_MARGIN) -> pd.DataFrame:

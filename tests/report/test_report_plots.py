@@ -370,3 +370,29 @@ def test_integer_axes_get_integer_ticks(swept: ReportFrames) -> None:
     ticks = figure.axes[0].get_xticks()  # trial numbers
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
     plt.close(figure)
+
+
+@pytest.mark.slow
+def test_log_axis_tick_labels_stay_out_of_the_next_panel(swept: ReportFrames) -> None:
+    """Labels like 0.0001 on a log x axis ran into the neighbouring panel."""
+    done, space = plots._sensitivity_data(swept)
+    order = [f for f in plots.family_order(swept.trials) if f in set(space["family"])]
+    done = done[done["family"].isin(order)]
+    ylims = {f: (0.0, 1.0) for f in order}
+    figure = plots._draw_sensitivity(done, space, order, ylims)
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    checked = 0
+    for row in np.atleast_2d(figure.axes).reshape(len(order), -1):
+        visible = [ax for ax in row if ax.axison]
+        for left, right in zip(visible, visible[1:]):
+            low, high = left.get_xlim()  # labels of ticks outside the view are not drawn
+            labels = [label for tick, label in zip(left.get_xticks(), left.get_xticklabels())
+                      if label.get_text() and low <= tick <= high]
+            if left.get_xscale() != "log" or not labels:
+                continue
+            rightmost = max(t.get_window_extent(renderer).x1 for t in labels)
+            assert rightmost <= right.get_window_extent(renderer).x0 + 1
+            checked += 1
+    plt.close(figure)
+    assert checked  # some log axis had a neighbour
