@@ -13,6 +13,7 @@ moves the whole schedule with it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,100 @@ def _polynomial(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
     return sched.PolynomialLR(opt, total_iters=ctx.epochs, power=p["power"])
 
 
+# --- 2026's schedules: multipliers of the base LR per batch, through LambdaLR ---
+#
+# Each is a function of training progress measured in batches of the main schedule
+# (warm-up excluded: LRSchedule runs it first, from the shared warmup_epochs axis).
+# LambdaLR calls the multiplier with the number of steps taken, 0 for the first batch,
+# so batch b of T trains at base_lr * f(b / T): the last batch at f((T - 1) / T).
+
+COOLDOWN_SHAPES = ("linear", "cosine", "1-sqrt")
+
+
+def wsd_factor(progress: float, decay_fraction: float, shape: str, final_ratio: float) -> float:
+    """Warmup-stable-decay's multiplier after its warm-up: 1 through the stable phase,
+    then a cooldown over the last ``decay_fraction`` of training to ``final_ratio``.
+
+    Cooldown shapes as compared by Hägele et al. 2024, "Scaling Laws and Compute-Optimal
+    Training Beyond Fixed Training Durations" (arXiv:2405.18392), for x the cooldown's
+    progress in [0, 1]: linear 1 - x, cosine (1 + cos(pi x)) / 2, and 1-sqrt 1 - sqrt(x).
+    """
+    start = 1.0 - decay_fraction
+    if progress < start or decay_fraction <= 0:
+        return 1.0
+    x = min(1.0, (progress - start) / decay_fraction)
+    if shape == "linear":
+        fall = 1.0 - x
+    elif shape == "cosine":
+        fall = 0.5 * (1.0 + math.cos(math.pi * x))
+    elif shape == "1-sqrt":
+        fall = 1.0 - math.sqrt(x)
+    else:
+        raise ValueError(f"unknown cooldown shape {shape!r}; known: {COOLDOWN_SHAPES}")
+    return final_ratio + (1.0 - final_ratio) * fall
+
+
+def inverse_sqrt_factor(step: int, warmup_steps: int, timescale: float) -> float:
+    """Inverse square root with its own linear warm-up, at 1-based step t = step + 1:
+    t / warmup_steps while t < warmup_steps, then 1 / sqrt(1 + (t - warmup_steps) / timescale).
+
+    With ``timescale = warmup_steps`` this is exactly the Transformer's rule,
+    d^-0.5 min(t^-0.5, t warmup^-1.5) (Vaswani et al. 2017, "Attention Is All You Need",
+    eq. 3), normalised to 1 at its peak t = warmup: min(t / warmup, sqrt(warmup / t)). The
+    timescale decouples how fast the LR falls from how long it ramps (big_vision's "rsqrt"
+    schedule has the same form).
+    """
+    t = step + 1
+    if t < warmup_steps:
+        return t / warmup_steps
+    return 1.0 / math.sqrt(1.0 + (t - warmup_steps) / timescale)
+
+
+def rex_factor(progress: float, beta: float) -> float:
+    """REX, the reflected-exponential profile: (1 - z) / ((1 - beta) + beta (1 - z)) at
+    progress z. beta = 1/2 is the paper's (Chen, Wolfe and Kyrillidis 2022, "REX:
+    Revisiting Budgeted Training with an Improved Schedule", arXiv:2107.04197, eq. 2:
+    (1 - z) / (1/2 + (1 - z) / 2)); other betas are init2winit's generalisation of it."""
+    remaining = 1.0 - progress
+    return remaining / ((1.0 - beta) + beta * remaining)
+
+
+def decay_to_zero_factor(progress: float, power: float) -> float:
+    """(1 - z)^power: linear (power 1) is D2Z, "Straight to Zero: Why Linearly Decaying
+    the Learning Rate to Zero Works Best for LLMs" (Bergsma et al. 2025, arXiv:2502.15938);
+    other powers are PolynomialLR's shape, per batch. Unlike ``linear`` and ``polynomial``
+    (stepped per epoch, so the last epoch still trains at a fraction of the base LR), it
+    falls every batch and reaches exactly 0 after the last one."""
+    return (1.0 - progress) ** power
+
+
+def _total_steps(ctx: ScheduleContext) -> int:
+    return max(1, ctx.epochs * ctx.steps_per_epoch)
+
+
+def _wsd(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
+    total = _total_steps(ctx)
+    return sched.LambdaLR(opt, lambda step: wsd_factor(
+        step / total, p["decay_fraction"], p["shape"], p["final_lr_ratio"]))
+
+
+def _inverse_sqrt(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
+    warmup = max(1, round(p["ramp_epochs"] * ctx.steps_per_epoch))
+    timescale = max(1.0, p["timescale_epochs"] * ctx.steps_per_epoch)
+    return sched.LambdaLR(opt, lambda step: inverse_sqrt_factor(step, warmup, timescale))
+
+
+def _rex(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
+    total = _total_steps(ctx)
+    return sched.LambdaLR(opt, lambda step: rex_factor(min(step, total) / total, p["beta"]))
+
+
+def _decay_to_zero(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
+    total = _total_steps(ctx)
+    return sched.LambdaLR(opt, lambda step: decay_to_zero_factor(min(step, total) / total,
+                                                                 p["power"]))
+
+
 # --- default spaces: wide enough to contain the usual choices, narrow enough for ~20 trials ---
 
 
@@ -191,6 +286,31 @@ def _polynomial_space(epochs: int) -> dict[str, Axis]:
     return {"power": FloatRange(0.5, 3.0)}
 
 
+def _wsd_space(epochs: int) -> dict[str, Axis]:
+    return {
+        # MiniCPM and Hägele et al. cool down over the last 10-20% of training; searched
+        # wider, since a short MNIST run may prefer a longer cooldown.
+        "decay_fraction": FloatRange(0.05, 0.5),
+        "shape": Choice(COOLDOWN_SHAPES),
+        "final_lr_ratio": FloatRange(0.0, 0.1),  # 0: all the way down
+    }
+
+
+def _inverse_sqrt_space(epochs: int) -> dict[str, Axis]:
+    return {
+        "ramp_epochs": FloatRange(0.1, max(0.1, epochs / 4)),  # its own ramp
+        "timescale_epochs": FloatRange(0.1, max(0.1, float(epochs)), log=True),
+    }
+
+
+def _rex_space(epochs: int) -> dict[str, Axis]:
+    return {"beta": FloatRange(0.1, 0.9)}  # 0.5: the paper's profile
+
+
+def _decay_to_zero_space(epochs: int) -> dict[str, Axis]:
+    return {"power": FloatRange(0.5, 2.0)}  # 1: D2Z's linear decay
+
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -210,6 +330,13 @@ FAMILIES: dict[str, Family] = {
         Family("linear", "LinearLR: linear decay to end_factor", False, _linear_space, _linear),
         Family("polynomial", "PolynomialLR: (1 - t/T)^power", False,
                _polynomial_space, _polynomial),
+        Family("wsd", "warmup-stable-decay: constant, then a cooldown", True,
+               _wsd_space, _wsd),
+        Family("inverse_sqrt", "inverse square root after its own warm-up", True,
+               _inverse_sqrt_space, _inverse_sqrt),
+        Family("rex", "REX: (1 - z) / ((1 - beta) + beta (1 - z))", True, _rex_space, _rex),
+        Family("decay_to_zero", "(1 - z)^power per batch, exactly 0 at the end (D2Z)", True,
+               _decay_to_zero_space, _decay_to_zero),
     )
 }
 
@@ -346,4 +473,10 @@ PARAM_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "mode": (lambda v: v in ("triangular", "triangular2"), "'triangular' or 'triangular2'"),
     "end_factor": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "power": (lambda v: v > 0, "> 0"),
+    "decay_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "shape": (lambda v: v in COOLDOWN_SHAPES, " or ".join(map(repr, COOLDOWN_SHAPES))),
+    "final_lr_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "ramp_epochs": (lambda v: v > 0, "> 0"),
+    "timescale_epochs": (lambda v: v > 0, "> 0"),
+    "beta": (lambda v: 0 < v <= 1, "in (0, 1]"),
 }

@@ -120,6 +120,26 @@ def test_fnn_batch_equals_sequential_trials(data: DeviceData, optimizer: Optimiz
         assert plateau_lrs[-1] < plateau_lrs[0], "the plateau never cut the LR: a weak test"
 
 
+# 2026's families (and their warm-up): per-batch LambdaLR shapes, with the same tolerances.
+MODERN = (ScheduleSpec("wsd", {"decay_fraction": 0.4, "shape": "1-sqrt",
+                               "final_lr_ratio": 0.0}, warmup_epochs=1),
+          ScheduleSpec("inverse_sqrt", {"ramp_epochs": 0.5, "timescale_epochs": 1.0}),
+          ScheduleSpec("rex", {"beta": 0.5}),
+          ScheduleSpec("decay_to_zero", {"power": 1.0}))
+
+
+@pytest.mark.parametrize("optimizer", [NESTEROV, OptimizerConfig("adamw", lr=2e-3,
+                                                                 weight_decay=0.05)],
+                         ids=["sgd-nesterov", "adamw"])
+def test_modern_families_batch_equal_sequential_trials(data: DeviceData,
+                                                       optimizer: OptimizerConfig):
+    specs = specs_for(MODERN, optimizer=optimizer)
+    for spec, got in zip(specs, train_batch(specs, data, data_seed=DATA_SEED)):
+        assert_same_trial(got, sequential(spec, data), len(data.val_y), len(data.test_y))
+        assert got.status == "complete"
+        assert len(set(got.curves["lr"])) > 1  # the schedule moved
+
+
 def test_logreg_batch_equals_sequential_trials(data: DeviceData):
     specs = specs_for(model="logreg", epochs=3)
     for spec, got in zip(specs, train_batch(specs, data, data_seed=DATA_SEED)):

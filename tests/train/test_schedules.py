@@ -122,7 +122,60 @@ def test_per_epoch_family_matches_hand_sequence(family: str, params: dict[str, A
 
 def test_every_family_has_a_hand_written_case() -> None:
     covered = {case[0] for case in PER_EPOCH_CASES} | {"plateau", "onecycle", "cyclic"}
+    covered |= {case[0] for case in MODERN_CASES}
     assert covered == set(FAMILIES)
+
+
+# 2026's families, per batch over 2 epochs x 4 batches (T = 8), base LR 1: batch b at
+# progress z = b / 8 (each family's formula and reference are in schedules.py).
+MODERN_CASES = [
+    # WSD, the last half a linear cooldown to 0: x = (z - 0.5) / 0.5 for b = 4..7.
+    ("wsd", {"decay_fraction": 0.5, "shape": "linear", "final_lr_ratio": 0.0},
+     [1, 1, 1, 1, 1.0, 0.75, 0.5, 0.25]),
+    # cosine cooldown to 0.1: 0.1 + 0.9 (1 + cos(pi x)) / 2 at x = 0, 1/4, 1/2, 3/4.
+    ("wsd", {"decay_fraction": 0.5, "shape": "cosine", "final_lr_ratio": 0.1},
+     [1, 1, 1, 1, 1.0, 0.86819805, 0.55, 0.23180195]),
+    # 1-sqrt cooldown: 1 - sqrt(x).
+    ("wsd", {"decay_fraction": 0.5, "shape": "1-sqrt", "final_lr_ratio": 0.0},
+     [1, 1, 1, 1, 1.0, 0.5, 0.29289322, 0.13397460]),
+    # inverse sqrt, a 2-batch ramp and timescale 2 (= the ramp: the Transformer's rule):
+    # t = 1 at 1/2, then sqrt(2 / t) for t = 2..8.
+    ("inverse_sqrt", {"ramp_epochs": 0.5, "timescale_epochs": 0.5},
+     [0.5, 1.0, 0.81649658, 0.70710678, 0.63245553, 0.57735027, 0.53452248, 0.5]),
+    # ... a timescale of 8 batches falls slower: 1 / sqrt(1 + (t - 2) / 8).
+    ("inverse_sqrt", {"ramp_epochs": 0.5, "timescale_epochs": 2.0},
+     [0.5, 1.0, 0.94280904, 0.89442719, 0.85280287, 0.81649658, 0.78446454, 0.75592895]),
+    # REX, the paper's beta 1/2: 2 (1 - z) / (2 - z).
+    ("rex", {"beta": 0.5},
+     [1.0, 0.93333333, 0.85714286, 0.76923077, 0.66666667, 0.54545455, 0.4, 0.22222222]),
+    # decay to zero, linear (D2Z): 1 - z; and squared: (1 - z)^2.
+    ("decay_to_zero", {"power": 1.0}, [1, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]),
+    ("decay_to_zero", {"power": 2.0},
+     [1, 0.765625, 0.5625, 0.390625, 0.25, 0.140625, 0.0625, 0.015625]),
+]
+
+
+@pytest.mark.parametrize(("family", "params", "expected"), MODERN_CASES)
+def test_modern_family_matches_hand_sequence(family: str, params: dict[str, Any],
+                                             expected: list[float]) -> None:
+    assert FAMILIES[family].per_batch  # these shapes move within an epoch
+    trace = lr_trace(ScheduleSpec(family, params), ScheduleContext(2, 4), 1.0)
+    assert flat(trace) == approx(expected)
+
+
+def test_decay_to_zero_reaches_exactly_zero_after_the_last_batch() -> None:
+    """D2Z: unlike per-epoch ``linear``, whose last epoch still trains at a fraction of
+    the base LR, the LR is exactly 0 once the last batch has stepped."""
+    for family, params in (("decay_to_zero", {"power": 1.0}), ("decay_to_zero", {"power": 2.0}),
+                           ("wsd", {"decay_fraction": 0.3, "shape": "linear",
+                                    "final_lr_ratio": 0.0})):
+        weight = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.SGD([weight], lr=0.1)
+        schedule = LRSchedule(optimizer, ScheduleSpec(family, params), ScheduleContext(3, 5))
+        for _ in range(15):
+            optimizer.step()
+            schedule.after_batch()
+        assert schedule.lr == 0.0, family
 
 
 # ReduceLROnPlateau: a reduction decided by epoch t's metric shows from epoch t + 1. A
@@ -366,7 +419,9 @@ def test_integer_axes_are_integer_ranges(epochs: int) -> None:
         for name, axis in family.default_space(epochs).items():
             if name in {"step_size", "milestone_1", "milestone_2", "t_0", "t_mult", "patience"}:
                 assert isinstance(axis, IntRange), (family.name, name)
-            elif name != "mode":
+            elif name in {"mode", "shape"}:  # categorical choices
+                assert isinstance(axis, Choice), (family.name, name)
+            else:
                 assert isinstance(axis, FloatRange), (family.name, name)
 
 
