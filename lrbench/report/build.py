@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from lrbench.report import compare, html, plots, summary
+from lrbench.report import compare, compare_plots, html, plots, summary
 from lrbench.report import frames as frames_module
 from lrbench.report.frames import DEFAULT_TARGETS, ReportFrames
 
@@ -120,9 +120,9 @@ def _comparison(frames: ReportFrames, name: str, members: list[compare.Workload]
                  if w.study in mine.index else "–" for w in members]
         rows.append(html.ComparisonRow(family, cells, float(scores.get(family, 0.0))))
     folder = out_dir / "figures"
-    jobs = [partial(plots.performance_profiles, curves, scores,
+    jobs = [partial(compare_plots.performance_profiles, curves, scores,
                     folder / f"compare-{stem}-profiles.png"),
-            partial(plots.tuning_budgets, budgets, list(scores.index),
+            partial(compare_plots.tuning_budgets, budgets, list(scores.index),
                     folder / f"compare-{stem}-budgets.png")]
     view = html.ComparisonView(name, stem, [f"{w.label} ({w.study})" for w in members], rows,
                                set(table["basis"]))

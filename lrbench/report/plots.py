@@ -161,14 +161,15 @@ def _missing(frames: ReportFrames, drawn: list[str]) -> str:
         f"{diverged} diverged search trial(s) not shown." if diverged else ""]))
 
 
-def _legend(owner: Any, handles: list[Any], ncol: int = 4) -> None:
+def legend_above(owner: Any, handles: list[Any], ncol: int = 4) -> None:
     """A legend just above an axes or a whole figure (facets), where it hides no data."""
     owner.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.02), ncol=ncol,
                  frameon=False, fontsize="small", borderaxespad=0)
 
 
-def _marker(label: str, colour: Any, marker: str = "o", line: str = "", width: float = 1.5,
-            size: float = 6) -> Line2D:
+def legend_marker(label: str, colour: Any, marker: str = "o", line: str = "",
+                  width: float = 1.5, size: float = 6) -> Line2D:
+    """A legend entry: a marker, a line, or both."""
     return Line2D([], [], color=colour, marker=marker, linestyle=line, linewidth=width,
                   markersize=size, label=label)
 
@@ -185,7 +186,7 @@ def _style() -> Iterator[None]:
         yield
 
 
-def _render(draw: Callable[..., Any], path: Path, *args: Any) -> Path:
+def render(draw: Callable[..., Any], path: Path, *args: Any) -> Path:
     """Call ``draw(*args)`` (returns a matplotlib figure), save it, close every new figure.
 
     Closing even when drawing fails keeps a long report run from leaking figures.
@@ -221,7 +222,7 @@ def accuracy_by_family(frames: ReportFrames, path: Path) -> Figure:
                "validation accuracy.")
     note = " ".join(filter(None, [_below(search["test_accuracy"], low, "search trial(s)"),
                                   _missing(frames, order)]))
-    drawn = _render(_draw_accuracy, path, search, confirm, order, (low, high))
+    drawn = render(_draw_accuracy, path, search, confirm, order, (low, high))
     return Figure(drawn, title, caption, note)
 
 
@@ -240,9 +241,9 @@ def _draw_accuracy(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str]
         sns.stripplot(confirm, color=CONFIRM_COLOUR, marker="D", size=5, jitter=0.08,
                       **common)
     ax.set(xlim=xlim, xlabel="test accuracy (final epoch)", ylabel="")
-    _legend(ax, [Patch(color="0.75", label="search trials: quartiles"),
-                 _marker("search trial", "0.45"),
-                 _marker("confirm run (fresh seed)", CONFIRM_COLOUR, "D", size=5)])
+    legend_above(ax, [Patch(color="0.75", label="search trials: quartiles"),
+                 legend_marker("search trial", "0.45"),
+                 legend_marker("confirm run (fresh seed)", CONFIRM_COLOUR, "D", size=5)])
     return fig
 
 
@@ -269,7 +270,7 @@ def verdict_intervals(frames: ReportFrames, path: Path) -> Figure:
                    "not distinguishable from the best (Holm-corrected z-tests); hollow: below.")
     if ranking.baseline is not None:
         caption += " Dashed line: constant LR, the baseline."
-    return Figure(_render(_draw_intervals, path, ranking), title, caption)
+    return Figure(render(_draw_intervals, path, ranking), title, caption)
 
 
 def _draw_intervals(ranking: Any) -> Any:
@@ -316,7 +317,7 @@ def convergence(frames: ReportFrames, path: Path, top_k: int = 3) -> Figure:
                + (f" and the mean ± 95% CI over {confirm['number'].nunique()} confirm runs "
                   "(black, band)" if len(confirm) else "; no confirm runs yet")
                + ". Shared y axis, zoomed to the upper range.")
-    drawn = _render(_draw_convergence, path, curves, confirm, order, ylim)
+    drawn = render(_draw_convergence, path, curves, confirm, order, ylim)
     return Figure(drawn, title, caption)
 
 
@@ -352,11 +353,11 @@ def _draw_convergence(curves: pd.DataFrame, confirm: pd.DataFrame, order: list[s
     grid.set(ylim=ylim)
     grid.set_titles("{col_name}")
     grid.set_axis_labels("epoch", "val accuracy")
-    handles = [_marker("top search trials", "0.45", "", "-", 0.8),
-               _marker("best search trial", "0.45", "", "-", 2.4)]
+    handles = [legend_marker("top search trials", "0.45", "", "-", 0.8),
+               legend_marker("best search trial", "0.45", "", "-", 2.4)]
     if len(confirm):
-        handles.append(_marker("confirm mean ± 95% CI", CONFIRM_COLOUR, "", "-", 1.2))
-    _legend(grid.figure, handles)
+        handles.append(legend_marker("confirm mean ± 95% CI", CONFIRM_COLOUR, "", "-", 1.2))
+    legend_above(grid.figure, handles)
     return grid.figure
 
 
@@ -373,7 +374,7 @@ def learning_rates(frames: ReportFrames, path: Path) -> Figure:
     caption = ("Learning rate against training progress in epochs (per batch, replayed on "
                "the trial's scheduler where the storage holds its steps per epoch; a step "
                "per epoch otherwise), warm-up included. Log y axis, each panel its own range.")
-    return Figure(_render(_draw_learning_rates, path, _close_steps(steps), order),
+    return Figure(render(_draw_learning_rates, path, _close_steps(steps), order),
                   title, caption)
 
 
@@ -415,7 +416,7 @@ def learning_rates_overlaid(frames: ReportFrames, path: Path) -> Figure:
                "families apart without colour).")
     note = (f"Shown down to {floor:.2g} (a thousandth of the highest LR): "
             f"{', '.join(clipped)} go lower." if clipped else "")
-    drawn = _render(_draw_lr_overlay, path, _close_steps(steps), order, floor)
+    drawn = render(_draw_lr_overlay, path, _close_steps(steps), order, floor)
     return Figure(drawn, title, caption, note)
 
 
@@ -452,7 +453,7 @@ def losses(frames: ReportFrames, path: Path) -> Figure:
     order = [f for f in family_order(frames.trials) if f in set(curves["family"])]
     caption = ("Mean training loss over each epoch's batches (solid) and validation loss at "
                "the epoch's end (dashed) of each family's best search trial. Log y axis.")
-    return Figure(_render(_draw_losses, path, curves, order), title, caption)
+    return Figure(render(_draw_losses, path, curves, order), title, caption)
 
 
 def _loss_data(frames: ReportFrames) -> pd.DataFrame:
@@ -479,7 +480,7 @@ def _draw_losses(curves: pd.DataFrame, order: list[str]) -> Any:
     grid.set_titles("{col_name}")
     for ax in grid.axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _legend(grid.figure, [_marker("train", "0.3", "o", "-", size=4),
+    legend_above(grid.figure, [legend_marker("train", "0.3", "o", "-", size=4),
                           Line2D([], [], color="0.3", marker="X", linestyle="--",
                                  markersize=5, label="validation")])
     return grid.figure
@@ -507,7 +508,7 @@ def sensitivity(frames: ReportFrames, path: Path) -> Figure:
                "(star: the family's best trial; dashed: the searched range; log x where the "
                "range is searched on a log scale).")
     note = f"{off} trial(s) below their family's y range off-scale." if off else ""
-    drawn = _render(_draw_sensitivity, path, done, space, order, ylims)
+    drawn = render(_draw_sensitivity, path, done, space, order, ylims)
     return Figure(drawn, title, caption, note)
 
 
@@ -649,7 +650,7 @@ def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
     note = " ".join(filter(None, ["" if len(bars) else no_bars,
                                   _below(tried["val_accuracy"], ylim[0], "trial(s)"),
                                   _missing(frames, list(done["family"]))]))
-    drawn = _render(_draw_importance_history, path, tried, bars, family_order(frames.trials),
+    drawn = render(_draw_importance_history, path, tried, bars, family_order(frames.trials),
                     ylim)
     return Figure(drawn, title, caption, note)
 
@@ -701,10 +702,10 @@ def _draw_history(ax: Any, tried: pd.DataFrame, palette: dict[str, Any],
             color=CONFIRM_COLOUR, linewidth=1.2)
     ax.set(ylim=ylim, xlabel="trial number", ylabel="val accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    handles = [_marker(f, palette[f], markers[f]) for f in palette]
+    handles = [legend_marker(f, palette[f], markers[f]) for f in palette]
     handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
                        markeredgecolor="0.6", label="pruned (value where it stopped)"),
-                _marker("best so far (completed)", "black", "", "-")]
+                legend_marker("best so far (completed)", "black", "", "-")]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
               fontsize="small")
 
@@ -729,7 +730,7 @@ def time_to_target(frames: ReportFrames, path: Path, targets: tuple[float, ...])
                   "(none drawn: no seed did)." if len(confirm) else ""))
     note = ("" if search["reached"].any()
             else f"no family's best trial reached {', '.join(map(str, targets))}")
-    drawn = _render(_draw_targets, path, search, confirm, order, sorted(targets), last)
+    drawn = render(_draw_targets, path, search, confirm, order, sorted(targets), last)
     return Figure(drawn, title, caption, note)
 
 
@@ -766,11 +767,11 @@ def _draw_targets(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
     ax.set_xticks([*range(last + 1), missed_x], [*map(str, range(last + 1)), "missed"])
     ax.set(xlim=(0, missed_x + 0.6), xlabel="epoch", ylabel="")
     handles = [Patch(color=colours[t], label=f"val acc ≥ {t:g}") for t in targets]
-    handles.append(_marker("missed (best search trial)", "0.4", "X", size=7))
+    handles.append(legend_marker("missed (best search trial)", "0.4", "X", size=7))
     if len(confirm):
-        handles.append(_marker("confirm mean", "0.8", "D", size=6))
+        handles.append(legend_marker("confirm mean", "0.8", "D", size=6))
         handles[-1].set_markeredgecolor(CONFIRM_COLOUR)
-    _legend(ax, handles, ncol=len(handles))
+    legend_above(ax, handles, ncol=len(handles))
     return fig
 
 
@@ -819,72 +820,3 @@ def slug(name: str) -> str:
     if cleaned == name:
         return name
     return f"{cleaned}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
-
-
-# --- across workloads (report.compare) ----------------------------------------------------
-
-
-def performance_profiles(curves: pd.DataFrame, scores: pd.Series, path: Path) -> Figure:
-    """Each family's performance profile across the compared workloads."""
-    title = "Performance profiles across workloads"
-    if len(scores) < 2:
-        return Figure(None, title, "", "a profile compares families: this comparison has "
-                                       f"{len(scores)} with results")
-    caption = ("For each tolerance tau (x, accuracy points), the fraction of workloads on "
-               "which a family's score is within tau of that workload's best (AlgoPerf's "
-               "performance profiles; higher and further left is better). Legend: families "
-               "by the area under their profile, scaled to 0-1.")
-    return Figure(_render(_draw_profiles, path, curves, scores), title, caption)
-
-
-def _draw_profiles(curves: pd.DataFrame, scores: pd.Series) -> Any:
-    order = list(scores.index)
-    palette, markers = family_palette(order), family_markers(order)
-    fig, ax = plt.subplots(figsize=(WIDTH, 4.2))
-    for family in order:
-        mine = curves[curves["family"] == family]
-        ax.step(100 * mine["tau"], mine["fraction"], where="post", color=palette[family],
-                marker=markers[family], markevery=max(1, len(mine) // 6), linewidth=1.5,
-                label=f"{family} ({scores[family]:.2f})")
-    ax.set(xlabel="tau: points below the workload's best", ylabel="fraction of workloads",
-           ylim=(-0.03, 1.03))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize="small")
-    return fig
-
-
-def tuning_budgets(table: pd.DataFrame, order: list[str], path: Path) -> Figure:
-    """Expected best validation accuracy after n trials, per family, one panel per workload."""
-    title = "Tuning budget: best validation accuracy after n trials"
-    if table.empty:
-        return Figure(None, title, "", NO_COMPLETED)
-    caption = ("The expected best validation accuracy after n search trials of a family "
-               "(line) and its 10-90% band, from the exact bootstrap distribution of the "
-               "family's completed trials; each curve stops at the family's own trial count. "
-               "A family whose curve rises late needs more tuning to show its best.")
-    drawn = _render(_draw_budgets, path, table, [f for f in order if f in set(table["family"])])
-    return Figure(drawn, title, caption)
-
-
-def _draw_budgets(table: pd.DataFrame, order: list[str]) -> Any:
-    palette, markers = family_palette(order), family_markers(order)
-    panels = list(dict.fromkeys(table["workload"]))
-    columns = min(3, len(panels))
-    rows = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(WIDTH, 0.6 + 3.2 * rows), squeeze=False)
-    for ax, workload in zip(axes.flat, panels):
-        mine = table[table["workload"] == workload]
-        for family in order:
-            curve = mine[mine["family"] == family]
-            if curve.empty:
-                continue
-            ax.plot(curve["n"], curve["expected"], color=palette[family],
-                    marker=markers[family], markevery=max(1, len(curve) // 5), linewidth=1.4)
-            ax.fill_between(curve["n"], curve["low"], curve["high"], color=palette[family],
-                            alpha=0.12, linewidth=0)
-        ax.set(title=workload, xlabel="trials of the family", ylabel="best val accuracy")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_axis_off()
-    _legend(fig, [_marker(f, palette[f], markers[f], "-") for f in order])
-    fig.tight_layout()
-    return fig

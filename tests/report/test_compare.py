@@ -98,9 +98,9 @@ def test_a_bad_suite_names_the_file_the_key_and_the_value(tmp_path: Path) -> Non
 
 
 def test_a_one_family_comparison_draws_no_profile(tmp_path: Path) -> None:
-    from lrbench.report import plots
+    from lrbench.report import compare_plots
 
     curves, scores = compare.profiles(table([("w1", "step", 0.9), ("w2", "step", 0.8)]))
-    figure = plots.performance_profiles(curves, scores, tmp_path / "p.png")
+    figure = compare_plots.performance_profiles(curves, scores, tmp_path / "p.png")
     assert not figure.drawn and "1 with results" in figure.note
     assert not (tmp_path / "p.png").exists()
