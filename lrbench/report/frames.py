@@ -115,32 +115,13 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
     raw_params: dict[tuple[str, str, int], dict[str, Any]] = {}
     for name in studies or sweeps:
         study = optuna.load_study(study_name=name, storage=storage)
-        trials = study.get_trials(deepcopy=False)
-        confirm: list[FrozenTrial] = []
-        confirm_runs: list[dict[str, Any]] = []
-        if confirm_study_name(name) in names:
-            confirm_study = optuna.load_study(study_name=confirm_study_name(name),
-                                              storage=storage)
-            confirm = confirm_study.get_trials(deepcopy=False)
-            confirm_runs = run_options(confirm_study)
-        config = study.user_attrs.get(CONFIG_ATTR, {})
-        info = StudyInfo(name, config, study.user_attrs.get("sweep_file", ""),
-                         study.user_attrs.get("provenance", {}), len(trials), len(confirm),
-                         data=data_identity.recorded(study), runs=run_options(study),
-                         confirm_runs=confirm_runs, location=location)
+        info, kept = _read_study(study, names, location)
         infos.append(info)
-        info.orphaned = sum(t.state == TrialState.RUNNING and not worker_alive(t)
-                            for t in [*trials, *confirm])
-        winners = {t.number for t in study_best_per_family(study).values()}
-        for role, group in (("search", trials), ("confirm", confirm)):
-            for trial in group:
-                if _other_data(trial, info):
-                    continue
-                row = _trial_row(name, role, trial, config)
-                row["best_in_family"] = role == "search" and trial.number in winners
-                trial_rows.append(row)
-                raw_params[(name, role, trial.number)] = trial.params
-                epoch_rows.extend(_epoch_rows(name, role, trial))
+        for role, trial, row in kept:
+            trial_rows.append(row)
+            raw_params[(name, role, trial.number)] = trial.params
+            epoch_rows.extend(_epoch_rows(name, role, trial))
+        trials = study.get_trials(deepcopy=False)
         space_rows.extend(_space_rows(name, trials))
         importance_frames.append(importances(name, trials))
     trials_df = _typed_trials(pd.DataFrame(trial_rows))
@@ -179,23 +160,40 @@ def storage_warnings(location: str, infos: list[StudyInfo]) -> list[str]:
 def trials_of(study: optuna.Study) -> pd.DataFrame:
     """One study's trials frame, its confirm runs included: what the terminal's table
     ranks (``report.ranking``), without reading curves or drawing anything."""
+    _, kept = _read_study(study, study_names(study._storage))
+    return _typed_trials(pd.DataFrame([row for _, _, row in kept]))
+
+
+def _read_study(study: optuna.Study, names: list[str], location: str = ""
+                ) -> tuple[StudyInfo, list[tuple[str, FrozenTrial, dict[str, Any]]]]:
+    """A study's setup, and the rows of its trials and confirm runs on the study's data
+    (runs on other data are counted in the info, never returned: they are not pooled)."""
+    name = study.study_name
     trials = study.get_trials(deepcopy=False)
     confirm: list[FrozenTrial] = []
-    if confirm_study_name(study.study_name) in study_names(study._storage):
-        confirm = optuna.load_study(study_name=confirm_study_name(study.study_name),
-                                    storage=study._storage).get_trials(deepcopy=False)
+    confirm_runs: list[dict[str, Any]] = []
+    if confirm_study_name(name) in names:
+        confirm_study = optuna.load_study(study_name=confirm_study_name(name),
+                                          storage=study._storage)
+        confirm = confirm_study.get_trials(deepcopy=False)
+        confirm_runs = run_options(confirm_study)
     config = study.user_attrs.get(CONFIG_ATTR, {})
-    info = StudyInfo(study.study_name, config, "", {}, len(trials), len(confirm),
-                     data=data_identity.recorded(study))
+    info = StudyInfo(name, config, study.user_attrs.get("sweep_file", ""),
+                     study.user_attrs.get("provenance", {}), len(trials), len(confirm),
+                     data=data_identity.recorded(study), runs=run_options(study),
+                     confirm_runs=confirm_runs, location=location)
+    info.orphaned = sum(t.state == TrialState.RUNNING and not worker_alive(t)
+                        for t in [*trials, *confirm])
     winners = {t.number for t in study_best_per_family(study).values()}
-    rows = []
+    kept = []
     for role, group in (("search", trials), ("confirm", confirm)):
         for trial in group:
-            if not _other_data(trial, info):
-                row = _trial_row(study.study_name, role, trial, config)
-                row["best_in_family"] = role == "search" and trial.number in winners
-                rows.append(row)
-    return _typed_trials(pd.DataFrame(rows))
+            if _other_data(trial, info):
+                continue
+            row = _trial_row(name, role, trial, config)
+            row["best_in_family"] = role == "search" and trial.number in winners
+            kept.append((role, trial, row))
+    return info, kept
 
 
 def _other_data(trial: FrozenTrial, info: StudyInfo) -> bool:

@@ -367,15 +367,23 @@ def _draw_convergence(curves: pd.DataFrame, confirm: pd.DataFrame, order: list[s
 def learning_rates(frames: ReportFrames, path: Path) -> Figure:
     """The LR of each family's best trial, per batch where known, on a log scale."""
     title = "Learning rate of each family's best trial"
-    steps = frames.lr_steps
-    if steps.empty or _done(frames).empty:
+    steps, order = _lr_traces(frames)
+    if not order:
         return Figure(None, title, "", NO_COMPLETED + " with a recorded LR")
-    order = [f for f in family_order(frames.trials) if f in set(steps["family"])]
     caption = ("Learning rate against training progress in epochs (per batch, replayed on "
                "the trial's scheduler where the storage holds its steps per epoch; a step "
                "per epoch otherwise), warm-up included. Log y axis, each panel its own range.")
     return Figure(render(_draw_learning_rates, path, _close_steps(steps), order),
                   title, caption)
+
+
+def _lr_traces(frames: ReportFrames) -> tuple[pd.DataFrame, list[str]]:
+    """The best trials' LR traces and their families in the ranking's order (none: nothing
+    to draw)."""
+    steps = frames.lr_steps
+    if steps.empty or _done(frames).empty:
+        return steps, []
+    return steps, [f for f in family_order(frames.trials) if f in set(steps["family"])]
 
 
 def _close_steps(steps: pd.DataFrame) -> pd.DataFrame:
@@ -406,10 +414,9 @@ def _draw_learning_rates(steps: pd.DataFrame, order: list[str]) -> Any:
 def learning_rates_overlaid(frames: ReportFrames, path: Path) -> Figure:
     """Every family's best trial's LR on one axis, in the ranking's order."""
     title = "Learning rates of all families' best trials, overlaid"
-    steps = frames.lr_steps
-    if steps.empty or _done(frames).empty:
+    steps, order = _lr_traces(frames)
+    if not order:
         return Figure(None, title, "", NO_COMPLETED + " with a recorded LR")
-    order = [f for f in family_order(frames.trials) if f in set(steps["family"])]
     floor = _lr_floor(steps)
     clipped = sorted(set(steps.loc[steps["lr"] < floor, "family"]))
     caption = ("The per-panel traces above on one log axis (markers every few epochs tell the "
