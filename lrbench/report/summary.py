@@ -175,9 +175,7 @@ def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
     ranked = ranking.ranked
     top = ranked[0]
     if len(ranked) == 1:
-        return (f"Only {top.family} has a completed run in study {study} "
-                f"({_pct(top.search_val)} validation accuracy): there is nothing to rank it "
-                f"against.")
+        return _one_family_verdict(study, ranking)
     if ranking.basis == "confirm":
         text = _confirm_verdict(study, ranking)
     else:
@@ -199,6 +197,23 @@ def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
     elif base is not None and base is top:
         text += " Constant LR itself is at the top: no schedule beat a well-chosen constant LR."
     return text
+
+
+def _one_family_verdict(study: str, ranking: ranking_module.Ranking) -> str:
+    """A study of one family (``step``) asks which parameters, not which family."""
+    top = ranking.ranked[0]
+    text = (f"Study {study} has results for one family, {top.family}, so there is no family "
+            f"to rank; its best configuration ({top.params}) reached {_pct(top.search_val)} "
+            f"validation accuracy ({_pct(top.search_test)} test)")
+    if top.confirm.n:
+        return text + (f", and {top.confirm.text()}% test accuracy over {top.confirm.n} fresh "
+                       f"seeds. The sensitivity figure shows how much each parameter matters.")
+    se = ranking.standard_error(top.score)
+    noise = ("" if math.isnan(se) else f": one run's validation accuracy on "
+             f"{ranking.val_size:,} images has a standard error of ±{100 * se:.2f} points")
+    return text + (f" in a single run{noise}. The sensitivity figure shows how much each "
+                   f"parameter matters; `lrbench confirm {study}` re-trains the best with "
+                   f"fresh seeds.")
 
 
 def _tie_text(ranking: ranking_module.Ranking) -> str:

@@ -142,3 +142,19 @@ def test_the_verdict_explains_a_baseline_gap_that_holm_keeps_tied() -> None:
     text = summary.verdict("s", result, study_frame(search, confirm))
     assert "No single winner" in text and "wins" not in text
     assert "this one interval excludes zero, but corrected for the 3 comparisons" in text
+
+
+def test_a_one_family_verdict_gives_the_best_configuration_not_a_ranking() -> None:
+    """`lrbench sweep step`, the README's first command, studies one family: the verdict
+    is about its best parameters and their noise, not "nothing to rank"."""
+    from lrbench.report import summary
+
+    single = study_frame({"step": (0.926, 0.918)}, {}, val_size=500)
+    text = summary.verdict("step", ranking.rank(single), single)
+    assert "one family, step" in text and "step=1" in text and "92.60%" in text
+    se = math.sqrt(0.926 * 0.074 / 500)
+    assert f"standard error of ±{100 * se:.2f} points" in text
+    assert "lrbench confirm step" in text and "wins" not in text
+    confirmed = study_frame({"step": (0.926, 0.918)}, {"step": [0.91, 0.915, 0.92]})
+    text = summary.verdict("step", ranking.rank(confirmed), confirmed)
+    assert "% test accuracy over 3 fresh seeds" in text
