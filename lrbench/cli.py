@@ -318,11 +318,12 @@ def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: s
                "device": device, "data_dir": data_dir, "engine": engine,
                "batch_trials": batch_trials, "tf32": tf32, "results_dir": results_dir,
                "location": location}
-    suite = _suite_named(study_name, location)
-    if suite is None:
+    suite = _suite_named(study_name)
+    # One read of the storage decides: a study of the suite's own name wins over the suite.
+    stored = set(study_names(open_storage(location, create=False))) if suite else set()
+    if suite is None or study_name in stored:
         _confirm_one(study_name, **options)
         return
-    stored = set(study_names(open_storage(location, create=False)))
     for workload in suite.workloads:
         if workload.study in stored:
             _confirm_one(workload.study, **options)
@@ -331,17 +332,13 @@ def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: s
                           f"(its data set was missing?): nothing to confirm", highlight=False)
 
 
-def _suite_named(name: str, location: str) -> suite_module.Suite | None:
-    """The suite called ``name``, unless the storage holds a study of that name."""
+def _suite_named(name: str) -> suite_module.Suite | None:
+    """The suite file called ``name``, if there is one."""
     try:
         path = find_sweep_file(name)
     except UserError:
         return None
     if not path.is_file() or not suite_module.is_suite(path):
-        return None
-    if not is_url(location) and not Path(location).exists():
-        return suite_module.load(path, find_sweep_file)
-    if name in study_names(open_storage(location, create=False)):
         return None
     return suite_module.load(path, find_sweep_file)
 

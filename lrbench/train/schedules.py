@@ -195,14 +195,16 @@ def decay_to_zero_factor(progress: float, power: float) -> float:
     return (1.0 - progress) ** power
 
 
-def _total_steps(ctx: ScheduleContext) -> int:
-    return max(1, ctx.epochs * ctx.steps_per_epoch)
+def _by_progress(opt: Any, ctx: ScheduleContext, factor: Callable[[float], float]) -> Any:
+    """LambdaLR of ``factor(z)``, z the fraction of the main schedule's batches done (0 at
+    the first batch, 1 once the last has stepped, and 1 beyond it)."""
+    total = max(1, ctx.epochs * ctx.steps_per_epoch)
+    return sched.LambdaLR(opt, lambda step: factor(min(step, total) / total))
 
 
 def _wsd(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
-    total = _total_steps(ctx)
-    return sched.LambdaLR(opt, lambda step: wsd_factor(
-        step / total, p["decay_fraction"], p["shape"], p["final_lr_ratio"]))
+    return _by_progress(opt, ctx, lambda z: wsd_factor(
+        z, p["decay_fraction"], p["shape"], p["final_lr_ratio"]))
 
 
 def _inverse_sqrt(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
@@ -212,14 +214,11 @@ def _inverse_sqrt(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
 
 
 def _rex(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
-    total = _total_steps(ctx)
-    return sched.LambdaLR(opt, lambda step: rex_factor(min(step, total) / total, p["beta"]))
+    return _by_progress(opt, ctx, lambda z: rex_factor(z, p["beta"]))
 
 
 def _decay_to_zero(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
-    total = _total_steps(ctx)
-    return sched.LambdaLR(opt, lambda step: decay_to_zero_factor(min(step, total) / total,
-                                                                 p["power"]))
+    return _by_progress(opt, ctx, lambda z: decay_to_zero_factor(z, p["power"]))
 
 
 # --- default spaces: wide enough to contain the usual choices, narrow enough for ~20 trials ---
