@@ -19,12 +19,14 @@ from lrbench.errors import ConfigError
 from lrbench.space import Axis, Choice, FloatRange, IntRange, describe, grid_values
 from lrbench.sweep.seeds import SEED_MAX
 from lrbench.train import data, models
+from lrbench.train.schedule_free import FAMILY as SCHEDULE_FREE_FAMILY
+from lrbench.train.schedule_free import SCHEDULE_FREE_NAMES, is_schedule_free, schedule_free_form
 from lrbench.train.schedules import FAMILIES, PARAM_LIMITS
 from lrbench.train.trial import OptimizerConfig  # the [optimizer] table
 
 SAMPLERS = ("tpe", "qmc", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", *SCHEDULE_FREE_NAMES)
 PLATEAU_METRICS = ("accuracy", "loss")
 
 # Every key each table may hold: a missing required key beside an unknown one is
@@ -79,6 +81,9 @@ class SweepConfig:
     lr_axis: Axis | None = None  # searched base LR, or None for the optimizer's lr
     warmup_axis: Axis | None = None  # searched warm-up epochs, or None for no warm-up
     range_overrides: Mapping[str, Mapping[str, Axis]] = field(default_factory=dict)
+    # A family's own base-LR range (``[schedules.F] lr``), searched as "F.lr" instead of
+    # the shared "lr": e.g. schedule-free SGD wants 10-50x SGD's LR.
+    family_lr_axes: Mapping[str, Axis] = field(default_factory=dict)
     fixed: tuple[FixedTrial, ...] = ()
     source: str = "<memory>"
     # What ``--epochs`` changed in the epoch-dependent ranges, for the terminal.
@@ -89,6 +94,14 @@ class SweepConfig:
         axes = FAMILIES[family].default_space(self.epochs)
         axes.update(self.range_overrides.get(family, {}))
         return axes
+
+    def lr_search(self, family: str) -> tuple[str, Axis] | None:
+        """The Optuna param and range a trial of ``family`` searches its base LR on, if any."""
+        if family in self.family_lr_axes:
+            return f"{family}.lr", self.family_lr_axes[family]
+        if self.lr_axis is not None:
+            return "lr", self.lr_axis
+        return None
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same study (the trial count and file path do not)."""
@@ -251,13 +264,21 @@ def _values(axis: Axis) -> list[Any]:
 
 
 def _family_ranges(path: Path, sched: _Table, family: str, epochs: int) -> dict[str, Axis]:
+    """A ``[schedules.F]`` table's ranges; its ``lr`` (the family's own LR range) included."""
     table = sched.table(family)
     defaults = FAMILIES[family].default_space(epochs)
     axes: dict[str, Axis] = {}
     for name in table.values:
+        if name == "lr":
+            axes[name] = _axis(table, name, False)
+            for value in _values(axes[name]):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise table.error(name, f"values must be > 0, but got {value!r}")
+            continue
         if name not in defaults:
             known = ", ".join(defaults) or "none"
-            raise table.error(name, f"unknown parameter of {family!r} (its parameters: {known})")
+            raise table.error(name, f"unknown parameter of {family!r} (its parameters: {known}; "
+                                    f"and lr, its own LR range)")
         integer = isinstance(defaults[name], IntRange)
         numeric = not isinstance(defaults[name], Choice)
         axis = _axis(table, name, integer)
@@ -299,8 +320,11 @@ def _check_fixed(path: Path, index: int, trial: FixedTrial, config: SweepConfig)
     where = f"fixed[{index}]"
     checks = [(f"{where}.{n}", v, axis, f"[schedules.{trial.family}] {n}")
               for n, axis in config.space(trial.family).items() for v in [trial.params[n]]]
-    if config.lr_axis is not None and trial.lr is not None:
-        checks.append((f"{where}.lr", trial.lr, config.lr_axis, "search.lr"))
+    lr_search = config.lr_search(trial.family)
+    if lr_search is not None and trial.lr is not None:
+        param, axis = lr_search
+        source = "search.lr" if param == "lr" else f"[schedules.{trial.family}] lr"
+        checks.append((f"{where}.lr", trial.lr, axis, source))
     if config.warmup_axis is not None:
         checks.append((f"{where}.warmup_epochs", trial.warmup_epochs, config.warmup_axis,
                        "search.warmup_epochs"))
@@ -367,10 +391,12 @@ def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
         lr_axis=_axis(search, "lr", False) if "lr" in search.values else None,
         warmup_axis=(_axis(search, "warmup_epochs", True)
                      if "warmup_epochs" in search.values else None),
-        range_overrides={f: _family_ranges(path, sched, f, epochs)
-                         for f in families if f in sched.values},
         source=str(path),
     )
+    ranges = {f: _family_ranges(path, sched, f, epochs) for f in families if f in sched.values}
+    config = dataclasses.replace(
+        config, family_lr_axes={f: axes.pop("lr") for f, axes in ranges.items() if "lr" in axes},
+        range_overrides=ranges)
     for name in set(sched.values) - sched.seen:
         if name in FAMILIES:
             raise sched.error(name, f"has ranges but {name!r} is not in schedules.families")
@@ -402,6 +428,16 @@ def _check_whole(config: SweepConfig, path: Path) -> None:
     opt = config.optimizer
     if opt.name == "sgd" and opt.nesterov and not opt.momentum:
         raise ConfigError(path, "optimizer.nesterov", "needs momentum > 0, but momentum is 0")
+    if is_schedule_free(opt.name) and not 0 < opt.momentum < 1:
+        raise ConfigError(path, "optimizer.momentum", f"is schedule-free's beta for "
+                                                      f"{opt.name}: must be in (0, 1), but got "
+                                                      f"{opt.momentum}")
+    if SCHEDULE_FREE_FAMILY in config.families:
+        try:
+            schedule_free_form(opt, 0.9)
+        except ValueError as err:
+            raise ConfigError(path, "optimizer.name", f"{err} (schedules.families has "
+                                                      f"{SCHEDULE_FREE_FAMILY!r})") from None
     if config.lr_axis is not None:
         for value in _values(config.lr_axis):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:

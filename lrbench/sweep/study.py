@@ -41,6 +41,7 @@ from lrbench.sweep.record import (
     write_record,
 )
 from lrbench.sweep.sampling import BatchTPESampler
+from lrbench.train.schedule_free import trial_optimizer
 from lrbench.train.schedules import ScheduleSpec
 from lrbench.train.trial import TrialSpec
 
@@ -153,9 +154,10 @@ def fixed_params(config: SweepConfig, fixed: FixedTrial) -> tuple[dict[str, Any]
     params: dict[str, Any] = {"schedule": fixed.family}
     params.update({f"{fixed.family}.{k}": v for k, v in fixed.params.items()})
     fixed_lr = fixed_warmup = None
+    lr_search = config.lr_search(fixed.family)
     if fixed.lr is not None:
-        if config.lr_axis is not None:
-            params["lr"] = fixed.lr
+        if lr_search is not None:
+            params[lr_search[0]] = fixed.lr
         else:
             fixed_lr = fixed.lr
     if config.warmup_axis is not None:
@@ -168,11 +170,13 @@ def fixed_params(config: SweepConfig, fixed: FixedTrial) -> tuple[dict[str, Any]
 def _grid_points(config: SweepConfig) -> list[dict[str, Any]]:
     """Each family's own Cartesian product: a grid over a conditional space."""
     points = []
-    shared = {"lr": config.lr_axis, "warmup_epochs": config.warmup_axis}
-    shared_axes = {k: grid_values(a) for k, a in shared.items() if a is not None}
     for family in config.families:
         axes = {f"{family}.{k}": grid_values(a) for k, a in config.space(family).items()}
-        axes.update(shared_axes)
+        lr_search = config.lr_search(family)
+        if lr_search is not None:
+            axes[lr_search[0]] = grid_values(lr_search[1])
+        if config.warmup_axis is not None:
+            axes["warmup_epochs"] = grid_values(config.warmup_axis)
         for values in itertools.product(*axes.values()):
             points.append({"schedule": family, **dict(zip(axes, values))})
     return points
@@ -193,8 +197,9 @@ def trial_spec(trial: optuna.Trial, config: SweepConfig) -> TrialSpec:
     family = trial.suggest_categorical("schedule", list(config.families))
     params = {name: suggest(trial, f"{family}.{name}", axis)
               for name, axis in config.space(family).items()}
-    if config.lr_axis is not None:
-        lr = float(suggest(trial, "lr", config.lr_axis))
+    lr_search = config.lr_search(family)
+    if lr_search is not None:
+        lr = float(suggest(trial, *lr_search))
     else:
         lr = float(plan.fixed_lr if plan.fixed_lr is not None else config.optimizer.lr)
     if config.warmup_axis is not None:
@@ -203,12 +208,12 @@ def trial_spec(trial: optuna.Trial, config: SweepConfig) -> TrialSpec:
         warmup = int(plan.fixed_warmup_epochs or 0)
     epochs = int(plan.epochs or config.epochs)
     seed, data_seed = trial_seeds(trial, config)
+    schedule = ScheduleSpec(family, params, warmup)
     return TrialSpec(
         number=trial.number, seed=seed, model=config.model, epochs=epochs,
         batch_size=config.batch_size,
-        optimizer=dataclasses.replace(config.optimizer, lr=lr),
-        schedule=ScheduleSpec(family, params, warmup), plateau_metric=config.plateau_metric,
-        data_seed=data_seed,
+        optimizer=trial_optimizer(dataclasses.replace(config.optimizer, lr=lr), schedule),
+        schedule=schedule, plateau_metric=config.plateau_metric, data_seed=data_seed,
     )
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from lrbench.train.data import DeviceData, to_float
+from lrbench.train.schedule_free import is_schedule_free
 from lrbench.train.schedules import LRSchedule, ScheduleContext, ShadowSGD
 from lrbench.train.sequential import EVAL_CHUNK, divergence
 from lrbench.train.stacked import (
@@ -54,8 +55,10 @@ def group_key(spec: TrialSpec) -> tuple[object, ...]:
     size, batch order) and the optimizer's update rule (all but its LR). Epochs may differ:
     each member leaves after its own."""
     opt = spec.optimizer
+    # Schedule-free keeps its beta (``momentum``) per trial, like the LR.
+    momentum = None if is_schedule_free(opt.name) else opt.momentum
     return (spec.model, spec.batch_size, spec.data_seed,
-            opt.name, opt.momentum, opt.nesterov, opt.weight_decay)
+            opt.name, momentum, opt.nesterov, opt.weight_decay)
 
 
 def group_specs(specs: Sequence[TrialSpec], max_trials: int | None = None) -> list[list[TrialSpec]]:
@@ -288,7 +291,7 @@ class Stack:
         else:
             assert self.optimizer is not None
             self.model.extend(newcomers)
-        self.optimizer.extend(len(specs))
+        self.optimizer.extend([s.optimizer for s in specs], newcomers.params)
 
     def run_epoch(self, decide: Decide | None = None,
                   while_training: Callable[[], None] | None = None,
@@ -311,7 +314,11 @@ class Stack:
             table = _lr_table([m.schedule for m in members], steps, device)
             batches = torch.randperm(n_train, generator=self.order).to(device).split(batch_size)
             self.epoch += 1
+            self.optimizer.train(self.model.params)
             loss_sum = _train_epoch(self.model, self.optimizer, data, batches, table, self.bf16)
+            # Validation and the test of members leaving see the weights the optimizer
+            # evaluates: schedule-free's average, the others' own.
+            self.optimizer.eval(self.model.params)
             val_loss_sum, val_correct = evaluate_stack(self.model, data.val_x, data.val_y,
                                                        self.bf16)
             if while_training is not None:
@@ -414,7 +421,8 @@ def max_trials_for_memory(model: str, batch_size: int, free_bytes: int,
     if batch_size < 1 or free_bytes < 0:
         raise ValueError(f"need batch_size >= 1 and free_bytes >= 0, but got "
                          f"{batch_size=}, {free_bytes=}")
-    states = {"sgd": 1, "adam": 2, "adamw": 2}
+    states = {"sgd": 1, "adam": 2, "adamw": 2, "sgd_schedulefree": 1,
+              "adamw_schedulefree": 2}  # schedule-free: z (and AdamW's second moment)
     if optimizer not in states:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {sorted(states)}")
     weight_copies = 2 + states[optimizer] + 2

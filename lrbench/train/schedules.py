@@ -310,6 +310,12 @@ def _decay_to_zero_space(epochs: int) -> dict[str, Axis]:
     return {"power": FloatRange(0.5, 2.0)}  # 1: D2Z's linear decay
 
 
+def _schedulefree_space(epochs: int) -> dict[str, Axis]:
+    # Beta, the interpolation momentum: the package's default is 0.9, and its README
+    # advises 0.95-0.98 for long runs.
+    return {"momentum": FloatRange(0.7, 0.98)}
+
+
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
@@ -336,6 +342,10 @@ FAMILIES: dict[str, Family] = {
         Family("rex", "REX: (1 - z) / ((1 - beta) + beta (1 - z))", True, _rex_space, _rex),
         Family("decay_to_zero", "(1 - z)^power per batch, exactly 0 at the end (D2Z)", True,
                _decay_to_zero_space, _decay_to_zero),
+        # No schedule: its trials train with the schedule-free form of the optimizer
+        # (lrbench.train.schedule_free), at a constant LR after any warm-up.
+        Family("schedulefree", "schedule-free SGD/AdamW: constant LR, averaged weights",
+               False, _schedulefree_space, _constant),
     )
 }
 
@@ -478,4 +488,5 @@ PARAM_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "ramp_epochs": (lambda v: v > 0, "> 0"),
     "timescale_epochs": (lambda v: v > 0, "> 0"),
     "beta": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "momentum": (lambda v: 0 < v < 1, "in (0, 1)"),  # schedule-free's beta
 }

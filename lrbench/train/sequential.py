@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from lrbench.train.data import DeviceData, to_float
 from lrbench.train.models import MODELS
+from lrbench.train.schedule_free import is_schedule_free, make_schedule_free
 from lrbench.train.schedules import LRSchedule, ScheduleContext
 from lrbench.train.trial import OptimizerConfig, TrialResult, TrialSpec
 
@@ -25,6 +26,8 @@ EpochHook = Callable[[int, float], bool]  # (epoch index, val accuracy) -> prune
 def make_optimizer(params: Iterable[torch.nn.Parameter],
                    cfg: OptimizerConfig) -> torch.optim.Optimizer:
     # fused=True: one kernel per step instead of one per tensor (measured: README).
+    if is_schedule_free(cfg.name):
+        return make_schedule_free(params, cfg)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                weight_decay=cfg.weight_decay, fused=True)
@@ -78,12 +81,17 @@ def train_trial(spec: TrialSpec, data: DeviceData,
     for _ in range(spec.data_offset):  # a batched stack's late joiner: skip to its epoch 0
         torch.randperm(n_train, generator=order)
     chance = 1.0 / data.num_classes
+    # Schedule-free trains at y and must be evaluated at x, its average: train() and
+    # eval() switch the weights (the package's API); the other optimizers have one set.
+    averaged = is_schedule_free(spec.optimizer.name)
 
     result = TrialResult("complete", math.nan, math.nan, math.nan, 0.0, str(device),
                          data_seed=data_seed, data_offset=spec.data_offset)
     for epoch in range(spec.epochs):
         lr = schedule.lr
         model.train()
+        if averaged:
+            optimizer.train()  # type: ignore[attr-defined]
         loss_sum = torch.zeros((), device=device)
         for batch in torch.randperm(n_train, generator=order).to(device).split(spec.batch_size):
             # index_select: faster than fancy indexing for these gathers (measured: README)
@@ -95,6 +103,8 @@ def train_trial(spec: TrialSpec, data: DeviceData,
             schedule.after_batch()
             loss_sum += loss.detach() * len(batch)  # no .item(): one sync per epoch, not per batch
         train_loss = loss_sum.item() / n_train
+        if averaged:  # validation now, the test after the last epoch: both at x
+            optimizer.eval()  # type: ignore[attr-defined]
         val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y)
 
         for key, value in zip(result.curves, (epoch + 1, lr, train_loss, val_loss, val_accuracy,

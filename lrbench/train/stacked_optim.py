@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from lrbench.train.schedule_free import StackedScheduleFree, is_schedule_free
 from lrbench.train.trial import OptimizerConfig
 
 ADAM_BETAS = (0.9, 0.999)  # torch's defaults, which the sequential engine uses
@@ -120,10 +122,17 @@ class StackedSGD:
     def select(self, keep: Tensor) -> None:
         self.buffers = [b if b is None else b.index_select(0, keep) for b in self.buffers]
 
-    def extend(self, count: int) -> None:
-        """``count`` new trials after the others, with no momentum yet (a zero buffer)."""
+    def extend(self, configs: Sequence[OptimizerConfig], params: Sequence[Tensor]) -> None:
+        """New trials after the others, with no momentum yet (a zero buffer)."""
+        count = len(configs)
         self.buffers = [b if b is None else torch.cat([b, b.new_zeros(count, *b.shape[1:])])
                         for b in self.buffers]
+
+    def eval(self, params: Sequence[Tensor]) -> None:
+        """Nothing to do: SGD evaluates the weights it trains (schedule-free does not)."""
+
+    def train(self, params: Sequence[Tensor]) -> None:
+        """Nothing to do (see eval)."""
 
 
 class StackedAdam:
@@ -178,8 +187,9 @@ class StackedAdam:
         if self.steps:
             self.steps = [self.steps[k] for k in keep.tolist()]
 
-    def extend(self, count: int) -> None:
-        """``count`` new trials after the others: zero moments, no steps yet."""
+    def extend(self, configs: Sequence[OptimizerConfig], params: Sequence[Tensor]) -> None:
+        """New trials after the others: zero moments, no steps yet."""
+        count = len(configs)
         if self.exp_avg:
             self.exp_avg = [torch.cat([m, m.new_zeros(count, *m.shape[1:])])
                             for m in self.exp_avg]
@@ -187,17 +197,27 @@ class StackedAdam:
                                for v in self.exp_avg_sq]
             self.steps = self.steps + [0] * count
 
+    def eval(self, params: Sequence[Tensor]) -> None:
+        """Nothing to do: Adam evaluates the weights it trains (schedule-free does not)."""
 
-StackedOptimizer = StackedSGD | StackedAdam
+    def train(self, params: Sequence[Tensor]) -> None:
+        """Nothing to do (see eval)."""
+
+
+StackedOptimizer = StackedSGD | StackedAdam | StackedScheduleFree
 
 
 def stacked_optimizer(cfg: OptimizerConfig, fused: bool = False) -> StackedOptimizer:
     """The stacked twin of ``sequential.make_optimizer(cfg)``; the LR comes with each step.
 
-    ``fused`` compiles SGD's momentum update into one kernel (Adam stays eager).
+    ``fused`` compiles SGD's momentum update into one kernel (Adam and schedule-free
+    stay eager).
     """
+    if is_schedule_free(cfg.name):
+        return StackedScheduleFree(cfg)
     if cfg.name == "sgd":
         return StackedSGD(cfg, fused)
     if cfg.name in ("adam", "adamw"):
         return StackedAdam(cfg, decoupled=cfg.name == "adamw")
-    raise ValueError(f"unknown optimizer {cfg.name!r}; expected sgd, adam or adamw")
+    raise ValueError(f"unknown optimizer {cfg.name!r}; expected sgd, adam, adamw, "
+                     f"sgd_schedulefree or adamw_schedulefree")

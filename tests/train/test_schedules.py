@@ -60,6 +60,9 @@ def epoch_trace(family: str, params: dict[str, Any], epochs: int, base_lr: float
 PER_EPOCH_CASES = [
     # constant: the base LR throughout.
     ("constant", {}, 3, 0.1, [0.1, 0.1, 0.1]),
+    # schedule-free: no schedule either (its optimizer averages the weights instead); its
+    # beta goes to the optimizer, not to the LR.
+    ("schedulefree", {"momentum": 0.9}, 3, 2.0, [2.0, 2.0, 2.0]),
     # StepLR, the Deep Learning Wizard tutorial's three runs at base 0.1:
     # step_size=1, gamma=0.1: x0.1 every epoch.
     ("step", {"step_size": 1, "gamma": 0.1}, 5, 0.1, [0.1, 0.01, 0.001, 1e-4, 1e-5]),
@@ -436,7 +439,7 @@ def test_family_pickles_and_still_builds(name: str) -> None:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     params = _midpoints(family.default_space(5))
     scheduler = family.build(opt, params, ScheduleContext(5, 3))
-    if name == "constant":
+    if name in ("constant", "schedulefree"):  # no LR schedule
         assert scheduler is None
     else:
         assert isinstance(scheduler, (torch.optim.lr_scheduler.LRScheduler,
