@@ -231,8 +231,7 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
         "train_seconds": record.train_seconds,
         "device": record.device or (claim.device if claim else ""), "engine": record.engine,
         "batch_trials": record.batch_trials,
-        "lr": trial.params.get("lr", plan.fixed_lr if plan.fixed_lr is not None
-                               else optimizer.get("lr")),
+        "lr": _base_lr(trial, optimizer.get("lr")),
         "warmup_epochs": trial.params.get("warmup_epochs", plan.fixed_warmup_epochs or 0),
         "dataset": config.get("dataset", ""), "model": config.get("model", ""),
         "train_size": record.train_size, "val_size": record.val_size,
@@ -242,6 +241,16 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
     }
     row.update({PARAM_PREFIX + k: v for k, v in trial.params.items() if k != "schedule"})
     return row
+
+
+def _base_lr(trial: FrozenTrial, default: float | None) -> float | None:
+    """The trial's base LR: searched (shared, or its family's own range), else planned."""
+    family = trial.params.get("schedule", "")
+    for name in ("lr", f"{family}.lr"):
+        if name in trial.params:
+            return trial.params[name]
+    plan = plan_of(trial)
+    return plan.fixed_lr if plan.fixed_lr is not None else default
 
 
 def _typed_trials(df: pd.DataFrame) -> pd.DataFrame:

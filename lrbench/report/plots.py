@@ -44,6 +44,7 @@ from lrbench.report.frames import (
 )
 from lrbench.report.frames import time_to_target as target_epochs
 from lrbench.report.ranking import rank
+from lrbench.train.schedule_free import FAMILY as SCHEDULE_FREE_FAMILY
 from lrbench.train.schedules import FAMILIES
 
 # Reports are built headless (CLI, CI, a worker box): never open a window.
@@ -374,7 +375,17 @@ def learning_rates(frames: ReportFrames, path: Path) -> Figure:
                "the trial's scheduler where the storage holds its steps per epoch; a step "
                "per epoch otherwise), warm-up included. Log y axis, each panel its own range.")
     return Figure(render(_draw_learning_rates, path, _close_steps(steps), order),
-                  title, caption)
+                  title, caption, _schedule_free_note(order))
+
+
+def _schedule_free_note(order: list[str]) -> str:
+    """Schedule-free's LR is drawn as what it is, its constant base LR: the schedule's
+    work is done by the optimizer's average of its iterates, which no LR trace shows."""
+    if SCHEDULE_FREE_FAMILY not in order:
+        return ""
+    return (f"{SCHEDULE_FREE_FAMILY}: drawn at its constant base LR (after any warm-up). It "
+            f"has no schedule: its optimizer evaluates a running average of its iterates, "
+            f"which does the work a decaying LR does for the others.")
 
 
 def _lr_traces(frames: ReportFrames) -> tuple[pd.DataFrame, list[str]]:
@@ -423,6 +434,7 @@ def learning_rates_overlaid(frames: ReportFrames, path: Path) -> Figure:
                "families apart without colour).")
     note = (f"Shown down to {floor:.2g} (a thousandth of the highest LR): "
             f"{', '.join(clipped)} go lower." if clipped else "")
+    note = " ".join(n for n in (note, _schedule_free_note(order)) if n)
     drawn = render(_draw_lr_overlay, path, _close_steps(steps), order, floor)
     return Figure(drawn, title, caption, note)
 

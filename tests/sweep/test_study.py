@@ -142,6 +142,33 @@ def test_trial_spec_suggests_lr_and_warmup_when_searched(tmp_path: Path):
         study.tell(trial, 0.5)
 
 
+def test_a_schedulefree_trial_gets_its_optimizer_form_beta_and_own_lr_range(tmp_path: Path):
+    """`[schedules.schedulefree] lr` is that family's own LR range, searched as
+    "schedulefree.lr"; the others keep the shared "lr"."""
+    config = write_sweep(tmp_path, families='["schedulefree", "step"]', sampler="random",
+                         search="lr = { low = 0.01, high = 0.5, log = true }",
+                         extra="[schedules.schedulefree]\nlr = { low = 1.0, high = 5.0 }\n")
+    study = memory_study()
+    families = Counter()
+    for _ in range(20):
+        trial = study.ask()
+        spec = st.trial_spec(trial, config)
+        family = trial.params["schedule"]
+        families[family] += 1
+        if family == "schedulefree":
+            assert "lr" not in trial.params
+            assert spec.optimizer.lr == trial.params["schedulefree.lr"]
+            assert 1.0 <= spec.optimizer.lr <= 5.0
+            assert spec.optimizer.name == "sgd_schedulefree"
+            assert spec.optimizer.momentum == trial.params["schedulefree.momentum"]
+        else:
+            assert "schedulefree.lr" not in trial.params
+            assert 0.01 <= spec.optimizer.lr == trial.params["lr"] <= 0.5
+            assert spec.optimizer == dataclasses.replace(config.optimizer, lr=spec.optimizer.lr)
+        study.tell(trial, 0.5)
+    assert set(families) == {"schedulefree", "step"}
+
+
 def test_trial_spec_seed_comes_from_base_seed_and_configuration(tmp_path: Path):
     """Distinct seeds per configuration, the same whatever the trial's number (which
     depends on which worker asked first); one shared batch order, the base seed's."""

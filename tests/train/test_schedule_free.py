@@ -16,7 +16,8 @@ import torch
 from conftest import mnist_subset
 from test_batched import DATA_SEED, N_TEST, N_TRAIN, VALIDATION, assert_same_trial, sequential
 
-from lrbench.train import batched, sequential as sequential_engine
+from lrbench.train import batched
+from lrbench.train import sequential as sequential_engine
 from lrbench.train.batched import group_specs, train_batch
 from lrbench.train.data import DeviceData
 from lrbench.train.schedule_free import (
