@@ -33,6 +33,8 @@ from lrbench.sweep import config as config_module
 from lrbench.sweep import confirm as confirm_module
 from lrbench.sweep import suite as suite_module
 from lrbench.sweep.choice import ENGINES
+from lrbench.sweep.cluster import ClusterLost, hosts_text
+from lrbench.sweep.devices import Slot
 from lrbench.sweep.record import plan_of, record_of
 from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
 from lrbench.sweep.seeds import SEED_MAX
@@ -88,6 +90,9 @@ ENGINE = click.option("--engine", type=click.Choice(ENGINES), default="auto", sh
 BATCH_TRIALS = click.option("--batch-trials", type=click.IntRange(min=1),
                             help="Trials per stacked model (batched engine) [default: sized "
                                  "from free memory on a GPU, 16 on a CPU].")
+CLUSTER = click.option("--cluster", envvar="LRBENCH_CLUSTER", show_envvar=True,
+                       help="Run the slots on the Dask cluster behind this scheduler "
+                            "(tcp://HOST:8786); needs --storage postgresql://...")
 TF32 = click.option("--tf32", is_flag=True,
                     help="Batched engine on GPUs: TF32 matmuls (1.5x measured on an H200; "
                          "10-bit mantissas, so no longer bit-comparable with fp32 runs).")
@@ -112,15 +117,17 @@ TF32 = click.option("--tf32", is_flag=True,
 @TF32
 @RESULTS
 @STORAGE
+@CLUSTER
 def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epochs: int | None,
           dataset: str | None, data_dir: str | None, seed: int | None, study_name: str | None,
           engine: str, batch_trials: int | None, tf32: bool, results_dir: str,
-          storage: str | None) -> None:
+          storage: str | None, cluster: str | None) -> None:
     """Run (or resume) the sweep in sweeps/SWEEP.toml, or in a .toml file; a suite file
     runs each of its workloads as its own study."""
     path = find_sweep_file(sweep)
     options = {"results_dir": results_dir, "storage": storage, "device": device,
-               "workers": workers, "engine": engine, "batch_trials": batch_trials, "tf32": tf32}
+               "workers": workers, "engine": engine, "batch_trials": batch_trials, "tf32": tf32,
+               "cluster": cluster}
     if suite_module.is_suite(path):
         for flag, value in (("--dataset", dataset), ("--study", study_name)):
             if value is not None:
@@ -185,13 +192,19 @@ def _run_with_progress(cfg: config_module.SweepConfig, **options: Any) -> SweepO
             bar.update(tasks[0], completed=p.finished, running=p.running,
                        best="-" if p.best is None else f"{p.best:.4f}")
 
-        return run_sweep(cfg, on_progress=show, **options)
+        def announce(slots: list[Slot]) -> None:
+            if options.get("cluster"):
+                console.print(f"cluster {options['cluster']}: {len(slots)} slots "
+                              f"({hosts_text(slots)})", highlight=False, markup=False)
+
+        return run_sweep(cfg, on_progress=show, on_slots=announce, **options)
 
 
 def _finish(outcome: SweepOutcome) -> None:
     """The closing lines of a run, and its exit code when it did not finish."""
     slots = ", ".join(f"{r.slot.device}x{r.slot.threads}t {r.engine}"
                       + (f" K={r.batch_trials}" if r.engine == "batched" else "")
+                      + (f" on {r.slot.host}" if r.slot.host else "")
                       for r in outcome.reports) or ", ".join(s.device for s in outcome.slots)
     if outcome.recovered:
         console.print(f"re-queued trials left running by dead workers: "
@@ -203,6 +216,10 @@ def _finish(outcome: SweepOutcome) -> None:
     if gpu_mb:
         console.print(f"peak GPU memory per GPU slot: {', '.join(f'{m:,.0f} MiB' for m in gpu_mb)}")
     console.print(f"browse: optuna-dashboard {outcome.storage}")
+    if isinstance(outcome.error, ClusterLost):  # nothing finished is lost: say so, no trace
+        err_console.print(f"lrbench: error: {outcome.error}; finished trials are kept in "
+                          f"{outcome.storage}: run the same command to resume", markup=False)
+        sys.exit(1)
     if isinstance(outcome.error, StorageError):  # a full disk: no traceback helps
         err_console.print(f"lrbench: error: {outcome.error}; finished trials are kept: free "
                           f"space, then run the same command to resume", markup=False)
@@ -308,16 +325,18 @@ def _counts(trials: pd.DataFrame) -> str:
 @TF32
 @RESULTS
 @STORAGE
+@CLUSTER
 def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: str | None,
             workers: int | None, device: str, data_dir: str | None, engine: str,
-            batch_trials: int | None, tf32: bool, results_dir: str, storage: str | None) -> None:
+            batch_trials: int | None, tf32: bool, results_dir: str, storage: str | None,
+            cluster: str | None) -> None:
     """Re-train each family's best configuration of STUDY with fresh seeds (STUDY may name
     a suite: then each of its workloads' studies)."""
     location = storage_location(storage, results_dir)
     options = {"seeds": seeds, "numbers": numbers, "sweep_file": sweep_file, "workers": workers,
                "device": device, "data_dir": data_dir, "engine": engine,
                "batch_trials": batch_trials, "tf32": tf32, "results_dir": results_dir,
-               "location": location}
+               "location": location, "cluster": cluster}
     suite = _suite_named(study_name)
     # One read of the storage decides: a study of the suite's own name wins over the suite.
     stored = set(study_names(open_storage(location, create=False))) if suite else set()
@@ -346,14 +365,15 @@ def _suite_named(name: str) -> suite_module.Suite | None:
 def _confirm_one(study_name: str, *, seeds: int, numbers: tuple[int, ...],
                  sweep_file: str | None, workers: int | None, device: str,
                  data_dir: str | None, engine: str, batch_trials: int | None, tf32: bool,
-                 results_dir: str, location: str) -> None:
+                 results_dir: str, location: str, cluster: str | None) -> None:
     plan = confirm_module.prepare(location, study_name, seeds, sweep_file, list(numbers),
                                   data_dir)
     console.print(f"re-running {len(plan.winners)} configurations with {seeds} seeds each, in "
                   f"study {plan.config.study!r}, on {plan.arrays.root}", highlight=False)
     outcome = _run_with_progress(plan.config, results_dir=results_dir, storage=location,
                                  device=device, workers=workers, engine=engine,
-                                 batch_trials=batch_trials, tf32=tf32, arrays=plan.arrays)
+                                 batch_trials=batch_trials, tf32=tf32, arrays=plan.arrays,
+                                 cluster=cluster)
     _print_confirmed(outcome.study, plan.winners)
     _finish(outcome)
     console.print(f"next: lrbench report --study {study_name}"

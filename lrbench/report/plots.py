@@ -57,14 +57,16 @@ PANEL_HEIGHT = 2.3  # inches per facet row
 CONFIRM_COLOUR = "black"
 EDGE_MARGIN = 0.05  # an optimum within 5% of its range's end may lie outside the range
 # The registry's families need colours a reader can tell apart: tab10 without its grey
-# (grey reads as "no family"), then a maroon, a gold, a magenta, a peach, a lavender and a
-# dark green, each at least as far from the others (CIE76) as tab10's own closest pair
-# (the teal and navy used before read as a third green and blue). Colour alone still
-# fails some readers and printers, so each family also keeps a marker of its own.
+# (grey reads as "no family"), then a maroon, a gold, a magenta, a peach, a lavender, a
+# dark green, a dark grey and an ochre, each at least as far from the others (CIE76) as
+# tab10's own closest pair (the teal and navy used before read as a third green and
+# blue). One more than the registry's families: a family outside it gets a colour of its
+# own. Colour alone still fails some readers and printers, so each family also keeps a
+# marker of its own.
 COLOURS = [c for i, c in enumerate(sns.color_palette("tab10")) if i != 7]
 COLOURS += sns.color_palette(["#800000", "#e6ab02", "#f0027f", "#fdc086", "#cab2d6",
-                              "#00441b", "#4d4d4d"])
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "H", "d", "1"]
+                              "#00441b", "#4d4d4d", "#a6761d"])
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "H", "d", "1", "2"]
 FILE_STEMS = ("01-accuracy", "02-convergence", "03-learning-rates", "04-learning-rates-overlaid",
               "05-losses", "06-sensitivity", "07-importance-history", "08-time-to-target")
 SENSITIVITY_TITLE = "Sensitivity: validation accuracy against each searched parameter"

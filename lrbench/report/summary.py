@@ -371,9 +371,13 @@ def reproduce_commands(frames: ReportFrames) -> list[str]:
 
 
 def _run_flags(options: dict[str, Any]) -> str:
-    flags = ""
+    # On a cluster the workers' devices came from the cluster, not from --device.
+    cluster = options.get("cluster")
+    flags = f" --cluster {shlex.quote(cluster)}" if cluster else ""
     for key, flag in (("workers", "--workers"), ("device", "--device"), ("engine", "--engine"),
                       ("batch_trials", "--batch-trials")):
+        if key == "device" and cluster:
+            continue
         if options.get(key) not in (None, "", "auto"):
             flags += f" {flag} {options[key]}"
     return flags + (" --tf32" if options.get("tf32") else "")

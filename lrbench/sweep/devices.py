@@ -21,6 +21,8 @@ class Slot:
     index: int
     device: str  # "cpu" or "cuda:N"
     threads: int  # torch intra-op threads for this slot
+    worker: str = ""  # on a Dask cluster: the worker it is pinned to (lrbench.sweep.cluster)
+    host: str = ""  # ... and that worker's host name
 
 
 def cpu_cores() -> int:

@@ -20,6 +20,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from lrbench.logs import show_warnings
@@ -29,6 +30,7 @@ POLL_SECONDS = 0.5
 
 _stop_event: Any = None  # the parent's multiprocessing Event, shared with every slot
 _stopping = threading.Event()  # this process's own reasons: SIGTERM, parent gone
+_stop_source: Callable[[], bool] | None = None  # a cluster slot's: the parent's control
 
 
 def init_worker(stop_event: Any, parent_pid: int) -> None:
@@ -50,8 +52,16 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(70)  # still here: abandon the epoch rather than outlive the sweep
 
 
+def watch(source: Callable[[], bool]) -> None:
+    """A slot in a Dask worker (a thread there, not a process of its own): no signals,
+    no parent to watch; ``source`` says when the parent wants it to stop."""
+    global _stop_source
+    _stop_source = source
+
+
 def stop_requested() -> bool:
-    return _stopping.is_set() or (_stop_event is not None and _stop_event.is_set())
+    return (_stopping.is_set() or (_stop_event is not None and _stop_event.is_set())
+            or (_stop_source is not None and _stop_source()))
 
 
 def request_stop() -> None:
@@ -61,6 +71,6 @@ def request_stop() -> None:
 
 def reset() -> None:
     """Forget a stop request (for slots run in-process, one after another, by tests)."""
-    global _stop_event
-    _stop_event = None
+    global _stop_event, _stop_source
+    _stop_event = _stop_source = None
     _stopping.clear()

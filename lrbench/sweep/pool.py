@@ -22,6 +22,7 @@ import os
 import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from joblib.externals.loky import ProcessPoolExecutor
 from joblib.externals.loky.backend.context import get_context
@@ -35,8 +36,8 @@ class SlotProcess:
     """One slot's executor and the run it is doing."""
 
     job: SlotJob
-    executor: ProcessPoolExecutor
-    future: concurrent.futures.Future
+    executor: ProcessPoolExecutor | None  # None on a cluster (lrbench.sweep.cluster)
+    future: Any  # concurrent.futures.Future, or a Dask future on a cluster
     restarts: int = 0
 
 
@@ -91,6 +92,13 @@ class SlotPool:
         if error is None:
             return SlotEnd(process, report=process.future.result())
         return SlotEnd(process, error=error, died=died)
+
+    def restartable(self, process: SlotProcess) -> bool:
+        """A dead slot's replacement can start here (always: a new local process)."""
+        return True
+
+    def close(self) -> None:
+        """Nothing to release: each slot's executor was shut down as it ended."""
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -75,6 +75,7 @@ class Claim:
     data_seed: int
     sampler_seed: int | None = None  # the slot sampler's seed that proposed it
     heartbeat: float = 0.0  # time.time() of the last sign of life
+    worker: str = ""  # the Dask worker's address, on a cluster
 
 
 @dataclass

@@ -19,7 +19,7 @@ import dataclasses
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,13 @@ from lrbench.errors import UserError, signal_of
 from lrbench.sweep import data_identity, seeds
 from lrbench.sweep.choice import resolve_engine
 from lrbench.sweep.claim import claim_lock
+from lrbench.sweep.cluster import (
+    ClusterLost,
+    ClusterPool,
+    connect,
+    plan_cluster_slots,
+    workers_of,
+)
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.devices import Slot, plan_slots
 from lrbench.sweep.pool import SlotEnd, SlotPool
@@ -93,45 +100,66 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
               storage: str | None = None, data_dir: str | None = None, device: str = "auto",
               workers: int | None = None, engine: str = "auto", batch_trials: int | None = None,
               tf32: bool = False, arrays: data.DatasetArrays | None = None,
-              on_progress: Callable[[StudySnapshot], None] | None = None) -> SweepOutcome:
+              cluster: str | None = None,
+              on_progress: Callable[[StudySnapshot], None] | None = None,
+              on_slots: Callable[[list[Slot]], None] | None = None) -> SweepOutcome:
     """Train the sweep's trials on worker slots until the study holds ``config.trials``.
 
     ``engine``: "sequential", "batched" or "auto" (per slot: lrbench.sweep.choice);
     ``batch_trials``: K for the batched engine, None to size it per slot; ``tf32``: TF32
     matmuls in batched GPU slots; ``arrays``: the data set, already read (confirm reads it
-    to check it against the search study before queueing runs).
+    to check it against the search study before queueing runs); ``cluster``: a Dask
+    scheduler's address, to run the slots on its workers (lrbench.sweep.cluster).
     """
     started = time.perf_counter()
-    slots = plan_slots(device, workers)
+    location = storage_location(storage, results_dir)
+    if cluster is not None:
+        check_shared(location, cluster)
     # Fail here, once, on a missing data set or a bad validation size, not in N workers.
     arrays = arrays or data.load_arrays(config.dataset, data_dir)
     identity = data_identity.identity_of(arrays, config.validation_size)  # checks the split
-    location = storage_location(storage, results_dir)
-    if not is_url(location):
-        check_writable(Path(location).parent)
-    study_storage = open_storage(location)
-    with claim_lock(location, config.study):
-        study = open_study(config, study_storage)
-        data_identity.check_and_record(study, identity)
-        run = start_run(study, {"trials": config.trials, "workers": len(slots),
-                                "device": ",".join(dict.fromkeys(s.device for s in slots)),
-                                "engine": engine,
-                                "batch_trials": batch_trials, "tf32": tf32,
-                                "data_dir": str(arrays.root)})
-    first = snapshot(study)
-    outcome = SweepOutcome(study, location, slots, first.finished, config.trials,
-                           failed_before=first.failed)
-    jobs = [SlotJob(slot, config, location, arrays, engine=resolve_engine(engine, slot),
-                    batch_trials=batch_trials, slots=_peers(slot, slots), tf32=tf32,
-                    data_fingerprint=identity.fingerprint)
-            for slot in slots]
-    pool = SlotPool()
+    client = connect(cluster) if cluster is not None else None
+    try:
+        if client is not None:
+            slots = plan_cluster_slots(workers_of(client), workers)
+        else:
+            slots = plan_slots(device, workers)
+        if on_slots is not None:
+            on_slots(slots)
+        if not is_url(location):
+            check_writable(Path(location).parent)
+        study_storage = open_storage(location)
+        with claim_lock(location, config.study):
+            study = open_study(config, study_storage)
+            data_identity.check_and_record(study, identity)
+            run = start_run(study, {"trials": config.trials, "workers": len(slots),
+                                    **({"cluster": cluster} if cluster else {}),
+                                    "device": ",".join(dict.fromkeys(s.device for s in slots)),
+                                    "engine": engine,
+                                    "batch_trials": batch_trials, "tf32": tf32,
+                                    "data_dir": str(arrays.root)})
+        first = snapshot(study)
+        outcome = SweepOutcome(study, location, slots, first.finished, config.trials,
+                               failed_before=first.failed)
+        jobs = [SlotJob(slot, config, location, arrays, engine=resolve_engine(engine, slot),
+                        batch_trials=batch_trials, slots=_peers(slot, slots), tf32=tf32,
+                        data_fingerprint=identity.fingerprint)
+                for slot in slots]
+        pool = SlotPool() if client is None else ClusterPool(client, arrays, cluster or "")
+    except BaseException:
+        if client is not None:  # nothing ran on it yet
+            client.close()
+        raise
     try:
         _run_rounds(_Starter(pool, config.seed, run), jobs, study, outcome, on_progress)
+    except ClusterLost as lost:  # the trials its slots finished are stored; the rest re-run
+        outcome.error = lost
     except KeyboardInterrupt as interrupt:  # the second Ctrl-C: leave now
         pool.abandon()
         outcome.interrupted = signal_of(interrupt)
         raise
+    finally:
+        pool.close()
     outcome.finished = snapshot(study).finished
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
@@ -147,6 +175,14 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"results folder {folder} is not writable: {err.strerror}") from None
 
 
+def check_shared(location: str, cluster: str) -> None:
+    """A cluster's workers write the study themselves: its storage must be a server."""
+    if not is_url(location) or location.startswith("sqlite"):
+        raise UserError(f"--cluster {cluster}: the storage {location} is a file on this "
+                        f"machine, which the cluster's workers cannot share; pass --storage "
+                        f"postgresql://USER:PASSWORD@HOST/DATABASE (README: 'On a cluster')")
+
+
 def _peers(slot: Slot, slots: list[Slot]) -> int:
     """Slots on the same kind of device: the ones this slot shares the trials with when
     sizing K. A GPU slot trains ~100x a CPU slot, so counting the CPU slots would leave
@@ -160,7 +196,7 @@ class _Starter:
     a replacement slot, or the same slot in a later round, seeded as before would propose
     its first trials again."""
 
-    pool: SlotPool
+    pool: SlotPool | ClusterPool
     base_seed: int
     run: int
     starts: Counter[int] = field(default_factory=Counter)
@@ -172,9 +208,10 @@ class _Starter:
         self.pool.start(dataclasses.replace(job, sampler_seed=seed), restarts)
 
 
-def _recover(study: optuna.Study, location: str) -> list[int]:
+def _recover(study: optuna.Study, location: str,
+             dead: Collection[tuple[str, int]] = ()) -> list[int]:
     with claim_lock(location, study.study_name):
-        return recover_stale_trials(study)
+        return recover_stale_trials(study, dead)
 
 
 def _run_rounds(starter: _Starter, jobs: list[SlotJob], study: optuna.Study,
@@ -236,8 +273,10 @@ def _slot_ended(starter: _Starter, end: SlotEnd, study: optuna.Study,
         starter.pool.stop()
         return
     outcome.deaths += 1
-    outcome.recovered += _recover(study, outcome.storage)  # its trials, at once
-    if not starter.pool.stopping and end.process.restarts < MAX_RESTARTS:
+    # its trials, at once (a lost cluster worker's by its process, even on another host)
+    outcome.recovered += _recover(study, outcome.storage, getattr(starter.pool, "dead", ()))
+    if (not starter.pool.stopping and end.process.restarts < MAX_RESTARTS
+            and starter.pool.restartable(end.process)):
         starter.start(end.process.job, end.process.restarts + 1)
 
 

@@ -176,7 +176,7 @@ class _Slot:
                 for trial in trials:
                     spec = trial_spec(trial, self.config)  # draws its params
                     claim = new_claim(trial, spec, self.slot.index, self.slot.device,
-                                      self.job.sampler_seed)
+                                      self.job.sampler_seed, self.slot.worker)
                     write_claim(trial, claim)
                     running.append(_Running(trial, spec, claim))
         return running

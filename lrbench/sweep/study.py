@@ -17,6 +17,7 @@ import socket
 import subprocess
 import time
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -236,21 +237,24 @@ def trial_seeds(trial: optuna.Trial | FrozenTrial, config: SweepConfig) -> tuple
 
 
 def new_claim(trial: optuna.Trial, spec: TrialSpec, slot_index: int, device: str,
-              sampler_seed: int | None = None) -> Claim:
+              sampler_seed: int | None = None, worker: str = "") -> Claim:
     """This process's claim on a trial it is about to train (write it with record.write_claim)."""
     me = psutil.Process()
     return Claim(host=socket.gethostname(), pid=me.pid, pid_started=me.create_time(),
                  slot=slot_index, device=device, seed=spec.seed,
                  data_seed=spec.data_seed if spec.data_seed is not None else spec.seed,
-                 sampler_seed=sampler_seed, heartbeat=time.time())
+                 sampler_seed=sampler_seed, heartbeat=time.time(), worker=worker)
 
 
-def worker_alive(trial: FrozenTrial) -> bool:
-    """Whether a RUNNING trial's worker still lives (its process here, its heartbeat elsewhere)."""
+def worker_alive(trial: FrozenTrial, dead: Collection[tuple[str, int]] = ()) -> bool:
+    """Whether a RUNNING trial's worker still lives (its process here, its heartbeat
+    elsewhere); ``dead``: (host, pid) of processes known dead (a lost Dask worker)."""
     claim = claim_of(trial)
     if claim is None:  # asked but not yet claimed: alive only while still claiming
         started = trial.datetime_start or datetime.datetime.now()
         return (datetime.datetime.now() - started).total_seconds() < UNMARKED_AFTER_SECONDS
+    if (claim.host, claim.pid) in dead:
+        return False
     if claim.host != socket.gethostname():
         return time.time() - claim.heartbeat < STALE_AFTER_SECONDS
     try:
@@ -261,7 +265,8 @@ def worker_alive(trial: FrozenTrial) -> bool:
         return False
 
 
-def recover_stale_trials(study: optuna.Study) -> list[int]:
+def recover_stale_trials(study: optuna.Study,
+                         dead: Collection[tuple[str, int]] = ()) -> list[int]:
     """Fail trials left RUNNING by dead workers and queue their configs again.
 
     Hold the study's claim lock (``lrbench.sweep.claim``): then no live asker is between
@@ -269,7 +274,7 @@ def recover_stale_trials(study: optuna.Study) -> list[int]:
     """
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if worker_alive(trial):
+        if worker_alive(trial, dead):
             continue
         try:
             # Optuna has no public setter for another process's trial attributes.
