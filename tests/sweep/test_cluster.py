@@ -1,0 +1,201 @@
+"""Tests for lrbench.sweep.cluster: sweeps whose slots run on a real Dask cluster.
+
+Each cluster test starts a real ``dask scheduler`` and two ``dask worker`` processes
+(one thread each, no nanny, each in its own process group) on 127.0.0.1, and stores the
+study in the PostgreSQL server that .ci/run starts (LRBENCH_TEST_POSTGRES); without
+one they skip. The processes are killed when the test ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import DATA, NEEDS_MNIST, REPO
+from optuna.trial import TrialState
+
+from lrbench.sweep.cluster import ClusterWorker, hosts_text, plan_cluster_slots
+from lrbench.sweep.record import claim_of
+from lrbench.sweep.storage import open_storage
+
+POSTGRES_URL = os.environ.get("LRBENCH_TEST_POSTGRES")
+NEEDS_POSTGRES = pytest.mark.skipif(not POSTGRES_URL, reason="set LRBENCH_TEST_POSTGRES="
+                                    "postgresql://… (.ci/run starts a server)")
+
+
+# --- planning slots from the cluster's workers ---
+
+
+def test_slots_are_one_per_gpu_and_one_per_cpu_worker_with_its_threads():
+    workers = [ClusterWorker("tcp://a:1", "node-a", 10, threads=4, gpus=2),
+               ClusterWorker("tcp://b:1", "node-b", 11, threads=8, gpus=0)]
+    slots = plan_cluster_slots(workers)
+    assert [(s.index, s.device, s.threads, s.worker, s.host) for s in slots] == [
+        (0, "cuda:0", 1, "tcp://a:1", "node-a"), (1, "cuda:1", 1, "tcp://a:1", "node-a"),
+        (2, "cpu", 8, "tcp://b:1", "node-b")]
+    assert hosts_text(slots) == "node-a: 2 x cuda, node-b: 1 x cpu"
+    assert len(plan_cluster_slots(workers, most=2)) == 2
+
+
+def test_a_cluster_without_workers_is_a_user_error():
+    from lrbench.errors import UserError
+
+    with pytest.raises(UserError, match="no workers"):
+        plan_cluster_slots([])
+
+
+# --- a real scheduler and two workers ---
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Cluster:
+    address: str
+    scheduler: subprocess.Popen
+    workers: dict[str, subprocess.Popen]  # by name
+    addresses: dict[str, str]  # name -> the worker's address
+
+
+def _dask(*args: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    procs = [_dask("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
+                   address.rsplit(":", 1)[1], "--no-dashboard", log=tmp_path / "scheduler.log")]
+    try:
+        workers = {name: _dask("distributed.cli.dask_worker", address, "--nthreads", "1",
+                               "--no-nanny", "--no-dashboard", "--name", name,
+                               log=tmp_path / f"{name}.log") for name in ("w1", "w2")}
+        procs += workers.values()
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=120)
+            info = client.scheduler_info(n_workers=-1)["workers"]
+        addresses = {w["name"]: a for a, w in info.items()}
+        yield Cluster(address, procs[0], workers, addresses)
+    finally:
+        for proc in procs:
+            with_group(proc, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def with_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def sweep(*args: str, results: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "lrbench", "sweep", "smoke", "--engine", "sequential",
+           "--data-dir", str(DATA), "--results", str(results), *args]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def study_of(name: str) -> optuna.Study:
+    assert POSTGRES_URL is not None
+    return optuna.load_study(study_name=name, storage=open_storage(POSTGRES_URL))
+
+
+def unique(name: str) -> str:
+    return f"{name}-{os.getpid()}-{time.time_ns()}"
+
+
+@NEEDS_MNIST
+@NEEDS_POSTGRES
+def test_a_cluster_sweep_counts_exactly_with_trials_from_both_workers(cluster: Cluster,
+                                                                      tmp_path: Path):
+    name = unique("cluster")
+    proc = sweep("--trials", "8", "--storage", POSTGRES_URL, "--study", name,
+                 "--cluster", cluster.address, results=tmp_path)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert f"cluster {cluster.address}: 2 slots ({socket.gethostname()}: 2 x cpu)" in out
+    trials = study_of(name).get_trials()
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 8}
+    claims = [claim_of(t) for t in trials]
+    assert {c.worker for c in claims} == set(cluster.addresses.values())  # both took trials
+    assert {c.host for c in claims} == {socket.gethostname()}
+    # each slot ran inside its worker's process, and recorded it
+    assert {c.pid for c in claims} == {p.pid for p in cluster.workers.values()}
+
+
+@NEEDS_MNIST
+@NEEDS_POSTGRES
+def test_a_killed_worker_costs_only_its_trials_and_the_sweep_finishes_the_count(
+        cluster: Cluster, tmp_path: Path):
+    name = unique("cluster-kill")
+    victim = cluster.addresses["w1"]
+    proc = sweep("--trials", "30", "--epochs", "4", "--storage", POSTGRES_URL, "--study",
+                 name, "--cluster", cluster.address, results=tmp_path)
+    deadline = time.monotonic() + 180
+    killed_during: list[int] = []
+    while not killed_during and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            trials = study_of(name).get_trials(deepcopy=False)
+        except KeyError:  # the study is not created yet
+            trials = []
+        finished = sum(t.state == TrialState.COMPLETE for t in trials)
+        mine = [t.number for t in trials if t.state == TrialState.RUNNING
+                and (c := claim_of(t)) is not None and c.worker == victim]
+        if finished >= 3 and mine:
+            with_group(cluster.workers["w1"], signal.SIGKILL)  # the worker's whole group
+            killed_during = mine
+        time.sleep(0.05)
+    assert killed_during, "the sweep ended before the worker could be killed mid-trial"
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    trials = study_of(name).get_trials()
+    states = Counter(t.state for t in trials)
+    assert states[TrialState.COMPLETE] == 30
+    assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0
+    failed = {t.number for t in trials if t.state == TrialState.FAIL}
+    assert set(killed_during) <= failed  # the killed trials failed and were re-queued
+    assert "re-queued trials left running by dead workers" in out
+    survivor = cluster.addresses["w2"]
+    late = [t for t in trials if t.state == TrialState.COMPLETE
+            and t.datetime_complete > max(f.datetime_complete for f in trials
+                                          if f.number in failed)]
+    assert late and {claim_of(t).worker for t in late} == {survivor}
+
+
+@NEEDS_MNIST
+def test_an_unreachable_scheduler_exits_2_naming_it(tmp_path: Path):
+    address = f"tcp://127.0.0.1:{free_port()}"  # nobody listens there
+    proc = sweep("--storage", "postgresql://nobody@127.0.0.1:1/none", "--cluster", address,
+                 results=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert f"--cluster {address}: no Dask scheduler answered" in err
+    assert "Traceback" not in err
+
+
+@NEEDS_MNIST
+def test_a_journal_file_with_a_cluster_exits_2_and_says_what_to_use(tmp_path: Path):
+    proc = sweep("--cluster", "tcp://127.0.0.1:1", results=tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    assert "cannot share" in err and "--storage postgresql://" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "lrbench.journal").exists()
