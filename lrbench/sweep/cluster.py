@@ -169,15 +169,24 @@ class ClusterPool:
         self.lost_since: float | None = None
 
     def _beat(self) -> None:
-        self.control.set({"stop": self._stopping, "beat": time.time()})
+        try:
+            self.control.set({"stop": self._stopping, "beat": time.time()})
+        except Exception as err:  # the client closed: the scheduler went away
+            raise ClusterLost(f"lost the Dask scheduler at {self.address} "
+                              f"({type(err).__name__})") from None
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
         if job.slot.worker not in self.workers or self._lost(job.slot.worker):
             raise ClusterLost(f"worker {job.slot.worker} left the cluster")
-        future = self.client.submit(
-            _run_on_worker, dataclasses.replace(job, arrays=None), self.arrays,
-            self.control_name, key=f"lrbench-slot-{job.slot.index}-{uuid.uuid4().hex[:8]}",
-            workers=[job.slot.worker], allow_other_workers=False, pure=False)
+        self._check_scheduler()
+        try:
+            future = self.client.submit(
+                _run_on_worker, dataclasses.replace(job, arrays=None), self.arrays,
+                self.control_name, key=f"lrbench-slot-{job.slot.index}-{uuid.uuid4().hex[:8]}",
+                workers=[job.slot.worker], allow_other_workers=False, pure=False)
+        except Exception as err:  # the client closed: the scheduler went away
+            raise ClusterLost(f"lost the Dask scheduler at {self.address} "
+                              f"({type(err).__name__})") from None
         process = SlotProcess(job, None, future, restarts)
         self.running.append(process)
         return process
@@ -193,6 +202,7 @@ class ClusterPool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not any(p.future.done() for p in self.running):
             time.sleep(0.05)  # (distributed.wait needs a default client; this one is not)
+        self._check_scheduler()  # futures end as cancelled when the scheduler goes
         ended = [self._ended(p) for p in list(self.running) if p.future.done()]
         alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
         for process in list(self.running):
@@ -205,11 +215,15 @@ class ClusterPool:
         return ended
 
     def _check_scheduler(self) -> None:
-        if self.client.status == "running":
+        """Raise ClusterLost once the scheduler is gone: at once when the client has
+        closed, after SCHEDULER_LOST_SECONDS while it tries to reconnect."""
+        status = self.client.status
+        if status == "running":
             self.lost_since = None
             return
         self.lost_since = self.lost_since or time.monotonic()
-        if time.monotonic() - self.lost_since > SCHEDULER_LOST_SECONDS:
+        if status in ("closing", "closed") or (
+                time.monotonic() - self.lost_since > SCHEDULER_LOST_SECONDS):
             raise ClusterLost(f"lost the Dask scheduler at {self.address}")
 
     def _ended(self, process: SlotProcess) -> SlotEnd:
@@ -232,7 +246,7 @@ class ClusterPool:
         self._stopping = True
         try:
             self._beat()
-        except Exception:  # the scheduler is gone: the slots stop by themselves
+        except ClusterLost:  # the slots stop by themselves: they cannot reach it either
             pass
 
     @property

@@ -199,3 +199,55 @@ def test_a_journal_file_with_a_cluster_exits_2_and_says_what_to_use(tmp_path: Pa
     assert "cannot share" in err and "--storage postgresql://" in err
     assert "Traceback" not in err
     assert not (tmp_path / "lrbench.journal").exists()
+
+
+@NEEDS_MNIST
+@NEEDS_POSTGRES
+def test_a_lost_scheduler_stops_the_sweep_cleanly_and_a_rerun_resumes(cluster: Cluster,
+                                                                      tmp_path: Path):
+    """Kill the scheduler mid-sweep: exit 1 saying so, every finished trial kept, none
+    left RUNNING (the slots cannot reach it either, so they re-queue theirs); then a new
+    scheduler on the same address, and the same command finishes the count."""
+    name = unique("cluster-lost")
+    args = ("--trials", "40", "--epochs", "4", "--storage", POSTGRES_URL, "--study", name,
+            "--cluster", cluster.address)
+    proc = sweep(*args, results=tmp_path)
+    deadline = time.monotonic() + 180
+    finished = 0
+    while finished < 3 and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            finished = sum(t.state == TrialState.COMPLETE
+                           for t in study_of(name).get_trials(deepcopy=False))
+        except KeyError:
+            pass
+        time.sleep(0.05)
+    with_group(cluster.scheduler, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert f"lost the Dask scheduler at {cluster.address}" in err
+    assert "run the same command to resume" in err and "Traceback" not in err
+    before = Counter(t.state for t in study_of(name).get_trials())
+    assert 3 <= before[TrialState.COMPLETE] < 40
+    settle = time.monotonic() + 60  # the slots notice within their control's timeout
+    while before[TrialState.RUNNING] and time.monotonic() < settle:
+        time.sleep(0.5)
+        before = Counter(t.state for t in study_of(name).get_trials())
+    assert before[TrialState.RUNNING] == 0, before
+
+    cluster.scheduler.wait(timeout=30)
+    port = cluster.address.rsplit(":", 1)[1]
+    restarted = [_dask("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", port,
+                       "--no-dashboard", log=tmp_path / "scheduler-2.log"),
+                 _dask("distributed.cli.dask_worker", cluster.address, "--nthreads", "1",
+                       "--no-nanny", "--no-dashboard", log=tmp_path / "worker-3.log")]
+    try:
+        rerun = sweep(*args, results=tmp_path)
+        out, err = rerun.communicate(timeout=300)
+        assert rerun.returncode == 0, err
+    finally:
+        for p in restarted:
+            with_group(p, signal.SIGKILL)
+            p.wait(timeout=30)
+    after = Counter(t.state for t in study_of(name).get_trials())
+    assert after[TrialState.COMPLETE] == 40
+    assert after[TrialState.RUNNING] == after[TrialState.WAITING] == 0
