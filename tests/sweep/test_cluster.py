@@ -251,3 +251,32 @@ def test_a_lost_scheduler_stops_the_sweep_cleanly_and_a_rerun_resumes(cluster: C
     after = Counter(t.state for t in study_of(name).get_trials())
     assert after[TrialState.COMPLETE] == 40
     assert after[TrialState.RUNNING] == after[TrialState.WAITING] == 0
+
+
+@NEEDS_MNIST
+@NEEDS_POSTGRES
+def test_sigterm_stops_the_cluster_slots_like_local_ones(cluster: Cluster, tmp_path: Path):
+    """SIGTERM to `lrbench sweep` (what Slurm sends): every slot on the cluster re-queues
+    its trial at its next epoch, the sweep exits 143, and nothing is left RUNNING."""
+    name = unique("cluster-term")
+    proc = sweep("--trials", "40", "--epochs", "4", "--storage", POSTGRES_URL, "--study",
+                 name, "--cluster", cluster.address, results=tmp_path)
+    deadline = time.monotonic() + 180
+    running: list[int] = []
+    while not running and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            trials = study_of(name).get_trials(deepcopy=False)
+        except KeyError:
+            trials = []
+        if sum(t.state == TrialState.COMPLETE for t in trials) >= 2:
+            running = [t.number for t in trials if t.state == TrialState.RUNNING]
+        time.sleep(0.05)
+    assert running, "no trial was running when the signal was to be sent"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "interrupted: finished trials are kept" in out
+    states = Counter(t.state for t in study_of(name).get_trials())
+    assert states[TrialState.RUNNING] == 0 and states[TrialState.COMPLETE] < 40
+    assert states[TrialState.WAITING] == states[TrialState.FAIL] >= 1  # re-queued, not lost
+    assert all(p.poll() is None for p in cluster.workers.values())  # the cluster lives on
