@@ -401,3 +401,10 @@ def test_log_axis_tick_labels_stay_out_of_the_next_panel(swept: ReportFrames) ->
             checked += 1
     plt.close(figure)
     assert checked  # some log axis had a neighbour
+
+
+def test_schedule_free_is_drawn_flat_with_a_note_saying_why() -> None:
+    note = plots._schedule_free_note(["schedulefree", "step"])
+    assert note.startswith("schedulefree: drawn at its constant base LR")
+    assert "average of its iterates" in note
+    assert plots._schedule_free_note(["step", "cosine"]) == ""

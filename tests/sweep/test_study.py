@@ -169,6 +169,21 @@ def test_a_schedulefree_trial_gets_its_optimizer_form_beta_and_own_lr_range(tmp_
     assert set(families) == {"schedulefree", "step"}
 
 
+def test_a_schedule_free_optimizer_makes_every_trial_schedule_free(tmp_path: Path):
+    """`[optimizer] name = "sgd_schedulefree"`: whatever family a trial draws, it trains
+    with schedule-free SGD, its beta the optimizer's momentum."""
+    config = write_sweep(tmp_path, families='["constant", "cosine"]')
+    config = dataclasses.replace(config, optimizer=dataclasses.replace(
+        config.optimizer, name="sgd_schedulefree", momentum=0.95, lr=2.0))
+    study = memory_study()
+    for _ in range(6):
+        trial = study.ask()
+        spec = st.trial_spec(trial, config)
+        assert (spec.optimizer.name, spec.optimizer.momentum, spec.optimizer.lr) == (
+            "sgd_schedulefree", 0.95, 2.0)
+        study.tell(trial, 0.5)
+
+
 def test_trial_spec_seed_comes_from_base_seed_and_configuration(tmp_path: Path):
     """Distinct seeds per configuration, the same whatever the trial's number (which
     depends on which worker asked first); one shared batch order, the base seed's."""
