@@ -89,10 +89,14 @@ def workers_of(client: Any) -> list[ClusterWorker]:
 
 
 def plan_cluster_slots(workers: list[ClusterWorker], most: int | None = None) -> list[Slot]:
-    """One slot per GPU on GPU workers, one CPU slot per other worker (``most``: a cap)."""
+    """One slot per GPU on GPU workers, one CPU slot per other worker (``most``: a cap).
+
+    A worker runs one task per thread: one declaring more GPUs than threads gets a slot
+    per thread (``dask worker --nthreads N --resources GPU=N`` uses all N)."""
     slots: list[Slot] = []
     for worker in workers:
-        devices = [f"cuda:{i}" for i in range(worker.gpus)] or ["cpu"]
+        gpus = min(worker.gpus, worker.threads)
+        devices = [f"cuda:{i}" for i in range(gpus)] or ["cpu"]
         for device in devices:
             threads = worker.threads if device == "cpu" else 1
             slots.append(Slot(len(slots), device, threads, worker=worker.address,
@@ -141,11 +145,12 @@ class _Control:
 
 def _run_on_worker(job: SlotJob, arrays: DatasetArrays, control: str) -> SlotReport:
     """A slot inside a Dask worker: the local slot loop, stopped by the parent's control."""
-    lifeline.watch(_Control(control))
+    source = _Control(control)
+    lifeline.watch(source)
     try:
         return run_slot(dataclasses.replace(job, arrays=arrays))
     finally:
-        lifeline.reset()
+        lifeline.unwatch(source)
 
 
 # --- the parent's side ---

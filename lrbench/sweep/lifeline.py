@@ -30,7 +30,8 @@ POLL_SECONDS = 0.5
 
 _stop_event: Any = None  # the parent's multiprocessing Event, shared with every slot
 _stopping = threading.Event()  # this process's own reasons: SIGTERM, parent gone
-_stop_source: Callable[[], bool] | None = None  # a cluster slot's: the parent's control
+# Cluster slots' (threads of a Dask worker, one per GPU it declares): the parent's control.
+_stop_sources: list[Callable[[], bool]] = []
 
 
 def init_worker(stop_event: Any, parent_pid: int) -> None:
@@ -55,13 +56,18 @@ def _watch_parent(parent_pid: int) -> None:
 def watch(source: Callable[[], bool]) -> None:
     """A slot in a Dask worker (a thread there, not a process of its own): no signals,
     no parent to watch; ``source`` says when the parent wants it to stop."""
-    global _stop_source
-    _stop_source = source
+    _stop_sources.append(source)
+
+
+def unwatch(source: Callable[[], bool]) -> None:
+    """The slot that watched ``source`` has ended (others in the process may go on)."""
+    if source in _stop_sources:
+        _stop_sources.remove(source)
 
 
 def stop_requested() -> bool:
     return (_stopping.is_set() or (_stop_event is not None and _stop_event.is_set())
-            or (_stop_source is not None and _stop_source()))
+            or any(source() for source in list(_stop_sources)))
 
 
 def request_stop() -> None:
@@ -71,6 +77,7 @@ def request_stop() -> None:
 
 def reset() -> None:
     """Forget a stop request (for slots run in-process, one after another, by tests)."""
-    global _stop_event, _stop_source
-    _stop_event = _stop_source = None
+    global _stop_event
+    _stop_event = None
+    _stop_sources.clear()
     _stopping.clear()

@@ -45,6 +45,9 @@ def test_slots_are_one_per_gpu_and_one_per_cpu_worker_with_its_threads():
         (2, "cpu", 8, "tcp://b:1", "node-b")]
     assert hosts_text(slots) == "node-a: 2 x cuda, node-b: 1 x cpu"
     assert len(plan_cluster_slots(workers, most=2)) == 2
+    # one task per thread: a worker with 2 GPUs and 1 thread can feed one of them
+    narrow = [ClusterWorker("tcp://c:1", "node-c", 12, threads=1, gpus=2)]
+    assert [s.device for s in plan_cluster_slots(narrow)] == ["cuda:0"]
 
 
 def test_a_cluster_without_workers_is_a_user_error():
