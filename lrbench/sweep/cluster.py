@@ -177,8 +177,7 @@ class ClusterPool:
         try:
             self.control.set({"stop": self._stopping, "beat": time.time()})
         except Exception as err:  # the client closed: the scheduler went away
-            raise ClusterLost(f"lost the Dask scheduler at {self.address} "
-                              f"({type(err).__name__})") from None
+            raise self._scheduler_lost(err) from None
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
         if job.slot.worker not in self.workers or self._lost(job.slot.worker):
@@ -190,8 +189,7 @@ class ClusterPool:
                 self.control_name, key=f"lrbench-slot-{job.slot.index}-{uuid.uuid4().hex[:8]}",
                 workers=[job.slot.worker], allow_other_workers=False, pure=False)
         except Exception as err:  # the client closed: the scheduler went away
-            raise ClusterLost(f"lost the Dask scheduler at {self.address} "
-                              f"({type(err).__name__})") from None
+            raise self._scheduler_lost(err) from None
         process = SlotProcess(job, None, future, restarts)
         self.running.append(process)
         return process
@@ -209,7 +207,10 @@ class ClusterPool:
             time.sleep(0.05)  # (distributed.wait needs a default client; this one is not)
         self._check_scheduler()  # futures end as cancelled when the scheduler goes
         ended = [self._ended(p) for p in list(self.running) if p.future.done()]
-        alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+        try:
+            alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
+        except Exception as err:  # gone between the two checks
+            raise self._scheduler_lost(err) from None
         for process in list(self.running):
             worker = self.workers[process.job.slot.worker]
             if worker.address not in alive:  # killed, or its machine is gone
@@ -229,7 +230,11 @@ class ClusterPool:
         self.lost_since = self.lost_since or time.monotonic()
         if status in ("closing", "closed") or (
                 time.monotonic() - self.lost_since > SCHEDULER_LOST_SECONDS):
-            raise ClusterLost(f"lost the Dask scheduler at {self.address}")
+            raise self._scheduler_lost()
+
+    def _scheduler_lost(self, err: BaseException | None = None) -> ClusterLost:
+        why = f" ({type(err).__name__})" if err is not None else ""
+        return ClusterLost(f"lost the Dask scheduler at {self.address}{why}")
 
     def _ended(self, process: SlotProcess) -> SlotEnd:
         self.running.remove(process)
