@@ -159,7 +159,8 @@ def _run_on_worker(job: SlotJob, arrays: DatasetArrays, control: str) -> SlotRep
 class ClusterPool:
     """``SlotPool``'s interface over Dask: one pinned task per slot."""
 
-    def __init__(self, client: Any, arrays: DatasetArrays, address: str) -> None:
+    def __init__(self, client: Any, arrays: DatasetArrays, address: str,
+                 workers: list[ClusterWorker]) -> None:
         from distributed import Variable
 
         self.client, self.address = client, address
@@ -169,7 +170,7 @@ class ClusterPool:
         self._stopping = False
         self._beat()
         self.running: list[SlotProcess] = []
-        self.workers = {w.address: w for w in workers_of(client)}
+        self.workers = {w.address: w for w in workers}  # the ones the slots were planned on
         self.dead: set[tuple[str, int]] = set()  # lost workers' (host, pid): their claims
         self.lost_since: float | None = None
 

@@ -67,6 +67,9 @@ class SlotPool:
     def __init__(self) -> None:
         self._stop_event = get_context("loky").Event()
         self.running: list[SlotProcess] = []
+        # Processes known dead, as (host, pid), for recovering their trials: empty here,
+        # where a dead slot's trials are found by its pid (a cluster's pool fills it).
+        self.dead: set[tuple[str, int]] = set()
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
         executor = ProcessPoolExecutor(max_workers=1, initializer=lifeline.init_worker,

@@ -121,7 +121,8 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     client = connect(cluster) if cluster is not None else None
     try:
         if client is not None:
-            slots = plan_cluster_slots(workers_of(client), workers)
+            on_cluster = workers_of(client)
+            slots = plan_cluster_slots(on_cluster, workers)
         else:
             slots = plan_slots(device, workers)
         if on_slots is not None:
@@ -145,7 +146,8 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
                         batch_trials=batch_trials, slots=_peers(slot, slots), tf32=tf32,
                         data_fingerprint=identity.fingerprint)
                 for slot in slots]
-        pool = SlotPool() if client is None else ClusterPool(client, arrays, cluster or "")
+        pool = (SlotPool() if client is None
+                else ClusterPool(client, arrays, cluster or "", on_cluster))
     except BaseException:
         if client is not None:  # nothing ran on it yet
             client.close()
@@ -274,7 +276,7 @@ def _slot_ended(starter: _Starter, end: SlotEnd, study: optuna.Study,
         return
     outcome.deaths += 1
     # its trials, at once (a lost cluster worker's by its process, even on another host)
-    outcome.recovered += _recover(study, outcome.storage, getattr(starter.pool, "dead", ()))
+    outcome.recovered += _recover(study, outcome.storage, starter.pool.dead)
     if (not starter.pool.stopping and end.process.restarts < MAX_RESTARTS
             and starter.pool.restartable(end.process)):
         starter.start(end.process.job, end.process.restarts + 1)
