@@ -108,6 +108,8 @@ class SweepConfig:
         as_dict = _jsonable(dataclasses.asdict(self))
         for key in ("trials", "source", "study", "clipped"):
             as_dict.pop(key)
+        if not self.family_lr_axes:  # as studies made before it existed recorded themselves
+            as_dict.pop("family_lr_axes")
         return as_dict
 
     def with_overrides(self, *, trials: int | None = None, epochs: int | None = None,

@@ -251,9 +251,15 @@ def test_identity_excludes_trials_study_and_source(tmp_path: Path) -> None:
     b = load(write(tmp_path, text, "b.toml"))
     ident = a.identity()
     assert not {"trials", "study", "source", "clipped"} & set(ident)
+    # family_lr_axes only when a family has its own LR range: older studies lack the key
     assert set(ident) == {f.name for f in dataclasses.fields(SweepConfig)} - {
-        "trials", "study", "source", "clipped"}
+        "trials", "study", "source", "clipped", "family_lr_axes"}
     assert ident == b.identity()
+    own_lr = FULL.replace("[schedules.step]\n",
+                          "[schedules.step]\nlr = { low = 0.5, high = 2.0 }\n")
+    assert own_lr != FULL
+    owned = load(write(tmp_path, own_lr, "c.toml")).identity()
+    assert owned["family_lr_axes"] == {"step": {"low": 0.5, "high": 2.0, "log": False}}
     json.dumps(ident)  # plain JSON: no tuples-as-keys, no dataclasses
     assert ident["families"] == ["step", "plateau"]
     assert ident["range_overrides"]["step"]["gamma"] == {"low": 0.05, "high": 0.99, "log": True}

@@ -145,3 +145,15 @@ def test_every_record_field_is_json(tmp_path: Path):
     fields = {f.name for f in dataclasses.fields(TrialRecord)}
     written = json.loads(json.dumps(dataclasses.asdict(TrialRecord("failed"))))
     assert set(written) == fields
+
+
+def test_a_study_of_the_previous_release_reopens_from_its_sweep_file(release_journal):
+    """Its recorded setup still matches the file it was made from: new setup fields that
+    the file does not use (a family's own LR range) must not count as a change."""
+    from lrbench.sweep import config as config_module
+    from lrbench.sweep.study import open_study
+
+    config = config_module.load(DATA / f"{RELEASE}.toml")
+    storage = open_storage(str(release_journal), create=False)
+    study = open_study(config, storage)  # raises "already exists with a different setup"
+    assert len(study.trials) == 8
