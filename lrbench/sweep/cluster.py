@@ -25,6 +25,7 @@ the scheduler cannot be reached: what ``lrbench.sweep.lifeline`` does for local 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
 import time
@@ -62,6 +63,12 @@ def connect(address: str) -> Any:
     """A Dask client of the scheduler at ``address``; exit 2 naming it if none answers."""
     from distributed import Client
 
+    # lrbench says itself when the scheduler is unreachable or lost, and what to do; the
+    # client's own reconnect attempts log errors with tracebacks that would bury that.
+    # (distributed's own logging config gives some of its loggers levels of their own.)
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name.startswith("distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         return Client(address, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
