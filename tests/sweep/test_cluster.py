@@ -15,14 +15,15 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from conftest import DATA, NEEDS_MNIST, REPO
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.sweep.cluster import ClusterWorker, hosts_text, plan_cluster_slots
 from lrbench.sweep.record import claim_of
@@ -125,6 +126,27 @@ def unique(name: str) -> str:
     return f"{name}-{os.getpid()}-{time.time_ns()}"
 
 
+def watch(proc: subprocess.Popen, name: str,
+          until: Callable[[list[FrozenTrial]], Any], timeout: float = 180) -> Any:
+    """Poll the study's trials while ``proc`` runs, until ``until(trials)`` is truthy;
+    return that (None if the sweep ended or the time ran out first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            trials = study_of(name).get_trials(deepcopy=False)
+        except KeyError:  # the study is not created yet
+            trials = []
+        found = until(trials)
+        if found:
+            return found
+        time.sleep(0.05)
+    return None
+
+
+def count(trials: list[FrozenTrial], state: TrialState) -> int:
+    return sum(t.state == state for t in trials)
+
+
 @NEEDS_MNIST
 @NEEDS_POSTGRES
 def test_a_cluster_sweep_counts_exactly_with_trials_from_both_workers(cluster: Cluster,
@@ -152,21 +174,15 @@ def test_a_killed_worker_costs_only_its_trials_and_the_sweep_finishes_the_count(
     victim = cluster.addresses["w1"]
     proc = sweep("--trials", "30", "--epochs", "4", "--storage", POSTGRES_URL, "--study",
                  name, "--cluster", cluster.address, results=tmp_path)
-    deadline = time.monotonic() + 180
-    killed_during: list[int] = []
-    while not killed_during and time.monotonic() < deadline and proc.poll() is None:
-        try:
-            trials = study_of(name).get_trials(deepcopy=False)
-        except KeyError:  # the study is not created yet
-            trials = []
-        finished = sum(t.state == TrialState.COMPLETE for t in trials)
+
+    def victims_running(trials: list[FrozenTrial]) -> list[int]:
         mine = [t.number for t in trials if t.state == TrialState.RUNNING
                 and (c := claim_of(t)) is not None and c.worker == victim]
-        if finished >= 3 and mine:
-            with_group(cluster.workers["w1"], signal.SIGKILL)  # the worker's whole group
-            killed_during = mine
-        time.sleep(0.05)
+        return mine if count(trials, TrialState.COMPLETE) >= 3 else []
+
+    killed_during = watch(proc, name, victims_running)
     assert killed_during, "the sweep ended before the worker could be killed mid-trial"
+    with_group(cluster.workers["w1"], signal.SIGKILL)  # the worker's whole group
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     trials = study_of(name).get_trials()
@@ -215,15 +231,7 @@ def test_a_lost_scheduler_stops_the_sweep_cleanly_and_a_rerun_resumes(cluster: C
     args = ("--trials", "40", "--epochs", "4", "--storage", POSTGRES_URL, "--study", name,
             "--cluster", cluster.address)
     proc = sweep(*args, results=tmp_path)
-    deadline = time.monotonic() + 180
-    finished = 0
-    while finished < 3 and time.monotonic() < deadline and proc.poll() is None:
-        try:
-            finished = sum(t.state == TrialState.COMPLETE
-                           for t in study_of(name).get_trials(deepcopy=False))
-        except KeyError:
-            pass
-        time.sleep(0.05)
+    assert watch(proc, name, lambda trials: count(trials, TrialState.COMPLETE) >= 3)
     with_group(cluster.scheduler, signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err
@@ -265,16 +273,8 @@ def test_sigterm_stops_the_cluster_slots_like_local_ones(cluster: Cluster, tmp_p
     name = unique("cluster-term")
     proc = sweep("--trials", "40", "--epochs", "4", "--storage", POSTGRES_URL, "--study",
                  name, "--cluster", cluster.address, results=tmp_path)
-    deadline = time.monotonic() + 180
-    running: list[int] = []
-    while not running and time.monotonic() < deadline and proc.poll() is None:
-        try:
-            trials = study_of(name).get_trials(deepcopy=False)
-        except KeyError:
-            trials = []
-        if sum(t.state == TrialState.COMPLETE for t in trials) >= 2:
-            running = [t.number for t in trials if t.state == TrialState.RUNNING]
-        time.sleep(0.05)
+    running = watch(proc, name, lambda trials: count(trials, TrialState.COMPLETE) >= 2 and [
+        t.number for t in trials if t.state == TrialState.RUNNING])
     assert running, "no trial was running when the signal was to be sent"
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
