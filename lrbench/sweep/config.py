@@ -265,6 +265,12 @@ def _values(axis: Axis) -> list[Any]:
     return [axis.low, axis.high]
 
 
+def _not_a_positive_lr(axis: Axis) -> list[Any]:
+    """The values of an LR axis that are not positive numbers (none: a usable axis)."""
+    return [v for v in _values(axis)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0]
+
+
 def _family_ranges(path: Path, sched: _Table, family: str, epochs: int) -> dict[str, Axis]:
     """A ``[schedules.F]`` table's ranges; its ``lr`` (the family's own LR range) included."""
     table = sched.table(family)
@@ -273,9 +279,9 @@ def _family_ranges(path: Path, sched: _Table, family: str, epochs: int) -> dict[
     for name in table.values:
         if name == "lr":
             axes[name] = _axis(table, name, False)
-            for value in _values(axes[name]):
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                    raise table.error(name, f"values must be > 0, but got {value!r}")
+            bad = _not_a_positive_lr(axes[name])
+            if bad:
+                raise table.error(name, f"values must be > 0, but got {bad[0]!r}")
             continue
         if name not in defaults:
             known = ", ".join(defaults) or "none"
@@ -440,10 +446,9 @@ def _check_whole(config: SweepConfig, path: Path) -> None:
         except ValueError as err:
             raise ConfigError(path, "optimizer.name", f"{err} (schedules.families has "
                                                       f"{SCHEDULE_FREE_FAMILY!r})") from None
-    if config.lr_axis is not None:
-        for value in _values(config.lr_axis):
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(path, "search.lr", f"values must be > 0, but got {value!r}")
+    bad = _not_a_positive_lr(config.lr_axis) if config.lr_axis is not None else []
+    if bad:
+        raise ConfigError(path, "search.lr", f"values must be > 0, but got {bad[0]!r}")
     if config.warmup_axis is not None:
         for value in _values(config.warmup_axis):
             if not _is_int(value) or not 0 <= value < config.epochs:
