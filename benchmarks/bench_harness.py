@@ -3,6 +3,7 @@
     python benchmarks/bench_harness.py                    # 1,000 trials x 10 epochs, 1 worker
     python benchmarks/bench_harness.py --trials 200 --profile
     python benchmarks/bench_harness.py --repo /tmp/before # an older checkout, same setup
+    python benchmarks/bench_harness.py --pruner hyperband # the study's pruner (default: median)
 
 The setup is the one issue "Keep the engine fed" measured: ``sweeps/all.toml`` with
 ``model = "logreg"`` and 10 epochs, on a 500-image MNIST root (the first 500 training
@@ -64,8 +65,11 @@ def small_mnist(root: Path, n_train: int = 500, n_test: int = 1000) -> Path:
     return root
 
 
-def sweep_file(folder: Path, trials: int) -> Path:
+def sweep_file(folder: Path, trials: int, pruner: str) -> Path:
     text = (REPO / "sweeps" / "all.toml").read_text()
+    text = re.sub(r'(?m)^pruner = "\w+"', f'pruner = "{pruner}"', text)
+    if f'pruner = "{pruner}"' not in text:
+        text = text.replace("[study]\n", f'[study]\npruner = "{pruner}"\n', 1)
     text = re.sub(r"(?m)^trials = \d+", f"trials = {trials}", text)
     text = re.sub(r"(?m)^epochs = \d+", "epochs = 10", text)
     text = re.sub(r'(?m)^model = "\w+"', 'model = "logreg"', text)
@@ -94,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--repo", type=Path, default=REPO, help="the lrbench checkout to run")
+    parser.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
     parser.add_argument("--profile", action="store_true", help="run under py-spy")
     parser.add_argument("--keep-profile", type=Path, help="copy py-spy's raw stacks here")
     args = parser.parse_args()
@@ -102,7 +107,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lrbench-harness-") as tmp:
         folder = Path(tmp)
         root = small_mnist(folder / "data")
-        command = [sys.executable, "-m", "lrbench", "sweep", str(sweep_file(folder, args.trials)),
+        sweep = sweep_file(folder, args.trials, args.pruner)
+        command = [sys.executable, "-m", "lrbench", "sweep", str(sweep),
                    "--workers", "1", "--data-dir", str(root), "--results", str(folder / "r")]
         profile = folder / "profile.txt"
         if args.profile:
@@ -116,7 +122,7 @@ def main() -> None:
         revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo,
                                   capture_output=True, text=True).stdout.strip()
         print(f"{repo} at {revision}: {args.trials} trials x 10 epochs, logreg, 500 images, "
-              f"1 worker{' (under py-spy)' if args.profile else ''}")
+              f"{args.pruner} pruner, 1 worker{' (under py-spy)' if args.profile else ''}")
         print(f"wall {wall:.1f} s = {1000 * wall / args.trials:.1f} ms per trial")
         if args.profile:
             if args.keep_profile:

@@ -38,7 +38,7 @@ from lrbench.sweep.choice import batch_trials, fuse_update
 from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.devices import Slot, configure_process
-from lrbench.sweep.pruning import StackPruner
+from lrbench.sweep.pruning import stack_pruner
 from lrbench.sweep.record import (
     Claim,
     batched_writes,
@@ -141,10 +141,8 @@ class _Slot:
                                        sampler=make_sampler(self.config, job.sampler_seed),
                                        pruner=make_pruner(self.config))
         self.storage = self.study._storage
-        # The median rule runs inside the slot; other pruners (hyperband) ask Optuna per trial.
-        self.stack_pruner = StackPruner.like(self.study.pruner)
-        self.optuna_pruning = (self.stack_pruner is None
-                               and not isinstance(self.study.pruner, optuna.pruners.NopPruner))
+        # Pruning runs inside the slot, with the rule of the study's pruner.
+        self.pruner = stack_pruner(self.study.pruner, self.config.study)
         self.batch_trials = 1
         if job.engine == "batched":
             queued = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
@@ -183,24 +181,10 @@ class _Slot:
 
     def decide(self, running: dict[Hashable, _Running], rows: list[EpochRow]) -> list[Hashable]:
         """Which of a stack's trials to prune after this epoch (keys of ``running``)."""
-        if self.stack_pruner is not None:
-            # Only rows past the pruner's warm-up can be pruned: read the study for them.
-            candidates = [row for row in rows
-                          if not row.last and row.epoch >= self.stack_pruner.n_warmup_steps]
-            if not candidates:
-                return []
-            self.stack_pruner.refresh(self.study)  # one read for the whole stack
-            return [row.key for row in candidates
-                    if self.stack_pruner.prune(row.epoch, row.curve)]
-        if not self.optuna_pruning:
+        if self.pruner is None:
             return []
-        prune = []
-        for row in rows:  # Optuna's own pruner, through the storage
-            trial = running[row.key].trial
-            trial.report(row.val_accuracy, row.epoch)
-            if not row.last and trial.should_prune():
-                prune.append(row.key)
-        return prune
+        return self.pruner.decide(self.study, rows,
+                                  {row.key: running[row.key].trial._trial_id for row in rows})
 
     def beat_if_due(self, running: list[_Running]) -> None:
         if time.time() - self.last_beat < HEARTBEAT_SECONDS:

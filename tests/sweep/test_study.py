@@ -654,15 +654,17 @@ def test_batched_slot_trains_and_tells_each_trial(slot_job: SlotJob):
                                                ("median", True)])
 def test_a_batched_slot_prunes_and_refills_with_either_pruner(tmp_path: Path, pruner: str,
                                                               ask_ahead: bool, monkeypatch):
-    """The median rule runs inside the stack, hyperband through Optuna per trial; either
-    way each trial ends with its curve as intermediate values, once, and a pruned trial
-    stopped where its record says. Freed places are refilled: 10 trials through K = 4,
-    one of them a fixed 2-epoch trial whose place is free after epoch 2. With ask_ahead,
-    the queue is topped up inside each epoch, as on a GPU slot."""
+    """Either pruner's rule runs inside the stack. Each trial ends with its curve as
+    intermediate values, once, and a pruned trial stopped where its record says; with
+    hyperband, a pruned trial recorded the rung it lost at, in Optuna's own attribute.
+    Freed places are refilled: 10 trials through K = 4, one of them a fixed 2-epoch
+    trial whose place is free after epoch 2. With ask_ahead, the queue is topped up
+    inside each epoch, as on a GPU slot."""
     monkeypatch.setattr(worker, "asks_while_training", lambda slot: ask_ahead)
     if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
         pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
-    config = write_sweep(tmp_path, name="p", trials=10, seed=0, epochs=4, pruner=pruner,
+    seed = 0 if pruner == "median" else 2  # seeds whose sweeps prune 3 and 5 trials here
+    config = write_sweep(tmp_path, name="p", trials=10, seed=seed, epochs=4, pruner=pruner,
                          families='["step", "constant"]', validation_size="0.2",
                          extra='[[fixed]]\nschedule = "constant"\nepochs = 2\n')
     journal = str(tmp_path / "results" / "lrbench.journal")
@@ -688,6 +690,12 @@ def test_a_batched_slot_prunes_and_refills_with_either_pruner(tmp_path: Path, pr
             assert rec.epochs_run == rec.epochs == (2 if trial.number == 0 else 4)
         else:  # median: not before step epochs // 2 = 2, so after epoch 3 at the earliest
             assert (3 if pruner == "median" else 1) <= rec.epochs_run < 4
+        rungs = [value for key, value in trial.system_attrs.items()
+                 if key.startswith("completed_rung_")]
+        assert set(rungs) <= set(rec.curves["val_accuracy"])
+        if pruner == "hyperband" and rec.status == "pruned":
+            assert rungs[-1] == rec.curves["val_accuracy"][-1]  # lost at its last rung
         assert rec.batch_trials <= 4
         offsets.add(rec.data_offset)
     assert len(offsets) > 1  # later trials joined running stacks
+    assert any(t.state == TrialState.PRUNED for t in trials)
