@@ -26,6 +26,10 @@ ADAM_EPS = 1e-8
 # The kernel behind torch.optim.SGD(fused=True) on CPU; private, so optional: without it
 # the eager update below is the same rule.
 _FUSED_CPU_SGD = getattr(torch, "_fused_sgd_", None)
+# That kernel runs once per trial, and each call costs about as much as a pass over 25k
+# weights: it pays only for trials at least this large (the FNN's 79,510 weights, not the
+# logistic regression's 7,850; benchmarks/README.md has the timings).
+FUSED_CPU_MIN_WEIGHTS = 32_768
 
 
 def _per_trial(lr: Tensor, like: Tensor) -> Tensor:
@@ -85,7 +89,8 @@ class StackedSGD:
                               f"using the eager update", RuntimeWarning, stacklevel=2)
                 self.fused_update = None
         if _FUSED_CPU_SGD is not None and self.momentum and self.buffers[0] is not None \
-                and params[0].device.type == "cpu":
+                and params[0].device.type == "cpu" \
+                and sum(math.prod(p.shape[1:]) for p in params) >= FUSED_CPU_MIN_WEIGHTS:
             self._fused_cpu_step(params, grads, lr)
             return
         for i, (p, g) in enumerate(zip(params, grads)):

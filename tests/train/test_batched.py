@@ -22,7 +22,7 @@ import torch
 from conftest import mnist_subset
 
 from lrbench.sweep.config import OptimizerConfig
-from lrbench.train import batched
+from lrbench.train import batched, stacked_optim
 from lrbench.train.batched import (
     group_specs,
     max_trials_for_memory,
@@ -190,16 +190,28 @@ def test_shadow_schedulers_raise_no_warnings(data: DeviceData):
     OptimizerConfig("adam", weight_decay=0.01),
     OptimizerConfig("adamw", weight_decay=0.1),
 ], ids=["sgd", "momentum-decay", "nesterov-decay", "adam-decay", "adamw"])
-def test_stacked_optimizer_matches_torch_optim(cfg: OptimizerConfig):
-    """Three trials, three LRs, five steps: each slice moves as torch.optim moves it alone."""
+@pytest.mark.parametrize("shape", [(4, 5), (200, 200)], ids=["small", "large"])
+def test_stacked_optimizer_matches_torch_optim(cfg: OptimizerConfig, shape: tuple[int, int],
+                                               monkeypatch):
+    """Three trials, three LRs, five steps: each slice moves as torch.optim moves it alone.
+    SGD with momentum takes torch's fused CPU kernel for trials of 40,000 weights, and
+    the eager update for trials of 20 (where a kernel call per trial costs more)."""
+    fused_calls = []
+    if stacked_optim._FUSED_CPU_SGD is not None:
+        kernel = stacked_optim._FUSED_CPU_SGD
+        monkeypatch.setattr(stacked_optim, "_FUSED_CPU_SGD",
+                            lambda *a, **kw: fused_calls.append(1) or kernel(*a, **kw))
     torch.manual_seed(0)
     lrs = torch.tensor([0.3, 0.01, 0.1])
-    start = torch.randn(3, 4, 5)
-    grads = [torch.randn(3, 4, 5) for _ in range(5)]
+    start = torch.randn(3, *shape)
+    grads = [torch.randn(3, *shape) for _ in range(5)]
     stacked = start.clone()
     optimizer = stacked_optimizer(cfg)
     for g in grads:
         optimizer.step([stacked], (g,), lrs)
+    kernel_expected = (stacked_optim._FUSED_CPU_SGD is not None and cfg.name == "sgd"
+                       and cfg.momentum > 0 and shape == (200, 200))
+    assert bool(fused_calls) == kernel_expected
     torch_class = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     for k, lr in enumerate(lrs.tolist()):
         weight = torch.nn.Parameter(start[k].clone())
