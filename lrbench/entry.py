@@ -7,6 +7,7 @@ import traceback.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -17,21 +18,41 @@ def _terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
+def _no_early_worker() -> None:
+    """Nothing to end: no worker was started early."""
+
+
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     """128 + the signal's number, as a shell reports a process ended by it."""
     return 128 + signal_of(interrupt)
 
 
+def starts_local_slots(args: list[str]) -> bool:
+    """Whether these arguments run slots on this machine: a sweep or confirm that is not
+    for a cluster and not a request for help. (A wrong guess only costs a process.)"""
+    return (bool(args) and args[0] in ("sweep", "confirm")
+            and not any(a in ("-h", "--help") or a.startswith("--cluster") for a in args)
+            and not os.environ.get("LRBENCH_CLUSTER"))
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _terminated)
+    discard_early_worker = _no_early_worker
     try:
+        if starts_local_slots(sys.argv[1:]):
+            # The first worker imports torch while this process does (lrbench.sweep.workers).
+            from lrbench.sweep import workers
+            workers.start_early()
+            discard_early_worker = workers.discard_early
         from lrbench.cli import main as cli_main
     except KeyboardInterrupt as interrupt:
+        discard_early_worker()
         print("interrupted", file=sys.stderr)
         sys.exit(exit_code(interrupt))
     try:
         cli_main()
     finally:
+        discard_early_worker()  # if no slot took it (an error, nothing to train)
         # The command is done and only exiting is left (loky joins its threads at exit): a
         # late Ctrl-C there would print an "ignored exception" traceback and change nothing.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

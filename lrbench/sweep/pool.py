@@ -3,31 +3,21 @@
 Each slot gets its own one-process loky executor, not a place in one shared pool: loky
 breaks a whole pool when one of its processes dies, and the healthy slots' trials died
 with it. Here a dead process costs only its own trials; the caller recovers them and
-starts a replacement.
-
-Workers are born with Ctrl-C and SIGTERM ignored (signal dispositions set to "ignore"
-survive exec, and Python keeps an inherited "ignore" for SIGINT), so a signal that
-lands while a worker is still starting cannot kill it with a traceback. Their
-initializer (``lifeline.init_worker``) then routes SIGTERM to a graceful stop. The price:
-a signal sent to the parent in the milliseconds of a spawn is ignored by it too (a
-blocked mask would keep it pending, but loky's spawn does not pass the mask on).
+starts a replacement. How a worker is born (signals, its lifeline) is
+``lrbench.sweep.workers``; the first slot takes the worker the console script started
+early, if there is one.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.process
-import contextlib
-import os
-import signal
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from joblib.externals.loky import ProcessPoolExecutor
-from joblib.externals.loky.backend.context import get_context
 
-from lrbench.sweep import lifeline
+from lrbench.sweep import workers
 from lrbench.sweep.slot import SlotJob, SlotReport, run_slot
 
 
@@ -51,30 +41,22 @@ class SlotEnd:
     died: bool = False
 
 
-@contextlib.contextmanager
-def _born_ignoring_signals() -> Iterator[None]:
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
 class SlotPool:
     """The slots' processes; ``stop`` asks every one to stop at its next safe point."""
 
     def __init__(self) -> None:
-        self._stop_event = get_context("loky").Event()
+        early = workers.take_early()
+        self._stop_event = early.stop_event if early else workers.new_stop_event()
+        self._spare = [early.executor] if early else []  # for the first slot to start
         self.running: list[SlotProcess] = []
         # Processes known dead, as (host, pid), for recovering their trials: empty here,
         # where a dead slot's trials are found by its pid (a cluster's pool fills it).
         self.dead: set[tuple[str, int]] = set()
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
-        executor = ProcessPoolExecutor(max_workers=1, initializer=lifeline.init_worker,
-                                       initargs=(self._stop_event, os.getpid()))
-        with _born_ignoring_signals():  # the worker is spawned inside submit
+        executor = (self._spare.pop() if self._spare
+                    else workers.spawn(self._stop_event).executor)
+        with workers.born_ignoring_signals():  # a new worker is spawned inside submit
             future = executor.submit(run_slot, job)
         process = SlotProcess(job, executor, future, restarts)
         self.running.append(process)
@@ -101,7 +83,11 @@ class SlotPool:
         return True
 
     def close(self) -> None:
-        """Nothing to release: each slot's executor was shut down as it ended."""
+        """End the early worker if no slot took it (each slot's executor was shut down
+        as it ended)."""
+        for executor in self._spare:
+            executor.shutdown(wait=False, kill_workers=True)
+        self._spare = []
 
     def stop(self) -> None:
         self._stop_event.set()
