@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 
 from lrbench.sweep.record import batched_writes
 
-if TYPE_CHECKING:  # the slot imports the engine; the pruner's tests need not
+if TYPE_CHECKING:  # for annotations only: the engine imports torch, this module need not
     from lrbench.train.batched import EpochRow
 
 

@@ -25,8 +25,13 @@ import pytest
 from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import FrozenTrial, TrialState
 
-from lrbench.sweep.cluster import ClusterWorker, hosts_text, plan_cluster_slots
-from lrbench.sweep.record import claim_of
+from lrbench.sweep.cluster import (
+    PARENT_GONE_SECONDS,
+    ClusterWorker,
+    hosts_text,
+    plan_cluster_slots,
+)
+from lrbench.sweep.record import claim_of, record_of
 from lrbench.sweep.storage import open_storage
 
 POSTGRES_URL = os.environ.get("LRBENCH_TEST_POSTGRES")
@@ -297,4 +302,48 @@ def test_sigterm_stops_the_cluster_slots_like_local_ones(cluster: Cluster, tmp_p
         assert any(again.number > trial.number and configuration(again) == trial.params
                    and again.state in (TrialState.WAITING, TrialState.COMPLETE)
                    for again in trials), f"trial {trial.number}'s configuration was lost"
+    assert all(p.poll() is None for p in cluster.workers.values())  # the cluster lives on
+
+
+@NEEDS_MNIST
+@NEEDS_POSTGRES
+def test_a_killed_parent_stops_its_cluster_slots_at_the_latest_when_its_heartbeat_is_stale(
+        cluster: Cluster, tmp_path: Path):
+    """kill -9 of `lrbench sweep`: nobody sets the stop flag. Each slot stops by itself,
+    at the latest once the parent's heartbeat is PARENT_GONE_SECONDS old, failing and
+    re-queueing the trial it was training (none, if it stopped between trials). Then no
+    slot trains the study on alone, and the workers live on."""
+    name = unique("cluster-orphan")
+    proc = sweep("--trials", "2000", "--epochs", "4", "--storage", POSTGRES_URL, "--study",
+                 name, "--cluster", cluster.address, results=tmp_path)
+    assert watch(proc, name, lambda trials: count(trials, TrialState.COMPLETE) >= 2
+                 and count(trials, TrialState.RUNNING) >= 1)
+    proc.kill()
+    proc.wait(timeout=30)
+    killed = time.monotonic()
+    # Stopped: nothing RUNNING, and no trial started, for 5 s in a row (between two
+    # trials a slot has none RUNNING for a moment: one empty poll proves nothing).
+    quiet_since, seen, trials = None, -1, []
+    while time.monotonic() - killed < PARENT_GONE_SECONDS + 30:
+        trials = study_of(name).get_trials()
+        if count(trials, TrialState.RUNNING) or len(trials) != seen:
+            quiet_since, seen = None, len(trials)
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 5:
+            break
+        time.sleep(0.5)
+    assert quiet_since is not None and time.monotonic() - quiet_since >= 5, \
+        f"the slots still train {time.monotonic() - killed:.0f} s after the parent died"
+    assert count(trials, TrialState.COMPLETE) < 2000
+    # Each interrupted trial's configuration was re-queued: it waits, or a slot that had
+    # not stopped yet trained it again (to the end, or until it was interrupted in turn,
+    # and then that trial's configuration is checked the same way).
+    for trial in trials:
+        if trial.state == TrialState.FAIL:
+            assert "interrupted" in record_of(trial).reason
+            assert any(again.number > trial.number and configuration(again) == trial.params
+                       and again.state in (TrialState.WAITING, TrialState.COMPLETE,
+                                           TrialState.FAIL)
+                       for again in trials), f"trial {trial.number}'s configuration was lost"
     assert all(p.poll() is None for p in cluster.workers.values())  # the cluster lives on
