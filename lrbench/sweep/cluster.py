@@ -24,12 +24,14 @@ the scheduler cannot be reached: what ``lrbench.sweep.lifeline`` does for local 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,22 +184,18 @@ class ClusterPool:
         self.lost_since: float | None = None
 
     def _beat(self) -> None:
-        try:
+        with self._scheduler_call():
             self.control.set({"stop": self._stopping, "beat": time.time()})
-        except Exception as err:  # the client closed: the scheduler went away
-            raise self._scheduler_lost(err) from None
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
         if job.slot.worker not in self.workers or self._lost(job.slot.worker):
             raise ClusterLost(f"worker {job.slot.worker} left the cluster")
         self._check_scheduler()
-        try:
+        with self._scheduler_call():
             future = self.client.submit(
                 _run_on_worker, dataclasses.replace(job, arrays=None), self.arrays,
                 self.control_name, key=f"lrbench-slot-{job.slot.index}-{uuid.uuid4().hex[:8]}",
                 workers=[job.slot.worker], allow_other_workers=False, pure=False)
-        except Exception as err:  # the client closed: the scheduler went away
-            raise self._scheduler_lost(err) from None
         process = SlotProcess(job, None, future, restarts)
         self.running.append(process)
         return process
@@ -215,10 +213,8 @@ class ClusterPool:
             time.sleep(0.05)  # (distributed.wait needs a default client; this one is not)
         self._check_scheduler()  # futures end as cancelled when the scheduler goes
         ended = [self._ended(p) for p in list(self.running) if p.future.done()]
-        try:
+        with self._scheduler_call():  # (it may have gone between the two checks)
             alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
-        except Exception as err:  # gone between the two checks
-            raise self._scheduler_lost(err) from None
         for process in list(self.running):
             worker = self.workers[process.job.slot.worker]
             if worker.address not in alive:  # killed, or its machine is gone
@@ -239,6 +235,15 @@ class ClusterPool:
         if status in ("closing", "closed") or (
                 time.monotonic() - self.lost_since > SCHEDULER_LOST_SECONDS):
             raise self._scheduler_lost()
+
+    @contextlib.contextmanager
+    def _scheduler_call(self) -> Iterator[None]:
+        """A call to the scheduler: its failure (the client closed, the scheduler went
+        away) becomes ClusterLost."""
+        try:
+            yield
+        except Exception as err:
+            raise self._scheduler_lost(err) from None
 
     def _scheduler_lost(self, err: BaseException | None = None) -> ClusterLost:
         why = f" ({type(err).__name__})" if err is not None else ""

@@ -47,7 +47,7 @@ class SlotPool:
     def __init__(self) -> None:
         early = workers.take_early()
         self._stop_event = early.stop_event if early else workers.new_stop_event()
-        self._spare = [early.executor] if early else []  # for the first slot to start
+        self._spare = [early] if early else []  # for the first slot to start
         self.running: list[SlotProcess] = []
         # Processes known dead, as (host, pid), for recovering their trials: empty here,
         # where a dead slot's trials are found by its pid (a cluster's pool fills it).
@@ -55,7 +55,7 @@ class SlotPool:
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
         executor = (self._spare.pop() if self._spare
-                    else workers.spawn(self._stop_event).executor)
+                    else workers.spawn(self._stop_event)).executor
         with workers.born_ignoring_signals():  # a new worker is spawned inside submit
             future = executor.submit(run_slot, job)
         process = SlotProcess(job, executor, future, restarts)
@@ -85,8 +85,8 @@ class SlotPool:
     def close(self) -> None:
         """End the early worker if no slot took it (each slot's executor was shut down
         as it ended)."""
-        for executor in self._spare:
-            executor.shutdown(wait=False, kill_workers=True)
+        for worker in self._spare:
+            worker.end_unused()
         self._spare = []
 
     def stop(self) -> None:

@@ -44,6 +44,10 @@ class Worker:
     executor: ProcessPoolExecutor
     stop_event: Any  # the parent's loky Event: set, every slot stops at its next epoch
 
+    def end_unused(self) -> None:
+        """End a worker no slot took: it holds no trial, so nothing is lost."""
+        self.executor.shutdown(wait=False, kill_workers=True)
+
 
 def new_stop_event() -> Any:
     return get_context("loky").Event()
@@ -93,4 +97,4 @@ def discard_early() -> None:
     """End the early worker if no slot took it."""
     worker = take_early()
     if worker is not None:
-        worker.executor.shutdown(wait=False, kill_workers=True)
+        worker.end_unused()
