@@ -102,7 +102,15 @@ TF32 = click.option("--tf32", is_flag=True,
 
 @cli.command()
 @click.argument("sweep")
-@click.option("--trials", type=click.IntRange(min=1), help="Total trials in the study.")
+@click.option("--trials", type=click.IntRange(min=1),
+              help="Total trials in the study (search protocol).")
+@click.option("--protocol", type=click.Choice(config_module.PROTOCOLS),
+              help="search: one sampler over the families, to find the best; compare: the "
+                   "same budget for every family, tuning repeated [default: the file's].")
+@click.option("--budget", type=click.IntRange(min=1),
+              help="compare: search trials per family in each repeat.")
+@click.option("--repeats", type=click.IntRange(min=1),
+              help="compare: independent repeats of the whole tuning [default: 3].")
 @click.option("--workers", type=click.IntRange(min=1), help="Worker slots [default: per device].")
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")
@@ -120,7 +128,8 @@ TF32 = click.option("--tf32", is_flag=True,
 @RESULTS
 @STORAGE
 @CLUSTER
-def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epochs: int | None,
+def sweep(sweep: str, trials: int | None, protocol: str | None, budget: int | None,
+          repeats: int | None, workers: int | None, device: str, epochs: int | None,
           dataset: str | None, data_dir: str | None, seed: int | None, study_name: str | None,
           engine: str, batch_trials: int | None, tf32: bool, results_dir: str,
           storage: str | None, cluster: str | None) -> None:
@@ -135,11 +144,13 @@ def sweep(sweep: str, trials: int | None, workers: int | None, device: str, epoc
             if value is not None:
                 raise UserError(f"{flag}: suite {path} sets each workload's own; run one of "
                                 f"its sweep files to override it")
-        _run_suite(suite_module.load(path, find_sweep_file), data_dir, trials=trials,
+        counts = {"trials": trials, "protocol": protocol, "budget": budget, "repeats": repeats}
+        _run_suite(suite_module.load(path, find_sweep_file), data_dir, counts=counts,
                    epochs=epochs, seed=seed, **options)
         return
     cfg = config_module.load(path).with_overrides(
-        trials=trials, epochs=epochs, dataset=dataset, seed=seed, study=study_name)
+        trials=trials, epochs=epochs, dataset=dataset, seed=seed, study=study_name,
+        protocol=protocol, budget=budget, repeats=repeats)
     _sweep_one(cfg, data_dir=data_dir, **options)
 
 
@@ -156,12 +167,12 @@ def _sweep_one(cfg: config_module.SweepConfig, **options: Any) -> None:
     _finish(outcome)
 
 
-def _run_suite(suite: suite_module.Suite, data_dir: str | None, *, trials: int | None,
+def _run_suite(suite: suite_module.Suite, data_dir: str | None, *, counts: dict[str, Any],
                epochs: int | None, seed: int | None, **options: Any) -> None:
     """Each workload in turn; one whose data set is not here (offline) is skipped."""
     ran = []
     for workload in suite.workloads:
-        cfg = workload.config.with_overrides(trials=trials, epochs=epochs, seed=seed)
+        cfg = workload.config.with_overrides(epochs=epochs, seed=seed, **counts)
         try:
             arrays = data.load_arrays(cfg.dataset, data_dir)
         except DataNotFoundError as missing:

@@ -350,12 +350,14 @@ def reproduce_commands(frames: ReportFrames) -> list[str]:
         for key in ("epochs", "dataset", "seed"):
             if key in info.config and info.config[key] != getattr(file_config, key):
                 command += f" --{key} {info.config[key]}"
+        if info.config.get("protocol", "search") != file_config.protocol:
+            command += f" --protocol {info.config.get('protocol', 'search')}"
     except UserError:  # the file is gone or changed: the stored values are the best we have
         command += "".join(f" --{k} {info.config[k]}" for k in ("epochs", "dataset", "seed")
                            if k in info.config)
     searched = (frames.trials["role"] == "search").sum() if len(frames.trials) else 0
     runs = info.runs or [{"trials": int(searched)}]  # a study made before runs were recorded
-    commands = [f"{command} --trials {options['trials']}{_run_flags(options)}{data_dir}{where}"
+    commands = [f"{command}{_counts(options)}{_run_flags(options)}{data_dir}{where}"
                 for options in runs]
     if info.confirm_trials:
         confirm = frames.trials[frames.trials["role"] == "confirm"]
@@ -368,6 +370,13 @@ def reproduce_commands(frames: ReportFrames) -> list[str]:
                         f"{_run_flags(options)}{data_dir}{where}")
     commands.append(f"lrbench report --study {info.name}{where}")
     return commands
+
+
+def _counts(options: dict[str, Any]) -> str:
+    """A run's trial count: its budget and repeats under the compare protocol."""
+    if options.get("budget") is not None:
+        return f" --budget {options['budget']} --repeats {options['repeats']}"
+    return f" --trials {options['trials']}"
 
 
 def _run_flags(options: dict[str, Any]) -> str:

@@ -25,6 +25,11 @@ from lrbench.train.schedules import FAMILIES, PARAM_LIMITS
 from lrbench.train.trial import OptimizerConfig  # the [optimizer] table
 
 SAMPLERS = ("tpe", "qmc", "random", "grid")
+# "search": one sampler over the families, to find the best configuration (budgets per
+# family follow the sampler); "compare": every family gets the same budget of trials per
+# repeat, and the tuning is repeated (lrbench.sweep.protocol).
+PROTOCOLS = ("search", "compare")
+DEFAULT_REPEATS = 3  # AlgoPerf repeats its tuning 5 times; 3 keeps a CPU comparison short
 PRUNERS = ("median", "hyperband", "none")
 OPTIMIZERS = ("sgd", "adam", "adamw", *SCHEDULE_FREE_NAMES)
 PLATEAU_METRICS = ("accuracy", "loss")
@@ -32,7 +37,7 @@ PLATEAU_METRICS = ("accuracy", "loss")
 # Every key each table may hold: a missing required key beside an unknown one is
 # reported as the unknown one (most likely its typo).
 KEYS = {
-    "study": ("name", "trials", "seed", "sampler", "pruner"),
+    "study": ("name", "trials", "seed", "sampler", "pruner", "protocol", "budget", "repeats"),
     "data": ("dataset", "validation_size"),
     "train": ("model", "epochs", "batch_size"),
     "optimizer": ("name", "lr", "momentum", "nesterov", "weight_decay"),
@@ -88,6 +93,13 @@ class SweepConfig:
     source: str = "<memory>"
     # What ``--epochs`` changed in the epoch-dependent ranges, for the terminal.
     clipped: tuple[str, ...] = ()
+    protocol: str = "search"
+    budget: int | None = None  # compare: search trials per family and repeat
+    repeats: int = 1  # compare: independent repeats of the whole tuning
+
+    @property
+    def compare(self) -> bool:
+        return self.protocol == "compare"
 
     def space(self, family: str) -> dict[str, Axis]:
         """The family's search space: the registry's defaults, then the file's ranges."""
@@ -106,28 +118,59 @@ class SweepConfig:
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same study (the trial count and file path do not)."""
         as_dict = _jsonable(dataclasses.asdict(self))
-        for key in ("trials", "source", "study", "clipped"):
+        # The counts may grow on a resume (a larger budget, more repeats): not the setup.
+        for key in ("trials", "source", "study", "clipped", "budget", "repeats"):
             as_dict.pop(key)
         if not self.family_lr_axes:  # as studies made before it existed recorded themselves
             as_dict.pop("family_lr_axes")
+        if not self.compare:  # likewise studies made before protocols existed
+            as_dict.pop("protocol")
         return as_dict
 
     def with_overrides(self, *, trials: int | None = None, epochs: int | None = None,
                        dataset: str | None = None, seed: int | None = None,
-                       study: str | None = None) -> SweepConfig:
+                       study: str | None = None, protocol: str | None = None,
+                       budget: int | None = None, repeats: int | None = None) -> SweepConfig:
         """The command line's overrides (``--epochs 2``), checked like the file's values."""
         given = {"trials": trials, "epochs": epochs, "dataset": dataset, "seed": seed,
-                 "study": study}
+                 "study": study, "protocol": protocol, "budget": budget, "repeats": repeats}
         changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
         if not changes:
             return self
+        path = Path(self.source)
+        compare = changes.get("protocol", self.protocol) == "compare"
+        if compare and trials is not None:
+            raise ConfigError(path, "study.trials", f"--trials {trials}: the compare protocol "
+                                                    f"runs budget x families x repeats trials; "
+                                                    f"set --budget instead")
+        if not compare and (budget is not None or repeats is not None):
+            flag = "--budget" if budget is not None else "--repeats"
+            raise ConfigError(path, "study.protocol", f"{flag} needs the compare protocol, "
+                                                      f"but the protocol is 'search'")
+        if compare and self.budget is None and budget is None:
+            raise ConfigError(path, "study.budget", "the compare protocol needs a budget "
+                                                    "(trials per family and repeat): --budget N")
+        if changes.get("protocol") == "search" and self.compare and trials is None:
+            raise ConfigError(path, "study.trials", "the search protocol needs a trial count: "
+                                                    "--trials N")
         if "epochs" in changes:  # "--epochs 2" shortens every trial, the fixed ones too
             changes["fixed"] = tuple(dataclasses.replace(t, epochs=None) for t in self.fixed)
             if changes["epochs"] != self.epochs:
                 changes.update(_follow_epochs(self, changes["epochs"]))
         updated = dataclasses.replace(self, **changes)
-        _check_whole(updated, Path(self.source))
+        if updated.compare:
+            updated = dataclasses.replace(
+                updated, repeats=repeats or (self.repeats if self.compare else DEFAULT_REPEATS))
+            updated = dataclasses.replace(updated, trials=compare_trials(updated))
+        else:
+            updated = dataclasses.replace(updated, budget=None, repeats=1)
+        _check_whole(updated, path)
         return updated
+
+
+def compare_trials(config: SweepConfig) -> int:
+    """The compare protocol's trial count: every family's budget in every repeat."""
+    return (config.budget or 0) * len(config.families) * config.repeats
 
 
 def _follow_epochs(config: SweepConfig, epochs: int) -> dict[str, Any]:
@@ -369,9 +412,26 @@ def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
             raise sched.error("families", f"has unknown family {family!r} "
                                           f"(known: {', '.join(FAMILIES)})")
     search = top.table("search", KEYS["search"])
+    protocol = study.get("protocol", str, "search", lambda v: v in PROTOCOLS,
+                         f"one of {PROTOCOLS}")
+    budget, repeats = None, 1
+    if protocol == "compare":
+        if "trials" in study.values:
+            raise study.error("trials", "the compare protocol runs budget x families x repeats "
+                                        "trials: remove trials and set budget (trials per "
+                                        "family and repeat)")
+        budget = study.get("budget", int, **positive_int)
+        repeats = study.get("repeats", int, DEFAULT_REPEATS, **positive_int)
+        trials = budget * len(families) * repeats
+    else:
+        for key in ("budget", "repeats"):
+            if key in study.values:
+                raise study.error(key, 'needs protocol = "compare" (the search protocol '
+                                       'counts trials: study.trials)')
+        trials = study.get("trials", int, **positive_int)
     config = SweepConfig(
         study=study.get("name", str, check=valid_study_name, expect=STUDY_NAME_RULE),
-        trials=study.get("trials", int, **positive_int),
+        trials=trials, protocol=protocol, budget=budget, repeats=repeats,
         seed=study.get("seed", int, 0, lambda v: 0 <= v <= SEED_MAX, SEED_RULE),
         sampler=study.get("sampler", str, "tpe", lambda v: v in SAMPLERS, f"one of {SAMPLERS}"),
         pruner=study.get("pruner", str, "median", lambda v: v in PRUNERS, f"one of {PRUNERS}"),
@@ -425,6 +485,11 @@ def _check_whole(config: SweepConfig, path: Path) -> None:
     if config.trials < 1:
         raise ConfigError(path, "study.trials", f"must be >= 1, but got {config.trials}")
     _check_epoch_ranges(config, path)
+    repeated = sorted({f for f in config.families if config.families.count(f) > 1})
+    if repeated:
+        raise ConfigError(path, "schedules.families", f"lists {repeated[0]!r} twice")
+    if config.compare:
+        _check_compare(config, path)
     if not 0 <= config.seed <= SEED_MAX:
         raise ConfigError(path, "study.seed", f"must be {SEED_RULE}, but got {config.seed}")
     if not valid_study_name(config.study):
@@ -475,3 +540,21 @@ def _check_whole(config: SweepConfig, path: Path) -> None:
         if trial.warmup_epochs >= epochs:
             raise ConfigError(path, f"fixed[{i}].warmup_epochs",
                               f"must be < epochs={epochs}, but got {trial.warmup_epochs}")
+
+
+def _check_compare(config: SweepConfig, path: Path) -> None:
+    """What the compare protocol cannot honour: each would give a family more trials or
+    another sampler than the others."""
+    if config.budget is None or config.budget < 1:
+        raise ConfigError(path, "study.budget", f"must be >= 1, but got {config.budget}")
+    if config.repeats < 1:
+        raise ConfigError(path, "study.repeats", f"must be >= 1, but got {config.repeats}")
+    if config.fixed:
+        raise ConfigError(path, "fixed[0]", "fixed trials would give their family more than "
+                                            "its budget under the compare protocol; use "
+                                            'protocol = "search", or remove them')
+    if config.sampler not in ("tpe", "random"):
+        why = ("sets each family's trial count by its grid's size" if config.sampler == "grid"
+               else "walks one sequence shared by the whole study")
+        raise ConfigError(path, "study.sampler", f"{config.sampler!r} {why}; the compare "
+                                                 f"protocol needs tpe or random")

@@ -29,7 +29,7 @@ from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.record import plan_attrs, plan_of
 from lrbench.sweep.storage import open_storage, study_names
-from lrbench.sweep.study import CONFIG_ATTR, best_per_family, open_study
+from lrbench.sweep.study import CONFIG_ATTR, best_per_family, open_study, run_options
 from lrbench.train import data
 
 CONFIRM_SUFFIX = ":confirm"
@@ -56,6 +56,14 @@ def sweep_config_of(study: optuna.Study, sweep_file: str | None = None) -> Sweep
     # The command-line overrides the sweep ran with are in the stored setup.
     overrides = {key: stored.get(key) for key in ("epochs", "dataset", "seed")
                  if stored.get(key) != getattr(config, key)}
+    protocol = stored.get("protocol", "search")
+    if protocol != config.protocol:  # --protocol: its counts are in the last run's options
+        last = (run_options(study) or [{}])[-1]
+        overrides["protocol"] = protocol
+        if protocol == "compare":
+            overrides.update(budget=last.get("budget") or 1, repeats=last.get("repeats"))
+        else:
+            overrides["trials"] = last.get("trials") or 1
     config = config.with_overrides(**overrides)
     identity = json.loads(json.dumps(config.identity()))
     if identity != stored:
@@ -120,8 +128,10 @@ def prepare(location: str, study_name: str, seeds: int, sweep_file: str | None =
     identity = data_identity.identity_of(arrays, config.validation_size)
     data_identity.check(parent, identity)
 
+    # The runs are queued: they are counted, never sampled, under either protocol.
     confirm_config = dataclasses.replace(config, study=confirm_study_name(study_name),
-                                         pruner="none", sampler="random", fixed=())
+                                         pruner="none", sampler="random", fixed=(),
+                                         protocol="search", budget=None, repeats=1)
     with claim_lock(location, confirm_config.study):  # two confirms queue the runs once
         study = open_study(confirm_config, parent._storage)
         data_identity.check_and_record(study, identity)

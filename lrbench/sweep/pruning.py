@@ -16,6 +16,10 @@ interval 1:
 
 ``StackHyperband`` is ``HyperbandPruner`` (its docstring has the rule).
 
+Under the compare protocol a trial is judged only against trials of its own cell
+(family, repeat): a family is never cut for trailing another family early, and repeats
+stay independent. Trials of other sweeps have no cell (None), and are all one cell.
+
 tests/sweep/test_pruning.py checks both against Optuna's own pruners on the same history.
 """
 
@@ -30,7 +34,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from lrbench.sweep.record import batched_writes
+from lrbench.sweep.record import Cell, batched_writes, cell_of
 
 if TYPE_CHECKING:  # for annotations only: the engine imports torch, this module need not
     from lrbench.train.batched import EpochRow
@@ -38,9 +42,11 @@ if TYPE_CHECKING:  # for annotations only: the engine imports torch, this module
 
 class StackPruner(Protocol):
     def decide(self, study: optuna.Study, rows: Sequence[EpochRow],
-               trial_ids: Mapping[Hashable, int]) -> list[Hashable]:
+               trial_ids: Mapping[Hashable, int],
+               cells: Mapping[Hashable, Cell | None] | None = None) -> list[Hashable]:
         """The members to prune after this epoch. ``rows`` are keyed by trial number, in
-        stack order; ``trial_ids`` maps those numbers to storage ids."""
+        stack order; ``trial_ids`` maps those numbers to storage ids; ``cells`` to their
+        compare cells (None: all one cell)."""
 
 
 def stack_pruner(pruner: optuna.pruners.BasePruner, study_name: str) -> StackPruner | None:
@@ -61,8 +67,8 @@ class StackMedian:
                  percentile: float = 50.0) -> None:
         self.n_startup_trials, self.n_warmup_steps = n_startup_trials, n_warmup_steps
         self.percentile = percentile
-        self._completed = 0
-        self._by_step: dict[int, np.ndarray] = {}
+        self._completed: dict[Cell | None, int] = {}
+        self._by_step: dict[tuple[Cell | None, int], np.ndarray] = {}
 
     @classmethod
     def like(cls, pruner: optuna.pruners.MedianPruner) -> StackMedian:
@@ -71,25 +77,28 @@ class StackMedian:
     def refresh(self, study: optuna.Study) -> None:
         """Read the completed trials' curves (one storage read for the whole stack)."""
         completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        self._completed = len(completed)
-        by_step: dict[int, list[float]] = {}
+        self._completed = {}
+        by_step: dict[tuple[Cell | None, int], list[float]] = {}
         for trial in completed:
+            cell = cell_of(trial)
+            self._completed[cell] = self._completed.get(cell, 0) + 1
             for step, value in trial.intermediate_values.items():
-                by_step.setdefault(step, []).append(value)
-        self._by_step = {step: np.array(values, dtype=float)
-                         for step, values in by_step.items()}
+                by_step.setdefault((cell, step), []).append(value)
+        self._by_step = {key: np.array(values, dtype=float) for key, values in by_step.items()}
 
-    def threshold(self, step: int) -> float:
-        """The median of the completed trials' values at ``step``; NaN if none."""
-        values = self._by_step.get(step)
+    def threshold(self, step: int, cell: Cell | None = None) -> float:
+        """The median of the completed trials' values at ``step`` (of ``cell``); NaN if none."""
+        values = self._by_step.get((cell, step))
         if values is None or len(values) == 0:
             return math.nan
         # maximize: the (100 - p)th percentile, as PercentilePruner computes it
         return float(np.nanpercentile(values, 100 - self.percentile))
 
-    def prune(self, step: int, values_so_far: Sequence[float]) -> bool:
+    def prune(self, step: int, values_so_far: Sequence[float],
+              cell: Cell | None = None) -> bool:
         """Whether a trial with these per-epoch values (steps 0..``step``) is pruned now."""
-        if self._completed == 0 or self._completed < self.n_startup_trials:
+        completed = self._completed.get(cell, 0)
+        if completed == 0 or completed < self.n_startup_trials:
             return False
         if step < self.n_warmup_steps:
             return False
@@ -97,17 +106,20 @@ class StackMedian:
             if not all(math.isnan(v) for v in values_so_far) else math.nan
         if math.isnan(best):
             return True
-        median = self.threshold(step)
+        median = self.threshold(step, cell)
         return not math.isnan(median) and best < median
 
     def decide(self, study: optuna.Study, rows: Sequence[EpochRow],
-               trial_ids: Mapping[Hashable, int]) -> list[Hashable]:
+               trial_ids: Mapping[Hashable, int],
+               cells: Mapping[Hashable, Cell | None] | None = None) -> list[Hashable]:
         # Only rows past the warm-up can be pruned: read the study only for them.
         candidates = [row for row in rows if not row.last and row.epoch >= self.n_warmup_steps]
         if not candidates:
             return []
         self.refresh(study)  # one read for the whole stack
-        return [row.key for row in candidates if self.prune(row.epoch, row.curve)]
+        cells = cells or {}
+        return [row.key for row in candidates
+                if self.prune(row.epoch, row.curve, cells.get(row.key))]
 
 
 class StackHyperband:
@@ -137,7 +149,8 @@ class StackHyperband:
         self.budgets = [math.ceil(brackets * reduction_factor ** (brackets - 1 - s)
                                   / (brackets - s)) for s in range(brackets)]
         self._rung: dict[int, int] = {}  # trial number -> its next rung to close
-        self._recorded: dict[tuple[int, int], list[float]] = {}  # (bracket, rung) -> values
+        # (cell, bracket, rung) -> the values recorded there
+        self._recorded: dict[tuple[Cell | None, int, int], list[float]] = {}
 
     @classmethod
     def like(cls, pruner: optuna.pruners.HyperbandPruner, study_name: str) -> StackHyperband:
@@ -161,23 +174,25 @@ class StackHyperband:
 
     def refresh(self, study: optuna.Study) -> None:
         """Read every trial's recorded rung values (one storage read for the whole stack)."""
-        recorded: dict[tuple[int, int], list[float]] = {}
+        recorded: dict[tuple[Cell | None, int, int], list[float]] = {}
         for trial in study.get_trials(deepcopy=False):
-            bracket, rung = self.bracket(trial.number), 0
+            bracket, rung, cell = self.bracket(trial.number), 0, None
             while (key := _rung_key(rung)) in trial.system_attrs:
-                recorded.setdefault((bracket, rung), []).append(trial.system_attrs[key])
+                cell = cell if rung else cell_of(trial)
+                recorded.setdefault((cell, bracket, rung), []).append(trial.system_attrs[key])
                 rung += 1
         self._recorded = recorded
 
-    def prune(self, number: int, step: int, value: float) -> tuple[bool, dict[str, float]]:
-        """Whether trial ``number``, at ``step`` with this value, is pruned now; and the rung
-        values it records on the way (system attribute name -> value)."""
+    def prune(self, number: int, step: int, value: float,
+              cell: Cell | None = None) -> tuple[bool, dict[str, float]]:
+        """Whether trial ``number`` (of ``cell``), at ``step`` with this value, is pruned
+        now; and the rung values it records on the way (system attribute name -> value)."""
         bracket, records = self.bracket(number), {}
         while step >= self.promotion_step(number):
             if math.isnan(value):
                 return True, records
             rung = self._rung.get(number, 0)
-            competing = self._recorded.setdefault((bracket, rung), [])
+            competing = self._recorded.setdefault((cell, bracket, rung), [])
             competing.append(value)  # recorded before the comparison, as Optuna does
             records[_rung_key(rung)] = value
             if len(competing) <= self.bootstrap_count or not _promotable(value, competing,
@@ -187,15 +202,17 @@ class StackHyperband:
         return False, records
 
     def decide(self, study: optuna.Study, rows: Sequence[EpochRow],
-               trial_ids: Mapping[Hashable, int]) -> list[Hashable]:
+               trial_ids: Mapping[Hashable, int],
+               cells: Mapping[Hashable, Cell | None] | None = None) -> list[Hashable]:
         due = [row for row in rows if not row.last and row.epoch >= self.promotion_step(row.key)]
         if not due:
             return []
         self.refresh(study)
-        pruned, storage = [], study._storage
+        pruned, storage, cells = [], study._storage, cells or {}
         with batched_writes(storage):
             for row in due:
-                prune, records = self.prune(row.key, row.epoch, row.val_accuracy)
+                prune, records = self.prune(row.key, row.epoch, row.val_accuracy,
+                                            cells.get(row.key))
                 for name, value in records.items():
                     storage.set_trial_system_attr(trial_ids[row.key], name, value)
                 if prune:

@@ -40,6 +40,7 @@ CLAIM_ATTR = "lrbench_claim"
 RECORD_ATTR = "lrbench_record"
 
 AnyTrial = optuna.Trial | FrozenTrial
+Cell = tuple[str, int]  # a compare-protocol trial's (family, repeat): lrbench.sweep.protocol
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Plan:
     confirm_of: int | None = None  # a confirm run: the search trial it re-runs
     confirm_index: int | None = None  # ... and which of its seeds
     requeued_from: int | None = None  # a re-queued trial: the one that was interrupted
+    repeat: int | None = None  # compare protocol: which repeat of the tuning it belongs to
 
     def training(self) -> dict[str, Any]:
         """The plan's part of a configuration (what changes the trained model, not who)."""
@@ -128,6 +130,17 @@ def plan_of(trial: AnyTrial) -> Plan:
     legacy = {**attrs, "seed": attrs.get("seed_override"),
               "data_seed": attrs.get("data_seed_override")}
     return Plan(**_fields(Plan, legacy))
+
+
+def cell_of(trial: AnyTrial) -> Cell | None:
+    """The trial's (family, repeat) under the compare protocol; None for any other trial."""
+    repeat = plan_of(trial).repeat
+    if repeat is None:
+        return None
+    family = trial.params.get("schedule")
+    if family is None:  # asked, not yet sampled: its family was queued as a fixed param
+        family = trial.system_attrs.get("fixed_params", {}).get("schedule")
+    return (str(family), int(repeat)) if family is not None else None
 
 
 def claim_of(trial: AnyTrial) -> Claim | None:

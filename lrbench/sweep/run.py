@@ -40,6 +40,7 @@ from lrbench.sweep.cluster import (
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.devices import Slot, plan_slots
 from lrbench.sweep.pool import SlotEnd, SlotPool
+from lrbench.sweep.protocol import spent_failures
 from lrbench.sweep.slot import SlotJob, SlotReport
 from lrbench.sweep.storage import is_url, open_storage, storage_location
 from lrbench.sweep.study import counted_trials, open_study, recover_stale_trials, start_run
@@ -90,7 +91,8 @@ def snapshot(study: optuna.Study) -> StudySnapshot:
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    return StudySnapshot(finished=len(done),
+    # compare: a trial that failed by its own error was spent, and is done
+    return StudySnapshot(finished=len(done) + len(spent_failures(trials)),
                          running=sum(t.state == TrialState.RUNNING for t in trials),
                          best=max(complete) if complete else None,
                          failed=sum(t.state == TrialState.FAIL for t in trials))
@@ -133,7 +135,9 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
         with claim_lock(location, config.study):
             study = open_study(config, study_storage)
             data_identity.check_and_record(study, identity)
-            run = start_run(study, {"trials": config.trials, "workers": len(slots),
+            counts = {"budget": config.budget, "repeats": config.repeats} if config.compare \
+                else {}
+            run = start_run(study, {"trials": config.trials, **counts, "workers": len(slots),
                                     **({"cluster": cluster} if cluster else {}),
                                     "device": ",".join(dict.fromkeys(s.device for s in slots)),
                                     "engine": engine,

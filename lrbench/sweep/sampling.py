@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -39,16 +39,24 @@ from optuna.trial import FrozenTrial, TrialState
 
 
 @contextlib.contextmanager
-def asking(study: optuna.Study, count: int) -> Iterator[list[optuna.Trial]]:
+def asking(study: optuna.Study, count: int,
+           cells: Mapping[Any, int] | None = None) -> Iterator[list[optuna.Trial]]:
     """``count`` new trials; inside the block, their params are drawn as one batch.
 
     Optuna samples a trial's relative parameters lazily, at its first ``suggest``: draw
     them inside the block (suggest, or read ``relative_params``) so that, with a
-    ``BatchTPESampler``, the trials share the batch's fits.
+    ``BatchTPESampler``, the trials share the batch's fits. ``cells``: under the compare
+    protocol, how many of the asks fall in each cell (``protocol.assign``); each cell's
+    sampler batches its own.
     """
     sampler = study.sampler
-    batched = isinstance(sampler, BatchTPESampler) and count > 1
-    with sampler.batch(count) if batched else contextlib.nullcontext():
+    if cells is not None and hasattr(sampler, "batch"):
+        batch: contextlib.AbstractContextManager[None] = sampler.batch(cells)
+    elif isinstance(sampler, BatchTPESampler) and count > 1:
+        batch = sampler.batch(count)
+    else:
+        batch = contextlib.nullcontext()
+    with batch:
         yield [study.ask() for _ in range(count)]
 
 

@@ -33,7 +33,7 @@ import torch
 from optuna.trial import TrialState
 
 from lrbench.errors import StorageError
-from lrbench.sweep import lifeline
+from lrbench.sweep import lifeline, protocol
 from lrbench.sweep.choice import batch_trials, fuse_update
 from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.config import SweepConfig
@@ -127,6 +127,7 @@ class _Running:
     spec: TrialSpec
     claim: Claim
     batch_trials: int = 1  # its stack's size when it joined
+    cell: Hashable = None  # compare: its (family, repeat); its pruning peers are the cell's
 
 
 class _Slot:
@@ -169,14 +170,17 @@ class _Slot:
             count = max(0, min(most, self.config.trials - counted_trials(self.study)))
             if count == 0:
                 return []
+            # compare: the cells (family, repeat) these asks take, queued for them
+            cells = protocol.assign(self.study, self.config, count) if self.config.compare \
+                else None
             running = []
-            with asking(self.study, count) as trials, batched_writes(self.storage):
+            with asking(self.study, count, cells) as trials, batched_writes(self.storage):
                 for trial in trials:
                     spec = trial_spec(trial, self.config)  # draws its params
                     claim = new_claim(trial, spec, self.slot.index, self.slot.device,
                                       self.job.sampler_seed, self.slot.worker)
                     write_claim(trial, claim)
-                    running.append(_Running(trial, spec, claim))
+                    running.append(_Running(trial, spec, claim, cell=protocol.cell_of(trial)))
         return running
 
     def decide(self, running: dict[Hashable, _Running], rows: list[EpochRow]) -> list[Hashable]:
@@ -184,7 +188,8 @@ class _Slot:
         if self.pruner is None:
             return []
         return self.pruner.decide(self.study, rows,
-                                  {row.key: running[row.key].trial._trial_id for row in rows})
+                                  {row.key: running[row.key].trial._trial_id for row in rows},
+                                  {row.key: running[row.key].cell for row in rows})
 
     def beat_if_due(self, running: list[_Running]) -> None:
         if time.time() - self.last_beat < HEARTBEAT_SECONDS:

@@ -30,6 +30,7 @@ from lrbench.errors import UserError
 from lrbench.space import grid_values, suggest
 from lrbench.sweep import data_identity, seeds
 from lrbench.sweep.config import FixedTrial, SweepConfig
+from lrbench.sweep.protocol import CellSampler, cell_of, spent_failures, startup_trials
 from lrbench.sweep.record import (
     Claim,
     Plan,
@@ -61,7 +62,10 @@ RUN_OPTIONS_PREFIX = "lrbench_run_options:"  # + run index: the options that run
 
 def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
     """The slot's sampler; ``seed`` is the slot's own (``seeds.sampler_seed``): slots with
-    equal seeds would propose equal trials."""
+    equal seeds would propose equal trials. Under the compare protocol, one sampler per
+    (family, repeat) cell, each seeing only its cell's trials (``protocol.CellSampler``)."""
+    if config.compare:
+        return CellSampler(lambda cell_seed: _cell_sampler(config, cell_seed), seed)
     if config.sampler == "tpe":
         with warnings.catch_warnings():  # multivariate/group are "experimental" in Optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -77,6 +81,17 @@ def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.QMCSampler(seed=config.seed, warn_independent_sampling=False)
     return optuna.samplers.RandomSampler(seed=seed)  # random, and grid beyond its queue
+
+
+def _cell_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """One compare cell's sampler: its space is one family's, the same for all its trials,
+    so TPE models it jointly (multivariate, no groups)."""
+    if config.sampler == "tpe":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return BatchTPESampler(multivariate=True, constant_liar=True, seed=seed,
+                                   n_startup_trials=startup_trials(config.budget or 1))
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def make_pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
@@ -228,6 +243,8 @@ def trial_seeds(trial: optuna.Trial | FrozenTrial, config: SweepConfig) -> tuple
     """
     plan = plan_of(trial)
     configuration = {**trial.params, **plan.training(), "epochs": int(plan.epochs or config.epochs)}
+    if plan.repeat is not None:  # two repeats proposing one point still train two models
+        configuration["repeat"] = plan.repeat
     if plan.seed is None:
         return seeds.trial_seed(config.seed, configuration), config.seed
     return plan.seed, plan.data_seed if plan.data_seed is not None else plan.seed
@@ -303,7 +320,8 @@ def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
     A result is a complete trial that did not diverge, trained on the study's data: a
     diverged trial never wins, even at a higher value (its accuracy is chance's), and a
     run on other data is not comparable. The report's frames apply the same rule to their
-    table (``report.frames.completed``).
+    table (``report.frames.completed``). Under the compare protocol each repeat picks its
+    own: the keys are then "FAMILY rREPEAT" (``pick_label``).
     """
     data = data_identity.recorded(study)
     best: dict[str, FrozenTrial] = {}
@@ -315,12 +333,20 @@ def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
         mine = data_identity.trial_identity(trial, data.dataset) if data else None
         if data is not None and mine is not None and not data.same_data(mine):
             continue
-        if family not in best or trial.value > best[family].value:
-            best[family] = trial
+        key = pick_label(family, cell_of(trial))
+        if key not in best or trial.value > best[key].value:
+            best[key] = trial
     return best
 
 
+def pick_label(family: str, cell: tuple[str, int] | None) -> str:
+    """A pick's name: its family, and its repeat under the compare protocol."""
+    return family if cell is None else f"{family} r{cell[1]}"
+
+
 def counted_trials(study: optuna.Study) -> int:
-    """Trials that count towards the sweep's total: finished or being trained."""
+    """Trials that count towards the sweep's total: finished or being trained, and under
+    the compare protocol those that failed by their own error (they were spent)."""
+    trials = study.get_trials(deepcopy=False)
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return len(study.get_trials(deepcopy=False, states=states))
+    return sum(t.state in states for t in trials) + len(spent_failures(trials))

@@ -251,9 +251,11 @@ def test_identity_excludes_trials_study_and_source(tmp_path: Path) -> None:
     b = load(write(tmp_path, text, "b.toml"))
     ident = a.identity()
     assert not {"trials", "study", "source", "clipped"} & set(ident)
-    # family_lr_axes only when a family has its own LR range: older studies lack the key
+    # family_lr_axes only when a family has its own LR range, and protocol only when it is
+    # "compare": older studies lack the keys; budget and repeats may grow on a resume
     assert set(ident) == {f.name for f in dataclasses.fields(SweepConfig)} - {
-        "trials", "study", "source", "clipped", "family_lr_axes"}
+        "trials", "study", "source", "clipped", "family_lr_axes", "protocol", "budget",
+        "repeats"}
     assert ident == b.identity()
     own_lr = FULL.replace("[schedules.step]\n",
                           "[schedules.step]\nlr = { low = 0.5, high = 2.0 }\n")
@@ -700,3 +702,59 @@ def test_sweeps_are_shipped() -> None:
     """The README's commands name these files; each must be there (and load, above)."""
     assert {path.stem for path in SHIPPED} >= {"smoke", "step", "plateau", "all", "dlwizard"}
     assert {path.stem for path in SHIPPED_SUITES} >= {"suite"}
+
+
+# --- the compare protocol ------------------------------------------------------------
+
+COMPARE = MINIMAL.replace("trials = 3", 'protocol = "compare"\nbudget = 4\nrepeats = 2')
+
+
+def test_compare_counts_budget_x_families_x_repeats(tmp_path: Path) -> None:
+    config = load(write(tmp_path, COMPARE))
+    assert (config.protocol, config.budget, config.repeats, config.trials) == (
+        "compare", 4, 2, 4 * 2 * 2)
+    assert config.identity()["protocol"] == "compare"
+    default = load(write(tmp_path, COMPARE.replace("repeats = 2\n", ""), "d.toml"))
+    assert default.repeats == cfg.DEFAULT_REPEATS
+
+
+def test_compare_overrides_recount_and_search_needs_trials(tmp_path: Path) -> None:
+    config = load(write(tmp_path, COMPARE))
+    more = config.with_overrides(budget=6, repeats=3)
+    assert more.trials == 6 * 2 * 3 and more.identity() == config.identity()
+    searched = load(write(tmp_path, MINIMAL, "s.toml")).with_overrides(protocol="compare",
+                                                                        budget=5)
+    assert (searched.repeats, searched.trials) == (cfg.DEFAULT_REPEATS, 5 * 2 * 3)
+    with pytest.raises(ConfigError, match=r"study\.trials.*--budget"):
+        config.with_overrides(trials=9)
+    with pytest.raises(ConfigError, match=r"study\.budget"):
+        load(write(tmp_path, MINIMAL, "s.toml")).with_overrides(protocol="compare")
+    with pytest.raises(ConfigError, match=r"study\.protocol.*--repeats"):
+        load(write(tmp_path, MINIMAL, "s.toml")).with_overrides(repeats=2)
+    with pytest.raises(ConfigError, match=r"study\.trials.*--trials N"):
+        config.with_overrides(protocol="search")
+
+
+@pytest.mark.parametrize(("text", "key", "message"), [
+    (COMPARE.replace("budget = 4", "budget = 4\ntrials = 9"), "study.trials",
+     "remove trials"),
+    (COMPARE.replace("budget = 4\n", ""), "study.budget", "is required"),
+    (COMPARE.replace("budget = 4", "budget = 0"), "study.budget", ">= 1"),
+    (COMPARE.replace("repeats = 2", "repeats = 0"), "study.repeats", ">= 1"),
+    (MINIMAL.replace("trials = 3", "trials = 3\nbudget = 2"), "study.budget",
+     'needs protocol = "compare"'),
+    (COMPARE.replace("budget = 4", 'budget = 4\nsampler = "grid"'), "study.sampler",
+     "tpe or random"),
+    (COMPARE.replace("budget = 4", 'budget = 4\nsampler = "qmc"'), "study.sampler",
+     "tpe or random"),
+    (COMPARE + '[[fixed]]\nschedule = "step"\nstep_size = 1\ngamma = 0.1\n', "fixed[0]",
+     "more than its budget"),
+    (COMPARE.replace('protocol = "compare"', 'protocol = "fair"'), "study.protocol", "fair"),
+    (MINIMAL.replace('["step", "plateau"]', '["step", "step"]'), "schedules.families",
+     "'step' twice"),
+])
+def test_compare_refuses_what_it_cannot_honour(tmp_path: Path, text: str, key: str,
+                                               message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load(write(tmp_path, text))
+    assert raised.value.key == key and message in str(raised.value)
