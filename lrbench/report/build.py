@@ -86,6 +86,9 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
         study_summary = summary.summarise(one, study_targets)
         study_summary.target_note = target_note
         report.studies.append(study_summary)
+        verdict_csv = out_dir / f"verdict-{plots.slug(info.name)}.csv"
+        summary.verdict_frame(study_summary.ranking).to_csv(verdict_csv, index=False)
+        report.csvs.append(verdict_csv)
         views.append(html.StudyView(
             name=info.name, slug=plots.slug(info.name), data=summary.data_description(one),
             model=info.config.get("model", "?"), epochs=info.config.get("epochs", "?"),

@@ -187,11 +187,15 @@ def _read_study(study: optuna.Study, names: list[str], location: str = ""
     winners = {t.number for t in study_best_per_family(study).values()}
     kept = []
     for role, group in (("search", trials), ("confirm", confirm)):
+        rerun = {plan_of(t).requeued_from for t in group} - {None}
         for trial in group:
             if _other_data(trial, info):
                 continue
             row = _trial_row(name, role, trial, config)
             row["best_in_family"] = role == "search" and trial.number in winners
+            # spent on the tuning: every trial but a waiting one and one that was re-run
+            row["spent"] = row["state"] in ("complete", "pruned", "running") or (
+                row["state"] == "fail" and trial.number not in rerun)
             kept.append((role, trial, row))
     return info, kept
 
@@ -218,6 +222,7 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
     row = {
         "study": study, "number": trial.number, "role": role,
         "confirm_of": plan.confirm_of, "confirm_index": plan.confirm_index,
+        "repeat": plan.repeat,  # compare protocol: which tuning it belongs to
         "state": state, "status": status,
         "family": record.family or trial.params.get("schedule", ""),
         "params": params_text(trial.params),
@@ -256,7 +261,8 @@ def _base_lr(trial: FrozenTrial, default: float | None) -> float | None:
 def _typed_trials(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
-    for column in ("confirm_of", "confirm_index", "seed", "data_seed", "epochs", "epochs_run",
+    for column in ("confirm_of", "confirm_index", "repeat", "seed", "data_seed", "epochs",
+                   "epochs_run",
                    "train_size", "val_size", "test_size", "steps_per_epoch", "warmup_epochs"):
         df[column] = pd.to_numeric(df[column], errors="coerce").astype("Int64")
     for column in ("val_accuracy", "test_accuracy", "test_loss", "train_seconds", "lr"):

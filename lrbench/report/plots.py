@@ -35,6 +35,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from lrbench.report import selection
 from lrbench.report.frames import (
     PARAM_PREFIX,
     ReportFrames,
@@ -263,14 +264,17 @@ def verdict_intervals(frames: ReportFrames, path: Path) -> Figure:
         return Figure(None, title, "", "fewer than two families with a result: nothing to "
                                        "compare")
     if ranking.basis == "confirm":
-        caption = ("Mean test accuracy over confirm seeds ± 95% CI (Student t), best first. "
-                   "Filled: not distinguishable from the best (Holm-corrected paired tests); "
-                   "hollow: below it. Crosses: the search run's own test accuracy, whose "
-                   "distance to the mean is the winner's curse.")
+        over = (f"{ranking.repeats} repeats of the tuning (each the mean over its seeds)"
+                if ranking.unit == "repeat" else "confirm seeds")
+        caption = (f"Mean test accuracy over {over} ± 95% CI (Student t), best first. "
+                   f"Filled: not distinguishable from the best ({selection.PROCEDURE}); "
+                   f"hollow: below it. Crosses: the search picks' own test accuracy, whose "
+                   f"distance to the mean is the winner's curse on test.")
     else:
         caption = ("Single runs: each family's best search trial's validation accuracy ± "
                    "1.96 binomial standard errors of its validation set, best first. Filled: "
-                   "not distinguishable from the best (Holm-corrected z-tests); hollow: below.")
+                   f"not distinguishable from the best ({selection.PROCEDURE}, single runs); "
+                   "hollow: below.")
     if ranking.baseline is not None:
         caption += " Dashed line: constant LR, the baseline."
     return Figure(render(_draw_intervals, path, ranking), title, caption)

@@ -2,19 +2,18 @@
 
 Every place that orders families (verdict, leaderboard, figures, terminal) asks ``rank``:
 
-- **With confirm runs** (at least two families re-trained on two or more fresh seeds), a
-  family's score is its mean test accuracy over those seeds. Confirm run *i* of every
-  family trains on the same batch order (``lrbench.sweep.confirm``), so families are
-  compared seed by seed: a paired t-test against the best where the runs pair up, else
-  Welch's test. Families without confirm runs follow, by their search result.
+- **With confirm runs** (at least two families with two or more units), a family's score
+  is its mean test accuracy over its confirm runs. The *units* are what the uncertainty
+  is measured over (``selection.by_unit``): the seeds of one tuning, or, under the compare
+  protocol with repeated tuning, the repeats (each scored by the mean over its seeds), so
+  that the interval covers the tuning's variance as well as the seeds'. Confirm run *i*
+  of every family trains on the same batch order, so units pair up across families.
 - **Without**, the score is each family's best search run's validation accuracy: one run,
-  whose uncertainty is at least the validation set's binomial standard error. The tests
-  against the best are two-proportion z-tests on those runs.
+  whose uncertainty is at least the validation set's binomial standard error.
 
-The p-values against the best are Holm-corrected for the number of comparisons; families
-whose corrected p is not below ``ALPHA`` are *tied with the best*. The best itself was
-picked as the maximum, which makes these tests lean towards separating families: a tie
-is the safe reading, a separation a likely one.
+"Below the best" is Tukey's HSD against the best (``lrbench.report.selection``): its error
+rate holds although the best is picked from the same data. Families not below the best
+are *tied with the best*.
 """
 
 from __future__ import annotations
@@ -26,11 +25,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from lrbench.report import stats
+from lrbench.report import selection, stats
 from lrbench.report.frames import best_per_family
 from lrbench.train.schedules import FAMILIES
 
-ALPHA = stats.ALPHA
+ALPHA = selection.ALPHA
 BASELINE = "constant"  # the family every schedule must beat to be worth its parameters
 MIN_SEEDS = 2  # confirm runs per family for a confirm-based ranking
 
@@ -40,22 +39,28 @@ class Standing:
     """One family's place in the ranking."""
 
     family: str
-    trial: int  # its best search trial
+    trial: int  # its best search trial (the best of its repeats' picks)
     params: str
-    search_val: float  # that trial's validation accuracy (one run)
-    search_test: float  # ... and its test accuracy
-    confirm: stats.Interval  # test accuracy over confirm seeds (n = 0: none)
-    runs: dict[object, float] = field(default_factory=dict)  # confirm index -> test accuracy
+    search_val: float  # its picks' validation accuracy (the mean over repeats' picks)
+    search_test: float  # ... and their test accuracy
+    confirm: stats.Interval  # test accuracy over the units of its confirm runs (n = 0: none)
+    runs: dict[object, float] = field(default_factory=dict)  # unit -> test accuracy
     score: float = math.nan  # what it is ranked by (confirm mean, or search validation)
-    p_vs_best: float = math.nan  # Holm-corrected; NaN for the best itself, or untestable
+    p_vs_best: float = math.nan  # Tukey-adjusted; NaN for the best itself, or untestable
     test: str = ""  # which test gave p_vs_best
     tied_with_best: bool = True
     vs_baseline: stats.Interval | None = None  # score minus the baseline's, with its CI
+    picks: int = 1  # configurations re-trained: one per repeat of the tuning
+    confirm_runs: int = 0  # confirm runs behind ``confirm``
+    # The winner's curse, on the metric that selected (validation) and on test: each pick's
+    # search run minus its mean on fresh seeds, averaged over the picks.
+    curse_val: float = math.nan
+    curse_test: float = math.nan
 
     @property
     def search_confirm_gap(self) -> float:
-        """Search test accuracy minus the confirm mean: the winner's curse, in points."""
-        return self.search_test - self.confirm.mean if self.confirm.n else math.nan
+        """Search test accuracy minus the confirm mean: the winner's curse on test, in points."""
+        return self.curse_test
 
 
 @dataclass
@@ -63,7 +68,11 @@ class Ranking:
     basis: str  # "confirm", "search", or "none" (nothing completed)
     standings: list[Standing]  # best first; on the confirm basis, unconfirmed ones last
     val_size: int | None = None  # validation images of one run (search basis)
-    seeds: int = 0  # the fewest confirm runs among ranked families (confirm basis)
+    seeds: int = 0  # the fewest confirm units among ranked families (confirm basis)
+    protocol: str = "search"  # "compare": equal budgets per family and repeat
+    repeats: int = 1  # tunings behind the picks (compare protocol)
+    unit: str = "seed"  # what the confirm intervals and tests run over: "seed" or "repeat"
+    budgets: dict[str, int] = field(default_factory=dict)  # search trials spent per family
 
     @property
     def order(self) -> list[str]:
@@ -85,6 +94,10 @@ class Ranking:
     def baseline(self) -> Standing | None:
         return next((s for s in self.ranked if s.family == BASELINE), None)
 
+    @property
+    def equal_budgets(self) -> bool:
+        return len(set(self.budgets.values())) <= 1
+
     def standard_error(self, accuracy: float) -> float:
         """One search run's validation accuracy's binomial standard error."""
         if not self.val_size or math.isnan(accuracy):
@@ -98,19 +111,17 @@ def rank(trials: pd.DataFrame) -> Ranking:
     if best.empty:
         return Ranking("none", [])
     runs = stats.confirm_runs(trials, best)
-    standings = []
-    for row in best.to_dict("records"):
-        mine = runs[runs["family"] == row["family"]].dropna(subset=["test_accuracy"])
-        by_index = _by_seed(row["family"], mine)
-        standings.append(Standing(
-            row["family"], int(row["number"]), row["params"] or "(fixed)",
-            float(row["val_accuracy"]), float(row["test_accuracy"]),
-            stats.mean_ci(list(by_index.values())), by_index))
+    standings = [_standing(family, picks, runs[runs["family"] == family])
+                 for family, picks in best.groupby("family", sort=False)]
     confirmed = [s for s in standings if s.confirm.n >= MIN_SEEDS]
     val_sizes = best["val_size"].dropna() if "val_size" in best else pd.Series(dtype=int)
     val_size = int(val_sizes.min()) if len(val_sizes) else None
+    repeats = int(best["repeat"].nunique()) if "repeat" in best else 0
+    context = {"protocol": "compare" if repeats else "search", "repeats": max(1, repeats),
+               "unit": "repeat" if repeats > 1 else "seed", "budgets": spent_budgets(trials)}
     if len(confirmed) >= 2:
-        ranking = Ranking("confirm", [], val_size, min(s.confirm.n for s in confirmed))
+        ranking = Ranking("confirm", [], val_size, min(s.confirm.n for s in confirmed),
+                          **context)
         for s in confirmed:
             s.score = s.confirm.mean
         rest = [s for s in standings if s.confirm.n < MIN_SEEDS]
@@ -118,7 +129,7 @@ def rank(trials: pd.DataFrame) -> Ranking:
             s.score, s.tied_with_best = s.search_val, False
         ranking.standings = _ordered(confirmed) + _ordered(rest)
     else:
-        ranking = Ranking("search", [], val_size)
+        ranking = Ranking("search", [], val_size, **context)
         for s in standings:
             s.score = s.search_val
         ranking.standings = _ordered(standings)
@@ -127,12 +138,43 @@ def rank(trials: pd.DataFrame) -> Ranking:
     return ranking
 
 
-def _by_seed(family: str, runs: pd.DataFrame) -> dict[object, float]:
-    """Confirm index -> test accuracy. Runs stored without their index (older releases)
-    get keys of their own family, so they never pair with another family's."""
-    return {(int(index) if not pd.isna(index) else (family, i)): float(accuracy)
-            for i, (index, accuracy) in enumerate(zip(runs["confirm_index"],
-                                                      runs["test_accuracy"]))}
+def spent_budgets(trials: pd.DataFrame) -> dict[str, int]:
+    """Search trials each family spent: finished, pruned, diverged or failed by its own
+    error (a trial failed by a dead worker or a stop was re-run, and counts once)."""
+    search = trials[trials["role"] == "search"]
+    if "spent" in search:
+        search = search[search["spent"].astype(bool)]
+    return {str(f): int(n) for f, n in search.groupby("family").size().items() if f}
+
+
+def _standing(family: str, picks: pd.DataFrame, runs: pd.DataFrame) -> Standing:
+    """A family's standing from its picks (one per repeat) and their confirm runs."""
+    picks = picks.sort_values("val_accuracy", ascending=False)
+    top = picks.iloc[0]
+    runs = runs.dropna(subset=["test_accuracy"])
+    units = selection.by_unit(_by_seed(family, runs))
+    curses = {"val": [], "test": []}
+    for pick in picks.to_dict("records"):
+        mine = runs[runs["confirm_of"] == pick["number"]]
+        if len(mine):
+            curses["val"].append(pick["val_accuracy"] - float(mine["val_accuracy"].mean()))
+            curses["test"].append(pick["test_accuracy"] - float(mine["test_accuracy"].mean()))
+    return Standing(family, int(top["number"]), top["params"] or "(fixed)",
+                    float(picks["val_accuracy"].mean()), float(picks["test_accuracy"].mean()),
+                    stats.mean_ci(list(units.values())), units, picks=len(picks),
+                    confirm_runs=len(runs),
+                    curse_val=float(np.mean(curses["val"])) if curses["val"] else math.nan,
+                    curse_test=float(np.mean(curses["test"])) if curses["test"] else math.nan)
+
+
+def _by_seed(family: str, runs: pd.DataFrame) -> dict[tuple[object, object], float]:
+    """(repeat, confirm index) -> test accuracy. Runs stored without their index (older
+    releases) get keys of their own family, so they never pair with another family's."""
+    repeats = runs["repeat"] if "repeat" in runs else pd.Series([pd.NA] * len(runs))
+    return {(None if pd.isna(repeat) else int(repeat),
+             int(index) if not pd.isna(index) else (family, i)): float(accuracy)
+            for i, (repeat, index, accuracy) in enumerate(zip(repeats, runs["confirm_index"],
+                                                              runs["test_accuracy"]))}
 
 
 def _ordered(standings: list[Standing]) -> list[Standing]:
@@ -141,53 +183,26 @@ def _ordered(standings: list[Standing]) -> list[Standing]:
 
 
 def _pair(a: Standing, b: Standing) -> tuple[list[float], list[float]]:
-    common = sorted(set(a.runs) & set(b.runs))
+    common = sorted(set(a.runs) & set(b.runs), key=repr)
     return [a.runs[i] for i in common], [b.runs[i] for i in common]
-
-
-def _confirm_p(best: Standing, other: Standing) -> tuple[float, str]:
-    x, y = _pair(best, other)
-    if len(x) >= 2 and len(x) == max(len(best.runs), len(other.runs)):
-        differences = np.subtract(x, y)
-        if np.all(differences == differences[0]):  # no spread: the t statistic is undefined
-            return (1.0 if differences[0] == 0 else 0.0), "paired t-test"
-        return float(scipy_stats.ttest_rel(x, y).pvalue), "paired t-test"
-    return stats.welch_p(list(best.runs.values()), list(other.runs.values())), "Welch t-test"
-
-
-def _search_p(ranking: Ranking, best: Standing, other: Standing) -> tuple[float, str]:
-    se = math.hypot(ranking.standard_error(best.score), ranking.standard_error(other.score))
-    if not se or math.isnan(se):
-        return (1.0 if best.score == other.score else math.nan), "two-proportion z-test"
-    z = (best.score - other.score) / se
-    return float(2 * scipy_stats.norm.sf(abs(z))), "two-proportion z-test"
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm's step-down adjustment; NaN stays NaN and is not counted as a comparison."""
-    order = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
-    adjusted = [math.nan] * len(p_values)
-    running, m = 0.0, len(order)
-    for rank_, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (m - rank_) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def _test_against_best(ranking: Ranking) -> None:
     ranked = ranking.ranked
     if not ranked:
         return
-    best, others = ranked[0], ranked[1:]
-    raw = []
-    for other in others:
-        p, test = (_confirm_p(best, other) if ranking.basis == "confirm"
-                   else _search_p(ranking, best, other))
-        raw.append(p)
-        other.test = test
-    for other, p in zip(others, holm(raw)):
-        other.p_vs_best = p
-        other.tied_with_best = math.isnan(p) or p >= ALPHA
+    if ranking.basis == "confirm":
+        result = selection.block_test({s.family: s.runs for s in ranked})
+        name = f"{selection.PROCEDURE} (blocks: {ranking.unit}s)"
+    else:
+        result = selection.single_run_test(
+            {s.family: s.score for s in ranked},
+            {s.family: ranking.standard_error(s.score) for s in ranked})
+        name = f"{selection.PROCEDURE} (single runs, binomial errors)"
+    for s in ranked:
+        s.p_vs_best = result.p_values.get(s.family, math.nan)
+        s.tied_with_best = result.tied(s.family)
+        s.test = name if s.family != result.best else ""
 
 
 def _against_baseline(ranking: Ranking) -> None:

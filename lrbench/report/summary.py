@@ -17,7 +17,7 @@ import pandas as pd
 
 from lrbench.errors import UserError
 from lrbench.report import ranking as ranking_module
-from lrbench.report import stats
+from lrbench.report import selection, stats
 from lrbench.report.frames import ReportFrames, best_per_family, completed, time_to_target
 from lrbench.sweep import config as config_module
 from lrbench.sweep.storage import DEFAULT_JOURNAL
@@ -70,9 +70,11 @@ class LeaderRow:
 
     @property
     def curse(self) -> str:
-        """Search test accuracy minus the confirm mean, in points."""
-        gap = self.standing.search_confirm_gap if self.standing else math.nan
-        return "–" if math.isnan(gap) else f"{100 * gap:+.2f}"
+        """The winner's curse in points: on validation (what selected), then on test."""
+        s = self.standing
+        if s is None or math.isnan(s.curse_val):
+            return "–"
+        return f"{100 * s.curse_val:+.2f} / {100 * s.curse_test:+.2f}"
 
 
 @dataclass
@@ -166,7 +168,8 @@ def _notes(frames: ReportFrames, best: pd.DataFrame) -> list[str]:
 
 def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
             fixed_only: bool = False) -> str:
-    """The page's answer, in the ranking's order; never "wins" for a tie."""
+    """The page's answer, in the ranking's order; never "wins" for a tie. It states the
+    protocol and budget it rests on, and what its intervals cover."""
     if ranking.basis == "none":
         counts = trials["status"].value_counts() if len(trials) else pd.Series(dtype=int)
         states = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
@@ -180,6 +183,7 @@ def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
         text = _confirm_verdict(study, ranking)
     else:
         text = _search_verdict(study, ranking, fixed_only)
+    text += " " + budget_text(ranking, fixed_only)
     base = ranking.baseline
     if base is not None and base is not top and top.vs_baseline is not None:
         gap = top.vs_baseline
@@ -197,6 +201,57 @@ def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
     elif base is not None and base is top:
         text += " Constant LR itself is at the top: no schedule beat a well-chosen constant LR."
     return text
+
+
+VERDICT_COLUMNS = ("family", "protocol", "budget", "repeats", "seeds", "score", "ci_low",
+                   "ci_high", "p_vs_best", "tied_with_best", "gap_vs_constant", "gap_ci_low",
+                   "gap_ci_high", "curse_val", "curse_test")
+
+
+def verdict_frame(ranking: ranking_module.Ranking) -> pd.DataFrame:
+    """The verdict's numbers, one row per ranked family (``verdict-<study>.csv``).
+
+    ``budget``: search trials per repeat; ``seeds``: confirm runs per pick (per repeat);
+    ``score`` and its CI: over the ranking's units (repeats, else seeds); gaps and curses
+    in accuracy (fractions, like score).
+    """
+    rows = []
+    for s in ranking.ranked:
+        score = s.confirm if ranking.basis == "confirm" else stats.Interval(s.score, math.nan, 1)
+        gap = s.vs_baseline
+        rows.append({
+            "family": s.family, "protocol": ranking.protocol,
+            "budget": ranking.budgets.get(s.family, 0) // ranking.repeats,
+            "repeats": ranking.repeats,
+            "seeds": s.confirm_runs // max(1, s.picks) if ranking.basis == "confirm" else 0,
+            "score": s.score, "ci_low": score.mean - score.half_width,
+            "ci_high": score.mean + score.half_width, "p_vs_best": s.p_vs_best,
+            "tied_with_best": s.tied_with_best,
+            "gap_vs_constant": gap.mean if gap else math.nan,
+            "gap_ci_low": gap.mean - gap.half_width if gap else math.nan,
+            "gap_ci_high": gap.mean + gap.half_width if gap else math.nan,
+            "curse_val": s.curse_val, "curse_test": s.curse_test})
+    return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
+
+
+def budget_text(ranking: ranking_module.Ranking, fixed_only: bool = False) -> str:
+    """The budget the ranking rests on: equal by protocol, or what the sampler spent."""
+    budgets = {s.family: ranking.budgets.get(s.family, 0) for s in ranking.standings}
+    if ranking.protocol == "compare":
+        per_repeat = sorted({n // ranking.repeats for n in budgets.values()})
+        each = "/".join(map(str, per_repeat))
+        return (f"Protocol compare: every family had {each} search trials in each of "
+                f"{ranking.repeats} independent tuning{'s' if ranking.repeats > 1 else ''} "
+                f"(pruned, diverged and failed trials count), so the ranking holds at that "
+                f"budget; the budget figure shows whether it holds at smaller ones.")
+    if fixed_only:
+        return "Protocol search: every run was listed in the sweep file."
+    spent = ", ".join(f"{f} {n}" for f, n in sorted(budgets.items(), key=lambda kv: -kv[1]))
+    if len(set(budgets.values())) <= 1:
+        return f"Protocol search: each family had {next(iter(budgets.values()), 0)} trials."
+    return (f"Protocol search: the sampler spent unequal budgets ({spent} trials), so this "
+            f"ranking partly follows where it looked; protocol = \"compare\" gives every "
+            f"family the same budget and repeats the tuning.")
 
 
 def _one_family_verdict(study: str, ranking: ranking_module.Ranking) -> str:
@@ -219,12 +274,22 @@ def _one_family_verdict(study: str, ranking: ranking_module.Ranking) -> str:
 def _tie_text(ranking: ranking_module.Ranking) -> str:
     tied = ranking.tied
     others = [f for f in tied if f != tied[0]]
-    test = next((s.test for s in ranking.ranked[1:] if s.test), "")
+    how = (f"{selection.PROCEDURE}, which holds its {100 * ranking_module.ALPHA:g}% error "
+           f"rate although the best is picked from the same data")
     if not others:
-        return (f"every other family is below it ({test}s against the best, Holm-corrected, "
-                f"p < {ranking_module.ALPHA:g})")
+        return f"every other family is below it ({how})"
     return (f"{', '.join(others)} {'is' if len(others) == 1 else 'are'} not distinguishable "
-            f"from it ({test}s against the best, Holm-corrected, p ≥ {ranking_module.ALPHA:g})")
+            f"from it ({how})")
+
+
+def interval_text(ranking: ranking_module.Ranking, standing: ranking_module.Standing) -> str:
+    """What a confirm interval is over, and which sources of variance it covers."""
+    if ranking.unit == "repeat":
+        seeds = standing.confirm_runs // max(1, standing.confirm.n)
+        return (f"mean ± 95% CI over {standing.confirm.n} repeats of the tuning × {seeds} "
+                f"seeds each; it covers the tuning's variance and the seeds'")
+    return (f"mean ± 95% CI over {standing.confirm.n} seeds of one tuning's pick; it covers "
+            f"seed noise only, and another tuning could pick another configuration")
 
 
 def _confirm_verdict(study: str, ranking: ranking_module.Ranking) -> str:
@@ -232,15 +297,20 @@ def _confirm_verdict(study: str, ranking: ranking_module.Ranking) -> str:
     ties = [f for f in ranking.tied if f != top.family]
     lead = (f"{top.family} is best in study {study}" if not ties
             else f"No single winner in study {study}: {top.family} has the highest mean")
-    text = (f"{lead}: test accuracy {top.confirm.text()}% (mean ± 95% CI over "
-            f"{top.confirm.n} seeds), and {_tie_text(ranking)}.")
+    text = (f"{lead}: test accuracy {top.confirm.text()}% ({interval_text(ranking, top)}), "
+            f"and {_tie_text(ranking)}.")
     if ties and len(ties) + 1 == len(ranking.ranked):
-        text += (f" With {ranking.seeds} seeds per family, this study cannot rank its "
-                 f"families: run `lrbench confirm {study} --seeds N` with more seeds.")
-    gap = top.search_confirm_gap
-    if not math.isnan(gap) and gap > 0:
-        text += (f" Its search run measured {_pct(top.search_test)} test accuracy, "
-                 f"{100 * gap:.2f} points above its mean on fresh seeds: the winner's curse.")
+        more = ("--seeds N with more seeds, or more --repeats" if ranking.unit == "repeat"
+                else "--seeds N with more seeds")
+        text += (f" With {ranking.seeds} {ranking.unit}s per family, this study cannot rank "
+                 f"its families: run `lrbench confirm {study}` with {more}.")
+    if not math.isnan(top.curse_val):
+        text += (f" Its search pick{'s' if top.picks > 1 else ''} measured "
+                 f"{100 * top.curse_val:+.2f} points of validation accuracy (the metric that "
+                 f"selected {'them' if top.picks > 1 else 'it'}) and "
+                 f"{100 * top.curse_test:+.2f} points of test accuracy against "
+                 f"{'their' if top.picks > 1 else 'its'} mean on fresh seeds: the winner's "
+                 f"curse.")
     return text
 
 

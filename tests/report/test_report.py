@@ -20,7 +20,7 @@ from conftest import CONFIRM_SEEDS as SEEDS
 from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
-from scipy import stats as scipy_stats
+from tukey_reference import tukey_block_p
 
 from lrbench.errors import UserError
 from lrbench.report import build, plots, stats, summary
@@ -244,23 +244,19 @@ def test_verdict_with_confirm_runs_gives_interval_and_test(
     assert means == sorted(means, reverse=True)
     assert [r.family for r in smoke.leaderboard] == plots.family_order(
         frames.study("smoke").trials)
-    # each family against the best: a paired t-test over the confirm seeds (run i of every
-    # family shares batch order i), Holm-corrected, recomputed here with scipy
+    # each family against the best: Tukey's HSD with the confirm seeds as blocks (run i of
+    # every family shares batch order i), recomputed here with statsmodels and scipy
     runs = frames.study("smoke").trials.query("role == 'confirm'")
     by_family = {f: g.sort_values("confirm_index")["test_accuracy"].tolist()
                  for f, g in runs.groupby("family")}
     best = smoke.leaderboard[0].family
-    raw = {f: scipy_stats.ttest_rel(by_family[best], xs).pvalue
-           for f, xs in by_family.items() if f != best}
-    ordered = sorted(raw, key=raw.get)
-    holm, running = {}, 0.0
-    for i, family in enumerate(ordered):
-        running = max(running, min(1.0, (len(ordered) - i) * raw[family]))
-        holm[family] = running
+    expected = tukey_block_p(by_family)
     for row in smoke.leaderboard[1:]:
-        assert row.standing.p_vs_best == pytest.approx(holm[row.family])
-        assert row.standing.tied_with_best == (holm[row.family] >= 0.05)
-    assert f"over {SEEDS} seeds" in smoke.verdict and "paired t-tests" in smoke.verdict
+        assert row.standing.p_vs_best == pytest.approx(expected[row.family], rel=1e-9)
+        assert row.standing.tied_with_best == (expected[row.family] >= 0.05)
+    assert f"over {SEEDS} seeds of one tuning's pick" in smoke.verdict
+    assert "Tukey's HSD against the best" in smoke.verdict
+    assert "covers seed noise only" in smoke.verdict
     assert "wins" not in smoke.verdict
     tied = [r.family for r in smoke.leaderboard if r.standing.tied_with_best]
     if len(tied) > 1:
