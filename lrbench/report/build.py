@@ -69,7 +69,9 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
     chosen = [targets_for(one, targets) for one in ones]
     jobs = [_study_jobs(one, out_dir / "figures", study_targets, top_k)
             for one, (study_targets, _) in zip(ones, chosen)]
-    comparisons = [_comparison(all_frames, name, members, out_dir, report)
+    lowest = {one.studies[0].name: min(study_targets) for one, (study_targets, _)
+              in zip(ones, chosen)}
+    comparisons = [_comparison(all_frames, name, members, out_dir, report, lowest)
                    for name, members in compare.groups(all_frames).items()]
     drawn = iter(draw_in_parallel([*(job for _, figure_jobs in comparisons
                                      for job in figure_jobs),
@@ -81,8 +83,8 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
     views = []
     for one, (study_targets, target_note), study_jobs in zip(ones, chosen, jobs):
         info = one.studies[0]
-        intervals, *figures = [next(drawn) for _ in study_jobs]
-        report.figures += [f.path for f in (intervals, *figures) if f.path is not None]
+        intervals, budgets, *figures = [next(drawn) for _ in study_jobs]
+        report.figures += [f.path for f in (intervals, budgets, *figures) if f.path is not None]
         study_summary = summary.summarise(one, study_targets)
         study_summary.target_note = target_note
         report.studies.append(study_summary)
@@ -96,6 +98,7 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
             edges=[] if summary.is_fixed_only(one) else _edge_texts(one),
             reproduction=summary.reproduction(one) if _is_tutorial(one) else [],
             figures=[_view(f) for f in figures], intervals=_view(intervals),
+            budgets=_view(budgets),
             provenance=summary.provenance(one), commands=summary.reproduce_commands(one),
             batched=bool(len(one.trials)) and (one.trials["engine"] == "batched").any()))
     report.index.write_text(html.render(views, location, report.warnings,
@@ -104,14 +107,16 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
 
 
 def _comparison(frames: ReportFrames, name: str, members: list[compare.Workload],
-                out_dir: Path, report: Report
+                out_dir: Path, report: Report, targets: dict[str, float]
                 ) -> tuple[html.ComparisonView, list[Callable[[], plots.Figure]]]:
-    """One comparison's table and CSVs, and its two figures, undrawn."""
+    """One comparison's table and CSVs, and its two figures, undrawn. The profiles time
+    each workload's lowest time-to-target target."""
     table = compare.standings(frames, members)
-    curves, scores = compare.profiles(table)
+    times = compare.times_to_target(frames, members, targets)
+    curves, scores = compare.profiles(times)
     budgets = compare.budgets(frames, members)
     stem = plots.slug(name)
-    for kind, df in (("comparison", table), ("budgets", budgets)):
+    for kind, df in (("comparison", table), ("budgets", budgets), ("times", times)):
         path = out_dir / f"{kind}-{stem}.csv"
         df.to_csv(path, index=False)
         report.csvs.append(path)
@@ -141,6 +146,7 @@ def _study_jobs(one: ReportFrames, folder: Path, targets: tuple[float, ...],
     if summary.is_fixed_only(one):
         figures = [job for job in figures if job.func not in plots.SEARCH_FIGURES]
     return [partial(plots.verdict_intervals, one, folder / f"{prefix}-00-verdict.png"),
+            partial(compare_plots.study_budgets, one, folder / f"{prefix}-00-budgets.png"),
             *figures]
 
 

@@ -6,31 +6,31 @@ studies that share families but differ in data set or model, this module lines t
 - ``standings``: each family's rank and score per workload, from each study's own
   ranking (``report.ranking``: the confirm mean where the study has confirm runs, else
   the best search run's validation accuracy);
-- ``profiles``: AlgoPerf-style performance profiles. For a tolerance tau (accuracy
-  points), a family's profile is the fraction of workloads where its score is within tau
-  of that workload's best; a family never run on a workload is never within. Its score
-  is the area under the profile over [0, ``tau_max``], normalised to 0..1 (1: best on
-  every workload);
-- ``budgets``: tuning-budget curves (DeepOBS's tuneability, Crowded Valley's budgets):
-  the expected best validation accuracy after n trials of a family, with its 10-90%
-  band, computed exactly from the bootstrap distribution of the family's completed
-  search trials (the maximum of n draws with replacement). TPE's trials are not
-  independent draws, so read it as what n trials like these give, not as a forecast.
+- ``profiles``: AlgoPerf's performance profiles. On each workload, a family's time is the
+  epochs its runs need to reach that workload's target (the median over its confirm runs,
+  else over its search picks; never reached: infinite), and its ratio is that time over
+  the fastest family's. Its profile at tau is the fraction of workloads where its ratio is
+  at most tau, for tau in [1, ``R_MAX``]; its score is the exact area under that step
+  function, scaled to 0..1. ``R_MAX`` is fixed, so one family's presence cannot move
+  another's score except by being fastest somewhere;
+- ``budgets``: tuning-budget curves per workload (``report.budget``): the expected best
+  validation accuracy after n of a family's spent trials.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from lrbench.report.frames import ReportFrames, completed
+from lrbench.report import budget
+from lrbench.report.frames import ReportFrames, time_to_target
 from lrbench.report.ranking import rank
 
-TAUS = 101  # points of each profile
-BAND = (0.1, 0.9)  # the tuning-budget band's quantiles
+R_MAX = 4.0  # AlgoPerf's largest time ratio: slower than 4x the fastest scores nothing
 
 
 @dataclass(frozen=True)
@@ -77,51 +77,54 @@ def standings(frames: ReportFrames, found: list[Workload]) -> pd.DataFrame:
                                        "tied_with_best", "confirm_mean", "seeds"])
 
 
-def profiles(table: pd.DataFrame, tau_max: float | None = None) -> tuple[pd.DataFrame,
-                                                                         pd.Series]:
-    """Performance profiles (family, tau, fraction) and each family's area score, best
-    first. ``tau_max`` defaults to the largest gap to a workload's best (at least 1 point).
-    """
-    if table.empty:
-        return pd.DataFrame(columns=["family", "tau", "fraction"]), pd.Series(dtype=float)
-    best = table.groupby("study")["score"].transform("max")
-    gaps = table.assign(gap=best - table["score"])
-    studies = gaps["study"].nunique()
-    top = float(gaps["gap"].max()) if tau_max is None else tau_max
-    taus = np.linspace(0.0, max(top, 0.01), TAUS)
+def times_to_target(frames: ReportFrames, found: list[Workload],
+                    targets: dict[str, float]) -> pd.DataFrame:
+    """(study, workload, family, target, epochs): epochs to each workload's target, the
+    median over the family's confirm runs (else its search picks); inf when not reached."""
     rows = []
-    for family, mine in gaps.groupby("family"):
-        within = (mine["gap"].to_numpy()[None, :] <= taus[:, None] + 1e-12).sum(axis=1)
-        rows += [{"family": family, "tau": t, "fraction": w / studies}
+    for workload in found:
+        one = frames.study(workload.study)
+        target = targets[workload.study]
+        reached = time_to_target(one, (target,))
+        for family, runs in reached.groupby("family"):
+            confirm = runs[runs["role"] == "confirm"]
+            chosen = confirm if len(confirm) else runs[runs["role"] == "search"]
+            epochs = chosen["epoch"].fillna(math.inf).to_numpy(dtype=float)
+            rows.append({"study": workload.study, "workload": workload.label,
+                         "family": family, "target": target,
+                         "epochs": float(np.median(epochs)) if len(epochs) else math.inf})
+    return pd.DataFrame(rows, columns=["study", "workload", "family", "target", "epochs"])
+
+
+def profiles(times: pd.DataFrame, r_max: float = R_MAX) -> tuple[pd.DataFrame, pd.Series]:
+    """AlgoPerf's performance profiles (family, tau, fraction) from ``times_to_target``,
+    and each family's score, best first: the exact area under its profile over
+    [1, r_max], divided by r_max - 1. A family not run on a workload never reaches it."""
+    if times.empty:
+        return pd.DataFrame(columns=["family", "tau", "fraction"]), pd.Series(dtype=float)
+    fastest = times.groupby("study")["epochs"].transform("min")
+    ratio = (times["epochs"] / fastest).where(np.isfinite(fastest), math.inf)
+    ratios = times.assign(ratio=ratio.fillna(math.inf))
+    workloads = ratios["study"].nunique()
+    finite = ratios["ratio"][np.isfinite(ratios["ratio"]) & (ratios["ratio"] <= r_max)]
+    taus = np.unique(np.concatenate([[1.0, r_max], finite.to_numpy(dtype=float)]))
+    rows, scores = [], {}
+    for family, mine in ratios.groupby("family"):
+        r = mine["ratio"].to_numpy(dtype=float)
+        within = (r[None, :] <= taus[:, None] + 1e-12).sum(axis=1)
+        rows += [{"family": family, "tau": t, "fraction": w / workloads}
                  for t, w in zip(taus, within)]
-    curves = pd.DataFrame(rows)
-    scores = curves.groupby("family")["fraction"].mean().sort_values(ascending=False)
-    return curves, scores
-
-
-def expected_best(values: np.ndarray, n: int) -> tuple[float, float, float]:
-    """The maximum of ``n`` draws with replacement from ``values``: its mean and its
-    ``BAND`` quantiles, exactly (P(max <= v_(i)) = (i/m)^n over the sorted values)."""
-    v = np.sort(values)
-    m = len(v)
-    cdf = (np.arange(1, m + 1) / m) ** n
-    mean = float(np.sum(v * np.diff(np.concatenate([[0.0], cdf]))))
-    low, high = (float(v[np.searchsorted(cdf, q - 1e-12)]) for q in BAND)
-    return mean, low, high
+        counted = r[r <= r_max]
+        scores[family] = float(np.sum(r_max - np.maximum(counted, 1.0))
+                               / ((r_max - 1) * workloads))
+    return pd.DataFrame(rows), pd.Series(scores).sort_values(ascending=False, kind="stable")
 
 
 def budgets(frames: ReportFrames, found: list[Workload]) -> pd.DataFrame:
-    """Tuning-budget curves: (study, workload, family, n, expected, low, high), n from 1 to
-    the family's own number of completed trials (beyond it would be extrapolation)."""
-    rows = []
-    for workload in found:
-        done = completed(frames.study(workload.study).trials).dropna(subset=["val_accuracy"])
-        for family, runs in done.groupby("family"):
-            values = runs["val_accuracy"].to_numpy(dtype=float)
-            for n in range(1, len(values) + 1):
-                mean, low, high = expected_best(values, n)
-                rows.append({"study": workload.study, "workload": workload.label,
-                             "family": family, "n": n, "expected": mean, "low": low,
-                             "high": high, "trials": len(values)})
-    return pd.DataFrame(rows, columns=["study", "workload", "family", "n", "expected", "low",
-                                       "high", "trials"])
+    """Tuning-budget curves (``budget.curves``) of every workload, one frame."""
+    tables = [budget.curves(frames.study(w.study).trials).assign(study=w.study,
+                                                                 workload=w.label)
+              for w in found]
+    columns = ["study", "workload", *budget.COLUMNS]
+    return pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(
+        columns=columns)

@@ -12,11 +12,14 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from lrbench.report import budget, compare
+from lrbench.report.frames import ReportFrames
 from lrbench.report.plots import (
     NO_COMPLETED,
     WIDTH,
     Figure,
     family_markers,
+    family_order,
     family_palette,
     legend_above,
     legend_marker,
@@ -30,10 +33,13 @@ def performance_profiles(curves: pd.DataFrame, scores: pd.Series, path: Path) ->
     if len(scores) < 2:
         return Figure(None, title, "", "a profile compares families: this comparison has "
                                        f"{len(scores)} with results")
-    caption = ("For each tolerance tau (x, accuracy points), the fraction of workloads on "
-               "which a family's score is within tau of that workload's best (AlgoPerf's "
-               "performance profiles; higher and further left is better). Legend: families "
-               "by the area under their profile, scaled to 0-1.")
+    caption = ("AlgoPerf's performance profiles: for each ratio tau (x), the fraction of "
+               "workloads on which a family reached the workload's target (its lowest "
+               "time-to-target target) within tau times the fastest family's epochs (median "
+               "over its confirm runs, else its search picks). Higher and further left is "
+               "better; a family that never reached a target stays below 1. Legend: the "
+               f"exact area under each profile over [1, {compare.R_MAX:g}], scaled to 0-1 "
+               "(AlgoPerf's score).")
     return Figure(render(_draw_profiles, path, curves, scores), title, caption)
 
 
@@ -43,13 +49,19 @@ def _draw_profiles(curves: pd.DataFrame, scores: pd.Series) -> Any:
     fig, ax = plt.subplots(figsize=(WIDTH, 4.2))
     for family in order:
         mine = curves[curves["family"] == family]
-        ax.step(100 * mine["tau"], mine["fraction"], where="post", color=palette[family],
+        ax.step(mine["tau"], mine["fraction"], where="post", color=palette[family],
                 marker=markers[family], markevery=max(1, len(mine) // 6), linewidth=1.5,
                 label=f"{family} ({scores[family]:.2f})")
-    ax.set(xlabel="tau: points below the workload's best", ylabel="fraction of workloads",
-           ylim=(-0.03, 1.03))
+    ax.set(xlabel="tau: epochs to target over the fastest family's",
+           ylabel="fraction of workloads", ylim=(-0.03, 1.03), xlim=(1, compare.R_MAX))
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize="small")
     return fig
+
+
+def study_budgets(frames: ReportFrames, path: Path) -> Figure:
+    """One study's tuning-budget curves (a comparison's figure, with one panel)."""
+    table = budget.curves(frames.trials).assign(workload=frames.studies[0].name)
+    return tuning_budgets(table, family_order(frames.trials), path)
 
 
 def tuning_budgets(table: pd.DataFrame, order: list[str], path: Path) -> Figure:
@@ -58,9 +70,11 @@ def tuning_budgets(table: pd.DataFrame, order: list[str], path: Path) -> Figure:
     if table.empty:
         return Figure(None, title, "", NO_COMPLETED)
     caption = ("The expected best validation accuracy after n search trials of a family "
-               "(line) and its 10-90% band, from the exact bootstrap distribution of the "
-               "family's completed trials; each curve stops at the family's own trial count. "
-               "A family whose curve rises late needs more tuning to show its best.")
+               "(line) and its 10-90% band (Dodge et al. 2019), from the exact bootstrap "
+               "distribution of every trial the family spent: pruned ones at the accuracy "
+               "they were stopped at, diverged ones at theirs, failed ones at 0. Under the "
+               "compare protocol, the mean over repeats of each tuning's curve, up to the "
+               "budget. A family whose curve rises late needs more tuning to show its best.")
     drawn = render(_draw_budgets, path, table, [f for f in order if f in set(table["family"])])
     return Figure(drawn, title, caption)
 

@@ -41,6 +41,7 @@ class StudyView:
     commands: list[str]
     batched: bool = False  # some trials trained in a batch: their seconds are shared
     intervals: FigureView | None = None  # the verdict's figure, under the leaderboard
+    budgets: FigureView | None = None  # the verdict's budget curves, beside it
 
 
 @dataclass

@@ -16,8 +16,8 @@ from typing import Any
 import pandas as pd
 
 from lrbench.errors import UserError
+from lrbench.report import budget, selection, stats
 from lrbench.report import ranking as ranking_module
-from lrbench.report import selection, stats
 from lrbench.report.frames import ReportFrames, best_per_family, completed, time_to_target
 from lrbench.sweep import config as config_module
 from lrbench.sweep.storage import DEFAULT_JOURNAL
@@ -88,6 +88,7 @@ class StudySummary:
     ranking: ranking_module.Ranking = field(
         default_factory=lambda: ranking_module.Ranking("none", []))
     target_note: str = ""  # how the targets were chosen
+    budget_note: str = ""  # the protocol and the budgets the ranking rests on
 
 
 def _pct(value: float) -> str:
@@ -130,7 +131,9 @@ def summarise(frames: ReportFrames, targets: tuple[float, ...]) -> StudySummary:
     summary = StudySummary(info.name, targets, rows, "", ranking=ranking,
                            has_confirm=any(s.confirm.n for s in ranking.standings))
     summary.notes = _notes(frames, best_per_family(trials) if len(trials) else trials)
-    summary.verdict = verdict(info.name, ranking, trials, fixed_only=is_fixed_only(frames))
+    fixed_only = is_fixed_only(frames)
+    summary.verdict = verdict(info.name, ranking, trials, fixed_only=fixed_only)
+    summary.budget_note = budget_text(ranking, fixed_only, trials) if ranking.standings else ""
     return summary
 
 
@@ -183,7 +186,7 @@ def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
         text = _confirm_verdict(study, ranking)
     else:
         text = _search_verdict(study, ranking, fixed_only)
-    text += " " + budget_text(ranking, fixed_only)
+    text += " " + budget_text(ranking, fixed_only, trials)
     base = ranking.baseline
     if base is not None and base is not top and top.vs_baseline is not None:
         gap = top.vs_baseline
@@ -234,24 +237,36 @@ def verdict_frame(ranking: ranking_module.Ranking) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(VERDICT_COLUMNS))
 
 
-def budget_text(ranking: ranking_module.Ranking, fixed_only: bool = False) -> str:
-    """The budget the ranking rests on: equal by protocol, or what the sampler spent."""
+def budget_text(ranking: ranking_module.Ranking, fixed_only: bool = False,
+                trials: pd.DataFrame | None = None) -> str:
+    """The budget the ranking rests on: equal by protocol, or what the sampler spent; and
+    the smaller budget at which the families' order by expected best would change."""
     budgets = {s.family: ranking.budgets.get(s.family, 0) for s in ranking.standings}
+    change = ""
+    if trials is not None and len(budgets) > 1 and not fixed_only:
+        order, differs = budget.ranking_change(budget.curves(trials))
+        if order:
+            change = (f" By expected best validation accuracy after n trials (Dodge et al. "
+                      f"2019), the order at the full budget is {' > '.join(order)}; "
+                      + (f"with {differs} trial{'s' if differs > 1 else ''} per family or "
+                         f"fewer it differs (budget figure)."
+                         if differs else "it is the same at every smaller budget."))
     if ranking.protocol == "compare":
         per_repeat = sorted({n // ranking.repeats for n in budgets.values()})
         each = "/".join(map(str, per_repeat))
         return (f"Protocol compare: every family had {each} search trials in each of "
                 f"{ranking.repeats} independent tuning{'s' if ranking.repeats > 1 else ''} "
-                f"(pruned, diverged and failed trials count), so the ranking holds at that "
-                f"budget; the budget figure shows whether it holds at smaller ones.")
+                f"(pruned, diverged and failed trials count): the ranking holds at that "
+                f"budget.{change}")
     if fixed_only:
         return "Protocol search: every run was listed in the sweep file."
     spent = ", ".join(f"{f} {n}" for f, n in sorted(budgets.items(), key=lambda kv: -kv[1]))
     if len(set(budgets.values())) <= 1:
-        return f"Protocol search: each family had {next(iter(budgets.values()), 0)} trials."
+        return (f"Protocol search: each family had {next(iter(budgets.values()), 0)} "
+                f"trials.{change}")
     return (f"Protocol search: the sampler spent unequal budgets ({spent} trials), so this "
             f"ranking partly follows where it looked; protocol = \"compare\" gives every "
-            f"family the same budget and repeats the tuning.")
+            f"family the same budget and repeats the tuning.{change}")
 
 
 def _one_family_verdict(study: str, ranking: ranking_module.Ranking) -> str:

@@ -3,12 +3,11 @@ tuning-budget curves, checked against numbers worked out by hand; then a suite e
 
 from __future__ import annotations
 
-import itertools
+import math
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -18,32 +17,26 @@ from lrbench.report import compare
 from lrbench.sweep.storage import open_storage
 
 
-def test_expected_best_is_the_exact_bootstrap_maximum() -> None:
-    values = np.array([0.9, 0.1, 0.5])
-    # n = 2 draws with replacement: max is 0.1 w.p. 1/9, 0.5 w.p. 3/9, 0.9 w.p. 5/9
-    mean, low, high = compare.expected_best(values, 2)
-    assert mean == pytest.approx((0.1 * 1 + 0.5 * 3 + 0.9 * 5) / 9)
-    assert (low, high) == (0.1, 0.9)  # P(max <= 0.1) = 1/9 >= 10%; P(max <= 0.5) = 4/9 < 90%
-    draws = [max(pair) for pair in itertools.product(values, repeat=2)]  # all 9 equally likely
-    assert mean == pytest.approx(sum(draws) / len(draws))
-    assert compare.expected_best(values, 1)[0] == pytest.approx(values.mean())
+def times(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"study": s, "workload": s, "family": f, "target": 0.9, "epochs": e}
+                         for s, f, e in rows])
 
 
-def table(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
-    return pd.DataFrame([{"study": s, "workload": s, "family": f, "score": v, "rank": 0,
-                          "basis": "confirm"} for s, f, v in rows])
-
-
-def test_performance_profiles_count_workloads_within_tau() -> None:
-    scores = table([("w1", "a", 0.95), ("w1", "b", 0.92), ("w1", "c", 0.945),
-                    ("w2", "a", 0.90), ("w2", "b", 0.91)])  # c never ran on w2
-    curves, area = compare.profiles(scores, tau_max=0.04)
-    at = {(f, round(t, 4)): v for f, t, v in curves.itertuples(index=False)}
-    assert (at[("a", 0.0)], at[("b", 0.0)], at[("c", 0.0)]) == (0.5, 0.5, 0.0)
-    assert (at[("a", 0.01)], at[("b", 0.01)], at[("c", 0.01)]) == (1.0, 0.5, 0.5)
-    assert at[("b", 0.03)] == 1.0 and at[("c", 0.04)] == 0.5  # c: never within on w2
-    assert list(area.index) == ["a", "b", "c"] and area["a"] > area["b"] > area["c"]
-    assert area["a"] == pytest.approx(curves[curves["family"] == "a"]["fraction"].mean())
+def test_performance_profiles_are_algoperfs_time_ratios_with_a_fixed_r_max() -> None:
+    table = times([("w1", "a", 2.0), ("w1", "b", 3.0), ("w1", "c", 10.0),
+                   ("w2", "a", math.inf), ("w2", "b", 4.0)])  # a missed w2; c never ran it
+    curves, score = compare.profiles(table, r_max=4.0)
+    at = {(f, t): v for f, t, v in curves.itertuples(index=False)}
+    # ratios: w1: a 1, b 1.5, c 5 (> r_max); w2: b 1, a inf, c absent
+    assert (at[("a", 1.0)], at[("b", 1.0)], at[("c", 1.0)]) == (0.5, 0.5, 0.0)
+    assert (at[("a", 1.5)], at[("b", 1.5)], at[("c", 4.0)]) == (0.5, 1.0, 0.0)
+    # the exact area over [1, 4] / 3 / workloads: a: (4 - 1) / 3 / 2; b: (3 + 2.5) / 3 / 2
+    assert score["a"] == pytest.approx(0.5) and score["b"] == pytest.approx(5.5 / 6)
+    assert score["c"] == 0.0 and list(score.index) == ["b", "a", "c"]
+    # a family's presence moves another's score only where it is fastest: c, slower than
+    # 4x everywhere, changes nothing
+    _, without = compare.profiles(table[table["family"] != "c"], r_max=4.0)
+    assert without["a"] == score["a"] and without["b"] == score["b"]
 
 
 @pytest.mark.slow
@@ -58,14 +51,15 @@ def test_a_suite_runs_its_workloads_skips_missing_data_and_is_compared(tmp_path:
                                str(results)], cwd=REPO, capture_output=True, text=True,
                               timeout=600)
 
-    done = lrbench("sweep", "suite", "--trials", "12", "--epochs", "2", "--data-dir",
-                   str(data_dir))
+    # all.toml's compare protocol, as small as it goes: 11 families x 1 trial x 2 repeats
+    done = lrbench("sweep", "suite", "--budget", "1", "--repeats", "2", "--epochs", "2",
+                   "--data-dir", str(data_dir))
     assert done.returncode == 0, done.stderr
     out = " ".join(done.stdout.split())
     assert "skipping suite-all-kmnist (kmnist is not here" in out
     storage = open_storage(str(results / "lrbench.journal"), create=False)
     names = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
-    assert names == {"suite-all-mnist": 12, "suite-all-fashion-mnist": 12}
+    assert names == {"suite-all-mnist": 22, "suite-all-fashion-mnist": 22}
     done = lrbench("confirm", "suite", "--seeds", "2")
     assert done.returncode == 0, done.stderr
     assert "suite-all-kmnist was never swept here" in " ".join(done.stdout.split())
@@ -81,8 +75,11 @@ def test_a_suite_runs_its_workloads_skips_missing_data_and_is_compared(tmp_path:
         assert sorted(mine["rank"]) == list(range(1, len(mine) + 1))
     budgets = pd.read_csv(results / "report" / "budgets-all.csv")
     for _, curve in budgets.groupby(["study", "family"]):
+        # each spent trial counts; a curve runs to the budget per repeat (2 repeats)
         assert curve["expected"].is_monotonic_increasing  # more trials never hurt the best
-        assert list(curve["n"]) == list(range(1, int(curve["trials"].iloc[0]) + 1))
+        assert list(curve["n"]) == list(range(1, int(curve["trials"].iloc[0]) // 2 + 1))
+    times = pd.read_csv(results / "report" / "times-all.csv")
+    assert set(times["study"]) == set(standings["study"]) and (times["epochs"] >= 1).all()
 
 
 def test_a_bad_suite_names_the_file_the_key_and_the_value(tmp_path: Path) -> None:
@@ -100,7 +97,7 @@ def test_a_bad_suite_names_the_file_the_key_and_the_value(tmp_path: Path) -> Non
 def test_a_one_family_comparison_draws_no_profile(tmp_path: Path) -> None:
     from lrbench.report import compare_plots
 
-    curves, scores = compare.profiles(table([("w1", "step", 0.9), ("w2", "step", 0.8)]))
+    curves, scores = compare.profiles(times([("w1", "step", 3.0), ("w2", "step", 2.0)]))
     figure = compare_plots.performance_profiles(curves, scores, tmp_path / "p.png")
     assert not figure.drawn and "1 with results" in figure.note
     assert not (tmp_path / "p.png").exists()

@@ -60,9 +60,10 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> ReportFrames:
     if not (DATA / "MNIST" / "raw").is_dir():
         pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
     results = tmp_path_factory.mktemp("sweep")
-    # --epochs 3: the all file searches warm-up in [0, 2], which needs 3 epochs
+    # --epochs 3: the all file searches warm-up in [0, 2], which needs 3 epochs; the
+    # search protocol: 12 trials over the families, as the sampler spends them
     main(["sweep", "all", "--data-dir", str(DATA), "--results", str(results),
-          "--trials", "12", "--epochs", "3", "--workers", "2"])
+          "--protocol", "search", "--trials", "12", "--epochs", "3", "--workers", "2"])
     loaded = frames_module.load(str(results / "lrbench.journal")).study("all")
     assert loaded.trials["state"].eq("complete").sum() >= 3, loaded.trials
     return with_confirm(loaded)
