@@ -24,6 +24,7 @@ from lrbench.report.plots import (
     legend_above,
     legend_marker,
     render,
+    zoom,
 )
 
 
@@ -74,7 +75,8 @@ def tuning_budgets(table: pd.DataFrame, order: list[str], path: Path) -> Figure:
                "distribution of every trial the family spent: pruned ones at the accuracy "
                "they were stopped at, diverged ones at theirs, failed ones at 0. Under the "
                "compare protocol, the mean over repeats of each tuning's curve, up to the "
-               "budget. A family whose curve rises late needs more tuning to show its best.")
+               "budget. A family whose curve rises late needs more tuning to show its best. "
+               "The axis follows the curves; a band reaching below it is cut at the edge.")
     drawn = render(_draw_budgets, path, table, [f for f in order if f in set(table["family"])])
     return Figure(drawn, title, caption)
 
@@ -95,7 +97,11 @@ def _draw_budgets(table: pd.DataFrame, order: list[str]) -> Any:
                     marker=markers[family], markevery=max(1, len(curve) // 5), linewidth=1.4)
             ax.fill_between(curve["n"], curve["low"], curve["high"], color=palette[family],
                             alpha=0.12, linewidth=0)
-        ax.set(title=workload, xlabel="trials of the family", ylabel="best val accuracy")
+        # The expected values set the axis: a band's low end can sit at chance (a family
+        # with near-chance trials), which squashed every curve into a line.
+        low, high = zoom(pd.concat([mine["expected"], mine["high"]]))
+        ax.set(title=workload, xlabel="trials of the family", ylabel="best val accuracy",
+               ylim=(low, high))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(panels):]:
         ax.set_axis_off()

@@ -37,6 +37,10 @@ PARAM_PREFIX = "param:"
 # seed's FNN lands in 10 epochs, and a stricter one.
 DEFAULT_TARGETS = {"mnist": (0.97, 0.98), "fashion-mnist": (0.85, 0.88), "kmnist": (0.90, 0.95)}
 MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed trials is noise
+# A run that ends below twice chance (10 classes: 20%) trained without learning; runs at
+# 16-19% were counted as neither diverged nor failed before it had a status of its own.
+CHANCE = 0.1
+LEARNED_ABOVE = 2 * CHANCE
 
 STATES = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.FAIL: "fail",
           TrialState.RUNNING: "running", TrialState.WAITING: "waiting"}
@@ -217,6 +221,8 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
     record = record_of(trial) or TrialRecord(status="")
     state = STATES.get(trial.state, trial.state.name.lower())
     status = (record.status or state) if state in ("complete", "pruned") else state
+    if status == "complete" and record.val_accuracy < LEARNED_ABOVE:
+        status = "did not learn"  # trained to the end, yet near chance: say so
     optimizer = config.get("optimizer", {})
     seeds = trained_seeds(trial)
     row = {

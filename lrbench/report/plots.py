@@ -137,7 +137,7 @@ def _done(frames: ReportFrames, role: str = "search",
     return completed(frames.trials, role).dropna(subset=[column])
 
 
-def _zoom(values: pd.Series) -> tuple[float, float]:
+def zoom(values: pd.Series) -> tuple[float, float]:
     """Axis limits for accuracies: from just below the 5% quantile to just above the best.
 
     One bad run at 0.15 would otherwise squash every other family into a line. Under 20
@@ -219,13 +219,18 @@ def accuracy_by_family(frames: ReportFrames, path: Path) -> Figure:
     confirm = _done(frames, "confirm", "test_accuracy")
     order = [f for f in family_order(frames.trials) if f in set(search["family"])]
     confirm = confirm[confirm["family"].isin(order)]
-    low, high = _zoom(pd.concat([search["test_accuracy"], confirm["test_accuracy"]]))
+    low, high = zoom(search["test_accuracy"])
+    if len(confirm):  # every confirm run stays on the axis: they carry the verdict
+        low = min(low, float(confirm["test_accuracy"].min()) - 0.005)
+        high = max(high, float(confirm["test_accuracy"].max()) + 0.0025)
+    clipped = int((search["test_accuracy"] < low).sum())
     caption = (f"Final test accuracy of {len(search)} completed search trials (box: quartiles,"
-               f" dots: trials) and {len(confirm)} confirm runs (black diamonds: the best "
-               "search trial re-trained with fresh seeds). Families ordered by best "
-               "validation accuracy.")
-    note = " ".join(filter(None, [_below(search["test_accuracy"], low, "search trial(s)"),
-                                  _missing(frames, order)]))
+               f" dots: trials) and {len(confirm)} confirm runs (black diamonds: each "
+               "family's search picks re-trained with fresh seeds; all drawn). Families in "
+               "the ranking's order."
+               + (f" {clipped} search trial(s) below {100 * low:.1f}% are drawn at the left "
+                  f"edge as open triangles." if clipped else ""))
+    note = _missing(frames, order)
     drawn = render(_draw_accuracy, path, search, confirm, order, (low, high))
     return Figure(drawn, title, caption, note)
 
@@ -239,8 +244,16 @@ def _draw_accuracy(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str]
         warnings.simplefilter("ignore", MatplotlibDeprecationWarning)
         sns.boxplot(search, hue="family", palette=palette, showfliers=False, width=0.6,
                     boxprops={"alpha": 0.35}, legend=False, **common)
-    sns.stripplot(search, hue="family", palette=palette, size=4, jitter=0.2, linewidth=0.5,
+    inside = search[search["test_accuracy"] >= xlim[0]]
+    sns.stripplot(inside, hue="family", palette=palette, size=4, jitter=0.2, linewidth=0.5,
                   edgecolor="white", legend=False, **common)
+    for y, family in enumerate(order):  # off-scale trials: at the edge, marked, counted
+        n = int(((search["family"] == family) & (search["test_accuracy"] < xlim[0])).sum())
+        if n:
+            ax.plot([xlim[0]] * n, [y] * n, marker="<", markersize=7, linestyle="",
+                    markerfacecolor="white", color=palette[family], clip_on=False)
+            ax.annotate(f"{n}", (xlim[0], y), xytext=(8, 4), textcoords="offset points",
+                        fontsize="x-small", color=palette[family])
     if not confirm.empty:
         sns.stripplot(confirm, color=CONFIRM_COLOUR, marker="D", size=5, jitter=0.08,
                       **common)
@@ -319,7 +332,7 @@ def convergence(frames: ReportFrames, path: Path, top_k: int = 3) -> Figure:
     if curves.empty:
         return Figure(None, title, "", NO_COMPLETED + " with per-epoch curves")
     order = [f for f in family_order(frames.trials) if f in set(curves["family"])]
-    ylim = _zoom(curves["val_accuracy"])
+    ylim = zoom(curves["val_accuracy"])
     caption = (f"The {top_k} best search trials per family (thin; the best bold)"
                + (f" and the mean ± 95% CI over {confirm['number'].nunique()} confirm runs "
                   "(black, band)" if len(confirm) else "; no confirm runs yet")
@@ -505,6 +518,11 @@ def _draw_losses(curves: pd.DataFrame, order: list[str]) -> Any:
     grid.set_titles("{col_name}")
     for ax in grid.axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # Under a decade of range matplotlib labels its minor ticks too ("3x10^-1"), drawn
+        # into the curves: label 1-2-5 steps, short, and no minor tick.
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=6))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _short_number(value)))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     legend_above(grid.figure, [legend_marker("train", "0.3", "o", "-", size=4),
                           Line2D([], [], color="0.3", marker="X", linestyle="--",
                                  markersize=5, label="validation")])
@@ -526,7 +544,7 @@ def sensitivity(frames: ReportFrames, path: Path) -> Figure:
     done = done[done["family"].isin(order)]
     # Each family its own y range: the plot compares values within a family, and one
     # weak family would flatten the others on a shared axis.
-    ylims = {f: _zoom(runs["val_accuracy"]) for f, runs in done.groupby("family")}
+    ylims = {f: zoom(runs["val_accuracy"]) for f, runs in done.groupby("family")}
     off = sum((runs["val_accuracy"] < ylims[f][0]).sum() for f, runs in done.groupby("family"))
     caption = ("Each completed search trial's final validation accuracy against its value of "
                "each parameter the sampler searched, one row per family with its own y range "
@@ -618,9 +636,10 @@ def edge_optima(frames: ReportFrames, margin: float = EDGE_MARGIN) -> pd.DataFra
     """Best-trial values within ``margin`` of their searched range's end (log space for a
     log range): the optimum may lie outside the range, so the page warns about each.
 
-    Only the float parameters of each family's best completed search trial count: an
-    integer range's ends are natural limits (no warm-up, a step every epoch), and with a
-    handful of values every choice sits "near an edge".
+    The float parameters of each family's best completed search trial count near either
+    end. An integer parameter counts only at its top value: its low end is a natural limit
+    (no warm-up, a step every epoch), but its top (warm-up 2 of 0..2) says the best may lie
+    above the range; with a handful of values, "near" an end would be every choice.
     """
     columns = ["family", "param", "value", "low", "high", "edge"]
     if not 0 < margin < 0.5:
@@ -633,8 +652,13 @@ def edge_optima(frames: ReportFrames, margin: float = EDGE_MARGIN) -> pd.DataFra
         raw = frames.params.get((best["study"], "search", best["number"]), {})
         for spec in space[space["family"] == best["family"]].itertuples():
             value = best[PARAM_PREFIX + spec.param]
-            if (isinstance(spec.choices, str) or pd.isna(value) or spec.high <= spec.low
-                    or isinstance(raw.get(spec.param), int)):
+            if isinstance(spec.choices, str) or pd.isna(value) or spec.high <= spec.low:
+                continue
+            if isinstance(raw.get(spec.param), int):
+                if value >= spec.high:
+                    rows.append({"family": best["family"], "param": spec.param,
+                                 "value": float(value), "low": spec.low, "high": spec.high,
+                                 "edge": "high"})
                 continue
             where = _range_position(float(value), spec.low, spec.high, bool(spec.log))
             if where <= margin or where >= 1 - margin:
@@ -665,7 +689,7 @@ def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
                           & frames.trials["state"].isin(["complete", "pruned"])
                           & ~frames.trials["diverged"]].dropna(subset=["val_accuracy"])
     bars = _importance_data(frames, family_order(frames.trials))
-    ylim = _zoom(tried["val_accuracy"])
+    ylim = zoom(tried["val_accuracy"])
     caption = ("Top: each search trial's final validation accuracy by trial number (pruned "
                "trials faint, at the epoch they stopped) and the best so far. "
                + ("Bottom: Optuna's fANOVA parameter importances, over all families (grey) "
@@ -752,7 +776,13 @@ def time_to_target(frames: ReportFrames, path: Path, targets: tuple[float, ...])
     caption = (f"Bars: the first epoch (of {last}) at which each family's best search trial "
                "reached each target; x: never reached."
                + (" Diamonds: the confirm runs' mean epoch over the seeds that reached it "
-                  "(none drawn: no seed did)." if len(confirm) else ""))
+                  "(none drawn: no seed did). Confirm runs that reached each target "
+                  f"({' / '.join(f'{100 * t:g}%' for t in sorted(targets))}): "
+                  + "; ".join(f"{family} " + " / ".join(
+                      f"{int(row.seeds)} of {int(row.runs)}"
+                      for row in confirm[confirm["family"] == family].sort_values("target")
+                      .itertuples()) for family in order if family in set(confirm["family"]))
+                  + "." if len(confirm) else ""))
     note = ("" if search["reached"].any()
             else f"no family's best trial reached {', '.join(map(str, targets))}")
     drawn = render(_draw_targets, path, search, confirm, order, sorted(targets), last)
@@ -767,7 +797,8 @@ def _target_data(frames: ReportFrames,
     search = table[table["role"] == "search"]
     runs = table[table["role"] == "confirm"]
     confirm = (runs.groupby(["family", "target"], as_index=False)
-               .agg(epoch=("epoch", "mean"), reached=("reached", "any")))
+               .agg(epoch=("epoch", "mean"), reached=("reached", "any"),
+                    seeds=("reached", "sum"), runs=("reached", "size")))
     return search, confirm
 
 

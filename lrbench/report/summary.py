@@ -126,7 +126,9 @@ def summarise(frames: ReportFrames, targets: tuple[float, ...]) -> StudySummary:
             standing.search_val, standing.search_test, standing.confirm,
             _to_target_texts(ttt, standing.trial, targets),
             f"{(finished['state'] == 'complete').sum()} done, "
-            f"{(finished['state'] == 'pruned').sum()} pruned",
+            f"{(finished['state'] == 'pruned').sum()} pruned"
+            + (f", {unlearned} did not learn"
+               if (unlearned := int((finished['status'] == 'did not learn').sum())) else ""),
             f"{int(finished['diverged'].sum())} of {len(finished)}", standing))
     summary = StudySummary(info.name, targets, rows, "", ranking=ranking,
                            has_confirm=any(s.confirm.n for s in ranking.standings))

@@ -216,12 +216,24 @@ def write_end(study: optuna.Study, trial_id: int, record: TrialRecord,
     for step, value in enumerate(accuracies):
         storage.set_trial_intermediate_value(trial_id, step, float(value))
     write_record(study, trial_id, record)
+    # Short scalar copies, for tools that show or sort attributes and cut long ones
+    # (optuna-dashboard cuts at 1,024 characters, mid-record): same batch of writes.
+    for key, value in scalar_attrs(record).items():
+        storage.set_trial_user_attr(trial_id, key, value)
     values = None
     if state == TrialState.COMPLETE:
         values = [float(record.val_accuracy)]
     elif state == TrialState.PRUNED and accuracies and math.isfinite(accuracies[-1]):
         values = [float(accuracies[-1])]
     storage.set_trial_state_values(trial_id, state, values)
+
+
+def scalar_attrs(record: TrialRecord) -> dict[str, Any]:
+    """The record's scalar user attributes: its family and test accuracy."""
+    attrs: dict[str, Any] = {"family": record.family}
+    if math.isfinite(record.test_accuracy):
+        attrs["test_accuracy"] = float(record.test_accuracy)
+    return attrs
 
 
 def finished_record(spec: TrialSpec, result: TrialResult, **context: Any) -> TrialRecord:

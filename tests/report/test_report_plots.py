@@ -210,6 +210,23 @@ def test_edge_optima_ignores_a_value_inside_its_log_range(swept: ReportFrames,
     assert edges[(edges["family"] == family) & (edges["param"] == "lr")].empty
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("warmup", "flagged"), [(2, True), (0, False)])
+def test_an_integer_at_the_top_of_its_range_is_flagged_and_at_the_bottom_not(
+        swept: ReportFrames, warmup: int, flagged: bool) -> None:
+    """Warm-up 2 of 0..2 says more warm-up might be better; 0 is no warm-up, a limit."""
+    best = best_per_family(swept.trials).iloc[0]
+    trials = swept.trials.copy()
+    mine = (trials["role"] == "search") & (trials["number"] == best["number"])
+    trials.loc[mine, "param:warmup_epochs"] = warmup
+    key = (best["study"], "search", int(best["number"]))
+    params = {**swept.params, key: {**swept.params[key], "warmup_epochs": warmup}}
+    edges = plots.edge_optima(dataclasses.replace(swept, trials=trials, params=params))
+    row = edges[(edges["family"] == best["family"]) & (edges["param"] == "warmup_epochs")]
+    assert row[["value", "low", "high", "edge"]].values.tolist() == (
+        [[2.0, 0, 2, "high"]] if flagged else [])
+
+
 def test_edge_position_is_measured_in_log_space_for_log_ranges() -> None:
     assert plots._range_position(0.1, 0.01, 1.0, log=True) == pytest.approx(0.5)
     assert plots._range_position(0.1, 0.0, 1.0, log=False) == pytest.approx(0.1)

@@ -94,6 +94,9 @@ def test_records_round_trip_through_a_journal(tmp_path: Path):
     assert got == done
     assert reopened.state == TrialState.COMPLETE and reopened.value == 0.8
     assert reopened.intermediate_values == {0: 0.7, 1: 0.8}  # the dashboard's and pruners' view
+    # short scalars beside the record, for optuna-dashboard to show and sort by
+    assert reopened.user_attrs["family"] == "step"
+    assert reopened.user_attrs["test_accuracy"] == 0.75
 
 
 def test_a_trials_end_is_one_journal_append(tmp_path: Path):
@@ -121,7 +124,8 @@ def test_a_trials_end_is_one_journal_append(tmp_path: Path):
                                  TrialState.COMPLETE)
     finally:
         SafeJournalBackend.append_logs = original
-    assert appends == [3 * (3 + 1 + 1)]  # one write: 3 trials x (3 values, record, state)
+    # one write: 3 trials x (3 values, record, its family as a scalar, state)
+    assert appends == [3 * (3 + 1 + 1 + 1)]
     assert backend._buffer is None
     assert all(t.state == TrialState.COMPLETE for t in study.get_trials())
     assert path.read_bytes().endswith(b"\n")
