@@ -325,7 +325,7 @@ def _print_best(study: optuna.Study) -> None:
         cells = ["-", family, _counts(counted[counted["family"] == family]), "-", "-", "-"]
         table.add_row(*cells, *(["-"] * (len(table.columns) - len(cells))))
     console.print(table)
-    console.print("trials: done/pruned/diverged; vs best: Holm-corrected p against the best "
+    console.print("trials: done/pruned/diverged; vs best: Tukey-adjusted p against the best "
                   "(tied: not distinguishable). Best parameters:", highlight=False)
     for s in ranking.standings:
         console.print(f"  {s.family}: {s.params}", highlight=False, markup=False)
