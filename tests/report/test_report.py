@@ -304,6 +304,21 @@ def test_study_with_only_failed_trials_is_summarised_not_raised(tmp_path: Path) 
     assert any("2 trial(s) failed" in note for note in verdict.notes)
 
 
+def test_a_run_that_ends_near_chance_did_not_learn(tmp_path: Path) -> None:
+    """Runs ending at 16-19% (chance: 10%) were neither diverged nor failed: now a status."""
+    storage = open_storage(str(tmp_path / "lrbench.journal"))
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for accuracy in (0.17, 0.2, 0.9):
+        trial = study.ask()
+        trial.suggest_categorical("schedule", ["step"])
+        record.write_end(study, trial._trial_id,
+                         record.TrialRecord("complete", family="step", val_accuracy=accuracy,
+                                            test_accuracy=accuracy),
+                         TrialState.COMPLETE)
+    trials = frames_module.trials_of(study)
+    assert trials["status"].tolist() == ["did not learn", "complete", "complete"]
+
+
 def test_targets_fit_what_the_study_reached(frames: frames_module.ReportFrames) -> None:
     """The 5,000-image sample tops out below MNIST's 97/98% defaults: every cell said
     "missed". Now the targets come from what the study reached, and the page says how."""
