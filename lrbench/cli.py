@@ -421,7 +421,8 @@ def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.Frozen
     table = Table(title=f"confirm runs — study {study.study_name}")
     for name in ("configuration", "trial", "val acc (search)", "seeds",
                  "test acc % (mean ± 95% CI)", "diverged"):
-        table.add_column(name, justify="left" if name == "configuration" else "right")
+        table.add_column(name, justify="left" if name == "configuration" else "right",
+                         no_wrap=name == "configuration")  # "decay_to_zero r1" on one line
     ordered = sorted(winners.items(), key=lambda item: -(item[1].value or 0))
     for family, best in ordered:
         done = runs.get(best.number, [])

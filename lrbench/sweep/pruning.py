@@ -34,7 +34,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from lrbench.sweep.record import Cell, batched_writes, cell_of
+from lrbench.sweep.record import Cell, batched_writes, cell_of, step_of
 
 if TYPE_CHECKING:  # for annotations only: the engine imports torch, this module need not
     from lrbench.train.batched import EpochRow
@@ -96,7 +96,7 @@ class StackMedian:
 
     def prune(self, step: int, values_so_far: Sequence[float],
               cell: Cell | None = None) -> bool:
-        """Whether a trial with these per-epoch values (steps 0..``step``) is pruned now."""
+        """Whether a trial with these per-epoch values (up to ``step``) is pruned now."""
         completed = self._completed.get(cell, 0)
         if completed == 0 or completed < self.n_startup_trials:
             return False
@@ -113,13 +113,14 @@ class StackMedian:
                trial_ids: Mapping[Hashable, int],
                cells: Mapping[Hashable, Cell | None] | None = None) -> list[Hashable]:
         # Only rows past the warm-up can be pruned: read the study only for them.
-        candidates = [row for row in rows if not row.last and row.epoch >= self.n_warmup_steps]
+        candidates = [row for row in rows
+                      if not row.last and step_of(row.epoch) >= self.n_warmup_steps]
         if not candidates:
             return []
         self.refresh(study)  # one read for the whole stack
         cells = cells or {}
         return [row.key for row in candidates
-                if self.prune(row.epoch, row.curve, cells.get(row.key))]
+                if self.prune(step_of(row.epoch), row.curve, cells.get(row.key))]
 
 
 class StackHyperband:
@@ -204,14 +205,15 @@ class StackHyperband:
     def decide(self, study: optuna.Study, rows: Sequence[EpochRow],
                trial_ids: Mapping[Hashable, int],
                cells: Mapping[Hashable, Cell | None] | None = None) -> list[Hashable]:
-        due = [row for row in rows if not row.last and row.epoch >= self.promotion_step(row.key)]
+        due = [row for row in rows
+               if not row.last and step_of(row.epoch) >= self.promotion_step(row.key)]
         if not due:
             return []
         self.refresh(study)
         pruned, storage, cells = [], study._storage, cells or {}
         with batched_writes(storage):
             for row in due:
-                prune, records = self.prune(row.key, row.epoch, row.val_accuracy,
+                prune, records = self.prune(row.key, step_of(row.epoch), row.val_accuracy,
                                             cells.get(row.key))
                 for name, value in records.items():
                     storage.set_trial_system_attr(trial_ids[row.key], name, value)

@@ -191,6 +191,12 @@ def plan_attrs(plan: Plan) -> dict[str, Any]:
     return {PLAN_ATTR: values} if values else {}
 
 
+def step_of(epoch_index: int) -> int:
+    """Optuna's step for a trial's epoch (0-based index): its epoch number, 1-based, as the
+    page and the curves count epochs (studies before 2026-12 stored the index)."""
+    return epoch_index + 1
+
+
 def write_claim(trial: optuna.Trial, claim: Claim) -> None:
     trial.set_user_attr(CLAIM_ATTR, dataclasses.asdict(claim))
 
@@ -213,8 +219,8 @@ def write_end(study: optuna.Study, trial_id: int, record: TrialRecord,
     """
     storage = study._storage
     accuracies = record.curves.get("val_accuracy", [])
-    for step, value in enumerate(accuracies):
-        storage.set_trial_intermediate_value(trial_id, step, float(value))
+    for index, value in enumerate(accuracies):
+        storage.set_trial_intermediate_value(trial_id, step_of(index), float(value))
     write_record(study, trial_id, record)
     # Short scalar copies, for tools that show or sort attributes and cut long ones
     # (optuna-dashboard cuts at 1,024 characters, mid-record): same batch of writes.

@@ -100,7 +100,9 @@ def make_pruner(config: SweepConfig) -> optuna.pruners.BasePruner:
         # No pruning in the first half of a run: schedules that decay late (cosine, step
         # at epoch 3) trail early by design, and pruning them then would bias the study
         # against them. (With n_warmup_steps=1, a 5-epoch step sweep pruned 21 of 30.)
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=epochs // 2)
+        # Steps are epoch numbers (record.step_of): the first prunable is epochs // 2 + 1.
+        return optuna.pruners.MedianPruner(n_startup_trials=5,
+                                           n_warmup_steps=epochs // 2 + 1)
     if config.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
     return optuna.pruners.NopPruner()

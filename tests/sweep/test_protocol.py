@@ -71,7 +71,7 @@ def ask(study: optuna.Study, config: SweepConfig, count: int) -> list[optuna.Tri
 
 
 def finish(study: optuna.Study, trial: optuna.Trial, value: float) -> None:
-    trial.report(value, 0)
+    trial.report(value, 1)
     study.tell(trial, value)
 
 

@@ -126,7 +126,8 @@ def test_stack_decisions_equal_hyperband_pruner(epochs: int, eta: int, bootstrap
         for row in rows:  # Optuna's way: report, then should_prune, one trial at a time
             trial_id = theirs._storage.get_trial_id_from_study_id_trial_number(
                 theirs._study_id, row.key)
-            theirs._storage.set_trial_intermediate_value(trial_id, row.epoch, row.val_accuracy)
+            theirs._storage.set_trial_intermediate_value(trial_id, row.epoch + 1,
+                                                         row.val_accuracy)  # epoch numbers
             want = not row.last and pruner.prune(theirs, theirs._storage.get_trial(trial_id))
             assert (row.key in pruned) == want, (row.key, row.epoch, row.curve)
             decisions.append(want)

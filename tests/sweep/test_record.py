@@ -93,7 +93,8 @@ def test_records_round_trip_through_a_journal(tmp_path: Path):
     got.curves["train_loss"][1] = curves["train_loss"][1] = 0.0
     assert got == done
     assert reopened.state == TrialState.COMPLETE and reopened.value == 0.8
-    assert reopened.intermediate_values == {0: 0.7, 1: 0.8}  # the dashboard's and pruners' view
+    # the dashboard's and pruners' view, at the page's epoch numbers
+    assert reopened.intermediate_values == {1: 0.7, 2: 0.8}
     # short scalars beside the record, for optuna-dashboard to show and sort by
     assert reopened.user_attrs["family"] == "step"
     assert reopened.user_attrs["test_accuracy"] == 0.75

@@ -520,17 +520,18 @@ def test_make_pruner(tmp_path: Path, pruner: str, kind: type):
 
 
 def test_median_pruner_waits_half_the_run(tmp_path: Path):
-    """No pruning before epoch index epochs // 2: late-decaying schedules trail early."""
+    """No pruning before epoch epochs // 2 + 1 (steps are epoch numbers, 1-based):
+    late-decaying schedules trail early."""
     pruner = st.make_pruner(write_sweep(tmp_path, pruner="median", epochs=6))
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for _ in range(5):  # n_startup_trials good runs
         trial = study.ask()
-        for epoch in range(6):
+        for epoch in range(1, 7):
             trial.report(0.9, epoch)
         study.tell(trial, 0.9)
     laggard = study.ask()
     decisions = []
-    for epoch in range(6):
+    for epoch in range(1, 7):
         laggard.report(0.1, epoch)
         decisions.append(laggard.should_prune())
     assert decisions == [False, False, False, True, True, True]
@@ -576,7 +577,7 @@ def test_run_slot_runs_the_sweeps_trials(slot_job: SlotJob):
                                    "val_accuracy", "seconds"}
         assert 0.5 < rec.test_accuracy <= 1  # 4,000 images, 1 epoch: ~0.85
         assert trial.value == rec.val_accuracy
-        assert trial.intermediate_values == {0: rec.val_accuracy}
+        assert trial.intermediate_values == {1: rec.val_accuracy}  # steps are epoch numbers
         assert claim.host == socket.gethostname() and rec.device == claim.device == "cpu"
     # the sweep is full: another slot joining now runs nothing
     assert run_slot(slot_job).trials == 0
@@ -684,7 +685,7 @@ def test_a_batched_slot_prunes_and_refills_with_either_pruner(tmp_path: Path, pr
         rec = record.record_of(trial)
         assert trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
         assert (trial.state == TrialState.PRUNED) == (rec.status == "pruned")
-        assert list(trial.intermediate_values) == list(range(rec.epochs_run))
+        assert list(trial.intermediate_values) == list(range(1, rec.epochs_run + 1))
         assert list(trial.intermediate_values.values()) == rec.curves["val_accuracy"]
         if rec.status == "complete":
             assert rec.epochs_run == rec.epochs == (2 if trial.number == 0 else 4)
