@@ -1,13 +1,19 @@
-"""`lrbench report` on a 100-trial study with its confirm runs, two checkouts in one run.
+"""`lrbench report` on three studies with their confirm runs, two checkouts in one run.
 
-    git worktree add /tmp/release 995747e
-    python benchmarks/bench_report.py --before /tmp/release            # 2 rounds
+    git worktree add /tmp/before HEAD~1        # or any older commit
+    python benchmarks/bench_report.py --before /tmp/before            # 2 rounds
 
-Each checkout first builds its own storage (its sweep and confirm write its own format):
-``lrbench sweep all --trials 100 --epochs 3`` then ``lrbench confirm all --seeds 3`` on a
-2,000-image / 1,000-test sample of the shared MNIST data. Then each round times
-``lrbench report`` from each checkout on its storage, in alternating order, from outside
-(the command's wall time: start-up, reading, drawing, writing). The target: <= 10 s.
+The storage is built once, by this checkout, on a 2,000-image / 1,000-test sample of the
+shared MNIST data (the older checkout reads it too: the records only gained fields):
+
+- ``sweep modern --budget 4 --repeats 2 --epochs 3`` (compare protocol, 9 families), then
+  ``confirm modern --seeds 3``;
+- ``sweep all --budget 2 --repeats 2 --epochs 3`` (11 families), then ``confirm --seeds 3``;
+- ``sweep step --trials 30 --epochs 3`` (search protocol), then ``confirm --seeds 3``.
+
+Then each round times ``lrbench report`` from each checkout on that storage, in
+alternating order, from outside (the command's wall time: start-up, reading, drawing,
+writing), and prints the page's size. The targets: <= 10 s and <= 3 MB on 2 cores.
 """
 
 from __future__ import annotations
@@ -22,6 +28,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+STUDIES = (
+    (("sweep", "modern", "--budget", "4", "--repeats", "2", "--epochs", "3"),
+     ("confirm", "modern", "--seeds", "3")),
+    (("sweep", "all", "--budget", "2", "--repeats", "2", "--epochs", "3"),
+     ("confirm", "all", "--seeds", "3")),
+    (("sweep", "step", "--trials", "30", "--epochs", "3"), ("confirm", "step", "--seeds", "3")),
+)
 
 
 def sample(root: Path, n_train: int = 2000, n_test: int = 1000) -> Path:
@@ -57,23 +70,27 @@ def main() -> None:
     checkouts = {"before": args.before.resolve(), "after": REPO}
     with tempfile.TemporaryDirectory(prefix="lrbench-report-") as tmp:
         data = sample(Path(tmp) / "data")
-        for name, repo in checkouts.items():
-            results = str(Path(tmp) / name)
-            lrbench(repo, "sweep", "all", "--trials", "100", "--epochs", "3", "--data-dir",
-                    str(data), "--results", results)
-            lrbench(repo, "confirm", "all", "--seeds", "3", "--data-dir", str(data),
-                    "--results", results)
+        results = str(Path(tmp) / "results")
+        for sweep, confirm in STUDIES:
+            for command in (sweep, confirm):
+                lrbench(REPO, *command, "--data-dir", str(data), "--results", results)
         times: dict[str, list[float]] = {name: [] for name in checkouts}
+        sizes: dict[str, int] = {}
         for round_ in range(args.rounds):
             order = list(checkouts) if round_ % 2 == 0 else list(checkouts)[::-1]
             for name in order:
-                seconds = lrbench(checkouts[name], "report", "--results",
-                                  str(Path(tmp) / name), "--out", str(Path(tmp) / f"out-{name}"))
+                out = Path(tmp) / f"out-{name}"
+                seconds = lrbench(checkouts[name], "report", "--results", results,
+                                  "--out", str(out))
                 times[name].append(seconds)
-                print(f"round {round_ + 1} {name:<6} report {seconds:5.1f} s")
+                sizes[name] = (out / "index.html").stat().st_size
+                print(f"round {round_ + 1} {name:<6} report {seconds:5.1f} s, page "
+                      f"{sizes[name] / 2**20:.2f} MiB")
     best = {name: min(values) for name, values in times.items()}
-    print(f"best of {args.rounds}: before {best['before']:.1f} s, after {best['after']:.1f} s "
-          f"({best['before'] / best['after']:.2f}x faster; target <= 10 s)")
+    print(f"best of {args.rounds}: before {best['before']:.1f} s ({sizes['before'] / 2**20:.2f} "
+          f"MiB), after {best['after']:.1f} s ({sizes['after'] / 2**20:.2f} MiB): "
+          f"{best['before'] / best['after']:.2f}x faster, {sizes['before'] / sizes['after']:.2f}x "
+          f"smaller; targets <= 10 s and <= 3 MB")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 from lrbench.report import compare, compare_plots, html, plots, summary
 from lrbench.report import frames as frames_module
 from lrbench.report.frames import DEFAULT_TARGETS, ReportFrames
+from lrbench.report.ranking import ranking_of
 
 FALLBACK_TARGETS = (0.9, 0.95)  # a data set without its own defaults
 
@@ -66,6 +67,8 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
     report = Report(out_dir / "index.html", frames_module.export_csv(all_frames, out_dir),
                     warnings=all_frames.warnings)
     ones = [all_frames.study(info.name) for info in all_frames.studies]
+    for one in ones:  # ranked once, here: the forked drawing processes inherit it
+        ranking_of(one)
     chosen = [targets_for(one, targets) for one in ones]
     jobs = [_study_jobs(one, out_dir / "figures", study_targets, top_k)
             for one, (study_targets, _) in zip(ones, chosen)]

@@ -28,7 +28,7 @@ import pandas as pd
 
 from lrbench.report import budget
 from lrbench.report.frames import ReportFrames, time_to_target
-from lrbench.report.ranking import rank
+from lrbench.report.ranking import ranking_of
 
 R_MAX = 4.0  # AlgoPerf's largest time ratio: slower than 4x the fastest scores nothing
 
@@ -67,7 +67,7 @@ def standings(frames: ReportFrames, found: list[Workload]) -> pd.DataFrame:
     """One row per workload and ranked family: its rank, score and the score's basis."""
     rows = []
     for workload in found:
-        ranking = rank(frames.study(workload.study).trials)
+        ranking = ranking_of(frames.study(workload.study))
         for place, standing in enumerate(ranking.ranked, start=1):
             rows.append({"study": workload.study, "workload": workload.label,
                          "family": standing.family, "rank": place, "score": standing.score,

@@ -62,7 +62,7 @@ def _draw_profiles(curves: pd.DataFrame, scores: pd.Series) -> Any:
 def study_budgets(frames: ReportFrames, path: Path) -> Figure:
     """One study's tuning-budget curves (a comparison's figure, with one panel)."""
     table = budget.curves(frames.trials).assign(workload=frames.studies[0].name)
-    return tuning_budgets(table, family_order(frames.trials), path)
+    return tuning_budgets(table, family_order(frames), path)
 
 
 def tuning_budgets(table: pd.DataFrame, order: list[str], path: Path) -> Figure:

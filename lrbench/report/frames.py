@@ -82,6 +82,9 @@ class ReportFrames:
     # of a column holding NaN into floats, and a scheduler wants its ints back).
     params: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # damage found in the storage
+    # Derived values computed once per trials frame (the ranking, which every figure and
+    # table orders by): report.ranking.ranking_of fills it.
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def study(self, name: str) -> ReportFrames:
         """The frames of one study (its confirm runs included)."""
@@ -314,16 +317,24 @@ def completed(trials: pd.DataFrame, role: str = "search") -> pd.DataFrame:
     return trials[ok]
 
 
-def best_per_family(trials: pd.DataFrame) -> pd.DataFrame:
-    """Each study's best search trial per family (among ``trials``), best first.
+def picks(trials: pd.DataFrame) -> pd.DataFrame:
+    """Each study's picks (among ``trials``), best first: its best search trial per family,
+    and under the compare protocol per family and repeat, which confirm re-trains.
 
     The rule is ``lrbench.sweep.study.best_per_family``'s, the one that confirm and the
-    terminal use: ``load`` marks its winners in the ``best_in_family`` column.
+    terminal use: ``load`` marks the picks in the ``best_in_family`` column.
     """
     if trials.empty:
         return trials
     best = trials[trials["best_in_family"].astype(bool) & (trials["role"] == "search")]
     return best.sort_values(["study", "val_accuracy"], ascending=[True, False])
+
+
+def best_per_family(trials: pd.DataFrame) -> pd.DataFrame:
+    """Each study's best search trial per family, best first: the best of its picks (the
+    figures draw one trial per family)."""
+    chosen = picks(trials)
+    return chosen.drop_duplicates(["study", "family"]) if len(chosen) else chosen
 
 
 def top_k_per_family(trials: pd.DataFrame, k: int) -> pd.DataFrame:

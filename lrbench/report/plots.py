@@ -46,7 +46,7 @@ from lrbench.report.frames import (
     top_k_per_family,
 )
 from lrbench.report.frames import time_to_target as target_epochs
-from lrbench.report.ranking import rank
+from lrbench.report.ranking import ranking_of
 from lrbench.train.schedule_free import FAMILY as SCHEDULE_FREE_FAMILY
 from lrbench.train.schedules import FAMILIES
 
@@ -118,14 +118,15 @@ def family_markers(families: Iterable[str]) -> dict[str, str]:
     return {f: MARKERS[slots.index(f) % len(MARKERS)] for f in families}
 
 
-def family_order(trials: pd.DataFrame) -> list[str]:
+def family_order(frames: ReportFrames) -> list[str]:
     """Families in the study's one ranking (``report.ranking``: the page's order).
 
     Families without a completed search trial come last, in registry order.
     """
+    trials = frames.trials
     if trials.empty:
         return []
-    ranked = rank(trials).order
+    ranked = ranking_of(frames).order
     registry = {f: i for i, f in enumerate(FAMILIES)}
     rest = sorted(set(trials["family"]) - set(ranked), key=lambda f: (registry.get(f, 99), f))
     return ranked + rest
@@ -159,7 +160,7 @@ def _below(values: pd.Series, low: float, what: str) -> str:
 def _missing(frames: ReportFrames, drawn: list[str]) -> str:
     """A note naming the study's families a figure could not show, and the diverged
     trials it left out (they have no accuracy to place)."""
-    absent = [f for f in family_order(frames.trials) if f not in drawn]
+    absent = [f for f in family_order(frames) if f not in drawn]
     search = frames.trials[frames.trials["role"] == "search"]
     diverged = int(search["diverged"].sum())
     return " ".join(filter(None, [
@@ -230,7 +231,7 @@ def accuracy_by_family(frames: ReportFrames, path: Path) -> Figure:
     if search.empty:
         return Figure(None, title, "", NO_COMPLETED)
     confirm = _done(frames, "confirm", "test_accuracy")
-    order = [f for f in family_order(frames.trials) if f in set(search["family"])]
+    order = [f for f in family_order(frames) if f in set(search["family"])]
     confirm = confirm[confirm["family"].isin(order)]
     low, high = zoom(search["test_accuracy"])
     if len(confirm):  # every confirm run stays on the axis: they carry the verdict
@@ -283,7 +284,7 @@ def _draw_accuracy(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str]
 def verdict_intervals(frames: ReportFrames, path: Path) -> Figure:
     """Each ranked family's score ± 95% CI on one axis, in the ranking's order, with the
     constant-LR baseline marked: what the verdict says, drawn."""
-    ranking = rank(frames.trials)
+    ranking = ranking_of(frames)
     title = "The ranking with its uncertainty"
     standings = ranking.ranked
     if len(standings) < 2:
@@ -344,7 +345,7 @@ def convergence(frames: ReportFrames, path: Path, top_k: int = 3) -> Figure:
     curves, confirm = _convergence_data(frames, top_k)
     if curves.empty:
         return Figure(None, title, "", NO_COMPLETED + " with per-epoch curves")
-    order = [f for f in family_order(frames.trials) if f in set(curves["family"])]
+    order = [f for f in family_order(frames) if f in set(curves["family"])]
     ylim = zoom(curves["val_accuracy"])
     caption = (f"The {top_k} best search trials per family (thin; the best bold)"
                + (f" and the mean ± 95% CI over {confirm['number'].nunique()} confirm runs "
@@ -426,7 +427,7 @@ def _lr_traces(frames: ReportFrames) -> tuple[pd.DataFrame, list[str]]:
     steps = frames.lr_steps
     if steps.empty or _done(frames).empty:
         return steps, []
-    return steps, [f for f in family_order(frames.trials) if f in set(steps["family"])]
+    return steps, [f for f in family_order(frames) if f in set(steps["family"])]
 
 
 def _close_steps(steps: pd.DataFrame) -> pd.DataFrame:
@@ -501,7 +502,7 @@ def losses(frames: ReportFrames, path: Path) -> Figure:
     curves = _loss_data(frames)
     if curves.empty:
         return Figure(None, title, "", NO_COMPLETED + " with per-epoch curves")
-    order = [f for f in family_order(frames.trials) if f in set(curves["family"])]
+    order = [f for f in family_order(frames) if f in set(curves["family"])]
     caption = ("Mean training loss over each epoch's batches (solid) and validation loss at "
                "the epoch's end (dashed) of each family's best search trial. Log y axis.")
     return Figure(render(_draw_losses, path, curves, order), title, caption)
@@ -553,7 +554,7 @@ def sensitivity(frames: ReportFrames, path: Path) -> Figure:
         return Figure(None, title, "", NO_COMPLETED)
     if space.empty:
         return Figure(None, title, "", "no searched parameter: every trial's values were fixed")
-    order = [f for f in family_order(frames.trials) if f in set(space["family"])]
+    order = [f for f in family_order(frames) if f in set(space["family"])]
     done = done[done["family"].isin(order)]
     # Each family its own y range: the plot compares values within a family, and one
     # weak family would flatten the others on a shared axis.
@@ -701,7 +702,7 @@ def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
     tried = frames.trials[(frames.trials["role"] == "search")
                           & frames.trials["state"].isin(["complete", "pruned"])
                           & ~frames.trials["diverged"]].dropna(subset=["val_accuracy"])
-    bars = _importance_data(frames, family_order(frames.trials))
+    bars = _importance_data(frames, family_order(frames))
     ylim = zoom(tried["val_accuracy"])
     caption = ("Top: each search trial's final validation accuracy by trial number (pruned "
                "trials faint, at the epoch they stopped) and the best so far. "
@@ -712,7 +713,7 @@ def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
     note = " ".join(filter(None, ["" if len(bars) else no_bars,
                                   _below(tried["val_accuracy"], ylim[0], "trial(s)"),
                                   _missing(frames, list(done["family"]))]))
-    drawn = render(_draw_importance_history, path, tried, bars, family_order(frames.trials),
+    drawn = render(_draw_importance_history, path, tried, bars, family_order(frames),
                     ylim)
     return Figure(drawn, title, caption, note)
 
@@ -784,7 +785,7 @@ def time_to_target(frames: ReportFrames, path: Path, targets: tuple[float, ...])
     if _done(frames).empty or frames.epochs.empty:
         return Figure(None, title, "", NO_COMPLETED)
     search, confirm = _target_data(frames, targets)
-    order = [f for f in family_order(frames.trials) if f in set(search["family"])]
+    order = [f for f in family_order(frames) if f in set(search["family"])]
     last = int(frames.epochs["epoch"].max())
     caption = (f"Bars: the first epoch (of {last}) at which each family's best search trial "
                "reached each target; x: never reached."

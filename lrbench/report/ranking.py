@@ -26,7 +26,7 @@ import pandas as pd
 from scipy import stats as scipy_stats
 
 from lrbench.report import selection, stats
-from lrbench.report.frames import best_per_family
+from lrbench.report.frames import ReportFrames, picks
 from lrbench.train.schedules import FAMILIES
 
 ALPHA = selection.ALPHA
@@ -105,9 +105,18 @@ class Ranking:
         return math.sqrt(accuracy * (1 - accuracy) / self.val_size)
 
 
+def ranking_of(frames: ReportFrames) -> Ranking:
+    """``rank(frames.trials)``, computed once per trials frame: the leaderboard, the
+    verdict and every figure ask for it (its tests cost tens of milliseconds each)."""
+    cached = frames.cache.get("ranking")
+    if cached is None or cached[0] is not frames.trials:  # replaced trials: rank again
+        cached = frames.cache["ranking"] = (frames.trials, rank(frames.trials))
+    return cached[1]
+
+
 def rank(trials: pd.DataFrame) -> Ranking:
     """One study's families, best first (``trials``: that study's frame, confirm runs in)."""
-    best = best_per_family(trials) if len(trials) else trials
+    best = picks(trials) if len(trials) else trials
     if best.empty:
         return Ranking("none", [])
     runs = stats.confirm_runs(trials, best)

@@ -113,7 +113,7 @@ def summarise(frames: ReportFrames, targets: tuple[float, ...]) -> StudySummary:
     """One study's leaderboard and verdict (``frames`` holds that study only)."""
     info = frames.studies[0]
     trials = frames.trials
-    ranking = ranking_module.rank(trials)
+    ranking = ranking_module.ranking_of(frames)
     ttt = time_to_target(frames, targets) if ranking.standings else pd.DataFrame()
     ranked = {s.family for s in ranking.ranked}
     rows = []

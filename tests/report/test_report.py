@@ -242,8 +242,7 @@ def test_verdict_with_confirm_runs_gives_interval_and_test(
     # ranked by the confirm mean, the one order of verdict, leaderboard and figures
     means = [row.seeds.mean for row in smoke.leaderboard]
     assert means == sorted(means, reverse=True)
-    assert [r.family for r in smoke.leaderboard] == plots.family_order(
-        frames.study("smoke").trials)
+    assert [r.family for r in smoke.leaderboard] == plots.family_order(frames.study("smoke"))
     # each family against the best: Tukey's HSD with the confirm seeds as blocks (run i of
     # every family shares batch order i), recomputed here with statsmodels and scipy
     runs = frames.study("smoke").trials.query("role == 'confirm'")

@@ -123,7 +123,7 @@ def test_family_order_puts_the_best_family_first_and_uncompleted_last(
         swept: ReportFrames) -> None:
     """The figures' order is the page's one ranking: here (confirm runs of every family)
     by mean test accuracy over the seeds, not by the best search run."""
-    order = plots.family_order(swept.trials)
+    order = plots.family_order(swept)
     best = best_per_family(swept.trials)
     confirm = swept.trials[swept.trials["role"] == "confirm"]
     means = confirm.groupby("family")["test_accuracy"].mean()
@@ -250,7 +250,7 @@ def keep(frames: ReportFrames, rows: pd.Series) -> ReportFrames:
 
 
 def single_family(frames: ReportFrames) -> ReportFrames:
-    return keep(frames, frames.trials["family"] == plots.family_order(frames.trials)[0])
+    return keep(frames, frames.trials["family"] == plots.family_order(frames)[0])
 
 
 def one_trial(frames: ReportFrames) -> ReportFrames:
@@ -389,7 +389,7 @@ def test_each_lr_panel_has_its_own_range_and_the_overlay_is_floored() -> None:
 def test_integer_axes_get_integer_ticks(swept: ReportFrames) -> None:
     tried = swept.trials[swept.trials["role"] == "search"].dropna(subset=["val_accuracy"])
     figure = plots._draw_importance_history(tried, pd.DataFrame(columns=["scope", "label"]),
-                                            plots.family_order(swept.trials), (0.0, 1.0))
+                                            plots.family_order(swept), (0.0, 1.0))
     ticks = figure.axes[0].get_xticks()  # trial numbers
     assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
     plt.close(figure)
@@ -399,7 +399,7 @@ def test_integer_axes_get_integer_ticks(swept: ReportFrames) -> None:
 def test_log_axis_tick_labels_stay_out_of_the_next_panel(swept: ReportFrames) -> None:
     """Labels like 0.0001 on a log x axis ran into the neighbouring panel."""
     done, space = plots._sensitivity_data(swept)
-    order = [f for f in plots.family_order(swept.trials) if f in set(space["family"])]
+    order = [f for f in plots.family_order(swept) if f in set(space["family"])]
     done = done[done["family"].isin(order)]
     ylims = {f: (0.0, 1.0) for f in order}
     figure = plots._draw_sensitivity(done, space, order, ylims)
