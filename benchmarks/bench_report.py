@@ -6,10 +6,11 @@
 The storage is built once, by this checkout, on a 2,000-image / 1,000-test sample of the
 shared MNIST data (the older checkout reads it too: the records only gained fields):
 
-- ``sweep modern --budget 4 --repeats 2 --epochs 3`` (compare protocol, 9 families), then
+- ``sweep modern --dataset mnist --budget 4 --repeats 2 --epochs 3`` (compare protocol,
+  9 families), then
   ``confirm modern --seeds 3``;
 - ``sweep all --budget 2 --repeats 2 --epochs 3`` (11 families), then ``confirm --seeds 3``;
-- ``sweep step --trials 30 --epochs 3`` (search protocol), then ``confirm --seeds 3``.
+- ``sweep step --trials 30 --epochs 4`` (search protocol; its step_size runs to 4), then ``confirm --seeds 3``.
 
 Then each round times ``lrbench report`` from each checkout on that storage, in
 alternating order, from outside (the command's wall time: start-up, reading, drawing,
@@ -29,11 +30,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 STUDIES = (
-    (("sweep", "modern", "--budget", "4", "--repeats", "2", "--epochs", "3"),
+    (("sweep", "modern", "--dataset", "mnist", "--budget", "4", "--repeats", "2", "--epochs",
+      "3"),
      ("confirm", "modern", "--seeds", "3")),
     (("sweep", "all", "--budget", "2", "--repeats", "2", "--epochs", "3"),
      ("confirm", "all", "--seeds", "3")),
-    (("sweep", "step", "--trials", "30", "--epochs", "3"), ("confirm", "step", "--seeds", "3")),
+    (("sweep", "step", "--trials", "30", "--epochs", "4"), ("confirm", "step", "--seeds", "3")),
 )
 
 

@@ -3,8 +3,6 @@ and the page's new elements read in a real browser at 1400 and 800 px."""
 
 from __future__ import annotations
 
-import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -13,13 +11,13 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from browser import BROWSER, MISSING, seen_by_browser
 from conftest import DATA, NEEDS_MNIST, REPO
 
 from lrbench.report import summary
 from lrbench.sweep.record import cell_of
 from lrbench.sweep.storage import open_storage
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
 
@@ -81,22 +79,12 @@ PROBE = """<script>window.addEventListener('load', () => {
 });</script>"""
 
 
-@pytest.mark.skipif(BROWSER is None, reason="chromium is not installed (.ci/run installs it)")
+@pytest.mark.skipif(BROWSER is None, reason=MISSING)
 @pytest.mark.parametrize("width", [1400, 800])
 def test_the_verdicts_columns_are_on_screen_at_either_width(compared: Path, tmp_path: Path,
                                                             width: int) -> None:
-    page = compared / "report" / "index.html"
-    probe = tmp_path / "index.html"
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"),
-                     encoding="utf-8")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--hide-scrollbars", "--virtual-time-budget=10000", f"--window-size={width},3000"]
-    dom = subprocess.run([BROWSER, *flags, "--dump-dom", probe.as_uri()], capture_output=True,
-                         text=True, timeout=120).stdout
-    seen = dict(re.findall(r'data-(best|score|protocol|budgets)="([\d.]+)"', dom))
+    seen = seen_by_browser(compared / "report" / "index.html", PROBE, tmp_path, width,
+                           screenshot=f"compare-{width}.png")
     assert float(seen["score"]) <= width and float(seen["best"]) <= width
     assert seen["protocol"] == "1" and seen["budgets"] == "1"
-    shot = tmp_path / f"compare-{width}.png"  # evidence, as a reader would see it
-    subprocess.run([BROWSER, *flags, f"--screenshot={shot}", probe.as_uri()],
-                   capture_output=True, timeout=120)
-    assert shot.stat().st_size > 10_000
+    assert (tmp_path / f"compare-{width}.png").stat().st_size > 10_000  # what a reader sees

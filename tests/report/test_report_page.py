@@ -14,6 +14,7 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from browser import seen_by_browser
 
 REPO = Path(__file__).resolve().parents[2]
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -129,24 +130,14 @@ def test_page_reads_at_desktop_and_narrow_widths(page: Path, tmp_path: Path,
                                                   width: int) -> None:
     """The leaderboard was cut off below 800 px and images were 100 dpi: now nothing sticks
     out of the window, wide tables scroll in their own box, and images are >= 2x sharp."""
-    probe = tmp_path / "index.html"
-    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", LAYOUT + "</body>"),
-                     encoding="utf-8")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-             "--hide-scrollbars", "--virtual-time-budget=10000", f"--window-size={width},3000"]
-    dom = subprocess.run([BROWSER, *flags, "--dump-dom", probe.as_uri()], capture_output=True,
-                         text=True, timeout=120).stdout
-    seen = dict(re.findall(r'data-(viewport|overflow|boards|scrollable|density|widest)='
-                           r'"([\d.]+)"', dom))
+    seen = seen_by_browser(page, LAYOUT, tmp_path, width, screenshot=f"page-{width}.png")
     assert int(seen["viewport"]) == width
     assert int(seen["overflow"]) == 0  # no horizontal scrolling of the page itself
     assert int(seen["boards"]) == 2 and seen["scrollable"] == seen["boards"]
     assert float(seen["density"]) >= 2.0
     assert float(seen["widest"]) <= width
-    shot = tmp_path / f"page-{width}.png"  # evidence, as a reader would see it
-    subprocess.run([BROWSER, *flags, f"--screenshot={shot}", probe.as_uri()],
-                   capture_output=True, timeout=120)
-    assert matplotlib.image.imread(shot).shape[1] == width
+    # the screenshot: evidence, as a reader would see it
+    assert matplotlib.image.imread(tmp_path / f"page-{width}.png").shape[1] == width
 
 
 @pytest.mark.parametrize("make, message", [
