@@ -10,7 +10,8 @@ shared MNIST data (the older checkout reads it too: the records only gained fiel
   9 families), then
   ``confirm modern --seeds 3``;
 - ``sweep all --budget 2 --repeats 2 --epochs 3`` (11 families), then ``confirm --seeds 3``;
-- ``sweep step --trials 30 --epochs 4`` (search protocol; its step_size runs to 4), then ``confirm --seeds 3``.
+- ``sweep step --trials 30 --epochs 4`` (search protocol; its step_size runs to 4), then
+  ``confirm --seeds 3``.
 
 Then each round times ``lrbench report`` from each checkout on that storage, in
 alternating order, from outside (the command's wall time: start-up, reading, drawing,
