@@ -49,8 +49,8 @@ def curves(trials: pd.DataFrame) -> pd.DataFrame:
     spent = spent_values(trials)
     rows = []
     for family, runs in spent.groupby("family"):
-        repeats = [r for _, r in runs.groupby("repeat")] if runs["repeat"].notna().any() \
-            else [runs]
+        repeated = "repeat" in runs and runs["repeat"].notna().any()
+        repeats = [r for _, r in runs.groupby("repeat")] if repeated else [runs]
         budget = min(len(r) for r in repeats)
         for n in range(1, budget + 1):
             points = np.array([expected_best(r["value"].to_numpy(), n) for r in repeats])

@@ -77,8 +77,13 @@ def assert_png(path: Path | None, min_width: int = 250, min_height: int = 150) -
     assert width >= min_width and height >= min_height, (path, image.shape)
     # 2x the page's ~1,100 CSS px: sharp on high-resolution screens, not oversized
     assert width <= 2600, f"{path} is {width} px wide: more than 2x the page"
-    colours = np.unique(image.reshape(-1, image.shape[-1]), axis=0)
-    assert len(colours) > 20, f"{path} is nearly blank"
+    # Something drawn, not a blank: the figures are 256-colour PNGs, so count pixels off
+    # the background as well as colours (a one-line figure has few colours, many pixels)
+    pixels = image.reshape(-1, image.shape[-1])
+    colours, counts = np.unique(pixels, axis=0, return_counts=True)
+    background = colours[np.argmax(counts)]
+    drawn = float((pixels != background).any(axis=1).mean())
+    assert len(colours) > 8 and drawn > 0.01, f"{path} is nearly blank ({drawn:.2%} drawn)"
 
 
 # --- palette and order: no drawing --------------------------------------------------------
