@@ -50,10 +50,10 @@ def spent_failures(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
 
 def spent(trials: Sequence[FrozenTrial]) -> Counter[Cell]:
     """Trials spent per cell: asked, queued, running, finished, or failed by their error."""
-    lost = {t.number for t in trials if t.state == TrialState.FAIL}
-    lost -= {t.number for t in spent_failures(trials)}
+    own_failures = {t.number for t in spent_failures(trials)}
     return Counter(cell for t in trials
-                   if t.number not in lost and (cell := cell_of(t)) is not None)
+                   if (t.state != TrialState.FAIL or t.number in own_failures)
+                   and (cell := cell_of(t)) is not None)
 
 
 def assign(study: optuna.Study, config: SweepConfig, count: int) -> Counter[Cell]:
