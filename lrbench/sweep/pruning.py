@@ -177,9 +177,10 @@ class StackHyperband:
         """Read every trial's recorded rung values (one storage read for the whole stack)."""
         recorded: dict[tuple[Cell | None, int, int], list[float]] = {}
         for trial in study.get_trials(deepcopy=False):
-            bracket, rung, cell = self.bracket(trial.number), 0, None
+            if _rung_key(0) not in trial.system_attrs:
+                continue  # it recorded no rung yet
+            bracket, cell, rung = self.bracket(trial.number), cell_of(trial), 0
             while (key := _rung_key(rung)) in trial.system_attrs:
-                cell = cell if rung else cell_of(trial)
                 recorded.setdefault((cell, bracket, rung), []).append(trial.system_attrs[key])
                 rung += 1
         self._recorded = recorded
