@@ -94,7 +94,8 @@ def main() -> None:
         address, procs = start_cluster(folder)
         try:
             throughput = ["modern", "--dataset", "mnist", "--epochs", str(args.epochs),
-                          "--trials", str(args.trials), "--data-dir", str(DATA)]
+                          "--protocol", "search", "--trials", str(args.trials), "--data-dir",
+                          str(DATA)]
             print(f"throughput: sweeps/modern.toml, MNIST sample, {args.epochs} epochs, "
                   f"{args.trials} trials")
             for label, extra in (("local, 1 worker", ["--workers", "1"]),

@@ -37,8 +37,13 @@ def revision(repo: Path) -> str:
 
 def run(repo: Path, folder: Path, trials: int, epochs: int) -> tuple[float, int]:
     """One sweep from ``repo``: (wall seconds, model-epochs trained)."""
+    # all.toml ranks families under the compare protocol now; this measures throughput at
+    # a trial count, as the search protocol runs it (older checkouts know no --protocol)
+    protocol = (["--protocol", "search"]
+                if 'protocol = "compare"' in (repo / "sweeps" / "all.toml").read_text() else [])
     command = [sys.executable, "-m", "lrbench", "sweep", "all", "--dataset", "fashion-mnist",
-               "--trials", str(trials), "--epochs", str(epochs), "--results", str(folder)]
+               *protocol, "--trials", str(trials), "--epochs", str(epochs), "--results",
+               str(folder)]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
                           capture_output=True, text=True)

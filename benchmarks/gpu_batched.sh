@@ -26,6 +26,6 @@ timeout 150 python3 benchmarks/bench_batched.py --device cuda --dataset fashion-
 
 # 3. A full sweep through the command line: 1,000 trials x 10 epochs on the GPU alone.
 timeout 420 python3 -m lrbench sweep all --dataset fashion-mnist --data-dir $DATA \
-  --device cuda --engine batched --batch-trials 250 --trials 1000 --epochs 10 \
+  --device cuda --engine batched --batch-trials 250 --protocol search --trials 1000 --epochs 10 \
   --study gpu-1000 --results /tmp/sweep 2>&1 | tail -25 | tee "$OUT/sweep1000.txt"
 gzip -c /tmp/sweep/lrbench.journal > "$OUT/gpu-1000.journal.gz"  # one file: the tool returns few

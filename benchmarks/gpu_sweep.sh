@@ -28,7 +28,7 @@ for K in ${KS:-auto 1000}; do
   flag=$([ $K = auto ] || echo "--batch-trials $K")
   start=$(date +%s.%N)
   timeout 240 python3 -m lrbench sweep all --dataset fashion-mnist --data-dir $DATA \
-    --trials 1000 --epochs 10 --device cuda --results $results $flag 2>&1 \
+    --protocol search --trials 1000 --epochs 10 --device cuda --results $results $flag 2>&1 \
     | grep -v "│" | tee "$OUT/sweep_$K.txt"
   end=$(date +%s.%N)
   echo "end-to-end wall: $(python3 -c "print(round($end - $start, 1))") s" \
