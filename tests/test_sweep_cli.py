@@ -305,3 +305,19 @@ def test_sweep_on_a_postgresql_storage_url(tmp_path: Path) -> None:
     listed = subprocess.run([sys.executable, "-m", "lrbench", "list", "--storage", POSTGRES_URL],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and study in listed.stdout
+
+
+def test_a_hold_out_that_leaves_no_batch_is_a_user_error_naming_file_and_key(
+        tmp_path: Path) -> None:
+    """validation_size = 5000 on the 5,000-image sample was refused by a message that named
+    neither the file nor the key; 4999 trained on one image without a word."""
+    text = (REPO / "sweeps" / "smoke.toml").read_text(encoding="utf-8")
+    for size in ("5000", "4999"):
+        sweep = tmp_path / f"holdout-{size}.toml"
+        sweep.write_text(text.replace("validation_size = 0.2", f"validation_size = {size}"),
+                         encoding="utf-8")
+        done = run("sweep", str(sweep), results=tmp_path / size)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        message = " ".join(done.stderr.split())
+        assert str(sweep) in message and "data.validation_size" in message and size in message
+        assert not (tmp_path / size / "lrbench.journal").exists()  # nothing written

@@ -8,6 +8,7 @@ trusts the config it is given.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lrbench.errors import ConfigError
+from lrbench.errors import ConfigError, UserError
 from lrbench.space import Axis, Choice, FloatRange, IntRange, describe, grid_values
 from lrbench.sweep.seeds import SEED_MAX
 from lrbench.train import data, models
@@ -257,6 +258,8 @@ class _Table:
         if bad_bool or not isinstance(value, kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise self.error(name, f"must be {names}, but got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):  # TOML has inf and nan
+            raise self.error(name, f"must be a finite number, but got {value!r}")
         if check is not None and not check(value):
             raise self.error(name, f"must be {expect}, but got {value!r}")
         return value
@@ -295,9 +298,11 @@ def _axis(table: _Table, name: str, integer: bool) -> Axis:
             if integer:
                 return IntRange(low, high, log)
             return FloatRange(float(low), float(high), log)
-        if isinstance(raw, list):
-            return Choice(tuple(raw))
-        return Choice((raw,))
+        values = raw if isinstance(raw, list) else [raw]
+        for value in values:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise table.error(name, f"values must be finite numbers, but got {value!r}")
+        return Choice(tuple(values))
     except ValueError as err:  # from the range's own checks (low > high, log with low <= 0)
         raise table.error(name, f"{err}") from None
 
@@ -478,12 +483,25 @@ def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
     return config
 
 
+# Beyond these a sweep cannot finish on any machine lrbench runs on (10,000 epochs of the
+# FNN on MNIST are ~1 GPU-hour per trial); a typo (10**9) gets a clear error, not a hang.
+MOST_EPOCHS = 10_000
+MOST_TRIALS = 1_000_000
+
+
 def _check_whole(config: SweepConfig, path: Path) -> None:
     """Checks that span sections, rerun after command-line overrides."""
     if config.epochs < 1:
         raise ConfigError(path, "train.epochs", f"must be >= 1, but got {config.epochs}")
     if config.trials < 1:
         raise ConfigError(path, "study.trials", f"must be >= 1, but got {config.trials}")
+    if config.epochs > MOST_EPOCHS:
+        raise ConfigError(path, "train.epochs", f"must be at most {MOST_EPOCHS:,}, but got "
+                                                f"{config.epochs:,}")
+    if config.trials > MOST_TRIALS:
+        key = "study.budget" if config.compare else "study.trials"
+        raise ConfigError(path, key, f"makes {config.trials:,} trials, more than "
+                                     f"{MOST_TRIALS:,}")
     _check_epoch_ranges(config, path)
     repeated = sorted({f for f in config.families if config.families.count(f) > 1})
     if repeated:
@@ -558,3 +576,24 @@ def _check_compare(config: SweepConfig, path: Path) -> None:
                else "walks one sequence shared by the whole study")
         raise ConfigError(path, "study.sampler", f"{config.sampler!r} {why}; the compare "
                                                  f"protocol needs tpe or random")
+
+
+def check_against_data(config: SweepConfig, train_images: int) -> None:
+    """What only the data's size can tell: the split must leave at least one batch of
+    training images, and a batch no larger than them (named by file and key)."""
+    path = Path(config.source)
+    try:
+        validation = data.validation_count(config.validation_size, train_images)
+    except UserError:
+        validation = train_images  # leaves nothing: said below, with the file and key
+    left = train_images - validation
+    if left < config.batch_size <= train_images:  # the hold-out, not the batch, is the cause
+        raise ConfigError(path, "data.validation_size",
+                          f"{config.validation_size!r} leaves {max(left, 0):,} of the "
+                          f"{train_images:,} training images of {config.dataset} for "
+                          f"training, less than one batch (train.batch_size = "
+                          f"{config.batch_size:,}); hold out fewer")
+    if config.batch_size > left:
+        raise ConfigError(path, "train.batch_size",
+                          f"{config.batch_size:,} is more than the {left:,} training images "
+                          f"of {config.dataset}: every epoch would be one partial batch")

@@ -37,7 +37,7 @@ from lrbench.sweep.cluster import (
     plan_cluster_slots,
     workers_of,
 )
-from lrbench.sweep.config import SweepConfig
+from lrbench.sweep.config import SweepConfig, check_against_data
 from lrbench.sweep.devices import Slot, plan_slots
 from lrbench.sweep.pool import SlotEnd, SlotPool
 from lrbench.sweep.protocol import spent_failures
@@ -119,6 +119,7 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
         check_shared(location, cluster)
     # Fail here, once, on a missing data set or a bad validation size, not in N workers.
     arrays = arrays or data.load_arrays(config.dataset, data_dir)
+    check_against_data(config, len(arrays.train_labels))  # file, key and value on error
     identity = data_identity.identity_of(arrays, config.validation_size)  # checks the split
     client = connect(cluster) if cluster is not None else None
     try:

@@ -488,6 +488,7 @@ PARAM_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "final_lr_ratio": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "ramp_epochs": (lambda v: v > 0, "> 0"),
     "timescale_epochs": (lambda v: v > 0, "> 0"),
-    "beta": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    # REX at beta = 1 is a constant LR whose formula divides 0 by 0 at the end of the run
+    "beta": (lambda v: 0 < v < 1, "in (0, 1)"),
     "momentum": (lambda v: 0 < v < 1, "in (0, 1)"),  # schedule-free's beta
 }

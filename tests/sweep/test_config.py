@@ -405,6 +405,19 @@ BAD: list[tuple[str, dict[str, str | None], str, str]] = [
      "-0.1"),
     ("validation-size-negative-count", {"data.validation_size": "-1"}, "data.validation_size",
      "-1"),
+    # non-finite numbers (TOML has inf and nan) and sizes no machine finishes
+    ("lr-inf", {"optimizer.lr": "inf"}, "optimizer.lr", "finite number, but got inf"),
+    ("momentum-nan", {"optimizer.momentum": "nan"}, "optimizer.momentum", "nan"),
+    ("search-lr-high-inf", {"search.lr": "{ low = 0.01, high = inf, log = true }"},
+     "search.lr.high", "finite number, but got inf"),
+    ("search-lr-choice-nan", {"search.lr": "[0.1, nan]"}, "search.lr",
+     "finite numbers, but got nan"),
+    ("gamma-choice-inf", {"schedules.step.gamma": "[0.1, inf]"}, "schedules.step.gamma",
+     "finite numbers, but got inf"),
+    ("epochs-absurd", {"train.epochs": str(10**9)}, "train.epochs", "1,000,000,000"),
+    ("trials-absurd", {"study.trials": str(10**12)}, "study.trials", "1,000,000,000,000"),
+    ("rex-beta-one", {"schedules.families": '["rex"]', "schedules.rex.beta": "1.0"},
+     "schedules.rex.beta", "in (0, 1), but got 1.0"),
     # unknown names
     ("families-empty", {"schedules.families": "[]"}, "schedules.families", "[]"),
     ("family-unknown", {"schedules.families": '["step", "stepp"]'}, "schedules.families",
@@ -758,3 +771,19 @@ def test_compare_refuses_what_it_cannot_honour(tmp_path: Path, text: str, key: s
     with pytest.raises(ConfigError) as raised:
         load(write(tmp_path, text))
     assert raised.value.key == key and message in str(raised.value)
+
+
+@pytest.mark.parametrize(("validation", "batch", "key", "message"), [
+    ("5000", "100", "data.validation_size", "leaves 0 of the 5,000 training images"),
+    ("4999", "100", "data.validation_size", "leaves 1 of the 5,000"),
+    ("0.1", str(10**9), "train.batch_size", "1,000,000,000 is more than the 4,500"),
+])
+def test_sizes_the_data_cannot_honour_name_file_and_key(tmp_path: Path, validation: str,
+                                                        batch: str, key: str, message: str):
+    path = write(tmp_path, render({"data.validation_size": validation,
+                                   "train.batch_size": batch}))
+    with pytest.raises(ConfigError) as raised:
+        cfg.check_against_data(load(path), 5000)
+    assert raised.value.key == key and message in str(raised.value)
+    assert str(path) in str(raised.value)
+    cfg.check_against_data(load(write(tmp_path, MINIMAL, "ok.toml")), 5000)  # the default
