@@ -40,7 +40,7 @@ from lrbench.sweep.devices import Slot
 from lrbench.sweep.record import plan_of, record_of
 from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
 from lrbench.sweep.seeds import SEED_MAX
-from lrbench.sweep.storage import is_url, open_storage, storage_location, study_names
+from lrbench.sweep.storage import is_url, open_storage, shown, storage_location, study_names
 from lrbench.sweep.summary import study_rows
 from lrbench.train import data
 
@@ -189,7 +189,7 @@ def _run_suite(suite: suite_module.Suite, data_dir: str | None, *, counts: dict[
     results = options["storage"] or options["results_dir"]
     console.print(f"suite {suite.name}: ran {', '.join(ran)}; compare them with `lrbench "
                   f"report" + (f" --results {results}`" if not options["storage"] else
-                               f" --storage {results}`"), highlight=False)
+                               f" --storage {shown(results)}`"), highlight=False)
 
 
 def _run_with_progress(cfg: config_module.SweepConfig, **options: Any) -> SweepOutcome:
@@ -223,16 +223,18 @@ def _finish(outcome: SweepOutcome) -> None:
     if outcome.recovered:
         console.print(f"re-queued trials left running by dead workers: "
                       f"{sorted(set(outcome.recovered))}")
-    console.print(f"{outcome.finished}/{outcome.target} trials finished in {outcome.storage} "
+    console.print(f"{outcome.finished}/{outcome.target} trials finished in "
+                  f"{shown(outcome.storage)} "
                   f"(slots: {slots}; wall {outcome.wall_seconds:.1f} s, training "
                   f"{outcome.train_seconds:.1f} s summed over slots)")
     gpu_mb = [r.peak_gpu_mb for r in outcome.reports if r.peak_gpu_mb]
     if gpu_mb:
         console.print(f"peak GPU memory per GPU slot: {', '.join(f'{m:,.0f} MiB' for m in gpu_mb)}")
-    console.print(f"browse: optuna-dashboard {outcome.storage}")
+    console.print(f"browse: optuna-dashboard {shown(outcome.storage)}")
     if isinstance(outcome.error, ClusterLost):  # nothing finished is lost: say so, no trace
         err_console.print(f"lrbench: error: {outcome.error}; finished trials are kept in "
-                          f"{outcome.storage}: run the same command to resume", markup=False)
+                          f"{shown(outcome.storage)}: run the same command to resume",
+                          markup=False)
         sys.exit(1)
     if isinstance(outcome.error, StorageError):  # a full disk: no traceback helps
         err_console.print(f"lrbench: error: {outcome.error}; finished trials are kept: free "
@@ -408,7 +410,8 @@ def _confirm_one(study_name: str, *, seeds: int, numbers: tuple[int, ...],
     _print_confirmed(outcome.study, plan.winners)
     _finish(outcome)
     console.print(f"next: lrbench report --study {study_name}"
-                  + ("" if results_dir == "results" else f" --results {results_dir}"))
+                  + (f" --storage {shown(location)}" if is_url(location) else
+                     "" if results_dir == "results" else f" --results {results_dir}"))
 
 
 def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.FrozenTrial]) -> None:
@@ -482,7 +485,7 @@ def list_(results_dir: str, storage: str | None) -> None:
     if not is_url(location) and not Path(location).exists():
         console.print(f"no studies yet ({location} does not exist)")
         return
-    studies = Table(title=f"studies in {location}")
+    studies = Table(title=f"studies in {shown(location)}")
     studies.add_column("study", no_wrap=True)
     for name in ("complete", "pruned", "failed", "running", "best val acc", "families"):
         studies.add_column(name)

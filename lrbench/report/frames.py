@@ -25,7 +25,7 @@ from lrbench.sweep import data_identity, journal
 from lrbench.sweep.confirm import CONFIRM_SUFFIX, confirm_study_name
 from lrbench.sweep.data_identity import DataIdentity
 from lrbench.sweep.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
-from lrbench.sweep.storage import is_url, open_storage, study_names
+from lrbench.sweep.storage import is_url, open_storage, shown, study_names
 from lrbench.sweep.study import CONFIG_ATTR, run_options, worker_alive
 from lrbench.sweep.study import best_per_family as study_best_per_family
 from lrbench.sweep.summary import params_text
@@ -110,10 +110,11 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
     names = study_names(storage)
     sweeps = [n for n in names if not n.endswith(CONFIRM_SUFFIX)]
     if not sweeps:
-        raise UserError(f"{location} holds no study yet: run `lrbench sweep NAME` first")
+        raise UserError(f"{shown(location)} holds no study yet: run `lrbench sweep NAME` "
+                        f"first")
     unknown = [n for n in studies or [] if n not in sweeps]
     if unknown:
-        raise UserError(f"no study {', '.join(map(repr, unknown))} in {location} "
+        raise UserError(f"no study {', '.join(map(repr, unknown))} in {shown(location)} "
                         f"(studies: {', '.join(sweeps)})")
     trial_rows: list[dict[str, Any]] = []
     epoch_rows: list[dict[str, Any]] = []

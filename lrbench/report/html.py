@@ -14,6 +14,7 @@ import jinja2
 
 import lrbench
 from lrbench.report.summary import ReproductionRow, StudySummary
+from lrbench.sweep.storage import shown
 
 
 @dataclass
@@ -83,5 +84,5 @@ def render(studies: list[StudyView], storage: str, warnings: list[str] | None = 
                              trim_blocks=True, lstrip_blocks=True)
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return env.get_template("report.html.j2").render(
-        studies=studies, storage=storage, generated=now, version=lrbench.__version__, pct=_pct,
-        warnings=warnings or [], comparisons=comparisons or [])
+        studies=studies, storage=shown(storage), generated=now, version=lrbench.__version__,
+        pct=_pct, warnings=warnings or [], comparisons=comparisons or [])

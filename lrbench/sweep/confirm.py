@@ -28,7 +28,7 @@ from lrbench.sweep import data_identity
 from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.record import plan_attrs, plan_of
-from lrbench.sweep.storage import open_storage, study_names
+from lrbench.sweep.storage import open_storage, shown, study_names
 from lrbench.sweep.study import CONFIG_ATTR, best_per_family, open_study, run_options
 from lrbench.train import data
 
@@ -105,7 +105,7 @@ def _load_study(location: str, study_name: str) -> optuna.Study:
     names = study_names(storage)
     if study_name not in names:
         known = ", ".join(n for n in names if not n.endswith(CONFIRM_SUFFIX)) or "none"
-        raise UserError(f"no study {study_name!r} in {location} (studies: {known})")
+        raise UserError(f"no study {study_name!r} in {shown(location)} (studies: {known})")
     return optuna.load_study(study_name=study_name, storage=storage)
 
 

@@ -42,7 +42,7 @@ from lrbench.sweep.devices import Slot, plan_slots
 from lrbench.sweep.pool import SlotEnd, SlotPool
 from lrbench.sweep.protocol import spent_failures
 from lrbench.sweep.slot import SlotJob, SlotReport
-from lrbench.sweep.storage import is_url, open_storage, storage_location
+from lrbench.sweep.storage import is_url, open_storage, shown, storage_location
 from lrbench.sweep.study import counted_trials, open_study, recover_stale_trials, start_run
 from lrbench.train import data
 
@@ -185,7 +185,7 @@ def check_writable(folder: Path) -> None:
 def check_shared(location: str, cluster: str) -> None:
     """A cluster's workers write the study themselves: its storage must be a server."""
     if not is_url(location) or location.startswith("sqlite"):
-        raise UserError(f"--cluster {cluster}: the storage {location} is a file on this "
+        raise UserError(f"--cluster {cluster}: the storage {shown(location)} is a file on this "
                         f"machine, which the cluster's workers cannot share; pass --storage "
                         f"postgresql://USER:PASSWORD@HOST/DATABASE (README: 'On a cluster')")
 

@@ -9,6 +9,7 @@ writes it through ``lrbench.journal``, which keeps it readable after crashes.
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from pathlib import Path
 
 import optuna
@@ -34,23 +35,50 @@ def is_url(location: str) -> bool:
     return "://" in location
 
 
+def shown(location: str) -> str:
+    """The storage as lrbench prints it: a URL's password masked (``user:***@host``).
+
+    Every message, page and command line shows this; only worker processes get the
+    real URL. libpq reads a password left out from PGPASSWORD or ~/.pgpass.
+    """
+    if not is_url(location):
+        return location
+    parts = urllib.parse.urlsplit(location)
+    if parts.password is None:
+        return location
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _scrubbed(location: str, err: BaseException) -> str:
+    """An error's text with the URL's password masked, wherever the driver echoed it."""
+    text = str(err)
+    password = urllib.parse.urlsplit(location).password if is_url(location) else None
+    return text.replace(location, shown(location)).replace(password, "***") if password \
+        else text
+
+
 def open_storage(location: str, *, create: bool = True, warn: bool = True) -> BaseStorage:
     """Open a storage URL (``postgresql://``, ``sqlite:///``, ``redis://``) or journal file."""
     if location.startswith("redis://"):
         try:
             return JournalStorage(JournalRedisBackend(location))
         except ImportError as err:  # the redis package is optional
-            raise UserError(f"--storage {location}: {err}") from None
+            raise UserError(f"--storage {shown(location)}: {err}") from None
         except Exception as err:  # redis.ConnectionError and kin
-            raise UserError(f"--storage {location}: cannot connect: {err}") from None
+            raise UserError(f"--storage {shown(location)}: cannot connect: "
+                            f"{_scrubbed(location, err)}") from None
     if is_url(location):
         try:
             return optuna.storages.RDBStorage(location)
         except (ImportError, ValueError) as err:  # unknown dialect, missing driver
-            raise UserError(f"--storage {location}: cannot open it: {err}") from None
+            raise UserError(f"--storage {shown(location)}: cannot open it: "
+                            f"{_scrubbed(location, err)}") from None
         except Exception as err:  # sqlalchemy's OperationalError: server down, bad credentials
             if type(err).__module__.startswith("sqlalchemy"):
-                raise UserError(f"--storage {location}: cannot connect: {err}") from None
+                raise UserError(f"--storage {shown(location)}: cannot connect: "
+                                f"{_scrubbed(location, err)}") from None
             raise
     return open_journal(Path(location), create=create, warn=warn)
 

@@ -12,7 +12,7 @@ import pytest
 from optuna.storages import JournalStorage, RDBStorage
 
 from lrbench.errors import UserError
-from lrbench.sweep.storage import open_storage, storage_location, study_names
+from lrbench.sweep.storage import open_storage, shown, storage_location, study_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -72,6 +72,26 @@ def test_bad_url_is_a_user_error(url: str):
     with pytest.raises(UserError) as err:
         open_storage(url)
     assert str(err.value).startswith(f"--storage {url}: ")
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("postgresql://lrbench:s3cret@db.example:5432/lrbench",
+     "postgresql://lrbench:***@db.example:5432/lrbench"),
+    ("postgresql+psycopg://u:p%40ss@h/d", "postgresql+psycopg://u:***@h/d"),
+    ("postgresql://lrbench@db/lrbench", "postgresql://lrbench@db/lrbench"),  # no password
+    ("redis://:hunter2@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("results/lrbench.journal", "results/lrbench.journal"),
+])
+def test_a_storage_is_shown_with_its_password_masked(url: str, expected: str):
+    assert shown(url) == expected
+
+
+@pytest.mark.parametrize("url", ["postgresql://lrbench:s3cret@127.0.0.1:1/lrbench",
+                                 "redis://:s3cret@127.0.0.1:1/0"])
+def test_a_connection_error_never_prints_the_password(url: str):
+    with pytest.raises(UserError) as err:
+        open_storage(url)
+    assert "s3cret" not in str(err.value) and ":***@127.0.0.1:1" in str(err.value)
 
 
 def test_unreachable_redis_url_is_a_user_error():
