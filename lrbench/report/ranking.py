@@ -57,11 +57,6 @@ class Standing:
     curse_val: float = math.nan
     curse_test: float = math.nan
 
-    @property
-    def search_confirm_gap(self) -> float:
-        """Search test accuracy minus the confirm mean: the winner's curse on test, in points."""
-        return self.curse_test
-
 
 @dataclass
 class Ranking:
@@ -94,10 +89,6 @@ class Ranking:
     def baseline(self) -> Standing | None:
         return next((s for s in self.ranked if s.family == BASELINE), None)
 
-    @property
-    def equal_budgets(self) -> bool:
-        return len(set(self.budgets.values())) <= 1
-
     def standard_error(self, accuracy: float) -> float:
         """One search run's validation accuracy's binomial standard error."""
         if not self.val_size or math.isnan(accuracy):
@@ -120,8 +111,8 @@ def rank(trials: pd.DataFrame) -> Ranking:
     if best.empty:
         return Ranking("none", [])
     runs = stats.confirm_runs(trials, best)
-    standings = [_standing(family, picks, runs[runs["family"] == family])
-                 for family, picks in best.groupby("family", sort=False)]
+    standings = [_standing(family, chosen, runs[runs["family"] == family])
+                 for family, chosen in best.groupby("family", sort=False)]
     confirmed = [s for s in standings if s.confirm.n >= MIN_SEEDS]
     val_sizes = best["val_size"].dropna() if "val_size" in best else pd.Series(dtype=int)
     val_size = int(val_sizes.min()) if len(val_sizes) else None
