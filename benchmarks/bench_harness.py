@@ -5,9 +5,10 @@
     python benchmarks/bench_harness.py --repo /tmp/before # an older checkout, same setup
     python benchmarks/bench_harness.py --pruner hyperband # the study's pruner (default: median)
 
-The setup is the one issue "Keep the engine fed" measured: ``sweeps/all.toml`` with
-``model = "logreg"`` and 10 epochs, on a 500-image MNIST root (the first 500 training
-and 1,000 test images of ``../shared/data``), run as ``lrbench sweep FILE --workers 1``
+The setup is the one issue "Keep the engine fed" measured: ``sweeps/all.toml`` under the
+search protocol at ``--trials`` with ``model = "logreg"`` and 10 epochs, on a 500-image
+MNIST root (the first 500 training and 1,000 test images of ``../shared/data``), run as
+``lrbench sweep FILE --workers 1``
 through the command line, in a fresh results folder. Training a logistic regression on
 400 images is ~1 ms an epoch, so the wall time is the harness: sampling, storage writes,
 pruning, process start-up.
@@ -70,7 +71,10 @@ def sweep_file(folder: Path, trials: int, pruner: str) -> Path:
     text = re.sub(r'(?m)^pruner = "\w+"', f'pruner = "{pruner}"', text)
     if f'pruner = "{pruner}"' not in text:
         text = text.replace("[study]\n", f'[study]\npruner = "{pruner}"\n', 1)
-    text = re.sub(r"(?m)^trials = \d+", f"trials = {trials}", text)
+    # The search protocol at a trial count, as before all.toml compared families: no
+    # protocol keys, so older checkouts (--repo) read the same file.
+    text = re.sub(r"(?m)^(protocol|budget|repeats|trials) = .*\n", "", text)
+    text = text.replace("[study]\n", f"[study]\ntrials = {trials}\n", 1)
     text = re.sub(r"(?m)^epochs = \d+", "epochs = 10", text)
     text = re.sub(r'(?m)^model = "\w+"', 'model = "logreg"', text)
     if 'model = "logreg"' not in text:

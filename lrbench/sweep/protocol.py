@@ -42,10 +42,15 @@ def cells(config: SweepConfig) -> list[Cell]:
 
 
 def spent_failures(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Compare trials that failed by their own error: spent, and never re-run."""
+    """Compare trials that failed by their own error: spent, and never re-run.
+
+    Every ask and every progress poll counts these: the plans of all trials are read only
+    when a compare trial has failed at all (a search study has none to look for)."""
+    failed = [t for t in trials if t.state == TrialState.FAIL and cell_of(t) is not None]
+    if not failed:
+        return []
     requeued = {plan_of(t).requeued_from for t in trials} - {None}
-    return [t for t in trials if t.state == TrialState.FAIL and t.number not in requeued
-            and cell_of(t) is not None]
+    return [t for t in failed if t.number not in requeued]
 
 
 def spent(trials: Sequence[FrozenTrial]) -> Counter[Cell]:

@@ -40,6 +40,7 @@ from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.devices import Slot, configure_process
 from lrbench.sweep.pruning import stack_pruner
 from lrbench.sweep.record import (
+    Cell,
     Claim,
     batched_writes,
     beat,
@@ -127,7 +128,7 @@ class _Running:
     spec: TrialSpec
     claim: Claim
     batch_trials: int = 1  # its stack's size when it joined
-    cell: Hashable = None  # compare: its (family, repeat); its pruning peers are the cell's
+    cell: Cell | None = None  # compare: its (family, repeat), whose trials it is pruned against
 
 
 class _Slot:
