@@ -84,17 +84,24 @@ class ReportFrames:
     warnings: list[str] = field(default_factory=list)  # damage found in the storage
     # Derived values computed once per trials frame (the ranking, which every figure and
     # table orders by): report.ranking.ranking_of fills it.
-    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def study(self, name: str) -> ReportFrames:
-        """The frames of one study (its confirm runs included)."""
+        """The frames of one study (its confirm runs included): made once per trials
+        frame, so the study's page and a comparison share it (and its cached ranking)."""
+        cached = self.cache.get(("study", name))
+        if cached is not None and cached[0] is self.trials:
+            return cached[1]
+
         def pick(df: pd.DataFrame) -> pd.DataFrame:
             return df[df["study"] == name].reset_index(drop=True) if len(df) else df
-        return ReportFrames([s for s in self.studies if s.name == name], pick(self.trials),
-                            pick(self.epochs), pick(self.space), pick(self.lr_steps),
-                            pick(self.importances),
-                            {k: v for k, v in self.params.items() if k[0] == name},
-                            self.warnings)
+        one = ReportFrames([s for s in self.studies if s.name == name], pick(self.trials),
+                           pick(self.epochs), pick(self.space), pick(self.lr_steps),
+                           pick(self.importances),
+                           {k: v for k, v in self.params.items() if k[0] == name},
+                           self.warnings)
+        self.cache[("study", name)] = (self.trials, one)
+        return one
 
 
 # --- reading the storage ---------------------------------------------------------------

@@ -1,8 +1,8 @@
-"""Seed statistics: mean ± 95% CI over confirm runs, and whether two families differ.
+"""Seed statistics: mean ± 95% CI over confirm runs, and which runs are confirm runs.
 
 A sweep's best trial is one draw; ``lrbench confirm`` re-trains it with N fresh seeds.
-These turn those N runs into an interval and a test, so the page can say whether the
-winner's lead is larger than seed noise.
+These turn those runs into an interval; whether two families differ is
+``lrbench.report.selection``'s test.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import pandas as pd
 from scipy import stats
 
 CONFIDENCE = 0.95
-ALPHA = 1 - CONFIDENCE
 
 
 @dataclass(frozen=True)
@@ -45,16 +44,9 @@ def mean_ci(values: Sequence[float]) -> Interval:
     return Interval(mean, float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * sem), n)
 
 
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
-    """Two-sided Welch t-test p-value (unequal variances); NaN when it is undefined."""
-    if len(a) < 2 or len(b) < 2:
-        return math.nan
-    result = stats.ttest_ind(list(a), list(b), equal_var=False)
-    return float(result.pvalue)
-
-
 def confirm_runs(trials: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
-    """Finished confirm runs of each family's *current* best trial.
+    """Finished confirm runs of the *current* picks in ``best`` (each family's best trial;
+    under the compare protocol, each repeat's).
 
     Confirm runs of an earlier best (the sweep went on and found a better one) are
     left out: they measure a configuration the leaderboard no longer shows. Diverged

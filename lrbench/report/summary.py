@@ -134,8 +134,9 @@ def summarise(frames: ReportFrames, targets: tuple[float, ...]) -> StudySummary:
                            has_confirm=any(s.confirm.n for s in ranking.standings))
     summary.notes = _notes(frames, best_per_family(trials) if len(trials) else trials)
     fixed_only = is_fixed_only(frames)
-    summary.verdict = verdict(info.name, ranking, trials, fixed_only=fixed_only)
     summary.budget_note = budget_text(ranking, fixed_only, trials) if ranking.standings else ""
+    summary.verdict = verdict(info.name, ranking, trials, fixed_only=fixed_only,
+                              budget_note=summary.budget_note)
     return summary
 
 
@@ -172,9 +173,10 @@ def _notes(frames: ReportFrames, best: pd.DataFrame) -> list[str]:
 
 
 def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
-            fixed_only: bool = False) -> str:
+            fixed_only: bool = False, budget_note: str | None = None) -> str:
     """The page's answer, in the ranking's order; never "wins" for a tie. It states the
-    protocol and budget it rests on, and what its intervals cover."""
+    protocol and budget it rests on (``budget_note``: ``budget_text``'s, if already
+    made), and what its intervals cover."""
     if ranking.basis == "none":
         counts = trials["status"].value_counts() if len(trials) else pd.Series(dtype=int)
         states = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none"
@@ -188,7 +190,8 @@ def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
         text = _confirm_verdict(study, ranking)
     else:
         text = _search_verdict(study, ranking, fixed_only)
-    text += " " + budget_text(ranking, fixed_only, trials)
+    text += " " + (budget_note if budget_note is not None
+                   else budget_text(ranking, fixed_only, trials))
     base = ranking.baseline
     if base is not None and base is not top and top.vs_baseline is not None:
         gap = top.vs_baseline

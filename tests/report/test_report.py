@@ -228,12 +228,6 @@ def test_mean_ci_is_the_student_t_interval() -> None:
     assert math.isnan(stats.mean_ci([0.9]).half_width) and stats.mean_ci([]).n == 0
 
 
-def test_welch_separates_distinct_samples_and_not_equal_ones() -> None:
-    assert stats.welch_p([0.90, 0.91, 0.90, 0.91], [0.95, 0.96, 0.95, 0.96]) < 0.001
-    assert stats.welch_p([0.90, 0.92, 0.91], [0.91, 0.90, 0.92]) > 0.5
-    assert math.isnan(stats.welch_p([0.9], [0.8, 0.7]))
-
-
 def test_verdict_with_confirm_runs_gives_interval_and_test(
         frames: frames_module.ReportFrames) -> None:
     smoke = summary.summarise(frames.study("smoke"), (0.9,))
