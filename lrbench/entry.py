@@ -2,7 +2,10 @@
 
 Importing the command line pulls in torch and Optuna (seconds). A Ctrl-C or SIGTERM in
 that time must end the command with 130 or 143, like at any other moment, not with an
-import traceback.
+import traceback, and not with an abort: an interrupt raised while torch's C++ start-up
+code calls back into Python cannot pass through it ("terminate called after throwing an
+instance of 'pybind11::error_already_set'", SIGABRT). So the imports run with both
+signals held, and one that came in ends the command as soon as they are done.
 """
 
 from __future__ import annotations
@@ -22,6 +25,24 @@ def _no_early_worker() -> None:
     """Nothing to end: no worker was started early."""
 
 
+class _HeldSignals:
+    """Record SIGINT and SIGTERM instead of raising them, until ``release``."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._hold)
+
+    def _hold(self, signum: int, frame: object) -> None:
+        self.received.append(signum)
+
+    def release(self) -> int | None:
+        """Back to raising; the first signal held, if any."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _terminated)
+        return self.received[0] if self.received else None
+
+
 def exit_code(interrupt: KeyboardInterrupt) -> int:
     """128 + the signal's number, as a shell reports a process ended by it."""
     return 128 + signal_of(interrupt)
@@ -36,7 +57,7 @@ def starts_local_slots(args: list[str]) -> bool:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminated)
+    held = _HeldSignals()
     discard_early_worker = _no_early_worker
     try:
         if starts_local_slots(sys.argv[1:]):
@@ -45,10 +66,12 @@ def main() -> None:
             workers.start_early()
             discard_early_worker = workers.discard_early
         from lrbench.cli import main as cli_main
-    except KeyboardInterrupt as interrupt:
+    finally:
+        signum = held.release()
+    if signum is not None:
         discard_early_worker()
         print("interrupted", file=sys.stderr)
-        sys.exit(exit_code(interrupt))
+        sys.exit(128 + signum)
     try:
         cli_main()
     finally:

@@ -189,6 +189,7 @@ class ClusterPool:
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
         if job.slot.worker not in self.workers or self._lost(job.slot.worker):
+            self._live_workers()  # raises if the scheduler went: then that is the news
             raise ClusterLost(f"worker {job.slot.worker} left the cluster")
         self._check_scheduler()
         with self._scheduler_call():
@@ -215,13 +216,15 @@ class ClusterPool:
         ended = [self._ended(p) for p in list(self.running) if p.future.done()]
         with self._scheduler_call():  # (it may have gone between the two checks)
             alive = set(self.client.scheduler_info(n_workers=-1)["workers"])
-        for process in list(self.running):
+        if (any(end.died for end in ended)
+                or any(p.job.slot.worker not in alive for p in self.running)):
+            alive = self._live_workers()  # (the cached list may be stale)
+        for process in [p for p in self.running if p.job.slot.worker not in alive]:
             worker = self.workers[process.job.slot.worker]
-            if worker.address not in alive:  # killed, or its machine is gone
-                self.dead.add((worker.host, worker.pid))
-                self.running.remove(process)
-                process.future.cancel()
-                ended.append(SlotEnd(process, died=True))
+            self.dead.add((worker.host, worker.pid))
+            self.running.remove(process)
+            process.future.cancel()
+            ended.append(SlotEnd(process, died=True))
         return ended
 
     def _check_scheduler(self) -> None:
@@ -235,6 +238,18 @@ class ClusterPool:
         if status in ("closing", "closed") or (
                 time.monotonic() - self.lost_since > SCHEDULER_LOST_SECONDS):
             raise self._scheduler_lost()
+
+    def _live_workers(self) -> set[str]:
+        """The workers' addresses, asked of the scheduler, before any slot is called dead.
+
+        When the scheduler dies, the client's cached list of workers can empty and the
+        slots' futures end as cancelled before the client notices that it is cut off.
+        Then every worker looks lost, but the scheduler is what went: the user must hear
+        that, and a rerun needs a scheduler, not new workers."""
+        with self._scheduler_call():
+            identity = self.client.sync(self.client.scheduler.identity, n_workers=-1,
+                                        callback_timeout=CONNECT_TIMEOUT_SECONDS)
+        return set(identity["workers"])
 
     @contextlib.contextmanager
     def _scheduler_call(self) -> Iterator[None]:
