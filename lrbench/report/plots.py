@@ -19,7 +19,7 @@ import io
 import math
 import re
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -34,8 +34,15 @@ import seaborn as sns
 from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-from PIL import Image
+from matplotlib.transforms import Bbox
+from matplotlib.ticker import (
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    NullLocator,
+)
+from PIL import Image, ImageChops
 
 from lrbench.report import selection, stats
 from lrbench.report.frames import (
@@ -57,6 +64,9 @@ DPI = 200  # 2x the page's CSS pixels: sharp on high-resolution screens
 WIDTH = 11.0  # inches: the page's ~1,100 px content width at 100 px per inch
 COL_WRAP = 4  # facets per row: 11 families -> 3 rows of ~270 px panels
 PANEL_HEIGHT = 2.3  # inches per facet row
+TITLE_ROOM = 0.3  # inches above a figure's first row of panels, for their titles
+OVERHANG = 1.5  # inches around a figure where legends and labels may still be drawn
+CROP_PAD = 0.1  # inches of background left around a drawn figure (savefig's pad_inches)
 CONFIRM_COLOUR = "black"
 EDGE_MARGIN = 0.05  # an optimum within 5% of its range's end may lie outside the range
 # The registry's families need colours a reader can tell apart: tab10 without its grey
@@ -169,9 +179,9 @@ def _missing(frames: ReportFrames, drawn: list[str]) -> str:
 
 
 def legend_above(owner: Any, handles: list[Any], ncol: int = 4) -> None:
-    """A legend just above an axes or a whole figure (facets), where it hides no data."""
-    owner.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.02), ncol=ncol,
-                 frameon=False, fontsize="small", borderaxespad=0)
+    """A legend just above an axes or a whole figure (panels), where it hides no data."""
+    owner.legend(handles=handles, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=ncol,
+                 frameon=False, fontsize="small", borderaxespad=0.3)
 
 
 def legend_marker(label: str, colour: Any, marker: str = "o", line: str = "",
@@ -181,9 +191,70 @@ def legend_marker(label: str, colour: Any, marker: str = "o", line: str = "",
                   markersize=size, label=label)
 
 
-def _facet_size() -> dict[str, float]:
-    """relplot's height/aspect for ~WIDTH/COL_WRAP-wide panels, however many there are."""
-    return {"height": PANEL_HEIGHT, "aspect": WIDTH / COL_WRAP / PANEL_HEIGHT}
+def share_y(axes: Sequence[Any], ylim: tuple[float, float]) -> None:
+    """One y range over a row of panels, labelled on the first only: what ``sharey`` draws,
+    without matplotlib's shared-axis bookkeeping, which measures every sibling's tick
+    labels for every panel at every draw (quadratic: seconds for a 50-panel figure)."""
+    for index, ax in enumerate(axes):
+        ax.set_ylim(ylim)
+        if index:
+            ax.tick_params(labelleft=False)
+
+
+def panel_title(ax: Any, text: str, **kwargs: Any) -> None:
+    """A title at a fixed height: an automatic one is re-placed at every draw by measuring
+    the panel's ticks (a third of a many-panel figure's drawing time)."""
+    ax.set_title(text, y=1.0, **kwargs)
+
+
+def family_panels(order: list[str]) -> tuple[Any, dict[str, Any]]:
+    """A figure of one panel per family, ``COL_WRAP`` to a row, ~WIDTH/COL_WRAP wide each
+    (the layout of seaborn's ``relplot(col_wrap=...)``), and its panels by family.
+
+    Plain subplots, not relplot, and not shared: a shared axis measures every sibling's
+    tick labels for every panel at every draw, and relplot lays the figure out twice.
+    ``finish_panels`` gives the panels one range and inner labels off, as sharing would.
+    """
+    ncols = min(COL_WRAP, len(order))
+    nrows = -(-len(order) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
+                             figsize=(ncols * WIDTH / COL_WRAP, nrows * PANEL_HEIGHT))
+    flat = list(axes.flat)
+    for unused in flat[len(order):]:
+        unused.remove()
+    # No margins: the saved image is cropped to what is drawn. Room above the first row
+    # for the titles, the legend just above them (``legend_above``).
+    fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - TITLE_ROOM / fig.get_figheight(),
+                        wspace=0.12, hspace=0.35)
+    return fig, dict(zip(order, flat))
+
+
+def finish_panels(panels: dict[str, Any], xlabel: str, ylabel: str,
+                  sharey: bool = True) -> None:
+    """Titles, integer epoch ticks, one x range (and one y range if ``sharey``) over all
+    panels; tick labels and axis labels only on the outer ones."""
+    axes = list(panels.values())
+    columns = min(COL_WRAP, len(axes))
+
+    def union(limits: list[tuple[float, float]]) -> tuple[float, float]:
+        return min(low for low, _ in limits), max(high for _, high in limits)
+
+    axes[0].figure.subplots_adjust(wspace=0.12 if sharey else 0.3)  # room for y labels
+    xlim = union([ax.get_xlim() for ax in axes])
+    ylim = union([ax.get_ylim() for ax in axes]) if sharey else None
+    for index, (family, ax) in enumerate(panels.items()):
+        if not ax.get_title():
+            panel_title(ax, family)
+        ax.set_xlim(xlim)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        last_in_column = index + columns >= len(axes)
+        ax.set_xlabel(xlabel if last_in_column else "")
+        ax.tick_params(labelbottom=last_in_column)
+        first_in_row = index % columns == 0
+        ax.set_ylabel(ylabel if first_in_row else "")
+        if sharey:
+            ax.set_ylim(ylim)
+            ax.tick_params(labelleft=first_in_row)
 
 
 @contextmanager
@@ -201,24 +272,49 @@ def render(draw: Callable[..., Any], path: Path, *args: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     before = set(plt.get_fignums())
-    drawn = io.BytesIO()
     try:
         with _style():
-            draw(*args).savefig(drawn, format="png", dpi=DPI, bbox_inches="tight")
+            image = _drawn_image(draw(*args))
     finally:
         for number in set(plt.get_fignums()) - before:
             plt.close(number)
-    save_palette_png(drawn, path)
+    save_palette_png(image, path)
     return path
 
 
-def save_palette_png(png: io.BytesIO, path: Path) -> None:
+def _drawn_image(fig: Any) -> Image.Image:
+    """The figure as an RGB image, cropped to what is drawn plus ``CROP_PAD`` inches.
+
+    What ``savefig(bbox_inches="tight")`` gives, in one draw instead of two: "tight"
+    draws the figure once to measure it, then again to save it, and measuring (every
+    tick label's extent) costs as much again. Here the figure is drawn once onto a canvas
+    ``OVERHANG`` inches larger on every side (legends and titles may sit outside the
+    figure), and the background around the drawing is cut off.
+    """
+    width, height = fig.get_size_inches()
+    area = Bbox([[-OVERHANG, -OVERHANG], [width + OVERHANG, height + OVERHANG]])
+    png = io.BytesIO()  # (little compressed: it is decoded again at once)
+    fig.savefig(png, format="png", dpi=DPI, bbox_inches=area, pil_kwargs={"compress_level": 1})
+    with Image.open(png) as opened:
+        image = opened.convert("RGB")
+    background = Image.new("RGB", image.size, image.getpixel((0, 0)))
+    drawn = ImageChops.difference(image, background).getbbox()
+    if drawn is None:
+        return image
+    pad = round(CROP_PAD * DPI)
+    left, top, right, bottom = drawn
+    return image.crop((max(left - pad, 0), max(top - pad, 0),
+                       min(right + pad, image.width), min(bottom + pad, image.height)))
+
+
+def save_palette_png(image: Image.Image, path: Path) -> None:
     """Save a figure as a 256-colour PNG: flat colours and antialiased lines fit a palette,
     at about a third of the bytes of matplotlib's RGBA (the page embeds every figure)."""
-    with Image.open(png) as image:
-        palette = image.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE,
-                                                dither=Image.Dither.NONE)
-    palette.save(path, format="PNG", optimize=True)
+    palette = image.quantize(colors=256, method=Image.Quantize.FASTOCTREE,
+                             dither=Image.Dither.NONE)
+    # zlib's default level: its highest ("optimize") saves a tenth of the bytes in five
+    # times the time, and the report waits for every figure.
+    palette.save(path, format="PNG", compress_level=6)
 
 
 # --- 1. test accuracy by family --------------------------------------------------------
@@ -374,11 +470,11 @@ def _convergence_data(frames: ReportFrames, top_k: int) -> tuple[pd.DataFrame, p
 def _draw_convergence(curves: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
                       ylim: tuple[float, float]) -> Any:
     palette = family_palette(order)
-    grid = sns.relplot(curves, x="epoch", y="val_accuracy", kind="line", col="family",
-                       col_order=order, col_wrap=min(COL_WRAP, len(order)), hue="family",
-                       palette=palette, units="number", estimator=None, size="best",
-                       sizes={True: 2.4, False: 0.8}, legend=False, **_facet_size())
-    for family, ax in grid.axes_dict.items():
+    fig, panels = family_panels(order)
+    for family, ax in panels.items():
+        for (_, best), trial in curves[curves["family"] == family].groupby(["number", "best"]):
+            ax.plot(trial["epoch"], trial["val_accuracy"], color=palette[family],
+                    linewidth=2.4 if best else 0.8)
         runs = confirm[confirm["family"] == family]
         if len(runs):  # the page's interval (Student t over runs), not a bootstrap's
             band = pd.DataFrame([{"epoch": epoch, "mean": ci.mean, "half": ci.half_width}
@@ -388,16 +484,14 @@ def _draw_convergence(curves: pd.DataFrame, confirm: pd.DataFrame, order: list[s
             ax.fill_between(band["epoch"], band["mean"] - band["half"],
                             band["mean"] + band["half"], color=CONFIRM_COLOUR, alpha=0.2,
                             linewidth=0)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    grid.set(ylim=ylim)
-    grid.set_titles("{col_name}")
-    grid.set_axis_labels("epoch", "val accuracy")
+        ax.set_ylim(ylim)
+    finish_panels(panels, "epoch", "val accuracy")
     handles = [legend_marker("top search trials", "0.45", "", "-", 0.8),
                legend_marker("best search trial", "0.45", "", "-", 2.4)]
     if len(confirm):
         handles.append(legend_marker("confirm mean ± 95% CI", CONFIRM_COLOUR, "", "-", 1.2))
-    legend_above(grid.figure, handles)
-    return grid.figure
+    legend_above(fig, handles)
+    return fig
 
 
 # --- 3. learning rates -----------------------------------------------------------------
@@ -446,18 +540,17 @@ def _close_steps(steps: pd.DataFrame) -> pd.DataFrame:
 def _draw_learning_rates(steps: pd.DataFrame, order: list[str]) -> Any:
     # Each panel its own y range: OneCycle's 1e-6 start squeezed every other family into
     # the top fifth of a shared axis. The overlay below compares them on one axis.
-    grid = sns.relplot(steps, x="position", y="lr", kind="line", col="family", col_order=order,
-                       col_wrap=min(COL_WRAP, len(order)), hue="family",
-                       palette=family_palette(order), estimator=None, drawstyle="steps-post",
-                       linewidth=1.4, legend=False, facet_kws={"sharey": False},
-                       **_facet_size())
-    grid.set(yscale="log")
-    numbers = steps.groupby("family")["number"].first()
-    for family, ax in grid.axes_dict.items():
-        ax.set_title(f"{family} (trial {numbers[family]})")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    grid.set_axis_labels("epoch", "learning rate")
-    return grid.figure
+    palette = family_palette(order)
+    fig, panels = family_panels(order)
+    for family, ax in panels.items():
+        trace = steps[steps["family"] == family]
+        ax.step(trace["position"], trace["lr"], where="post", color=palette[family],
+                linewidth=1.4)
+        ax.set_yscale("log")
+        log_ticks(ax.yaxis, *ax.get_ylim())
+        panel_title(ax, f"{family} (trial {trace['number'].iloc[0]})")
+    finish_panels(panels, "epoch", "learning rate", sharey=False)
+    return fig
 
 
 def learning_rates_overlaid(frames: ReportFrames, path: Path) -> Figure:
@@ -528,24 +621,21 @@ def _loss_data(frames: ReportFrames) -> pd.DataFrame:
 
 def _draw_losses(curves: pd.DataFrame, order: list[str]) -> Any:
     palette = family_palette(order)
-    grid = sns.relplot(curves, x="epoch", y="loss", kind="line", col="family", col_order=order,
-                       col_wrap=min(COL_WRAP, len(order)), hue="family", palette=palette,
-                       style="split", markers={"train": "o", "validation": "X"},
-                       dashes={"train": "", "validation": (4, 2)},
-                       legend=False, **_facet_size())
-    grid.set(yscale="log")
-    grid.set_titles("{col_name}")
-    for ax in grid.axes.flat:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        # Under a decade of range matplotlib labels its minor ticks too ("3x10^-1"), drawn
-        # into the curves: label 1-2-5 steps, short, and no minor tick.
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=6))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: _short_number(value)))
-        ax.yaxis.set_minor_formatter(NullFormatter())
-    legend_above(grid.figure, [legend_marker("train", "0.3", "o", "-", size=4),
-                          Line2D([], [], color="0.3", marker="X", linestyle="--",
-                                 markersize=5, label="validation")])
-    return grid.figure
+    fig, panels = family_panels(order)
+    for family, ax in panels.items():
+        mine = curves[curves["family"] == family]
+        for split, marker, dashes in (("train", "o", ()), ("validation", "X", (4, 2))):
+            line = mine[mine["split"] == split]
+            ax.plot(line["epoch"], line["loss"], color=palette[family], marker=marker,
+                    markersize=5, dashes=dashes, linewidth=1.5)
+        ax.set_yscale("log")
+    finish_panels(panels, "epoch", "loss")
+    for ax in panels.values():
+        log_ticks(ax.yaxis, *ax.get_ylim())
+    legend_above(fig, [legend_marker("train", "0.3", "o", "-", size=4),
+                       Line2D([], [], color="0.3", marker="X", linestyle="--",
+                              markersize=5, label="validation")])
+    return fig
 
 
 # --- 5. sensitivity ----------------------------------------------------------------------
@@ -590,7 +680,7 @@ def _draw_sensitivity(done: pd.DataFrame, space: pd.DataFrame, order: list[str],
     params = {f: space[space["family"] == f] for f in order}
     ncols = max(len(p) for p in params.values())
     fig, axes = plt.subplots(len(order), ncols, figsize=(WIDTH, 0.3 + 2.0 * len(order)),
-                             sharey="row", squeeze=False)
+                             squeeze=False)
     for row, family in zip(axes, order):
         runs = done[done["family"] == family]
         best = runs.loc[runs["val_accuracy"].idxmax()]
@@ -598,8 +688,8 @@ def _draw_sensitivity(done: pd.DataFrame, space: pd.DataFrame, order: list[str],
             _draw_parameter(ax, runs, best, spec, palette[family])
         for ax in row[len(params[family]):]:
             ax.set_axis_off()
+        share_y(row[:len(params[family])], ylims[family])
         row[0].set_ylabel(f"{family}\nval accuracy")
-        row[0].set_ylim(ylims[family])
     # Fixed spacing, not tight_layout: that re-measures every tick of ~50 panels (4 s).
     fig.subplots_adjust(hspace=0.6, wspace=0.2)
     return fig
@@ -627,20 +717,28 @@ def _draw_parameter(ax: Any, runs: pd.DataFrame, best: pd.Series, spec: Any,
     ax.scatter(x, runs["val_accuracy"], color=colour, s=18, alpha=0.75, linewidths=0)
     ax.scatter([best_x], [best["val_accuracy"]], color=colour, marker="*", s=160,
                edgecolors="black", linewidths=0.8, zorder=3)
-    ax.set_title(spec.param.split(".", 1)[-1], fontsize="small")
+    panel_title(ax, spec.param.split(".", 1)[-1], fontsize="small")
 
 
 def _log_x(ax: Any, low: float, high: float) -> None:
-    """Log x with plain-number ticks, ~5 per ~250 px panel: 1-2-5 steps within a decade,
-    1-3 within two, else decades (matplotlib's default overlaps labels like 2x10^0)."""
+    """Log x with plain-number ticks (``log_ticks``)."""
     ax.set_xscale("log")
-    decades = math.log10(high / low)
-    subs = (1.0, 2.0, 5.0) if decades <= 1 else (1.0, 3.0) if decades <= 2 else (1.0,)
-    ax.xaxis.set_major_locator(LogLocator(subs=subs, numticks=5))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _short_number(value)))
-    ax.xaxis.set_minor_formatter(NullFormatter())
+    log_ticks(ax.xaxis, low, high)
     # Long labels ("0.0001") ran into the next panel's: short and smaller, they fit.
     ax.tick_params(axis="x", labelsize="x-small")
+
+
+def log_ticks(axis: Any, low: float, high: float) -> None:
+    """~5 short plain-number ticks on a log axis from ``low`` to ``high``, for a ~250 px
+    panel: 1-2-5 steps within a decade (1-9 within a factor of 3, so a narrow range still
+    has labels), 1-3 within two, else decades. Matplotlib's default overlaps labels like
+    2x10^0, and under a decade labels its minor ticks into the curves."""
+    decades = math.log10(high / low) if low > 0 and high > low else 0.0
+    subs = (tuple(float(i) for i in range(1, 10)) if decades < math.log10(3)
+            else (1.0, 2.0, 5.0) if decades <= 1 else (1.0, 3.0) if decades <= 2 else (1.0,))
+    axis.set_major_locator(LogLocator(subs=subs, numticks=6))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: _short_number(value)))
+    axis.set_minor_locator(NullLocator())  # invisible in this style, and costly to make
 
 
 def _short_number(value: float) -> str:
