@@ -34,14 +34,13 @@ import seaborn as sns
 from matplotlib import MatplotlibDeprecationWarning
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.transforms import Bbox
 from matplotlib.ticker import (
     FuncFormatter,
     LogLocator,
     MaxNLocator,
-    NullFormatter,
     NullLocator,
 )
+from matplotlib.transforms import Bbox
 from PIL import Image, ImageChops
 
 from lrbench.report import selection, stats
