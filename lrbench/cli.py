@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from lrbench.entry import exit_code
-from lrbench.errors import DataNotFoundError, StorageError, UserError
+from lrbench.errors import DataNotFoundError, StorageError, StorageOutage, UserError
 from lrbench.logs import show_warnings
 from lrbench.sweep import config as config_module
 from lrbench.sweep import confirm as confirm_module
@@ -37,10 +37,12 @@ from lrbench.sweep import suite as suite_module
 from lrbench.sweep.choice import ENGINES
 from lrbench.sweep.cluster import ClusterLost, hosts_text
 from lrbench.sweep.devices import Slot
+from lrbench.sweep.outage import DEFAULT_WAIT_SECONDS
 from lrbench.sweep.record import plan_of, record_of
 from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
 from lrbench.sweep.seeds import SEED_MAX
 from lrbench.sweep.storage import is_url, open_storage, shown, storage_location, study_names
+from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.summary import study_rows
 from lrbench.train import data
 
@@ -95,6 +97,16 @@ BATCH_TRIALS = click.option("--batch-trials", type=click.IntRange(min=1),
 CLUSTER = click.option("--cluster", envvar="LRBENCH_CLUSTER", show_envvar=True,
                        help="Run the slots on the Dask cluster behind this scheduler "
                             "(tcp://HOST:8786); needs --storage postgresql://...")
+STUCK_AFTER = click.option(
+    "--stuck-after", type=click.FloatRange(min=0), default=DEFAULT_FLOOR_SECONDS,
+    show_default=True, metavar="SECONDS",
+    help="A local slot silent this long (and 5x its slowest epoch) is stuck: killed, its "
+         "trials re-queued, a new slot started. 0: never.")
+STORAGE_WAIT = click.option(
+    "--storage-wait", type=click.FloatRange(min=0), default=DEFAULT_WAIT_SECONDS,
+    show_default=True, metavar="SECONDS",
+    help="How long a server storage (PostgreSQL, Redis) may be unreachable, retried with "
+         "backoff, before the sweep stops; a rerun resumes it.")
 TF32 = click.option("--tf32", is_flag=True,
                     help="Batched engine on GPUs: TF32 matmuls (1.5x measured on an H200; "
                          "10-bit mantissas, so no longer bit-comparable with fp32 runs).")
@@ -128,17 +140,20 @@ TF32 = click.option("--tf32", is_flag=True,
 @RESULTS
 @STORAGE
 @CLUSTER
+@STUCK_AFTER
+@STORAGE_WAIT
 def sweep(sweep: str, trials: int | None, protocol: str | None, budget: int | None,
           repeats: int | None, workers: int | None, device: str, epochs: int | None,
           dataset: str | None, data_dir: str | None, seed: int | None, study_name: str | None,
           engine: str, batch_trials: int | None, tf32: bool, results_dir: str,
-          storage: str | None, cluster: str | None) -> None:
+          storage: str | None, cluster: str | None, stuck_after: float,
+          storage_wait: float) -> None:
     """Run (or resume) the sweep in sweeps/SWEEP.toml, or in a .toml file; a suite file
     runs each of its workloads as its own study."""
     path = find_sweep_file(sweep)
     options = {"results_dir": results_dir, "storage": storage, "device": device,
                "workers": workers, "engine": engine, "batch_trials": batch_trials, "tf32": tf32,
-               "cluster": cluster}
+               "cluster": cluster, "stuck_after": stuck_after, "storage_wait": storage_wait}
     if suite_module.is_suite(path):
         for flag, value in (("--dataset", dataset), ("--study", study_name)):
             if value is not None:
@@ -163,7 +178,8 @@ def _sweep_one(cfg: config_module.SweepConfig, **options: Any) -> None:
     if not outcome.reports and outcome.error is None:
         console.print(f"nothing to train: study {cfg.study!r} already holds {outcome.finished} "
                       f"finished trials (raise --trials to add more)")
-    _print_best(outcome.study)
+    if not isinstance(outcome.error, StorageOutage):  # (reading it would wait again)
+        _print_best(outcome.study)
     _finish(outcome)
 
 
@@ -211,7 +227,11 @@ def _run_with_progress(cfg: config_module.SweepConfig, **options: Any) -> SweepO
                 console.print(f"cluster {options['cluster']}: {len(slots)} slots "
                               f"({hosts_text(slots)})", highlight=False, markup=False)
 
-        return run_sweep(cfg, on_progress=show, on_slots=announce, **options)
+        def notice(text: str) -> None:  # above the bar, as it happens
+            console.print(text, highlight=False, markup=False)
+
+        return run_sweep(cfg, on_progress=show, on_slots=announce, on_notice=notice,
+                         **options)
 
 
 def _finish(outcome: SweepOutcome) -> None:
@@ -235,6 +255,9 @@ def _finish(outcome: SweepOutcome) -> None:
         err_console.print(f"lrbench: error: {outcome.error}; finished trials are kept in "
                           f"{shown(outcome.storage)}: run the same command to resume",
                           markup=False)
+        sys.exit(1)
+    if isinstance(outcome.error, StorageOutage):  # its message says it all
+        err_console.print(f"lrbench: error: {outcome.error}", markup=False)
         sys.exit(1)
     if isinstance(outcome.error, StorageError):  # a full disk: no traceback helps
         err_console.print(f"lrbench: error: {outcome.error}; finished trials are kept: free "
@@ -359,17 +382,20 @@ def _counts(trials: pd.DataFrame) -> str:
 @RESULTS
 @STORAGE
 @CLUSTER
+@STUCK_AFTER
+@STORAGE_WAIT
 def confirm(study_name: str, seeds: int, numbers: tuple[int, ...], sweep_file: str | None,
             workers: int | None, device: str, data_dir: str | None, engine: str,
             batch_trials: int | None, tf32: bool, results_dir: str, storage: str | None,
-            cluster: str | None) -> None:
+            cluster: str | None, stuck_after: float, storage_wait: float) -> None:
     """Re-train each family's best configuration of STUDY with fresh seeds (STUDY may name
     a suite: then each of its workloads' studies)."""
     location = storage_location(storage, results_dir)
     options = {"seeds": seeds, "numbers": numbers, "sweep_file": sweep_file, "workers": workers,
                "device": device, "data_dir": data_dir, "engine": engine,
                "batch_trials": batch_trials, "tf32": tf32, "results_dir": results_dir,
-               "location": location, "cluster": cluster}
+               "location": location, "cluster": cluster, "stuck_after": stuck_after,
+               "storage_wait": storage_wait}
     suite = _suite_named(study_name)
     # One read of the storage decides: a study of the suite's own name wins over the suite.
     stored = set(study_names(open_storage(location, create=False))) if suite else set()
@@ -398,7 +424,8 @@ def _suite_named(name: str) -> suite_module.Suite | None:
 def _confirm_one(study_name: str, *, seeds: int, numbers: tuple[int, ...],
                  sweep_file: str | None, workers: int | None, device: str,
                  data_dir: str | None, engine: str, batch_trials: int | None, tf32: bool,
-                 results_dir: str, location: str, cluster: str | None) -> None:
+                 results_dir: str, location: str, cluster: str | None,
+                 stuck_after: float, storage_wait: float) -> None:
     plan = confirm_module.prepare(location, study_name, seeds, sweep_file, list(numbers),
                                   data_dir)
     console.print(f"re-running {len(plan.winners)} configurations with {seeds} seeds each, in "
@@ -406,8 +433,10 @@ def _confirm_one(study_name: str, *, seeds: int, numbers: tuple[int, ...],
     outcome = _run_with_progress(plan.config, results_dir=results_dir, storage=location,
                                  device=device, workers=workers, engine=engine,
                                  batch_trials=batch_trials, tf32=tf32, arrays=plan.arrays,
-                                 cluster=cluster)
-    _print_confirmed(outcome.study, plan.winners)
+                                 cluster=cluster, stuck_after=stuck_after,
+                                 storage_wait=storage_wait)
+    if not isinstance(outcome.error, StorageOutage):
+        _print_confirmed(outcome.study, plan.winners)
     _finish(outcome)
     console.print(f"next: lrbench report --study {study_name}"
                   + (f" --storage {shown(location)}" if is_url(location) else

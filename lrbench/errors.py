@@ -34,6 +34,14 @@ class StorageError(UserError):
     """
 
 
+class StorageOutage(StorageError):
+    """A server storage that stayed unreachable for longer than the sweep waits."""
+
+
+class LockTimeout(StorageError):
+    """A lock on the storage that another process held for longer than the wait allowed."""
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (what Slurm and ``kill`` send), handled exactly like Ctrl-C; exit code 143."""
 

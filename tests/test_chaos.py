@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import optuna
 import psutil
 import pytest
 from conftest import DATA, NEEDS_MNIST, REPO
@@ -29,6 +30,7 @@ from optuna.trial import TrialState
 from test_sweep_cli import killed_trials, load, lrbench, run, states, wait_for_running_trial
 
 from lrbench.sweep import journal, record
+from lrbench.sweep import run as run_module
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
@@ -176,6 +178,82 @@ def test_kill_9_of_one_worker_costs_only_its_trial(tmp_path: Path) -> None:
     assert f"{dead.number}" in out
     seen = params_seen(tmp_path)  # the replacement samples with a seed of its own
     assert len(seen) == len(set(seen)), "a replacement slot re-ran a configuration"
+
+
+def stop_a_training_worker(results: Path) -> tuple[optuna.trial.FrozenTrial, psutil.Process]:
+    """``kill -STOP`` the worker of a trial that is training (a hung driver or a stalled
+    file system looks the same to the parent: a process that does nothing)."""
+    victim = wait_for_running_trial(results, "smoke", started_within=0.4)
+    process = psutil.Process(record.claim_of(victim).pid)
+    process.suspend()
+    return victim, process
+
+
+@pytest.mark.parametrize("engine", ["sequential", "batched"])
+def test_a_stopped_worker_is_found_killed_and_replaced(tmp_path: Path, engine: str) -> None:
+    """Before: progress froze for good at "running 5" and only kill -9 ended it. Now the
+    slot is called stuck after --stuck-after seconds (its epochs are far shorter), killed,
+    its trials re-queued, a new slot started, and the sweep ends with its exact count."""
+    proc = lrbench("sweep", "smoke", "--engine", engine, "--trials", "16", "--epochs", "4",
+                   "--workers", "2", "--stuck-after", "3", results=tmp_path)
+    victim, stopped = stop_a_training_worker(tmp_path)
+    stopped_at = time.monotonic()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert time.monotonic() - stopped_at < 60
+    assert not stopped.is_running() or stopped.status() == psutil.STATUS_ZOMBIE
+    notice = re.search(r"slot (\d) \(cpu\) made no progress for (\d+) s \(limit (\d+) s: "
+                       r"[^)]*\): killed it; re-queued its trials \[([\d, ]+)\]; a new slot "
+                       r"takes its place", " ".join(out.split()))
+    assert notice, out
+    assert 3 <= int(notice[3]) <= int(notice[2]) < 30
+    requeued = {int(n) for n in notice[4].split(",")}
+    assert victim.number in requeued
+    trials = load(tmp_path).get_trials()
+    count = Counter(t.state for t in trials)
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 16
+    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+    assert {t.number for t in trials if t.state == TrialState.FAIL} == requeued
+    for number in requeued:  # each configuration trained again, not lost
+        assert any(record.plan_of(t).requeued_from == number and t.state != TrialState.FAIL
+                   for t in trials)
+
+
+def test_ctrl_c_with_a_stopped_worker_still_ends_within_seconds(tmp_path: Path) -> None:
+    """Before: the parent waited on the stopped worker forever, after one Ctrl-C or two,
+    and after SIGTERM. Now the slots that do not stop within the grace are killed."""
+    proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
+                   results=tmp_path, start_new_session=True)
+    workers = workers_of(proc, 2)
+    victim, stopped = stop_a_training_worker(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < run_module.STOP_GRACE_SECONDS + 8
+    assert "Traceback" not in err, err
+    assert_gone(workers)
+    trials = load(tmp_path).get_trials()
+    assert trials[victim.number].state == TrialState.FAIL  # recorded, and re-queued
+    assert_resume_finishes(tmp_path, 30)
+
+
+def test_a_second_ctrl_c_with_a_stopped_worker_leaves_at_once(tmp_path: Path) -> None:
+    proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
+                   results=tmp_path, start_new_session=True)
+    workers = workers_of(proc, 2)
+    victim, stopped = stop_a_training_worker(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - started < 5
+    assert "Traceback" not in err, err
+    assert_gone(workers, within=5)
+    assert load(tmp_path).get_trials()[victim.number].state == TrialState.FAIL
+    assert_resume_finishes(tmp_path, 30)
 
 
 KILLED_BETWEEN_ASK_AND_CLAIM = textwrap.dedent("""

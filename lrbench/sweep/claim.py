@@ -23,12 +23,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lrbench.errors import StorageError
+from lrbench.errors import LockTimeout
+from lrbench.sweep import outage
 from lrbench.sweep.journal import FlockLock
+from lrbench.sweep.storage import shown
 
 log = logging.getLogger(__name__)
 
-CLAIM_TIMEOUT_SECONDS = 120.0  # a claim takes milliseconds; minutes mean a hung claimant
+# A claim takes milliseconds; minutes mean a hung claimant. As long as the journal's
+# lock wait (lrbench.sweep.journal.LOCK_TIMEOUT_SECONDS), for the same reason.
+CLAIM_TIMEOUT_SECONDS = 600.0
 _engines: dict[str, Any] = {}  # one SQLAlchemy engine per URL and process
 _warned: set[str] = set()
 
@@ -73,16 +77,36 @@ def _advisory_lock(url: str, study: str, timeout: float) -> Iterator[None]:
     if url not in _engines:
         _engines[url] = sqlalchemy.create_engine(url, pool_size=1, pool_pre_ping=True)
     key = {"key": _advisory_key(study)}
-    with _engines[url].connect() as connection:
+    # A server restart while it is taken is waited out (lrbench.sweep.outage).
+    connection = outage.retrying(_locked_connection, shown(url))(
+        _engines[url], key, study, timeout)
+    try:
+        yield
+    finally:
+        try:
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
+            connection.commit()
+        except Exception as err:  # the server went while it was held: so did the lock
+            if not outage.is_transient(err):
+                raise
+        finally:
+            connection.close()
+
+
+def _locked_connection(engine: Any, key: dict[str, int], study: str, timeout: float) -> Any:
+    """A connection whose session holds the study's advisory lock."""
+    import sqlalchemy
+
+    connection = engine.connect()
+    try:
         deadline = time.monotonic() + timeout
         try_lock = sqlalchemy.text("SELECT pg_try_advisory_lock(:key)")
         while not connection.execute(try_lock, key).scalar():
             if time.monotonic() > deadline:
-                raise StorageError(f"waited {timeout:.0f} s for study {study!r}'s claim lock "
-                                   f"(a PostgreSQL advisory lock); is another lrbench hung?")
+                raise LockTimeout(f"waited {timeout:.0f} s for study {study!r}'s claim lock "
+                                  f"(a PostgreSQL advisory lock); is another lrbench hung?")
             time.sleep(0.02)
-        try:
-            yield
-        finally:
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), key)
-            connection.commit()
+    except BaseException:
+        connection.close()
+        raise
+    return connection

@@ -291,10 +291,16 @@ class ClusterPool:
     def stopping(self) -> bool:
         return self._stopping
 
+    def kill_all(self, why: str) -> None:
+        """Stop waiting for the slots: each still stops by itself at its next epoch (it
+        reads the stop flag) and re-queues its trials; a Dask task cannot be killed."""
+        for process in self.running:
+            process.killed = process.killed or why
+            process.future.cancel()
+
     def abandon(self) -> None:
         self.stop()
-        for process in self.running:
-            process.future.cancel()
+        self.kill_all("still running when the sweep was left")
 
     def close(self) -> None:
         try:

@@ -33,12 +33,15 @@ from typing import Any
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock  # the lock_obj interface
 
-from lrbench.errors import StorageError, UserError
+from lrbench.errors import LockTimeout, StorageError, UserError
 
 log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".flock"  # not Optuna's ".lock": that name is its symlink lock's
-LOCK_TIMEOUT_SECONDS = 120.0  # an append takes milliseconds; minutes mean a hung holder
+# An append takes milliseconds; minutes mean a hung holder. Longer than a stuck slot
+# usually lives (lrbench.sweep.stuck kills it, and the kernel then drops its lock), so
+# the slots waiting behind it go on instead of failing.
+LOCK_TIMEOUT_SECONDS = 600.0
 TORN_SUFFIX = ".torn-"
 _RECORD_START = b'{"op_code":'  # how Optuna writes every journal record
 _CHUNK = 1 << 16
@@ -70,7 +73,7 @@ class FlockLock(BaseJournalFileLock):
                 if time.monotonic() > deadline:
                     holder = _flock_holder(fd)
                     os.close(fd)
-                    raise StorageError(f"waited {self.timeout:.0f} s for the lock {self.path} "
+                    raise LockTimeout(f"waited {self.timeout:.0f} s for the lock {self.path} "
                                        f"(held by {holder}); is another lrbench process "
                                        f"hung?") from None
                 time.sleep(delay)

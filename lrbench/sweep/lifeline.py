@@ -10,8 +10,14 @@ epoch), where it fails and re-queues its trials so nothing is lost:
   its trials stay RUNNING under a dead PID, and the next sweep recovers them.
 
 Ctrl-C is ignored here: a terminal sends it to the whole process group, and it is the
-parent's to turn into the stop event. This module imports nothing heavy: it runs as
-the worker's initializer, before the worker unpickles its job (and imports torch).
+parent's to turn into the stop event.
+
+The other way round, the parent watches the worker: ``progressed`` marks each step of
+real work (an epoch, an ask) on the worker's progress file, and a worker that marks
+nothing for too long is stuck (``lrbench.sweep.stuck``).
+
+This module imports nothing heavy: it runs as the worker's initializer, before the
+worker unpickles its job (and imports torch).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lrbench.logs import show_warnings
+from lrbench.sweep.stuck import READY
 
 GRACE_SECONDS = 5.0  # parent gone -> hard exit after this; a slot ends within ~10 s
 POLL_SECONDS = 0.5
@@ -32,12 +39,18 @@ _stop_event: Any = None  # the parent's multiprocessing Event, shared with every
 _stopping = threading.Event()  # this process's own reasons: SIGTERM, parent gone
 # Cluster slots' (threads of a Dask worker, one per GPU it declares): the parent's control.
 _stop_sources: list[Callable[[], bool]] = []
+_progress_file: str | None = None  # this worker's, where the parent reads its progress
 
 
-def init_worker(stop_event: Any, parent_pid: int) -> None:
-    """The worker's initializer: signals, the shared stop event, the parent watchdog."""
-    global _stop_event
+def init_worker(stop_event: Any, parent_pid: int, progress_file: str | None = None) -> None:
+    """The worker's initializer: signals, the shared stop event, the parent watchdog, and
+    its progress file (which holds its pid, for the parent to end it by if it is stuck)."""
+    global _stop_event, _progress_file
     _stop_event = stop_event
+    if progress_file is not None:
+        with open(progress_file, "w") as mark:
+            mark.write(str(os.getpid()))
+        _progress_file = progress_file
     show_warnings()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: _stopping.set())
@@ -65,6 +78,28 @@ def unwatch(source: Callable[[], bool]) -> None:
         _stop_sources.remove(source)
 
 
+def progressed() -> None:
+    """Mark a step of work done (the file's time is the mark): called from the thread
+    that does the work, so a worker that is stopped or hangs in a driver or on a file
+    system marks nothing, whatever its other threads do."""
+    if _progress_file is not None:
+        try:
+            os.utime(_progress_file)
+        except OSError:  # the parent removed it (it is ending this worker), or /tmp broke
+            pass
+
+
+def ready() -> None:
+    """This worker has started (imports done, data on its device): its marks from now on
+    are steps of work, whose pace says how long a silence means it is stuck."""
+    if _progress_file is not None:
+        try:
+            with open(_progress_file, "a") as marks:
+                marks.write(f" {READY}")
+        except OSError:
+            pass
+
+
 def stop_requested() -> bool:
     return (_stopping.is_set() or (_stop_event is not None and _stop_event.is_set())
             or any(source() for source in list(_stop_sources)))
@@ -77,7 +112,8 @@ def request_stop() -> None:
 
 def reset() -> None:
     """Forget a stop request (for slots run in-process, one after another, by tests)."""
-    global _stop_event
+    global _stop_event, _progress_file
     _stop_event = None
+    _progress_file = None
     _stop_sources.clear()
     _stopping.clear()

@@ -6,12 +6,21 @@ with it. Here a dead process costs only its own trials; the caller recovers them
 starts a replacement. How a worker is born (signals, its lifeline) is
 ``lrbench.sweep.workers``; the first slot takes the worker the console script started
 early, if there is one.
+
+A worker that makes no progress for too long (``lrbench.sweep.stuck``) is killed: its
+trials are then recovered like any dead worker's, and a replacement starts. So is every
+worker still running when the sweep leaves: the parent never waits on one.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import concurrent.futures.process
+import contextlib
+import os
+import signal
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +28,7 @@ from joblib.externals.loky import ProcessPoolExecutor
 
 from lrbench.sweep import workers
 from lrbench.sweep.slot import SlotJob, SlotReport, run_slot
+from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS, Pace
 
 
 @dataclass
@@ -29,6 +39,8 @@ class SlotProcess:
     executor: ProcessPoolExecutor | None  # None on a cluster (lrbench.sweep.cluster)
     future: Any  # concurrent.futures.Future, or a Dask future on a cluster
     restarts: int = 0
+    pace: Pace | None = None  # a local worker's progress, as seen here
+    killed: str = ""  # why this parent killed its worker, if it did
 
 
 @dataclass(frozen=True)
@@ -44,7 +56,8 @@ class SlotEnd:
 class SlotPool:
     """The slots' processes; ``stop`` asks every one to stop at its next safe point."""
 
-    def __init__(self) -> None:
+    def __init__(self, stuck_after: float = DEFAULT_FLOOR_SECONDS) -> None:
+        self.stuck_after = stuck_after
         early = workers.take_early()
         self._stop_event = early.stop_event if early else workers.new_stop_event()
         self._spare = [early] if early else []  # for the first slot to start
@@ -54,26 +67,53 @@ class SlotPool:
         self.dead: set[tuple[str, int]] = set()
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
-        executor = (self._spare.pop() if self._spare
-                    else workers.spawn(self._stop_event)).executor
+        worker = self._spare.pop() if self._spare else workers.spawn(self._stop_event)
         with workers.born_ignoring_signals():  # a new worker is spawned inside submit
-            future = executor.submit(run_slot, job)
-        process = SlotProcess(job, executor, future, restarts)
+            future = worker.executor.submit(run_slot, job)
+        process = SlotProcess(job, worker.executor, future, restarts,
+                              Pace(worker.progress_file, self.stuck_after))
         self.running.append(process)
         return process
 
     def wait(self, timeout: float) -> list[SlotEnd]:
-        """The slots that ended within ``timeout`` seconds."""
+        """The slots that ended within ``timeout`` seconds; a stuck one is killed (it ends
+        as dead at a later call)."""
         futures = {p.future: p for p in self.running}
         done, _ = concurrent.futures.wait(futures, timeout=timeout,
                                           return_when=concurrent.futures.FIRST_COMPLETED)
-        return [self._ended(futures[f]) for f in done]
+        ended = [self._ended(futures[f]) for f in done]
+        now = time.time()
+        for process in self.running:
+            why = None if process.killed or process.pace is None else process.pace.stuck(now)
+            if why is not None:
+                self.kill(process, why)
+        return ended
+
+    def kill(self, process: SlotProcess, why: str) -> None:
+        """End a slot's worker now (SIGKILL: a stopped process takes no other signal);
+        its trials are recovered once it ends as dead."""
+        pid = process.pace.pid() if process.pace is not None else None
+        process.killed = why
+        if pid is not None:
+            self.dead.add((socket.gethostname(), pid))  # (a zombie until loky reaps it)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        else:  # it never started: no trial to lose
+            process.executor.shutdown(wait=False, kill_workers=True)
+
+    def kill_all(self, why: str) -> None:
+        for process in self.running:
+            if not process.killed:
+                self.kill(process, why)
 
     def _ended(self, process: SlotProcess) -> SlotEnd:
         self.running.remove(process)
         error = process.future.exception()
         died = isinstance(error, concurrent.futures.process.BrokenProcessPool)
         process.executor.shutdown(wait=not died, kill_workers=died)
+        if process.pace is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(process.pace.progress_file)
         if error is None:
             return SlotEnd(process, report=process.future.result())
         return SlotEnd(process, error=error, died=died)
@@ -97,7 +137,9 @@ class SlotPool:
         return bool(self._stop_event.is_set())
 
     def abandon(self) -> None:
-        """Leave now (a second Ctrl-C): the workers stop by themselves, via their lifeline."""
+        """Leave now (a second Ctrl-C): kill every worker, waiting on none (one may be
+        stuck); the caller recovers their trials."""
         self.stop()
+        self.kill_all("still running when the sweep was left")
         for process in self.running:
-            process.executor.shutdown(wait=False)
+            process.executor.shutdown(wait=False, kill_workers=True)

@@ -8,14 +8,20 @@ trial count:
   a replacement slot starts (at most ``MAX_RESTARTS`` times per slot);
 - when the slots are done but trials of another live sweep are still running, the
   parent waits for them, and runs a new round if any of them die;
+- a slot that makes no progress for too long (``lrbench.sweep.stuck``) is killed, its
+  trials recovered, and a replacement started; the terminal says which and why;
 - Ctrl-C or SIGTERM sets the stop event: every slot fails and re-queues its trials at
-  its next epoch, and the parent returns once they have; a second one leaves at once
-  (the workers still stop by themselves, see ``lrbench.sweep.lifeline``).
+  its next epoch, and the parent returns once they have, or after
+  ``STOP_GRACE_SECONDS``, when it kills the slots that have not (a long epoch, a stuck
+  worker) and recovers their trials; a second one kills every slot at once, recovers
+  their trials and leaves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import tempfile
 import time
 from collections import Counter
@@ -26,8 +32,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from lrbench.errors import UserError, signal_of
-from lrbench.sweep import data_identity, seeds
+from lrbench.errors import LockTimeout, StorageOutage, UserError, signal_of
+from lrbench.sweep import data_identity, outage, seeds
 from lrbench.sweep.choice import resolve_engine
 from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.cluster import (
@@ -43,6 +49,7 @@ from lrbench.sweep.pool import SlotEnd, SlotPool
 from lrbench.sweep.protocol import spent_failures
 from lrbench.sweep.slot import SlotJob, SlotReport
 from lrbench.sweep.storage import is_url, open_storage, shown, storage_location
+from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.study import counted_trials, open_study, recover_stale_trials, start_run
 from lrbench.train import data
 
@@ -50,6 +57,8 @@ MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is giv
 MAX_IDLE_ROUNDS = 2  # rounds in a row that finish no trial: the sweep cannot get further
 POLL_SECONDS = 0.5
 RECOVER_EVERY_SECONDS = 5.0  # while waiting on other sweeps' trials
+STOP_GRACE_SECONDS = 10.0  # after Ctrl-C or SIGTERM: slots not stopped by then are killed
+PARENT_LOCK_SECONDS = 2.0  # the parent's longest wait for the claim lock
 
 
 @dataclass
@@ -75,6 +84,7 @@ class SweepOutcome:
     reports: list[SlotReport] = field(default_factory=list)
     error: BaseException | None = None
     deaths: int = 0  # worker processes that died mid-sweep
+    notices: list[str] = field(default_factory=list)  # slots killed, and why (on_notice)
     failed_before: int = 0  # FAIL trials in the study when this sweep started
 
     @property
@@ -102,18 +112,25 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
               storage: str | None = None, data_dir: str | None = None, device: str = "auto",
               workers: int | None = None, engine: str = "auto", batch_trials: int | None = None,
               tf32: bool = False, arrays: data.DatasetArrays | None = None,
-              cluster: str | None = None,
+              cluster: str | None = None, stuck_after: float = DEFAULT_FLOOR_SECONDS,
+              storage_wait: float = outage.DEFAULT_WAIT_SECONDS,
               on_progress: Callable[[StudySnapshot], None] | None = None,
-              on_slots: Callable[[list[Slot]], None] | None = None) -> SweepOutcome:
+              on_slots: Callable[[list[Slot]], None] | None = None,
+              on_notice: Callable[[str], None] | None = None) -> SweepOutcome:
     """Train the sweep's trials on worker slots until the study holds ``config.trials``.
 
     ``engine``: "sequential", "batched" or "auto" (per slot: lrbench.sweep.choice);
     ``batch_trials``: K for the batched engine, None to size it per slot; ``tf32``: TF32
     matmuls in batched GPU slots; ``arrays``: the data set, already read (confirm reads it
     to check it against the search study before queueing runs); ``cluster``: a Dask
-    scheduler's address, to run the slots on its workers (lrbench.sweep.cluster).
+    scheduler's address, to run the slots on its workers (lrbench.sweep.cluster);
+    ``stuck_after``: the floor of the silence after which a local slot counts as stuck
+    (lrbench.sweep.stuck; 0: never); ``storage_wait``: how long a server storage may be
+    unreachable before the sweep stops (lrbench.sweep.outage); ``on_notice``: told, in a
+    sentence, what happened to a slot (killed as stuck, say) while the sweep runs.
     """
     started = time.perf_counter()
+    outage.set_wait_seconds(storage_wait)
     location = storage_location(storage, results_dir)
     if cluster is not None:
         check_shared(location, cluster)
@@ -149,25 +166,32 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
                                failed_before=first.failed)
         jobs = [SlotJob(slot, config, location, arrays, engine=resolve_engine(engine, slot),
                         batch_trials=batch_trials, slots=_peers(slot, slots), tf32=tf32,
-                        data_fingerprint=identity.fingerprint)
+                        data_fingerprint=identity.fingerprint, storage_wait=storage_wait)
                 for slot in slots]
-        pool = (SlotPool() if client is None
+        pool = (SlotPool(stuck_after) if client is None
                 else ClusterPool(client, arrays, cluster or "", on_cluster))
     except BaseException:
         if client is not None:  # nothing ran on it yet
             client.close()
         raise
     try:
-        _run_rounds(_Starter(pool, config.seed, run), jobs, study, outcome, on_progress)
+        _run_rounds(_Starter(pool, config.seed, run, on_notice or _ignore), jobs, study,
+                    outcome, on_progress)
     except ClusterLost as lost:  # the trials its slots finished are stored; the rest re-run
         outcome.error = lost
+    except StorageOutage as gone:  # waited out as long as allowed (lrbench.sweep.outage)
+        outcome.error = gone
+        pool.abandon()  # its slots cannot write either; a resume recovers their trials
     except KeyboardInterrupt as interrupt:  # the second Ctrl-C: leave now
         pool.abandon()
         outcome.interrupted = signal_of(interrupt)
+        with contextlib.suppress(Exception):  # (a resume recovers them too)
+            outcome.recovered += _recover(study, outcome.storage, pool.dead)
         raise
     finally:
         pool.close()
-    outcome.finished = snapshot(study).finished
+    if not isinstance(outcome.error, StorageOutage):  # (else the last count seen stands)
+        outcome.finished = snapshot(study).finished
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
 
@@ -206,6 +230,7 @@ class _Starter:
     pool: SlotPool | ClusterPool
     base_seed: int
     run: int
+    notice: Callable[[str], None]
     starts: Counter[int] = field(default_factory=Counter)
 
     def start(self, job: SlotJob, restarts: int = 0) -> None:
@@ -215,10 +240,20 @@ class _Starter:
         self.pool.start(dataclasses.replace(job, sampler_seed=seed), restarts)
 
 
+def _ignore(notice: str) -> None:
+    """No one to tell (a library call without ``on_notice``)."""
+
+
 def _recover(study: optuna.Study, location: str,
              dead: Collection[tuple[str, int]] = ()) -> list[int]:
-    with claim_lock(location, study.study_name):
-        return recover_stale_trials(study, dead)
+    """Dead workers' trials, failed and re-queued; none if the claim lock stays held for
+    ``PARENT_LOCK_SECONDS`` (a stuck slot may hold it: the parent must go on watching, to
+    kill it; every slot's ask recovers them too, and so does the next round)."""
+    try:
+        with claim_lock(location, study.study_name, timeout=PARENT_LOCK_SECONDS):
+            return recover_stale_trials(study, dead)
+    except LockTimeout:
+        return []
 
 
 def _run_rounds(starter: _Starter, jobs: list[SlotJob], study: optuna.Study,
@@ -254,17 +289,24 @@ def _watch(starter: _Starter, study: optuna.Study, outcome: SweepOutcome,
            on_progress: Callable[[StudySnapshot], None] | None) -> None:
     """Wait for the round's slots, replacing dead ones; Ctrl-C or SIGTERM stops them."""
     pool = starter.pool
+    give_up_at = None  # after a stop: when the slots still running are killed
     while pool.running:
         try:
             for end in pool.wait(POLL_SECONDS):
                 _slot_ended(starter, end, study, outcome)
             if on_progress is not None:
-                on_progress(snapshot(study))
+                now = snapshot(study)
+                outcome.finished = now.finished
+                on_progress(now)
+            if give_up_at is not None and time.monotonic() > give_up_at:
+                pool.kill_all(f"did not stop within {STOP_GRACE_SECONDS:g} s of the stop")
+                give_up_at = math.inf
         except KeyboardInterrupt as interrupt:
             if outcome.interrupted:
                 raise  # a second one
             outcome.interrupted = signal_of(interrupt)
             pool.stop()  # every slot re-queues its trials at its next epoch
+            give_up_at = time.monotonic() + STOP_GRACE_SECONDS
     if on_progress is not None:
         on_progress(snapshot(study))
 
@@ -281,7 +323,15 @@ def _slot_ended(starter: _Starter, end: SlotEnd, study: optuna.Study,
         return
     outcome.deaths += 1
     # its trials, at once (a lost cluster worker's by its process, even on another host)
-    outcome.recovered += _recover(study, outcome.storage, starter.pool.dead)
+    recovered = _recover(study, outcome.storage, starter.pool.dead)
+    outcome.recovered += recovered
+    if end.process.killed:
+        slot = end.process.job.slot
+        outcome.notices.append(
+            f"slot {slot.index} ({slot.device}) {end.process.killed}: killed it; "
+            + (f"re-queued its trials {recovered}" if recovered else "it held no trial")
+            + ("" if starter.pool.stopping else "; a new slot takes its place"))
+        starter.notice(outcome.notices[-1])
     if (not starter.pool.stopping and end.process.restarts < MAX_RESTARTS
             and starter.pool.restartable(end.process)):
         starter.start(end.process.job, end.process.restarts + 1)

@@ -33,7 +33,7 @@ import torch
 from optuna.trial import TrialState
 
 from lrbench.errors import StorageError
-from lrbench.sweep import lifeline, protocol
+from lrbench.sweep import lifeline, outage, protocol
 from lrbench.sweep.choice import batch_trials, fuse_update
 from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.config import SweepConfig
@@ -90,6 +90,7 @@ class SlotJob:
     slots: int = 1  # slots on this kind of device: the auto-sized K is a share of the trials
     tf32: bool = False  # batched engine on a GPU: TF32 matmuls (faster, 10-bit mantissas)
     data_fingerprint: str = ""  # of ``arrays``, computed once by the parent
+    storage_wait: float = outage.DEFAULT_WAIT_SECONDS  # --storage-wait (lrbench.sweep.outage)
 
 
 @dataclass
@@ -136,10 +137,11 @@ class _Slot:
 
     def __init__(self, job: SlotJob) -> None:
         self.job, self.config, self.slot = job, job.config, job.slot
+        outage.set_wait_seconds(job.storage_wait)
         configure_process(job.slot)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.load_study(study_name=self.config.study,
-                                       storage=open_storage(job.storage),
+                                       storage=open_storage(job.storage, waits=True),
                                        sampler=make_sampler(self.config, job.sampler_seed),
                                        pruner=make_pruner(self.config))
         self.storage = self.study._storage
@@ -155,6 +157,7 @@ class _Slot:
         self.data = split_to_device(job.arrays, self.config.validation_size, self.config.seed,
                                     job.slot.device)
         self.report.data_seconds = time.perf_counter() - started
+        lifeline.ready()
         self.failures_in_a_row = 0
         self.last_beat = time.time()
 
@@ -182,6 +185,7 @@ class _Slot:
                                       self.job.sampler_seed, self.slot.worker)
                     write_claim(trial, claim)
                     running.append(_Running(trial, spec, claim, cell=protocol.cell_of(trial)))
+        lifeline.progressed()
         return running
 
     def decide(self, running: dict[Hashable, _Running], rows: list[EpochRow]) -> list[Hashable]:
@@ -255,6 +259,7 @@ def _sequential_loop(slot: _Slot) -> None:
 
         def on_epoch(epoch: int, val_accuracy: float, r: _Running = r,
                      curve: list[float] = curve) -> bool:
+            lifeline.progressed()
             slot.beat_if_due([r])
             if lifeline.stop_requested():
                 raise StopRequested
@@ -356,6 +361,7 @@ def _run_epoch(slot: _Slot, stacks: dict[tuple[object, ...], Stack],
         try:
             started = time.perf_counter()
             left = stack.run_epoch(lambda rows: slot.decide(running, rows), hook)
+            lifeline.progressed()
             slot.report.train_seconds += time.perf_counter() - started - overlapped
             hook, overlapped = None, 0.0
         except StorageError:

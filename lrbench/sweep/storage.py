@@ -17,7 +17,7 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalRedisBackend
 
 from lrbench.errors import StorageError, UserError
-from lrbench.sweep import journal
+from lrbench.sweep import journal, outage
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +59,39 @@ def _scrubbed(location: str, err: BaseException) -> str:
         else text
 
 
-def open_storage(location: str, *, create: bool = True, warn: bool = True) -> BaseStorage:
-    """Open a storage URL (``postgresql://``, ``sqlite:///``, ``redis://``) or journal file."""
-    if location.startswith("redis://"):
-        try:
-            return JournalStorage(JournalRedisBackend(location))
-        except ImportError as err:  # the redis package is optional
-            raise UserError(f"--storage {shown(location)}: {err}") from None
-        except Exception as err:  # redis.ConnectionError and kin
+def open_storage(location: str, *, create: bool = True, warn: bool = True,
+                 waits: bool = False) -> BaseStorage:
+    """Open a storage URL (``postgresql://``, ``sqlite:///``, ``redis://``) or journal file.
+
+    A server that cannot be reached is the user's error at once (a wrong host or port),
+    unless ``waits``: a worker opening the sweep's storage, which the parent has reached,
+    waits out an outage (``lrbench.sweep.outage``) like every later call.
+    """
+    if not is_url(location):
+        return open_journal(Path(location), create=create, warn=warn)
+    if waits:
+        return outage.retrying(_open_server, shown(location))(location)
+    try:
+        return _open_server(location)
+    except (ImportError, ValueError) as err:  # unknown dialect, missing driver or package
+        raise UserError(f"--storage {shown(location)}: cannot open it: "
+                        f"{_scrubbed(location, err)}") from None
+    except Exception as err:  # server down, bad credentials (sqlalchemy's, redis's errors)
+        if type(err).__module__.startswith(("sqlalchemy", "redis")):
             raise UserError(f"--storage {shown(location)}: cannot connect: "
                             f"{_scrubbed(location, err)}") from None
-    if is_url(location):
-        try:
-            return optuna.storages.RDBStorage(location)
-        except (ImportError, ValueError) as err:  # unknown dialect, missing driver
-            raise UserError(f"--storage {shown(location)}: cannot open it: "
-                            f"{_scrubbed(location, err)}") from None
-        except Exception as err:  # sqlalchemy's OperationalError: server down, bad credentials
-            if type(err).__module__.startswith("sqlalchemy"):
-                raise UserError(f"--storage {shown(location)}: cannot connect: "
-                                f"{_scrubbed(location, err)}") from None
-            raise
-    return open_journal(Path(location), create=create, warn=warn)
+        raise
+
+
+def _open_server(location: str) -> BaseStorage:
+    """A server storage whose every call waits out an outage (``lrbench.sweep.outage``)."""
+    if location.startswith("redis://"):
+        backend = outage.wait_out_outages(JournalRedisBackend(location), shown(location))
+        return JournalStorage(backend)
+    storage = optuna.storages.RDBStorage(location)
+    if location.startswith("sqlite"):  # a local file: no connection to lose
+        return storage
+    return outage.wait_out_outages(storage, shown(location))
 
 
 def open_journal(path: Path, *, create: bool = True, warn: bool = True) -> JournalStorage:

@@ -24,6 +24,7 @@ import contextlib
 import importlib
 import os
 import signal
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +40,21 @@ SLOT_MODULE = "lrbench.sweep.pool"
 
 @dataclass
 class Worker:
-    """A worker process (a one-process executor) and the stop event it shares."""
+    """A worker process (a one-process executor), the stop event it shares, and the file
+    where it marks its progress (``lifeline.progressed``)."""
 
     executor: ProcessPoolExecutor
     stop_event: Any  # the parent's loky Event: set, every slot stops at its next epoch
+    progress_file: str
 
     def end_unused(self) -> None:
         """End a worker no slot took: it holds no trial, so nothing is lost."""
         self.executor.shutdown(wait=False, kill_workers=True)
+        self.forget_progress()
+
+    def forget_progress(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.progress_file)
 
 
 def new_stop_event() -> Any:
@@ -58,12 +66,14 @@ def spawn(stop_event: Any, warm_up: bool = False) -> Worker:
 
     ``warm_up``: have it import the slot's modules now, while the caller goes on.
     """
+    descriptor, progress_file = tempfile.mkstemp(prefix="lrbench-worker-", suffix=".progress")
+    os.close(descriptor)
     executor = ProcessPoolExecutor(max_workers=1, initializer=lifeline.init_worker,
-                                   initargs=(stop_event, os.getpid()))
+                                   initargs=(stop_event, os.getpid(), progress_file))
     if warm_up:
         with born_ignoring_signals():  # loky spawns the process inside submit
             executor.submit(importlib.import_module, SLOT_MODULE)
-    return Worker(executor, stop_event)
+    return Worker(executor, stop_event, progress_file)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,146 @@
+"""A storage server that goes away mid-sweep: a private PostgreSQL, stopped and started.
+
+Each test runs its own server (initdb + pg_ctl on a free port, in tmp_path), so it can be
+stopped without touching the one other tests share. Before lrbench waited outages out, a
+restart under a sweep ended it with a ~45-line traceback ("exceeding max length"), exit 1,
+and RUNNING trials left for the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import NEEDS_MNIST
+from optuna.trial import TrialState
+from test_sweep_cli import lrbench
+
+pytestmark = [pytest.mark.slow, NEEDS_MNIST]
+
+BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+
+
+@dataclass
+class Server:
+    folder: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://lrbench@127.0.0.1:{self.port}/postgres"
+
+    def pg_ctl(self, *args: str) -> None:
+        as_owner([f"{BINARIES[-1]}/pg_ctl", "-D", str(self.folder / "data"), *args])
+
+    def start(self) -> None:
+        self.pg_ctl("-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
+                    "-l", str(self.folder / "log"), "-w", "start")
+
+    def stop(self) -> None:
+        self.pg_ctl("-m", "fast", "-w", "stop")
+
+
+def as_owner(command: list[str]) -> None:
+    """initdb and postgres refuse to run as root: there, as the postgres user."""
+    if os.geteuid() == 0:
+        command = ["runuser", "-u", "postgres", "--", *command]
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    if not BINARIES or (os.geteuid() == 0 and not shutil.which("runuser")):
+        pytest.skip("no PostgreSQL server binaries here (apt-get install postgresql)")
+    # Not under pytest's tmp_path: its folders are private to root, and the server's
+    # owner must reach its own.
+    folder = Path(tempfile.mkdtemp(prefix="lrbench-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+    as_owner([f"{BINARIES[-1]}/initdb", "-D", str(folder / "data"), "-A", "trust",
+              "-U", "lrbench"])
+    running = Server(folder, free_port())
+    running.start()
+    try:
+        yield running
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # (a test left it stopped)
+            running.pg_ctl("-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def study_states(url: str) -> Counter:
+    study = optuna.load_study(study_name="smoke", storage=url)
+    return Counter(t.state for t in study.get_trials(deepcopy=False))
+
+
+def sweep(server: Server, results: Path, *extra: str) -> subprocess.Popen:
+    return lrbench("sweep", "smoke", "--trials", "30", "--epochs", "4", "--workers", "2",
+                   "--storage", server.url, *extra, results=results)
+
+
+def wait_for_completed(server: Server, proc: subprocess.Popen, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if study_states(server.url)[TrialState.COMPLETE] >= count:
+                return
+        except KeyError:  # no study yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the sweep never completed its first trials")
+
+
+def test_a_restart_inside_the_wait_costs_nothing(server: Server, tmp_path: Path) -> None:
+    proc = sweep(server, tmp_path)
+    wait_for_completed(server, proc, 3)
+    server.stop()
+    time.sleep(4)  # the slots and the parent all find it gone, and keep retrying
+    server.start()
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "unreachable" in err and "is back after" in err, err
+    assert "30/30 trials finished" in " ".join(out.split())
+    count = study_states(server.url)
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
+    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+
+
+def test_an_outage_past_the_wait_stops_in_one_line_and_a_rerun_finishes(
+        server: Server, tmp_path: Path) -> None:
+    proc = sweep(server, tmp_path, "--storage-wait", "5")
+    wait_for_completed(server, proc, 3)
+    server.stop()
+    stopped = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert time.monotonic() - stopped < 40
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"lrbench: error: storage {server.url} unreachable for "), err
+    assert last.endswith("run the same command to resume"), err
+    server.start()
+    rerun = sweep(server, tmp_path)
+    out, err = rerun.communicate(timeout=240)
+    assert rerun.returncode == 0, err
+    count = study_states(server.url)
+    assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
+    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
