@@ -14,6 +14,7 @@ figures for the README and the issue's closing note. ~4 minutes on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -64,6 +65,12 @@ class Checkout:
 
     def run(self, args: list[str], results: Path) -> tuple[int, str]:
         return self.finish(self.start(args, results))
+
+    def has_flag(self, command: str, flag: str) -> bool:
+        """Whether this checkout's ``lrbench COMMAND`` takes ``flag`` (older ones may not)."""
+        helped = subprocess.run([sys.executable, "-m", "lrbench", command, "--help"],
+                                cwd=self.repo, env=self.env, capture_output=True, text=True)
+        return flag in helped.stdout
 
     def kill_all(self) -> None:
         for group in self.groups:
@@ -148,6 +155,43 @@ def kill_one_worker(lr: Checkout, folder: Path) -> dict[str, object]:
             "target": 12, "failed": sum(t.state.name == "FAIL" for t in found)}
 
 
+def stopped_worker(lr: Checkout, folder: Path) -> dict[str, object]:
+    """kill -STOP one worker mid-trial (a hung GPU driver or NFS stall looks the same)."""
+    stuck = ["--stuck-after", "5"] if lr.has_flag("sweep", "--stuck-after") else []
+    proc = lr.start([*SMOKE, "--trials", "30", "--epochs", "4", "--workers", "2", *stuck],
+                    folder)
+    victim = psutil.Process(claim_of(wait_running(folder)).pid)
+    victim.suspend()
+    started = time.monotonic()
+    try:
+        _, err = lr.finish(proc, timeout=240)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            victim.resume()
+    found = trials(folder) or []
+    return {"exit": f"{proc.returncode} ({time.monotonic() - started:.0f} s)",
+            "traceback": "Traceback" in err, **summary(folder), "target": 30,
+            "failed": sum(t.state.name == "FAIL" for t in found)}
+
+
+def ctrl_c_with_a_stopped_worker(lr: Checkout, folder: Path) -> dict[str, object]:
+    """One Ctrl-C to the group while a worker is stopped: the README promised 130."""
+    proc = lr.start([*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2"], folder)
+    victim = psutil.Process(claim_of(wait_running(folder)).pid)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    victim.suspend()
+    os.killpg(proc.pid, signal.SIGINT)
+    started = time.monotonic()
+    try:
+        _, err = lr.finish(proc, timeout=60)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            victim.resume()
+    return {"exit": f"{proc.returncode} ({time.monotonic() - started:.0f} s)",
+            "traceback": "Traceback" in err, "orphans": alive_after(children, 10),
+            **summary(folder), "target": 30}
+
+
 ASK_THEN_DIE = textwrap.dedent("""
     import os, signal, sys
     import optuna
@@ -223,6 +267,8 @@ SCENARIOS = {
     "SIGTERM to the parent mid-sweep": sigterm_parent,
     "kill -9 of one worker (12 trials)": kill_one_worker,
     "kill -9 between ask and claim, then resume": kill_between_ask_and_claim,
+    "kill -STOP of one worker (30 trials; --stuck-after 5 where it exists)": stopped_worker,
+    "Ctrl-C with one worker stopped": ctrl_c_with_a_stopped_worker,
     "Ctrl-C at 0.3 / 1.0 / 2.5 s (start-up)": ctrl_c_at_start_up,
     "full disk (1 MiB tmpfs)": full_disk,
     "3 simultaneous dlwizard starts": simultaneous_starts,
@@ -251,7 +297,7 @@ def main() -> None:
             try:
                 r = scenario(lr, Path(folder))
             except (subprocess.TimeoutExpired, RuntimeError) as err:  # hung: that is a finding
-                r = {"exit": f"did not end: {type(err).__name__}"}
+                r = {"exit": f"did not end: {type(err).__name__}", **summary(Path(folder))}
             finally:
                 lr.kill_all()
         finished = f"{r['finished']} / {r['target']}" if "target" in r else "–"

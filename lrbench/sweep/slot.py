@@ -21,6 +21,7 @@ its trials and re-queues them, so an interrupted sweep loses no configuration.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import resource
 import time
@@ -64,6 +65,8 @@ from lrbench.train.batched import EpochRow, Stack, group_key
 from lrbench.train.data import DatasetArrays, split_to_device
 from lrbench.train.sequential import train_trial
 from lrbench.train.trial import TrialResult, TrialSpec
+
+log = logging.getLogger(__name__)
 
 # A slot whose trials keep raising has a bug or a broken device, not bad luck: stop it.
 MAX_FAILURES_IN_A_ROW = 3
@@ -328,7 +331,7 @@ def _batched_loop(slot: _Slot) -> None:
         _join(slot, joining, stacks, running, fused)
         if not running:
             return
-        _run_epoch(slot, stacks, running, overlap)
+        _run_epoch(slot, stacks, running, overlap, fused)
         slot.beat_if_due([*running.values(), *queue])
 
 
@@ -340,8 +343,14 @@ def asks_while_training(slot: Slot) -> bool:
 
 def _run_epoch(slot: _Slot, stacks: dict[tuple[object, ...], Stack],
                running: dict[Hashable, _Running],
-               while_training: Callable[[], None] | None = None) -> None:
-    """One epoch of every stack; record the trials that left; fail a stack that raised.
+               while_training: Callable[[], None] | None = None, fused: bool = False) -> None:
+    """One epoch of every stack; record the trials that left; isolate a stack that raised.
+
+    A stack trains its trials as one model, so when it raises, which trial raised is not
+    known (a schedule dividing by zero, or memory running out for all of them). Each of
+    its trials then starts again alone, from its first epoch with its own seeds: a trial
+    that raises alone fails with its own error, and its stack-mates go on. A trial alone
+    that raises fails.
 
     ``while_training`` runs once, inside the first stack's epoch (Stack.run_epoch); the
     time it takes is not training time."""
@@ -366,14 +375,31 @@ def _run_epoch(slot: _Slot, stacks: dict[tuple[object, ...], Stack],
             hook, overlapped = None, 0.0
         except StorageError:
             raise
-        except Exception as err:  # the whole stack shares the failure
+        except Exception as err:
             del stacks[key]
-            slot.failed([running.pop(k) for k in members], err)
+            if len(members) == 1:
+                slot.failed([running.pop(k) for k in members], err)
+            else:
+                log.warning("slot %d: a stack of %d trials raised %r; each starts again "
+                            "alone", slot.slot.index, len(members), err)
+                for k in members:
+                    _alone(slot, running[k], stacks, fused)
             continue
         if left:
             slot.ended([(running.pop(k), result) for k, result in left])
         if not len(stack):
             del stacks[key]
+
+
+def _alone(slot: _Slot, r: _Running, stacks: dict[tuple[object, ...], Stack],
+           fused: bool) -> None:
+    """``r`` from its first epoch again, in a stack of its own that no trial joins."""
+    data_seed = r.spec.data_seed
+    stack = stacks[("alone", r.trial.number)] = Stack(
+        slot.data, r.spec.seed if data_seed is None else data_seed, tf32=slot.job.tf32,
+        fused=fused)
+    stack.join([r.spec], keys=[r.trial.number])
+    r.batch_trials = 1
 
 
 def _join(slot: _Slot, new: list[_Running], stacks: dict[tuple[object, ...], Stack],

@@ -583,6 +583,38 @@ def test_run_slot_runs_the_sweeps_trials(slot_job: SlotJob):
     assert run_slot(slot_job).trials == 0
 
 
+def test_a_trial_that_raises_in_a_stack_fails_alone(slot_job: SlotJob, tmp_path: Path,
+                                                     monkeypatch):
+    """Before: one trial's error (REX with beta = 1 divided 0 by 0) failed its healthy
+    stack-mates too. Now the stack's trials start again alone: only the one that raises
+    alone fails, with its own error; the others complete (and a fifth trial is asked in
+    place of the failed one, which does not count)."""
+    config = write_sweep(tmp_path, name="stacked", trials=4, seed=0, epochs=2,
+                         families='["step", "constant"]', validation_size="0.2")
+    st.open_study(config, open_storage(slot_job.storage))
+    job = dataclasses.replace(slot_job, config=config, engine="batched", batch_trials=4)
+    bad = 2  # the trial whose schedule raises, in any stack it trains in
+    trained = worker.Stack.run_epoch
+
+    def run_epoch(self, decide, while_training=None):  # type: ignore[no-untyped-def]
+        if bad in self.keys():
+            raise ZeroDivisionError("float division by zero")
+        return trained(self, decide, while_training)
+
+    monkeypatch.setattr(worker.Stack, "run_epoch", run_epoch)
+    report = run_slot(job)
+    assert (report.trials, report.failed) == (4, 1)
+    trials = stored(job).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE,
+                                         TrialState.FAIL, TrialState.COMPLETE,
+                                         TrialState.COMPLETE]
+    assert "ZeroDivisionError" in record.record_of(trials[bad]).reason
+    for trial in trials[:4]:
+        if trial.number != bad:  # retried alone, from its first epoch, to the end
+            rec = record.record_of(trial)
+            assert rec.batch_trials == 1 and rec.curves["epoch"] == [1, 2]
+
+
 def test_run_slot_asked_to_stop_runs_nothing(slot_job: SlotJob):
     lifeline.request_stop()
     report = run_slot(slot_job)
