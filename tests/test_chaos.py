@@ -373,21 +373,37 @@ def test_url_storages_count_exactly_with_big_batches(tmp_path: Path, kind: str) 
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 10}
 
 
-def test_the_same_seed_gives_the_same_curves_with_any_number_of_workers(tmp_path: Path) -> None:
-    """Trial numbers depend on timing; seeds come from the configuration instead."""
-    curves = {}
+@pytest.mark.parametrize("engine", ["sequential", "batched"])
+def test_the_same_seed_gives_the_same_curves_with_any_number_of_workers(
+        tmp_path: Path, engine: str) -> None:
+    """Trial numbers depend on timing; seeds come from the configuration instead.
+
+    Not bit for bit: one worker trains with 2 torch threads and two with 1 each, and the
+    batched engine stacks the five runs as K = 5 with one worker, 3 + 2 with two; both
+    change how matmuls round. The README's stated tolerance (measured over 3 epochs:
+    losses within 1.4e-7 relative, sequential, and 6.8e-8, batched; one validation
+    accuracy one image apart) is held here: losses within 1e-5 relative, accuracies
+    within one validation image."""
+    curves, sizes = {}, {}
     for workers in ("1", "2"):  # the tutorial's five fixed configurations
         results = tmp_path / workers
-        done = run("sweep", "dlwizard", "--epochs", "2", "--engine", "sequential",
+        done = run("sweep", "dlwizard", "--epochs", "2", "--engine", engine,
                    "--workers", workers, results=results)
         assert done.returncode == 0, done.stderr
+        trials = load(results, "dlwizard").get_trials()
         curves[workers] = {json.dumps(t.params, sort_keys=True): record.record_of(t).curves
-                           for t in load(results, "dlwizard").get_trials()}
+                           for t in trials}
+        sizes[workers] = sorted(record.record_of(t).batch_trials for t in trials)
+        val_size = record.record_of(trials[0]).val_size
     assert len(curves["1"]) == 5 and curves["1"].keys() == curves["2"].keys()
+    if engine == "batched":
+        assert sizes["1"] != sizes["2"]  # different stacks, or the test shows nothing
     for config, curve in curves["1"].items():
         other = curves["2"][config]
-        assert curve["val_accuracy"] == other["val_accuracy"], config
-        assert curve["train_loss"] == pytest.approx(other["train_loss"], rel=1e-5), config
+        assert curve["val_accuracy"] == pytest.approx(other["val_accuracy"],
+                                                      abs=1.01 / val_size), config
+        for loss in ("train_loss", "val_loss"):
+            assert curve[loss] == pytest.approx(other[loss], rel=1e-5), config
 
 
 def test_three_simultaneous_starts_queue_the_fixed_trials_once(tmp_path: Path) -> None:
