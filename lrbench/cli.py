@@ -29,7 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from lrbench.entry import exit_code
-from lrbench.errors import DataNotFoundError, StorageError, StorageOutage, UserError
+from lrbench.errors import DataNotFoundError, StorageError, UserError
 from lrbench.logs import show_warnings
 from lrbench.sweep import config as config_module
 from lrbench.sweep import confirm as confirm_module
@@ -178,7 +178,7 @@ def _sweep_one(cfg: config_module.SweepConfig, **options: Any) -> None:
     if not outcome.reports and outcome.error is None:
         console.print(f"nothing to train: study {cfg.study!r} already holds {outcome.finished} "
                       f"finished trials (raise --trials to add more)")
-    if not isinstance(outcome.error, StorageOutage):  # (reading it would wait again)
+    if not isinstance(outcome.error, StorageError):  # (reading it would fail, or wait, again)
         _print_best(outcome.study)
     _finish(outcome)
 
@@ -256,13 +256,9 @@ def _finish(outcome: SweepOutcome) -> None:
                           f"{shown(outcome.storage)}: run the same command to resume",
                           markup=False)
         sys.exit(1)
-    if isinstance(outcome.error, StorageOutage):  # its message says it all
-        err_console.print(f"lrbench: error: {outcome.error}", markup=False)
-        sys.exit(1)
-    if isinstance(outcome.error, StorageError):  # a full disk: no traceback helps
-        err_console.print(f"lrbench: error: {outcome.error}; finished trials are kept: free "
-                          f"space, then run the same command to resume", markup=False)
-        sys.exit(1)
+    if isinstance(outcome.error, StorageError):  # an outage, a full disk, a journal gone:
+        err_console.print(f"lrbench: error: {outcome.error}", markup=False)  # no traceback
+        sys.exit(1)  # helps, and its message says what to do
     if outcome.error is not None:
         raise outcome.error
     if outcome.interrupted:
@@ -435,7 +431,7 @@ def _confirm_one(study_name: str, *, seeds: int, numbers: tuple[int, ...],
                                  batch_trials=batch_trials, tf32=tf32, arrays=plan.arrays,
                                  cluster=cluster, stuck_after=stuck_after,
                                  storage_wait=storage_wait)
-    if not isinstance(outcome.error, StorageOutage):
+    if not isinstance(outcome.error, StorageError):
         _print_confirmed(outcome.study, plan.winners)
     _finish(outcome)
     console.print(f"next: lrbench report --study {study_name}"

@@ -351,6 +351,56 @@ def test_a_full_disk_stops_the_sweep_cleanly_and_the_storage_stays_loadable(
     assert after[TrialState.RUNNING] == after[TrialState.WAITING] == 0
 
 
+def one_line_error(err: str) -> str:
+    """The last line of stderr, which must be all the user needs: no traceback above it."""
+    assert "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+def test_a_journal_deleted_mid_sweep_ends_it_in_one_line(tmp_path: Path) -> None:
+    """Before: a FileNotFoundError traceback from a worker, exit 1."""
+    proc = lrbench(*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2",
+                   results=tmp_path)
+    wait_for_running_trial(tmp_path, "smoke")
+    path = tmp_path / "lrbench.journal"
+    path.rename(tmp_path / "moved.journal")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert one_line_error(err) == (
+        f"lrbench: error: journal {path} was deleted or moved mid-sweep: nothing more can be "
+        f"written to it; put it back, then run the same command to resume")
+    (tmp_path / "moved.journal").rename(path)  # put back: the resume finishes the count
+    assert_resume_finishes(tmp_path, 40)
+
+
+def test_a_file_system_turned_read_only_mid_sweep_ends_it_in_one_line(
+        tmp_path: Path, small_tmpfs: Path) -> None:
+    """Before: a PermissionError / OSError traceback, exit 1."""
+    proc = lrbench(*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2",
+                   results=small_tmpfs)
+    wait_for_running_trial(small_tmpfs, "smoke")
+    deadline = time.monotonic() + 120
+    while states(load(small_tmpfs))[TrialState.COMPLETE] < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    remounted = subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)],
+                               capture_output=True, text=True)
+    assert remounted.returncode == 0, remounted.stderr
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_tmpfs)], check=True)
+    assert proc.returncode == 1, err
+    last = one_line_error(err)
+    # (the journal, or the lock beside it that a slot took first)
+    assert re.match(rf"lrbench: error: cannot write to {small_tmpfs}/\S*lrbench.journal\S*: "
+                    rf"Read-only file system; ", last), err
+    assert last.endswith("run the same command to resume"), err
+    assert states(load(small_tmpfs))[TrialState.COMPLETE] >= 2  # kept, and readable
+    roomy = tmp_path / "roomy"
+    shutil.copytree(small_tmpfs, roomy)
+    assert_resume_finishes(roomy, 40)
+
+
 POSTGRES_URL = os.environ.get("LRBENCH_TEST_POSTGRES")
 URL_STORAGES = [pytest.param("sqlite", id="sqlite"), pytest.param(
     "postgresql", id="postgresql", marks=pytest.mark.skipif(

@@ -62,7 +62,12 @@ class FlockLock(BaseJournalFileLock):
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:  # its folder or file system made read-only
+            raise StorageError(f"cannot write to {self.path}: {err.strerror}; finished trials "
+                               f"are kept: make it writable, then run the same command to "
+                               f"resume") from None
         deadline = time.monotonic() + self.timeout
         delay = 0.001
         while True:
@@ -235,6 +240,24 @@ class SafeJournalBackend(JournalFileBackend):
         self.path = Path(path)
         self.lock = self._lock
         self._buffer: list[dict[str, Any]] | None = None  # the open batch's records
+        self._inode = os.stat(path).st_ino  # (Optuna's constructor made the file)
+
+    def _same_file(self) -> None:
+        """The journal is still the file this process opened: not deleted, moved, or
+        replaced by another (whose records the cached offsets would misread)."""
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode != self._inode:
+            raise StorageError(
+                f"journal {self.path} was {'deleted or moved' if inode is None else 'replaced'}"
+                f" mid-sweep: nothing more can be written to it; put it back, then run the "
+                f"same command to resume")
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        self._same_file()
+        yield from super().read_logs(log_number_from)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -260,25 +283,36 @@ class SafeJournalBackend(JournalFileBackend):
             self._buffer.extend(logs)
             return
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in logs).encode()
-        with self.lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
-            try:
+        try:
+            with self.lock:
+                self._same_file()
+                self._append(data)
+        except OSError as err:  # the file, its lock or its file system made read-only
+            raise StorageError(f"cannot write to {self.path}: {err.strerror}; finished trials "
+                               f"are kept: make it writable, then run the same command to "
+                               f"resume") from None
+
+    def _append(self, data: bytes) -> None:
+        """Append whole records after a whole record, or roll back; hold the lock."""
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # Someone died mid-write: set the torn bytes aside, then append.
+                move_torn_tail(inspect(self.path))
                 size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    # Someone died mid-write: set the torn bytes aside, then append.
-                    move_torn_tail(inspect(self.path))
-                    size = os.fstat(fd).st_size
-                try:
-                    written = os.write(fd, data)
-                    if written != len(data):  # a short write is how a nearly full disk says so
-                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                    os.fsync(fd)
-                except BaseException as err:
-                    os.ftruncate(fd, size)  # roll back: the file ends on a whole record
-                    if isinstance(err, OSError) and err.errno in _DISK_FULL:
-                        raise StorageError(f"cannot write to {self.path}: {err.strerror}; "
-                                           f"the journal was rolled back to its last complete "
-                                           f"record") from None
-                    raise
-            finally:
-                os.close(fd)
+            try:
+                written = os.write(fd, data)
+                if written != len(data):  # a short write is how a nearly full disk says so
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                os.fsync(fd)
+            except BaseException as err:
+                os.ftruncate(fd, size)  # roll back: the file ends on a whole record
+                if isinstance(err, OSError) and err.errno in _DISK_FULL:
+                    raise StorageError(f"cannot write to {self.path}: {err.strerror}; the "
+                                       f"journal was rolled back to its last complete "
+                                       f"record, and finished trials are kept: free space, "
+                                       f"then run the same command to resume") from None
+                raise
+        finally:
+            os.close(fd)

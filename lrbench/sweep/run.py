@@ -32,7 +32,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from lrbench.errors import LockTimeout, StorageOutage, UserError, signal_of
+from lrbench.errors import LockTimeout, StorageError, UserError, signal_of
 from lrbench.sweep import data_identity, outage, seeds
 from lrbench.sweep.choice import resolve_engine
 from lrbench.sweep.claim import claim_lock
@@ -179,8 +179,8 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
                     outcome, on_progress)
     except ClusterLost as lost:  # the trials its slots finished are stored; the rest re-run
         outcome.error = lost
-    except StorageOutage as gone:  # waited out as long as allowed (lrbench.sweep.outage)
-        outcome.error = gone
+    except StorageError as broken:  # unreachable past --storage-wait, the journal gone
+        outcome.error = broken
         pool.abandon()  # its slots cannot write either; a resume recovers their trials
     except KeyboardInterrupt as interrupt:  # the second Ctrl-C: leave now
         pool.abandon()
@@ -190,7 +190,7 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
         raise
     finally:
         pool.close()
-    if not isinstance(outcome.error, StorageOutage):  # (else the last count seen stands)
+    if not isinstance(outcome.error, StorageError):  # (else the last count seen stands)
         outcome.finished = snapshot(study).finished
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
