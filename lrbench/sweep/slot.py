@@ -384,11 +384,22 @@ def _run_epoch(slot: _Slot, stacks: dict[tuple[object, ...], Stack],
                             "alone", slot.slot.index, len(members), err)
                 for k in members:
                     _alone(slot, running[k], stacks, fused)
+            if out_of_memory(err) and slot.batch_trials > 1:  # new stacks: half the size
+                slot.batch_trials //= 2
+                log.warning("slot %d: out of memory; it now stacks at most %d trials",
+                            slot.slot.index, slot.batch_trials)
             continue
         if left:
             slot.ended([(running.pop(k), result) for k, result in left])
         if not len(stack):
             del stacks[key]
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is the device or the host running out of memory."""
+    text = str(err).lower()
+    return (isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError))
+            or "out of memory" in text or "can't allocate memory" in text)
 
 
 def _alone(slot: _Slot, r: _Running, stacks: dict[tuple[object, ...], Stack],

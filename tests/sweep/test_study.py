@@ -615,6 +615,31 @@ def test_a_trial_that_raises_in_a_stack_fails_alone(slot_job: SlotJob, tmp_path:
             assert rec.batch_trials == 1 and rec.curves["epoch"] == [1, 2]
 
 
+def test_out_of_memory_in_a_stack_retries_the_same_trials_smaller(
+        slot_job: SlotJob, tmp_path: Path, monkeypatch, caplog):
+    """Before: every stack that ran out of memory failed its trials, and the slot asked new
+    ones (a 6-trial study ended with 18 failed). Now the same trials train again, alone,
+    and the slot stacks half as many from then on: nothing fails."""
+    config = write_sweep(tmp_path, name="oom", trials=6, seed=0, epochs=1,
+                         families='["step", "constant"]', validation_size="0.2")
+    st.open_study(config, open_storage(slot_job.storage))
+    job = dataclasses.replace(slot_job, config=config, engine="batched", batch_trials=4)
+    trained = worker.Stack.run_epoch
+
+    def run_epoch(self, decide, while_training=None):  # type: ignore[no-untyped-def]
+        if len(self) > 2:  # what this "device" holds
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return trained(self, decide, while_training)
+
+    monkeypatch.setattr(worker.Stack, "run_epoch", run_epoch)
+    report = run_slot(job)
+    assert (report.trials, report.failed) == (6, 0)
+    trials = stored(job).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 6  # no trial asked twice
+    assert "it now stacks at most 2 trials" in caplog.text
+    assert max(record.record_of(t).batch_trials for t in trials[4:]) <= 2
+
+
 def test_run_slot_asked_to_stop_runs_nothing(slot_job: SlotJob):
     lifeline.request_stop()
     report = run_slot(slot_job)
