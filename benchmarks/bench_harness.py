@@ -4,6 +4,8 @@
     python benchmarks/bench_harness.py --trials 200 --profile
     python benchmarks/bench_harness.py --repo /tmp/before # an older checkout, same setup
     python benchmarks/bench_harness.py --pruner hyperband # the study's pruner (default: median)
+    python benchmarks/bench_harness.py --trials 300 --versus "--stuck-after 0" --rounds 3
+                                          # the same sweep with and without FLAGS, alternating
 
 The setup is the one issue "Keep the engine fed" measured: ``sweeps/all.toml`` under the
 search protocol at ``--trials`` with ``model = "logreg"`` and 10 epochs, on a 500-image
@@ -105,7 +107,12 @@ def main() -> None:
     parser.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
     parser.add_argument("--profile", action="store_true", help="run under py-spy")
     parser.add_argument("--keep-profile", type=Path, help="copy py-spy's raw stacks here")
+    parser.add_argument("--versus", help="also run with these extra flags, alternating")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of each variant")
     args = parser.parse_args()
+    if args.versus:
+        versus(args)
+        return
     repo = args.repo.resolve()
     env = {**os.environ, "PYTHONPATH": str(repo)}
     with tempfile.TemporaryDirectory(prefix="lrbench-harness-") as tmp:
@@ -133,6 +140,40 @@ def main() -> None:
                 args.keep_profile.write_text(profile.read_text())
             for name, share in breakdown(profile).items():
                 print(f"  {name:<10} {100 * share:5.1f}% of sampled time")
+
+
+def versus(args: argparse.Namespace) -> None:
+    """The sweep as it is and with ``--versus`` flags, in alternating order, each in a fresh
+    results folder: ms per trial of each, and their ratio (best of ``--rounds``)."""
+    repo = args.repo.resolve()
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    variants = {"as is": [], args.versus: args.versus.split()}
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    with tempfile.TemporaryDirectory(prefix="lrbench-harness-") as tmp:
+        folder = Path(tmp)
+        root = small_mnist(folder / "data")
+        sweep = sweep_file(folder, args.trials, args.pruner)
+        for round_ in range(args.rounds):
+            names = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
+            for name in names:
+                results = folder / f"r-{round_}-{len(times[name])}-{names.index(name)}"
+                command = [sys.executable, "-m", "lrbench", "sweep", str(sweep), "--workers",
+                           "1", "--data-dir", str(root), "--results", str(results),
+                           *variants[name]]
+                started = time.perf_counter()
+                done = subprocess.run(command, cwd=repo, env=env, capture_output=True,
+                                      text=True)
+                wall = time.perf_counter() - started
+                if done.returncode != 0:
+                    sys.exit(f"{name}: the sweep failed (exit {done.returncode}):\n"
+                             f"{done.stderr[-2000:]}")
+                times[name].append(wall)
+                print(f"round {round_ + 1} {name:<20} {1000 * wall / args.trials:6.1f} ms per "
+                      f"trial", flush=True)
+    best = {name: min(walls) for name, walls in times.items()}
+    base, other = best["as is"], best[args.versus]
+    print(f"best of {args.rounds}: as is {1000 * base / args.trials:.1f} ms per trial, "
+          f"{args.versus} {1000 * other / args.trials:.1f} ms ({other / base:.3f}x)")
 
 
 if __name__ == "__main__":
