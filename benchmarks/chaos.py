@@ -155,6 +155,19 @@ def kill_one_worker(lr: Checkout, folder: Path) -> dict[str, object]:
             "target": 12, "failed": sum(t.state.name == "FAIL" for t in found)}
 
 
+def finish_then_resume(lr: Checkout, proc: subprocess.Popen, stopped: psutil.Process,
+                       timeout: float) -> tuple[str, float]:
+    """Wait for the sweep (a hang raises TimeoutExpired), then let the stopped worker go:
+    its stderr and the seconds it took."""
+    started = time.monotonic()
+    try:
+        _, err = lr.finish(proc, timeout=timeout)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            stopped.resume()
+    return err, time.monotonic() - started
+
+
 def stopped_worker(lr: Checkout, folder: Path) -> dict[str, object]:
     """kill -STOP one worker mid-trial (a hung GPU driver or NFS stall looks the same)."""
     stuck = ["--stuck-after", "5"] if lr.has_flag("sweep", "--stuck-after") else []
@@ -162,14 +175,9 @@ def stopped_worker(lr: Checkout, folder: Path) -> dict[str, object]:
                     folder)
     victim = psutil.Process(claim_of(wait_running(folder)).pid)
     victim.suspend()
-    started = time.monotonic()
-    try:
-        _, err = lr.finish(proc, timeout=240)
-    finally:
-        with contextlib.suppress(psutil.Error):
-            victim.resume()
+    err, seconds = finish_then_resume(lr, proc, victim, timeout=240)
     found = trials(folder) or []
-    return {"exit": f"{proc.returncode} ({time.monotonic() - started:.0f} s)",
+    return {"exit": f"{proc.returncode} ({seconds:.0f} s)",
             "traceback": "Traceback" in err, **summary(folder), "target": 30,
             "failed": sum(t.state.name == "FAIL" for t in found)}
 
@@ -181,13 +189,8 @@ def ctrl_c_with_a_stopped_worker(lr: Checkout, folder: Path) -> dict[str, object
     children = psutil.Process(proc.pid).children(recursive=True)
     victim.suspend()
     os.killpg(proc.pid, signal.SIGINT)
-    started = time.monotonic()
-    try:
-        _, err = lr.finish(proc, timeout=60)
-    finally:
-        with contextlib.suppress(psutil.Error):
-            victim.resume()
-    return {"exit": f"{proc.returncode} ({time.monotonic() - started:.0f} s)",
+    err, seconds = finish_then_resume(lr, proc, victim, timeout=60)
+    return {"exit": f"{proc.returncode} ({seconds:.0f} s)",
             "traceback": "Traceback" in err, "orphans": alive_after(children, 10),
             **summary(folder), "target": 30}
 

@@ -374,7 +374,10 @@ def _fixed_trial(path: Path, index: int, raw: Any, config: SweepConfig) -> Fixed
 def _check_fixed(path: Path, index: int, trial: FixedTrial, config: SweepConfig) -> None:
     """A fixed trial must lie inside the searched space: Optuna records it on those axes."""
     where = f"fixed[{index}]"
-    checks = [(f"{where}.{n}", v, axis, f"[schedules.{trial.family}] {n}")
+    written = config.range_overrides.get(trial.family, {})
+    checks = [(f"{where}.{n}", v, axis, f"[schedules.{trial.family}] {n}" + (
+               "" if n in written else f" (its default range follows train.epochs = "
+                                       f"{config.epochs})"))
               for n, axis in config.space(trial.family).items() for v in [trial.params[n]]]
     lr_search = config.lr_search(trial.family)
     if lr_search is not None and trial.lr is not None:

@@ -45,14 +45,7 @@ def replaced(document: Any, path: tuple[Any, ...], value: Any) -> Any:
     if not path:
         return value
     head, rest = path[0], path[1:]
-    if isinstance(document, dict):
-        copy = dict(document)
-        if not rest and value is DELETE:
-            del copy[head]
-        else:
-            copy[head] = replaced(document[head], rest, value)
-        return copy
-    copy = list(document)
+    copy = dict(document) if isinstance(document, dict) else list(document)
     if not rest and value is DELETE:
         del copy[head]
     else:
@@ -100,7 +93,10 @@ def write(folder: Path, document: Any) -> Path:
     return path
 
 
-@settings(max_examples=1000, deadline=None,
+# derandomize: CI tests the same 1,000 examples every run. To explore more, run with
+# --hypothesis-seed=N (12,000 random examples found one message to improve: a fixed
+# trial outside a default range that follows train.epochs now says so).
+@settings(max_examples=1000, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mutation=mutations())
 def test_any_value_at_any_key_is_used_or_refused_by_name(tmp_path: Path,

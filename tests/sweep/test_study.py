@@ -583,25 +583,36 @@ def test_run_slot_runs_the_sweeps_trials(slot_job: SlotJob):
     assert run_slot(slot_job).trials == 0
 
 
+def batched_job(slot_job: SlotJob, tmp_path: Path, *, trials: int, epochs: int) -> SlotJob:
+    """``slot_job``'s data and storage, for a new study trained in stacks of 4."""
+    config = write_sweep(tmp_path, name=f"stacked-{trials}", trials=trials, seed=0,
+                         epochs=epochs, families='["step", "constant"]', validation_size="0.2")
+    st.open_study(config, open_storage(slot_job.storage))
+    return dataclasses.replace(slot_job, config=config, engine="batched", batch_trials=4)
+
+
+def stacks_raise(monkeypatch, when, error: Exception) -> None:  # type: ignore[no-untyped-def]
+    """Every stack for which ``when(stack)`` holds raises ``error`` at its epoch."""
+    trained = worker.Stack.run_epoch
+
+    def run_epoch(self, decide, while_training=None):  # type: ignore[no-untyped-def]
+        if when(self):
+            raise error
+        return trained(self, decide, while_training)
+
+    monkeypatch.setattr(worker.Stack, "run_epoch", run_epoch)
+
+
 def test_a_trial_that_raises_in_a_stack_fails_alone(slot_job: SlotJob, tmp_path: Path,
                                                      monkeypatch):
     """Before: one trial's error (REX with beta = 1 divided 0 by 0) failed its healthy
     stack-mates too. Now the stack's trials start again alone: only the one that raises
     alone fails, with its own error; the others complete (and a fifth trial is asked in
     place of the failed one, which does not count)."""
-    config = write_sweep(tmp_path, name="stacked", trials=4, seed=0, epochs=2,
-                         families='["step", "constant"]', validation_size="0.2")
-    st.open_study(config, open_storage(slot_job.storage))
-    job = dataclasses.replace(slot_job, config=config, engine="batched", batch_trials=4)
+    job = batched_job(slot_job, tmp_path, trials=4, epochs=2)
     bad = 2  # the trial whose schedule raises, in any stack it trains in
-    trained = worker.Stack.run_epoch
-
-    def run_epoch(self, decide, while_training=None):  # type: ignore[no-untyped-def]
-        if bad in self.keys():
-            raise ZeroDivisionError("float division by zero")
-        return trained(self, decide, while_training)
-
-    monkeypatch.setattr(worker.Stack, "run_epoch", run_epoch)
+    stacks_raise(monkeypatch, lambda stack: bad in stack.keys(),
+                 ZeroDivisionError("float division by zero"))
     report = run_slot(job)
     assert (report.trials, report.failed) == (4, 1)
     trials = stored(job).trials
@@ -620,18 +631,9 @@ def test_out_of_memory_in_a_stack_retries_the_same_trials_smaller(
     """Before: every stack that ran out of memory failed its trials, and the slot asked new
     ones (a 6-trial study ended with 18 failed). Now the same trials train again, alone,
     and the slot stacks half as many from then on: nothing fails."""
-    config = write_sweep(tmp_path, name="oom", trials=6, seed=0, epochs=1,
-                         families='["step", "constant"]', validation_size="0.2")
-    st.open_study(config, open_storage(slot_job.storage))
-    job = dataclasses.replace(slot_job, config=config, engine="batched", batch_trials=4)
-    trained = worker.Stack.run_epoch
-
-    def run_epoch(self, decide, while_training=None):  # type: ignore[no-untyped-def]
-        if len(self) > 2:  # what this "device" holds
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return trained(self, decide, while_training)
-
-    monkeypatch.setattr(worker.Stack, "run_epoch", run_epoch)
+    job = batched_job(slot_job, tmp_path, trials=6, epochs=1)
+    stacks_raise(monkeypatch, lambda stack: len(stack) > 2,  # what this "device" holds
+                 RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     report = run_slot(job)
     assert (report.trials, report.failed) == (6, 0)
     trials = stored(job).trials
