@@ -108,6 +108,9 @@ class SlotPool:
 
     def _ended(self, process: SlotProcess) -> SlotEnd:
         self.running.remove(process)
+        if process.future.cancelled():  # killed before its worker began (SlotPool.kill)
+            process.executor.shutdown(wait=False, kill_workers=True)
+            return SlotEnd(process, died=True)
         error = process.future.exception()
         died = isinstance(error, concurrent.futures.process.BrokenProcessPool)
         process.executor.shutdown(wait=not died, kill_workers=died)
