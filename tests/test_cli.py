@@ -57,11 +57,15 @@ def test_an_interrupted_sweep_exits_128_plus_its_signal(signum: int, code: int):
 
 
 def test_a_full_disk_exits_1_with_one_line(capsys):
+    """The storage's message says what to do (tests/sweep/test_journal.py checks the full
+    disk's); the command prints it as it is, in one line."""
+    message = ("cannot write to x: No space left; finished trials are kept: free space, "
+               "then run the same command to resume")
     with pytest.raises(SystemExit) as exit_:
-        cli._finish(outcome(2, 4, error=StorageError("cannot write to x: No space left")))
+        cli._finish(outcome(2, 4, error=StorageError(message)))
     assert exit_.value.code == 1
     err = capsys.readouterr().err
-    assert "No space left" in err and "run the same command to resume" in err
+    assert err.strip().splitlines()[-1] == f"lrbench: error: {message}"
     assert "Traceback" not in err
 
 

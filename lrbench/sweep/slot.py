@@ -77,6 +77,10 @@ HEARTBEAT_SECONDS = 60.0
 ASK_CHUNK = 0.25
 
 
+class TooManyFailures(RuntimeError):
+    """A slot whose trials keep raising: a bug or a broken device, not bad luck."""
+
+
 class StopRequested(Exception):
     """The sweep is stopping (Ctrl-C, SIGTERM, parent gone): abandon the trial, re-queue it."""
 
@@ -226,14 +230,18 @@ class _Slot:
         self.report.trials += len(ends)
 
     def interrupted(self, running: list[_Running]) -> None:
+        self.release(running, "interrupted (Ctrl-C, SIGTERM or parent gone); re-queued")
+        self.report.interrupted = True
+
+    def release(self, running: list[_Running], reason: str) -> None:
+        """Trials this slot will not finish, through no fault of theirs: failed with
+        ``reason`` and their configurations queued again, so none is lost."""
         with batched_writes(self.storage):
             for r in running:
-                record = failed_record(r.trial, "interrupted (Ctrl-C, SIGTERM or parent gone); "
-                                                "re-queued")
+                record = failed_record(r.trial, reason)
                 write_end(self.study, r.trial._trial_id, record, TrialState.FAIL)
         for r in running:  # a new trial each: Optuna's create needs its answer at once
             requeue(self.study, r.trial)
-        self.report.interrupted = True
 
     def failed(self, running: list[_Running], err: Exception) -> None:
         """Fail the trials with the error's trace; stop the slot after a run of failures."""
@@ -245,10 +253,9 @@ class _Slot:
         self.report.failed += len(running)
         self.failures_in_a_row += 1
         if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
-            unit = "stacks" if self.job.engine == "batched" else "trials"
-            raise RuntimeError(f"slot {self.slot.index} ({self.slot.device}): "
-                               f"{self.failures_in_a_row} {unit} in a row failed; "
-                               f"last: {err!r}") from err
+            raise TooManyFailures(f"slot {self.slot.index} ({self.slot.device}): "
+                                  f"{self.failures_in_a_row} trials in a row failed; "
+                                  f"last: {err!r}") from err
 
 
 def _sequential_loop(slot: _Slot) -> None:
@@ -331,7 +338,12 @@ def _batched_loop(slot: _Slot) -> None:
         _join(slot, joining, stacks, running, fused)
         if not running:
             return
-        _run_epoch(slot, stacks, running, overlap, fused)
+        try:
+            _run_epoch(slot, stacks, running, overlap, fused)
+        except TooManyFailures:  # the slot stops: the trials it holds go back to the queue
+            slot.release([*running.values(), *queue], "its slot stopped after a run of "
+                                                      "failed trials; re-queued")
+            raise
         slot.beat_if_due([*running.values(), *queue])
 
 

@@ -132,7 +132,8 @@ def test_a_failed_append_is_rolled_back(path: Path, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(journal.os, "write", half_then_full)
-    with pytest.raises(StorageError, match="No space left on device.*rolled back"):
+    with pytest.raises(StorageError, match="No space left on device.*rolled back.*free space, "
+                                           "then run the same command to resume"):
         study.tell(study.ask(), 9.0)
     monkeypatch.undo()
     assert path.read_bytes() == intact
