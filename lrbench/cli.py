@@ -100,8 +100,9 @@ CLUSTER = click.option("--cluster", envvar="LRBENCH_CLUSTER", show_envvar=True,
 STUCK_AFTER = click.option(
     "--stuck-after", type=click.FloatRange(min=0), default=DEFAULT_FLOOR_SECONDS,
     show_default=True, metavar="SECONDS",
-    help="A local slot silent this long (and 5x its slowest epoch) is stuck: killed, its "
-         "trials re-queued, a new slot started. 0: never.")
+    help="A local slot silent this long (and 5x its slowest epoch or ask so far; 3x this "
+         "while it starts) is stuck: killed, its trials re-queued, a new slot started. "
+         "0: never.")
 STORAGE_WAIT = click.option(
     "--storage-wait", type=click.FloatRange(min=0), default=DEFAULT_WAIT_SECONDS,
     show_default=True, metavar="SECONDS",

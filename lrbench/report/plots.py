@@ -1,4 +1,4 @@
-"""One study's frames -> seaborn figures, one PNG each, for the HTML report.
+"""One study's frames -> matplotlib figures (in seaborn's style), one PNG each, for the HTML report.
 
 Every public figure function takes one study's ``ReportFrames`` (``frames.study(name)``)
 and a path, and returns a ``Figure``: the PNG's path plus a title, caption and note for

@@ -26,7 +26,7 @@ from typing import Any
 
 from joblib.externals.loky import ProcessPoolExecutor
 
-from lrbench.sweep import workers
+from lrbench.sweep import stuck, workers
 from lrbench.sweep.slot import SlotJob, SlotReport, run_slot
 from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS, Pace
 
@@ -108,15 +108,14 @@ class SlotPool:
 
     def _ended(self, process: SlotProcess) -> SlotEnd:
         self.running.remove(process)
+        if process.pace is not None:
+            stuck.forget(process.pace.progress_file)
         if process.future.cancelled():  # killed before its worker began (SlotPool.kill)
             process.executor.shutdown(wait=False, kill_workers=True)
             return SlotEnd(process, died=True)
         error = process.future.exception()
         died = isinstance(error, concurrent.futures.process.BrokenProcessPool)
         process.executor.shutdown(wait=not died, kill_workers=died)
-        if process.pace is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(process.pace.progress_file)
         if error is None:
             return SlotEnd(process, report=process.future.result())
         return SlotEnd(process, error=error, died=died)

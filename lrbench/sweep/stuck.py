@@ -15,12 +15,19 @@ device, compiling, a first epoch): then ``START_FACTOR`` times the floor.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
 DEFAULT_FLOOR_SECONDS = 120.0
 PACE_FACTOR = 5.0
 START_FACTOR = 3.0
+
+
+def forget(progress_file: str) -> None:
+    """Remove a worker's progress file once it has ended (or was never used)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(progress_file)
 
 
 READY = "ready"  # what a worker adds to its progress file once it is ready to train

@@ -32,7 +32,7 @@ from typing import Any
 from joblib.externals.loky import ProcessPoolExecutor
 from joblib.externals.loky.backend.context import get_context
 
-from lrbench.sweep import lifeline
+from lrbench.sweep import lifeline, stuck
 
 # What a slot's job needs imported; unpickling the job would import it anyway.
 SLOT_MODULE = "lrbench.sweep.pool"
@@ -50,11 +50,7 @@ class Worker:
     def end_unused(self) -> None:
         """End a worker no slot took: it holds no trial, so nothing is lost."""
         self.executor.shutdown(wait=False, kill_workers=True)
-        self.forget_progress()
-
-    def forget_progress(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.progress_file)
+        stuck.forget(self.progress_file)
 
 
 def new_stop_event() -> Any:
