@@ -32,6 +32,9 @@ import psutil
 from lrbench.sweep.record import claim_of, plan_of  # reads both the old loose keys and records
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+import private_postgres  # noqa: E402  (a test helper: a server this script may restart)
+
 DATA = REPO.parent / "shared" / "data"
 SMOKE = ["sweep", "smoke", "--epochs", "2", "--engine", "sequential"]
 
@@ -264,6 +267,94 @@ def sqlite_big_batches(lr: Checkout, folder: Path) -> dict[str, object]:
     return {"exit": code, "traceback": "Traceback" in err, "finished": finished, "target": 10}
 
 
+def timed_finish(lr: Checkout, proc: subprocess.Popen, since: float,
+                 timeout: float = 300) -> tuple[str, str]:
+    """The sweep's exit code with the seconds since the fault, and its stderr."""
+    _, err = lr.finish(proc, timeout=timeout)
+    return f"{proc.returncode} ({time.monotonic() - since:.0f} s)", err
+
+
+def last_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    return lines[-1][:160] if lines else ""
+
+
+def vanished_journal(lr: Checkout, folder: Path) -> dict[str, object]:
+    """The journal renamed mid-sweep; put back, then the same command resumes."""
+    proc = lr.start([*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2"], folder)
+    wait_running(folder)
+    (folder / "lrbench.journal").rename(folder / "moved.journal")
+    exit_code, err = timed_finish(lr, proc, time.monotonic())
+    (folder / "moved.journal").rename(folder / "lrbench.journal")
+    resumed, _ = lr.run([*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2"], folder)
+    return {"exit": f"{exit_code}, resume {resumed}", "traceback": "Traceback" in err,
+            "message": last_line(err), **summary(folder), "target": 40}
+
+
+def read_only_folder(lr: Checkout, folder: Path) -> dict[str, object]:
+    """The results folder's file system remounted read-only mid-sweep (a tmpfs)."""
+    disk = folder / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)]).returncode:
+        return {"exit": "skipped: cannot mount a tmpfs"}
+    try:
+        proc = lr.start([*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2"], disk)
+        wait_running(disk)
+        time.sleep(2)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        exit_code, err = timed_finish(lr, proc, time.monotonic())
+        subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        resumed, _ = lr.run([*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2"],
+                            disk)
+        result = {"exit": f"{exit_code}, resume {resumed}", "traceback": "Traceback" in err,
+                  "message": last_line(err), **summary(disk), "target": 40}
+    finally:
+        subprocess.run(["umount", "-l", str(disk)])
+    return result
+
+
+def memory_limit(lr: Checkout, folder: Path) -> dict[str, object]:
+    """One worker's address space capped at what it uses, mid-trial (RLIMIT_AS from
+    outside: its next tensor fails to allocate, as when a machine's memory runs out)."""
+    proc = lr.start([*SMOKE, "--engine", "batched", "--trials", "20", "--epochs", "4",
+                     "--workers", "2"], folder)
+    victim = psutil.Process(claim_of(wait_running(folder)).pid)
+    in_use = victim.memory_info().vms
+    victim.rlimit(psutil.RLIMIT_AS, (in_use, in_use))
+    exit_code, err = timed_finish(lr, proc, time.monotonic())
+    found = trials(folder) or []
+    return {"exit": exit_code, "traceback": "Traceback" in err, "message": last_line(err),
+            **summary(folder), "target": 20,
+            "failed": sum(t.state.name == "FAIL" for t in found)}
+
+
+def postgres_restart(lr: Checkout, folder: Path) -> dict[str, object]:
+    """A private PostgreSQL stopped for 4 s under a 30-trial sweep, then started."""
+    if not private_postgres.available():
+        return {"exit": "skipped: no PostgreSQL server binaries"}
+    with private_postgres.private_server() as server:
+        proc = lr.start([*SMOKE, "--trials", "30", "--epochs", "4", "--workers", "2",
+                         "--storage", server.url], folder)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(Exception):  # (no study yet)
+                done = optuna.load_study(study_name="smoke", storage=server.url).get_trials(
+                    states=(optuna.trial.TrialState.COMPLETE,))
+                if len(done) >= 3:
+                    break
+            time.sleep(0.2)
+        server.stop()
+        stopped = time.monotonic()
+        time.sleep(4)
+        server.start()
+        exit_code, err = timed_finish(lr, proc, stopped)
+        found = optuna.load_study(study_name="smoke", storage=server.url).get_trials()
+    states = Counter(t.state.name for t in found)
+    return {"exit": exit_code, "traceback": "Traceback" in err, "message": last_line(err),
+            "readable": True, "finished": states["COMPLETE"] + states["PRUNED"],
+            "running": states["RUNNING"], "target": 30}
+
+
 SCENARIOS = {
     "torn journal tail, then resume 4 -> 8": torn_tail,
     "resume 4 -> 8 trials": resume_4_to_8,
@@ -274,6 +365,10 @@ SCENARIOS = {
     "Ctrl-C with one worker stopped": ctrl_c_with_a_stopped_worker,
     "Ctrl-C at 0.3 / 1.0 / 2.5 s (start-up)": ctrl_c_at_start_up,
     "full disk (1 MiB tmpfs)": full_disk,
+    "journal renamed mid-sweep, put back, resumed": vanished_journal,
+    "folder remounted read-only mid-sweep, then rw, resumed": read_only_folder,
+    "memory capped in one worker mid-trial (batched, 20 trials)": memory_limit,
+    "PostgreSQL stopped 4 s mid-sweep, then started": postgres_restart,
     "3 simultaneous dlwizard starts": simultaneous_starts,
     "sqlite:///, 2 slots x K=4, 10 trials": sqlite_big_batches,
 }
@@ -291,8 +386,8 @@ def main() -> None:
                               capture_output=True, text=True).stdout.strip()
     print(f"checkout {lr.repo} at {revision}\n")
     print("| fault | storage readable | finished / target | repeats | running left | "
-          "orphans | exit | traceback |")
-    print("|---|---|---|---|---|---|---|---|")
+          "orphans | exit | traceback | last line on stderr |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, scenario in SCENARIOS.items():
         if args.only and args.only not in name:
             continue
@@ -308,7 +403,7 @@ def main() -> None:
             finished += f" ({r['failed']} failed)"
         print(f"| {name} | {r.get('readable', '–')} | {finished} | {r.get('repeats', '–')} | "
               f"{r.get('running', '–')} | {r.get('orphans', '–')} | {r['exit']} | "
-              f"{r.get('traceback', '–')} |", flush=True)
+              f"{r.get('traceback', '–')} | {r.get('message') or '–'} |", flush=True)
 
 
 if __name__ == "__main__":

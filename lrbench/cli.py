@@ -278,6 +278,9 @@ def _why_short(outcome: SweepOutcome) -> str:
     if now.failed > outcome.failed_before:
         reasons.append(f"{now.failed - outcome.failed_before} trials failed in this run (each "
                        f"keeps its error: lrbench list, or optuna-dashboard)")
+    if outcome.gave_up:
+        reasons.append(f"{len(outcome.gave_up)} of {len(outcome.slots)} slots stopped after "
+                       f"a run of failed trials")
     if outcome.deaths:
         reasons.append(f"worker processes died {outcome.deaths} times")
     if now.running:

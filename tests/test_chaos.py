@@ -8,6 +8,8 @@ sweep. Sized for 2 cores: smoke trials of 2 epochs on 4,500 images take ~0.3 s e
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
 import os
 import re
@@ -29,6 +31,7 @@ from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
 from test_sweep_cli import killed_trials, load, lrbench, run, states, wait_for_running_trial
 
+from lrbench.errors import UserError
 from lrbench.sweep import journal, record
 from lrbench.sweep import run as run_module
 
@@ -399,6 +402,101 @@ def test_a_file_system_turned_read_only_mid_sweep_ends_it_in_one_line(
     roomy = tmp_path / "roomy"
     shutil.copytree(small_tmpfs, roomy)
     assert_resume_finishes(roomy, 40)
+
+
+def limit_memory(process: psutil.Process) -> None:
+    """No more address space for ``process`` than it has now (RLIMIT_AS, set from outside
+    on the running worker: set before start-up, torch's import itself fails). Its next
+    tensor then fails to allocate, as on a machine whose memory ran out."""
+    in_use = process.memory_info().vms
+    process.rlimit(psutil.RLIMIT_AS, (in_use, in_use))
+
+
+def training_pids(results: Path, count: int, timeout: float = 120) -> set[int]:
+    """The processes of ``count`` slots, once each holds a trial (past its start-up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(KeyError, UserError):  # (no journal, or no study, yet)
+            pids = {record.claim_of(t).pid for t in load(results).get_trials(
+                states=(TrialState.RUNNING,)) if record.claim_of(t) is not None}
+            if len(pids) >= count:
+                return pids
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} slots took a trial")
+
+
+def memory_failures(results: Path) -> list[str]:
+    failed = [t for t in load(results).get_trials() if t.state == TrialState.FAIL]
+    return [record.record_of(t).reason for t in failed]
+
+
+# torch's allocator, Python's, or a C extension that got NULL from malloc and returned it
+OUT_OF_MEMORY = re.compile(r"MemoryError|allocate memory|error return without exception")
+
+
+def test_a_worker_out_of_memory_fails_only_its_own_trials(tmp_path: Path) -> None:
+    """Before: a MemoryError ended the sweep with a traceback, exit 1, and stacks were
+    retried with new trials (a 6-trial study ended holding 18 failed). Now the stack is
+    retried alone, smaller; the slot gives up after 3 trials failed in a row, and the
+    other slot finishes the count."""
+    proc = lrbench(*SMOKE, "--engine", "batched", "--trials", "20", "--epochs", "4",
+                   "--workers", "2", results=tmp_path)
+    victim = psutil.Process(record.claim_of(wait_for_running_trial(tmp_path, "smoke")).pid)
+    limit_memory(victim)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    count = states(load(tmp_path))
+    assert count[TrialState.COMPLETE] == 20
+    assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
+    reasons = memory_failures(tmp_path)
+    assert 1 <= len(reasons) <= 3, reasons  # only the trials that ran out, at most 3 in a row
+    assert all(OUT_OF_MEMORY.search(reason) for reason in reasons), reasons
+    assert "3 trials in a row failed" in out and "the other slots go on" in out
+    assert len(params_seen(tmp_path)) == len(set(params_seen(tmp_path)))
+
+
+def test_every_worker_out_of_memory_fails_only_trials_that_ran_out(tmp_path: Path) -> None:
+    """Both slots run out of memory mid-trial. How far each gets then varies (memory that
+    freed trials leave behind can be reused, so some trials still fit), but each failed
+    trial failed for its own lack of memory, and a slot stops at 3 failures in a row: no
+    new rounds of failures. Either a slot finishes the count (exit 0), or both give up and
+    the sweep ends in one line (exit 1); a resume finishes it."""
+    proc = lrbench(*SMOKE, "--trials", "20", "--epochs", "8", "--workers", "2",
+                   results=tmp_path)
+    for pid in training_pids(tmp_path, 2):
+        limit_memory(psutil.Process(pid))
+    _, err = proc.communicate(timeout=300)
+    assert "Traceback" not in err, err
+    trials = load(tmp_path).get_trials()
+    reasons = memory_failures(tmp_path)
+    assert reasons and all(OUT_OF_MEMORY.search(reason) for reason in reasons), reasons
+    assert longest_failure_run_per_slot(trials) <= 3
+    count = states(load(tmp_path))
+    assert count[TrialState.RUNNING] == 0
+    if proc.returncode == 0:
+        assert count[TrialState.COMPLETE] == 20
+    else:
+        assert proc.returncode == 1, err
+        assert one_line_error(err) == (
+            f"lrbench: the sweep ended with {count[TrialState.COMPLETE]} of 20 trials "
+            f"finished: {len(reasons)} trials failed in this run (each keeps its error: "
+            f"lrbench list, or optuna-dashboard); 2 of 2 slots stopped after a run of "
+            f"failed trials; run the same command to try again")
+        assert_resume_finishes(tmp_path, 20)
+
+
+def longest_failure_run_per_slot(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """The most trials one slot's process failed in a row, in the order it started them."""
+    longest: Counter[int] = Counter()
+    run: Counter[int] = Counter()
+    for trial in sorted(trials, key=lambda t: t.datetime_start or datetime.datetime.max):
+        claim = record.claim_of(trial)
+        if claim is None:
+            continue
+        run[claim.pid] = run[claim.pid] + 1 if trial.state == TrialState.FAIL else 0
+        longest[claim.pid] = max(longest[claim.pid], run[claim.pid])
+    return max(longest.values(), default=0)
 
 
 POSTGRES_URL = os.environ.get("LRBENCH_TEST_POSTGRES")

@@ -1,89 +1,36 @@
 """A storage server that goes away mid-sweep: a private PostgreSQL, stopped and started.
 
-Each test runs its own server (initdb + pg_ctl on a free port, in tmp_path), so it can be
-stopped without touching the one other tests share. Before lrbench waited outages out, a
-restart under a sweep ended it with a ~45-line traceback ("exceeding max length"), exit 1,
-and RUNNING trials left for the next run.
+Each test runs its own server (tests/private_postgres.py: initdb + pg_ctl on a free
+port), so it can be stopped without touching the one other tests share. Before lrbench
+waited outages out, a restart under a sweep ended it with a ~45-line traceback
+("exceeding max length"), exit 1, and RUNNING trials left for the next run.
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
-import os
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import private_postgres
 import pytest
 from conftest import NEEDS_MNIST
 from optuna.trial import TrialState
+from private_postgres import Server
 from test_sweep_cli import lrbench
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
-BINARIES = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-
-
-@dataclass
-class Server:
-    folder: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"postgresql://lrbench@127.0.0.1:{self.port}/postgres"
-
-    def pg_ctl(self, *args: str) -> None:
-        as_owner([f"{BINARIES[-1]}/pg_ctl", "-D", str(self.folder / "data"), *args])
-
-    def start(self) -> None:
-        self.pg_ctl("-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
-                    "-l", str(self.folder / "log"), "-w", "start")
-
-    def stop(self) -> None:
-        self.pg_ctl("-m", "fast", "-w", "stop")
-
-
-def as_owner(command: list[str]) -> None:
-    """initdb and postgres refuse to run as root: there, as the postgres user."""
-    if os.geteuid() == 0:
-        command = ["runuser", "-u", "postgres", "--", *command]
-    subprocess.run(command, check=True, capture_output=True, timeout=60)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    if not BINARIES or (os.geteuid() == 0 and not shutil.which("runuser")):
+    if not private_postgres.available():
         pytest.skip("no PostgreSQL server binaries here (apt-get install postgresql)")
-    # Not under pytest's tmp_path: its folders are private to root, and the server's
-    # owner must reach its own.
-    folder = Path(tempfile.mkdtemp(prefix="lrbench-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres")
-    as_owner([f"{BINARIES[-1]}/initdb", "-D", str(folder / "data"), "-A", "trust",
-              "-U", "lrbench"])
-    running = Server(folder, free_port())
-    running.start()
-    try:
+    with private_postgres.private_server() as running:
         yield running
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):  # (a test left it stopped)
-            running.pg_ctl("-m", "immediate", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def study_states(url: str) -> Counter:

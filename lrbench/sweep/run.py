@@ -47,7 +47,7 @@ from lrbench.sweep.config import SweepConfig, check_against_data
 from lrbench.sweep.devices import Slot, plan_slots
 from lrbench.sweep.pool import SlotEnd, SlotPool
 from lrbench.sweep.protocol import spent_failures
-from lrbench.sweep.slot import SlotJob, SlotReport
+from lrbench.sweep.slot import SlotJob, SlotReport, TooManyFailures
 from lrbench.sweep.storage import is_url, open_storage, shown, storage_location
 from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.study import counted_trials, open_study, recover_stale_trials, start_run
@@ -86,6 +86,7 @@ class SweepOutcome:
     deaths: int = 0  # worker processes that died mid-sweep
     notices: list[str] = field(default_factory=list)  # slots killed, and why (on_notice)
     failed_before: int = 0  # FAIL trials in the study when this sweep started
+    gave_up: set[int] = field(default_factory=set)  # slots stopped by failing trials
 
     @property
     def train_seconds(self) -> float:
@@ -269,7 +270,10 @@ def _run_rounds(starter: _Starter, jobs: list[SlotJob], study: optuna.Study,
         if left > 0:
             if idle_rounds >= MAX_IDLE_ROUNDS:
                 return
-            for job in jobs[:left]:  # more slots than trials left would only start and stop
+            willing = [job for job in jobs if job.slot.index not in outcome.gave_up]
+            if not willing:
+                return
+            for job in willing[:left]:  # more slots than trials left would only start and stop
                 starter.start(job)
             _watch(starter, study, outcome, on_progress)
             if outcome.interrupted or outcome.error is not None:
@@ -316,6 +320,11 @@ def _slot_ended(starter: _Starter, end: SlotEnd, study: optuna.Study,
     if end.report is not None:  # (a slot that was sent SIGTERM alone re-queued its trials)
         outcome.reports.append(end.report)
         outcome.recovered += end.report.recovered
+        return
+    if isinstance(end.error, TooManyFailures):  # this slot gives up, the others go on
+        outcome.gave_up.add(end.process.job.slot.index)
+        outcome.notices.append(f"{end.error}: it stops; the other slots go on")
+        starter.notice(outcome.notices[-1])
         return
     if not end.died:  # a bug, a broken device, a full disk: stop the sweep, keep the error
         outcome.error = outcome.error or end.error

@@ -335,10 +335,12 @@ def _batched_loop(slot: _Slot) -> None:
         if free > len(queue):
             ask(max(free - len(queue), chunk))
         joining, queue[:] = queue[:free], queue[free:]
-        _join(slot, joining, stacks, running, fused)
-        if not running:
-            return
         try:
+            _join(slot, joining, stacks, running, fused)
+            if not running:
+                if joining:  # none of them could start (and each failed): ask for others
+                    continue
+                return
             _run_epoch(slot, stacks, running, overlap, fused)
         except TooManyFailures:  # the slot stops: the trials it holds go back to the queue
             slot.release([*running.values(), *queue], "its slot stopped after a run of "
@@ -389,17 +391,7 @@ def _run_epoch(slot: _Slot, stacks: dict[tuple[object, ...], Stack],
             raise
         except Exception as err:
             del stacks[key]
-            if len(members) == 1:
-                slot.failed([running.pop(k) for k in members], err)
-            else:
-                log.warning("slot %d: a stack of %d trials raised %r; each starts again "
-                            "alone", slot.slot.index, len(members), err)
-                for k in members:
-                    _alone(slot, running[k], stacks, fused)
-            if out_of_memory(err) and slot.batch_trials > 1:  # new stacks: half the size
-                slot.batch_trials //= 2
-                log.warning("slot %d: out of memory; it now stacks at most %d trials",
-                            slot.slot.index, slot.batch_trials)
+            _isolate(slot, [running.pop(k) for k in members], err, stacks, running, fused)
             continue
         if left:
             slot.ended([(running.pop(k), result) for k, result in left])
@@ -412,6 +404,33 @@ def out_of_memory(err: BaseException) -> bool:
     text = str(err).lower()
     return (isinstance(err, (MemoryError, torch.cuda.OutOfMemoryError))
             or "out of memory" in text or "can't allocate memory" in text)
+
+
+def _isolate(slot: _Slot, trials: list[_Running], err: Exception,
+             stacks: dict[tuple[object, ...], Stack], running: dict[Hashable, _Running],
+             fused: bool) -> None:
+    """Trials whose stack raised ``err``: one alone fails with it; several each start again
+    alone (which of them raised is not known). Out of memory also halves K for new stacks.
+    A trial that cannot even start alone (memory still short) fails with its own error."""
+    if len(trials) == 1:
+        slot.failed(trials, err)
+    else:
+        log.warning("slot %d: a stack of %d trials raised %r; each starts again alone",
+                    slot.slot.index, len(trials), err)
+        for r in trials:
+            try:
+                _alone(slot, r, stacks, fused)
+            except StorageError:
+                raise
+            except Exception as alone_err:
+                stacks.pop(("alone", r.trial.number), None)
+                slot.failed([r], alone_err)
+            else:
+                running[r.trial.number] = r
+    if out_of_memory(err) and slot.batch_trials > 1:  # new stacks: half the size
+        slot.batch_trials //= 2
+        log.warning("slot %d: out of memory; it now stacks at most %d trial%s",
+                    slot.slot.index, slot.batch_trials, "" if slot.batch_trials == 1 else "s")
 
 
 def _alone(slot: _Slot, r: _Running, stacks: dict[tuple[object, ...], Stack],
@@ -433,11 +452,22 @@ def _join(slot: _Slot, new: list[_Running], stacks: dict[tuple[object, ...], Sta
         by_key.setdefault(group_key(r.spec), []).append(r)
     for key, group in by_key.items():
         stack = stacks.get(key)
-        if stack is None:
-            data_seed = group[0].spec.data_seed
-            stack = stacks[key] = Stack(slot.data, group[0].spec.seed if data_seed is None
-                                        else data_seed, tf32=slot.job.tf32, fused=fused)
-        stack.join([r.spec for r in group], keys=[r.trial.number for r in group])
+        before = [] if stack is None else [running.pop(k) for k in stack.keys()]
+        try:
+            if stack is None:
+                data_seed = group[0].spec.data_seed
+                stack = Stack(slot.data, group[0].spec.seed if data_seed is None
+                              else data_seed, tf32=slot.job.tf32, fused=fused)
+            stack.join([r.spec for r in group], keys=[r.trial.number for r in group])
+        except StorageError:
+            raise
+        except Exception as err:  # (memory, mostly) a stack half joined is not to be trusted
+            stacks.pop(key, None)
+            _isolate(slot, [*before, *group], err, stacks, running, fused)
+            continue
+        stacks[key] = stack
+        for r in before:
+            running[r.trial.number] = r
         for r in group:
             r.batch_trials = len(stack)
             running[r.trial.number] = r
