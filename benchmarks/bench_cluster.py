@@ -61,7 +61,7 @@ def start_cluster(folder: Path) -> tuple[str, list[subprocess.Popen]]:
 def model_epochs(storage: str, study: str) -> int:
     import optuna
 
-    from lrbench.sweep.record import record_of
+    from lrbench.store.record import record_of
     trials = optuna.load_study(study_name=study, storage=storage).get_trials()
     return sum(r.epochs_run for t in trials if (r := record_of(t)) is not None
                and r.status != "failed")

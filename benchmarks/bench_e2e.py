@@ -24,8 +24,8 @@ from pathlib import Path
 
 import optuna
 
-from lrbench.sweep.record import record_of
-from lrbench.sweep.storage import open_storage
+from lrbench.store.record import record_of
+from lrbench.store.storage import open_storage
 
 REPO = Path(__file__).resolve().parents[1]
 

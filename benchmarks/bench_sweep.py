@@ -42,8 +42,8 @@ from machine import cpu_cores, cpu_model, write_json  # benchmarks/machine.py
 from optuna.trial import TrialState
 
 import lrbench
+from lrbench.store.record import claim_of, record_of
 from lrbench.sweep import config as lrconfig
-from lrbench.sweep.record import claim_of, record_of
 from lrbench.sweep.run import StudySnapshot, run_sweep
 from lrbench.train import data
 

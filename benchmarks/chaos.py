@@ -29,7 +29,7 @@ from pathlib import Path
 import optuna
 import psutil
 
-from lrbench.sweep.record import claim_of, plan_of  # reads both the old loose keys and records
+from lrbench.store.record import claim_of, plan_of  # reads both the old loose keys and records
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
@@ -202,10 +202,14 @@ ASK_THEN_DIE = textwrap.dedent("""
     import os, signal, sys
     import optuna
     try:
-        from lrbench.sweep.claim import claim_lock
-    except ImportError:  # before the claim module existed
-        from lrbench.sweep.storage import claim_lock
-    from lrbench.sweep.storage import open_storage
+        from lrbench.store.claims import claim_lock
+        from lrbench.store.storage import open_storage
+    except ImportError:  # before lrbench.store existed
+        try:
+            from lrbench.sweep.claim import claim_lock
+        except ImportError:  # before the claim module existed
+            from lrbench.sweep.storage import claim_lock
+        from lrbench.sweep.storage import open_storage
     study = optuna.load_study(study_name="smoke", storage=open_storage(sys.argv[1]))
     with claim_lock(sys.argv[1], "smoke"):
         study.ask()

@@ -31,17 +31,17 @@ from rich.table import Table
 from lrbench.entry import exit_code
 from lrbench.errors import DataNotFoundError, StorageError, UserError
 from lrbench.logs import show_warnings
+from lrbench.store.outage import DEFAULT_WAIT_SECONDS
+from lrbench.store.record import plan_of, record_of
+from lrbench.store.storage import is_url, open_storage, shown, storage_location, study_names
 from lrbench.sweep import config as config_module
 from lrbench.sweep import confirm as confirm_module
 from lrbench.sweep import suite as suite_module
 from lrbench.sweep.choice import ENGINES
 from lrbench.sweep.cluster import ClusterLost, hosts_text
 from lrbench.sweep.devices import Slot
-from lrbench.sweep.outage import DEFAULT_WAIT_SECONDS
-from lrbench.sweep.record import plan_of, record_of
 from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
 from lrbench.sweep.seeds import SEED_MAX
-from lrbench.sweep.storage import is_url, open_storage, shown, storage_location, study_names
 from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.summary import study_rows
 from lrbench.train import data

@@ -32,7 +32,7 @@ from optuna.trial import TrialState
 from test_sweep_cli import killed_trials, load, lrbench, run, states, wait_for_running_trial
 
 from lrbench.errors import UserError
-from lrbench.sweep import journal, record
+from lrbench.store import journal, record
 from lrbench.sweep import run as run_module
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
@@ -262,8 +262,8 @@ def test_a_second_ctrl_c_with_a_stopped_worker_leaves_at_once(tmp_path: Path) ->
 KILLED_BETWEEN_ASK_AND_CLAIM = textwrap.dedent("""
     import os, signal, sys
     import optuna
-    from lrbench.sweep.claim import claim_lock
-    from lrbench.sweep.storage import open_storage
+    from lrbench.store.claims import claim_lock
+    from lrbench.store.storage import open_storage
     journal = sys.argv[1]
     study = optuna.load_study(study_name="smoke", storage=open_storage(journal))
     with claim_lock(journal, "smoke"):
@@ -516,7 +516,7 @@ def test_url_storages_count_exactly_with_big_batches(tmp_path: Path, kind: str) 
     assert done.returncode == 0, done.stderr
     import optuna
 
-    from lrbench.sweep.storage import open_storage
+    from lrbench.store.storage import open_storage
     trials = optuna.load_study(study_name=study, storage=open_storage(url)).get_trials()
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 10}
 

@@ -11,8 +11,8 @@ from optuna.trial import TrialState
 
 from lrbench import cli
 from lrbench.errors import StorageError
+from lrbench.store.record import RECORD_ATTR, TrialRecord
 from lrbench.sweep.devices import Slot
-from lrbench.sweep.record import RECORD_ATTR, TrialRecord
 from lrbench.sweep.run import SweepOutcome
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -20,8 +20,9 @@ import pytest
 from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import TrialState
 
-from lrbench.sweep import record, seeds
-from lrbench.sweep.storage import open_storage
+from lrbench.store import record
+from lrbench.store.storage import open_storage
+from lrbench.sweep import seeds
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 

@@ -21,12 +21,13 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.errors import UserError
-from lrbench.sweep import data_identity, journal
+from lrbench.store import data_identity, journal, schema
+from lrbench.store.claims import worker_alive
+from lrbench.store.data_identity import DataIdentity
+from lrbench.store.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
+from lrbench.store.schema import FAMILY_PARAM, run_options
+from lrbench.store.storage import is_url, open_storage, shown, study_names
 from lrbench.sweep.confirm import CONFIRM_SUFFIX, confirm_study_name
-from lrbench.sweep.data_identity import DataIdentity
-from lrbench.sweep.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
-from lrbench.sweep.storage import is_url, open_storage, shown, study_names
-from lrbench.sweep.study import CONFIG_ATTR, run_options, worker_alive
 from lrbench.sweep.study import best_per_family as study_best_per_family
 from lrbench.sweep.summary import params_text
 from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
@@ -192,9 +193,9 @@ def _read_study(study: optuna.Study, names: list[str], location: str = ""
                                           storage=study._storage)
         confirm = confirm_study.get_trials(deepcopy=False)
         confirm_runs = run_options(confirm_study)
-    config = study.user_attrs.get(CONFIG_ATTR, {})
-    info = StudyInfo(name, config, study.user_attrs.get("sweep_file", ""),
-                     study.user_attrs.get("provenance", {}), len(trials), len(confirm),
+    config = schema.config_of(study)
+    info = StudyInfo(name, config, schema.sweep_file_of(study),
+                     schema.provenance_of(study), len(trials), len(confirm),
                      data=data_identity.recorded(study), runs=run_options(study),
                      confirm_runs=confirm_runs, location=location)
     info.orphaned = sum(t.state == TrialState.RUNNING and not worker_alive(t)
@@ -241,7 +242,7 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
         "confirm_of": plan.confirm_of, "confirm_index": plan.confirm_index,
         "repeat": plan.repeat,  # compare protocol: which tuning it belongs to
         "state": state, "status": status,
-        "family": record.family or trial.params.get("schedule", ""),
+        "family": record.family or trial.params.get(FAMILY_PARAM, ""),
         "params": params_text(trial.params),
         "diverged": record.diverged, "reason": record.reason,
         "seed": seeds[0] if seeds else None, "data_seed": seeds[1] if seeds else None,
@@ -261,13 +262,13 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
         "steps_per_epoch": record.steps_per_epoch,
         "started": trial.datetime_start, "finished": trial.datetime_complete,
     }
-    row.update({PARAM_PREFIX + k: v for k, v in trial.params.items() if k != "schedule"})
+    row.update({PARAM_PREFIX + k: v for k, v in trial.params.items() if k != FAMILY_PARAM})
     return row
 
 
 def _base_lr(trial: FrozenTrial, default: float | None) -> float | None:
     """The trial's base LR: searched (shared, or its family's own range), else planned."""
-    family = trial.params.get("schedule", "")
+    family = trial.params.get(FAMILY_PARAM, "")
     for name in ("lr", f"{family}.lr"):
         if name in trial.params:
             return trial.params[name]
@@ -292,7 +293,7 @@ def _epoch_rows(study: str, role: str, trial: FrozenTrial) -> list[dict[str, Any
     curves = record.curves if record is not None else None
     if not curves or not curves.get("epoch"):
         return []
-    family = record.family or trial.params.get("schedule", "")
+    family = record.family or trial.params.get(FAMILY_PARAM, "")
     return [{"study": study, "number": trial.number, "role": role, "family": family,
              **{key: curves[key][i] for key in CURVE_KEYS}}
             for i in range(len(curves["epoch"]))]
@@ -302,9 +303,9 @@ def _space_rows(study: str, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
     """Each searched parameter's range, as Optuna recorded it: the sensitivity plot's x-axis."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     for trial in trials:
-        family = trial.params.get("schedule", "")
+        family = trial.params.get(FAMILY_PARAM, "")
         for name, dist in trial.distributions.items():
-            if name == "schedule" or (family, name) in seen:
+            if name == FAMILY_PARAM or (family, name) in seen:
                 continue
             row = {"study": study, "family": family, "param": name, "low": math.nan,
                    "high": math.nan, "log": False, "choices": None}
@@ -422,7 +423,7 @@ def importances(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
             and not _diverged(t)]
     groups: dict[str, list[FrozenTrial]] = {"all families": done}
     for trial in done:
-        groups.setdefault(trial.params.get("schedule", ""), []).append(trial)
+        groups.setdefault(trial.params.get(FAMILY_PARAM, ""), []).append(trial)
     if len(groups) == 2:  # one family: its own scope is "all families" again, shown twice
         groups = {"all families": done}
     rows = []

@@ -14,7 +14,7 @@ import jinja2
 
 import lrbench
 from lrbench.report.summary import ReproductionRow, StudySummary
-from lrbench.sweep.storage import shown
+from lrbench.store.storage import shown
 
 
 @dataclass

@@ -19,8 +19,8 @@ from lrbench.errors import UserError
 from lrbench.report import budget, selection, stats
 from lrbench.report import ranking as ranking_module
 from lrbench.report.frames import ReportFrames, best_per_family, completed, time_to_target
+from lrbench.store.storage import DEFAULT_JOURNAL
 from lrbench.sweep import config as config_module
-from lrbench.sweep.storage import DEFAULT_JOURNAL
 
 # The tutorial's published runs (Deep Learning Wizard, "Learning Rate Scheduling"):
 # family, parameters, epochs, published test accuracy in %.

@@ -23,13 +23,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.errors import UserError
+from lrbench.store import data_identity, schema
+from lrbench.store.claims import claim_lock
+from lrbench.store.record import plan_attrs, plan_of
+from lrbench.store.schema import run_options
+from lrbench.store.storage import open_storage, shown, study_names
 from lrbench.sweep import config as config_module
-from lrbench.sweep import data_identity
-from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.config import SweepConfig
-from lrbench.sweep.record import plan_attrs, plan_of
-from lrbench.sweep.storage import open_storage, shown, study_names
-from lrbench.sweep.study import CONFIG_ATTR, best_per_family, open_study, run_options
+from lrbench.sweep.study import best_per_family, open_study
 from lrbench.train import data
 
 CONFIRM_SUFFIX = ":confirm"
@@ -45,10 +46,10 @@ def confirm_study_name(study: str) -> str:
 def sweep_config_of(study: optuna.Study, sweep_file: str | None = None) -> SweepConfig:
     """Rebuild the SweepConfig a study was made from: its sweep file, checked unchanged."""
     name = study.study_name
-    stored = study.user_attrs.get(CONFIG_ATTR)
-    if stored is None:
+    stored = schema.config_of(study)
+    if not stored:  # a study lrbench did not make
         raise UserError(f"study {name!r} was not made by `lrbench sweep`: nothing to confirm")
-    path = Path(sweep_file or study.user_attrs.get("sweep_file", ""))
+    path = Path(sweep_file or schema.sweep_file_of(study))
     if not path.is_file():
         raise UserError(f"study {name!r} was made from {path}, which is gone; "
                         f"pass --sweep FILE with the same sweep file")

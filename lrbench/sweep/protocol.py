@@ -31,9 +31,10 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+from lrbench.store.record import Cell, Plan, cell_of, plan_attrs, plan_of
+from lrbench.store.schema import FAMILY_PARAM
 from lrbench.sweep import seeds
 from lrbench.sweep.config import SweepConfig
-from lrbench.sweep.record import Cell, Plan, cell_of, plan_attrs, plan_of
 
 
 def cells(config: SweepConfig) -> list[Cell]:
@@ -78,7 +79,7 @@ def assign(study: optuna.Study, config: SweepConfig, count: int) -> Counter[Cell
         cell = min(order, key=lambda c: (used[c], order[c]))
         if config.budget is None or used[cell] >= config.budget:
             break
-        study.enqueue_trial({"schedule": cell[0]}, user_attrs=plan_attrs(Plan(repeat=cell[1])))
+        study.enqueue_trial({FAMILY_PARAM: cell[0]}, user_attrs=plan_attrs(Plan(repeat=cell[1])))
         used[cell] += 1
         asked[cell] += 1
     return asked

@@ -34,7 +34,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from lrbench.sweep.record import Cell, batched_writes, cell_of, step_of
+from lrbench.store.record import Cell, batched_writes, cell_of, step_of
 
 if TYPE_CHECKING:  # for annotations only: the engine imports torch, this module need not
     from lrbench.train.batched import EpochRow

@@ -33,9 +33,12 @@ import optuna
 from optuna.trial import TrialState
 
 from lrbench.errors import LockTimeout, StorageError, UserError, signal_of
-from lrbench.sweep import data_identity, outage, seeds
+from lrbench.store import data_identity, outage
+from lrbench.store.claims import claim_lock, recover_stale_trials
+from lrbench.store.schema import start_run
+from lrbench.store.storage import is_url, open_storage, shown, storage_location
+from lrbench.sweep import seeds
 from lrbench.sweep.choice import resolve_engine
-from lrbench.sweep.claim import claim_lock
 from lrbench.sweep.cluster import (
     ClusterLost,
     ClusterPool,
@@ -48,9 +51,8 @@ from lrbench.sweep.devices import Slot, plan_slots
 from lrbench.sweep.pool import SlotEnd, SlotPool
 from lrbench.sweep.protocol import spent_failures
 from lrbench.sweep.slot import SlotJob, SlotReport, TooManyFailures
-from lrbench.sweep.storage import is_url, open_storage, shown, storage_location
 from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS
-from lrbench.sweep.study import counted_trials, open_study, recover_stale_trials, start_run
+from lrbench.sweep.study import counted_trials, open_study
 from lrbench.train import data
 
 MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is given up
@@ -127,7 +129,7 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     scheduler's address, to run the slots on its workers (lrbench.sweep.cluster);
     ``stuck_after``: the floor of the silence after which a local slot counts as stuck
     (lrbench.sweep.stuck; 0: never); ``storage_wait``: how long a server storage may be
-    unreachable before the sweep stops (lrbench.sweep.outage); ``on_notice``: told, in a
+    unreachable before the sweep stops (lrbench.store.outage); ``on_notice``: told, in a
     sentence, what happened to a slot (killed as stuck, say) while the sweep runs.
     """
     started = time.perf_counter()

@@ -12,7 +12,7 @@ stack and epoch (``lrbench.sweep.pruning``), not per trial through the storage.
 
 Storage per trial: its creation, then its params and claim in one batch of writes
 with the rest of the asks, then its end (record, intermediate values, state) in one
-batch with the others that leave at the same epoch (``lrbench.sweep.record``).
+batch with the others that leave at the same epoch (``lrbench.store.record``).
 
 The slot stops at its next epoch boundary when ``lifeline.stop_requested()``: it fails
 its trials and re-queues them, so an interrupted sweep loses no configuration.
@@ -34,13 +34,9 @@ import torch
 from optuna.trial import TrialState
 
 from lrbench.errors import StorageError
-from lrbench.sweep import lifeline, outage, protocol
-from lrbench.sweep.choice import batch_trials, fuse_update
-from lrbench.sweep.claim import claim_lock
-from lrbench.sweep.config import SweepConfig
-from lrbench.sweep.devices import Slot, configure_process
-from lrbench.sweep.pruning import stack_pruner
-from lrbench.sweep.record import (
+from lrbench.store import outage
+from lrbench.store.claims import claim_lock, new_claim, recover_stale_trials, requeue
+from lrbench.store.record import (
     Cell,
     Claim,
     batched_writes,
@@ -50,15 +46,17 @@ from lrbench.sweep.record import (
     write_claim,
     write_end,
 )
+from lrbench.store.storage import open_storage
+from lrbench.sweep import lifeline, protocol
+from lrbench.sweep.choice import batch_trials, fuse_update
+from lrbench.sweep.config import SweepConfig
+from lrbench.sweep.devices import Slot, configure_process
+from lrbench.sweep.pruning import stack_pruner
 from lrbench.sweep.sampling import asking
-from lrbench.sweep.storage import open_storage
 from lrbench.sweep.study import (
     counted_trials,
     make_pruner,
     make_sampler,
-    new_claim,
-    recover_stale_trials,
-    requeue,
     trial_spec,
 )
 from lrbench.train.batched import EpochRow, Stack, group_key
@@ -71,7 +69,7 @@ log = logging.getLogger(__name__)
 # A slot whose trials keep raising has a bug or a broken device, not bad luck: stop it.
 MAX_FAILURES_IN_A_ROW = 3
 # Claims are refreshed this often: only another host's sweep reads the heartbeat, and it
-# takes a trial as dead after study.STALE_AFTER_SECONDS (30 min) without one.
+# takes a trial as dead after claims.STALE_AFTER_SECONDS (30 min) without one.
 HEARTBEAT_SECONDS = 60.0
 # A batched slot asks at least this share of K at a time (see _batched_loop).
 ASK_CHUNK = 0.25
@@ -97,7 +95,7 @@ class SlotJob:
     slots: int = 1  # slots on this kind of device: the auto-sized K is a share of the trials
     tf32: bool = False  # batched engine on a GPU: TF32 matmuls (faster, 10-bit mantissas)
     data_fingerprint: str = ""  # of ``arrays``, computed once by the parent
-    storage_wait: float = outage.DEFAULT_WAIT_SECONDS  # --storage-wait (lrbench.sweep.outage)
+    storage_wait: float = outage.DEFAULT_WAIT_SECONDS  # --storage-wait (lrbench.store.outage)
 
 
 @dataclass
@@ -144,7 +142,7 @@ class _Slot:
 
     def __init__(self, job: SlotJob) -> None:
         self.job, self.config, self.slot = job, job.config, job.slot
-        outage.set_wait_seconds(job.storage_wait)
+        outage.set_wait_seconds(job.storage_wait, on_wait=lifeline.progressed)
         configure_process(job.slot)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.load_study(study_name=self.config.study,

@@ -3,7 +3,7 @@
 Search space: ``schedule`` (categorical over the sweep's families), then that family's
 parameters named ``family.param`` (``step.gamma``), then ``lr`` and ``warmup_epochs``
 when the sweep searches them. What a trial plans, who runs it and what came out are its
-typed records (``lrbench.sweep.record``), so the report can redraw every curve without
+typed records (``lrbench.store.record``), so the report can redraw every curve without
 retraining.
 """
 
@@ -15,49 +15,31 @@ import itertools
 import json
 import socket
 import subprocess
-import time
 import warnings
-from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import optuna
-import psutil
 from optuna.trial import FrozenTrial, TrialState
 
 import lrbench
 from lrbench.errors import UserError
 from lrbench.space import grid_values, suggest
-from lrbench.sweep import data_identity, seeds
-from lrbench.sweep.config import FixedTrial, SweepConfig
-from lrbench.sweep.protocol import CellSampler, cell_of, spent_failures, startup_trials
-from lrbench.sweep.record import (
-    Claim,
+from lrbench.store import data_identity, schema
+from lrbench.store.record import (
     Plan,
-    claim_of,
-    failed_record,
     plan_attrs,
     plan_of,
     record_of,
-    trained_seeds,
-    write_record,
 )
+from lrbench.store.schema import FAMILY_PARAM
+from lrbench.sweep import seeds
+from lrbench.sweep.config import FixedTrial, SweepConfig
+from lrbench.sweep.protocol import CellSampler, cell_of, spent_failures, startup_trials
 from lrbench.sweep.sampling import BatchTPESampler
 from lrbench.train.schedule_free import trial_optimizer
 from lrbench.train.schedules import ScheduleSpec
 from lrbench.train.trial import TrialSpec
-
-# A RUNNING trial from another machine whose heartbeat (refreshed every epoch) is older
-# than this is taken as dead. On this machine the worker's process is checked directly.
-STALE_AFTER_SECONDS = 30 * 60
-# A RUNNING trial not yet marked with its owner, older than this, seen by a process that
-# holds the claim lock, was asked by a process that died before it could mark it: askers
-# mark their trials before they release the lock. (Only storages without a shared claim
-# lock need the seconds; see lrbench.sweep.claim.)
-UNMARKED_AFTER_SECONDS = 2.0
-CONFIG_ATTR = "lrbench_config"
-RUNS_ATTR = "lrbench_runs"  # how many sweeps have started on the study: the next run's index
-RUN_OPTIONS_PREFIX = "lrbench_run_options:"  # + run index: the options that run started with
 
 
 def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
@@ -74,7 +56,7 @@ def make_sampler(config: SweepConfig, seed: int) -> optuna.samplers.BaseSampler:
             # slot's K asks share one split and "below" fit, and a trial fits only the
             # groups of its own family (lrbench.sweep.sampling).
             return BatchTPESampler(multivariate=True, group=True, constant_liar=True,
-                                   seed=seed, family_param="schedule")
+                                   seed=seed, family_param=FAMILY_PARAM)
     if config.sampler == "qmc":
         # QMC walks one shared low-discrepancy sequence: every slot must use one seed.
         with warnings.catch_warnings():
@@ -131,11 +113,9 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
     identity = config.identity()
     study = optuna.create_study(study_name=config.study, storage=storage, direction="maximize",
                                 load_if_exists=True)
-    stored = study.user_attrs.get(CONFIG_ATTR)
-    if stored is None:
-        study.set_user_attr(CONFIG_ATTR, identity)
-        study.set_user_attr("sweep_file", config.source)
-        study.set_user_attr("provenance", provenance())
+    stored = schema.config_of(study)
+    if not stored:  # a new study
+        schema.define(study, identity, config.source, provenance())
         _enqueue_planned(study, config)
     elif stored != json.loads(json.dumps(identity)):
         changed = sorted(k for k in identity
@@ -146,30 +126,9 @@ def open_study(config: SweepConfig, storage: optuna.storages.BaseStorage) -> opt
     return study
 
 
-def start_run(study: optuna.Study, options: dict[str, Any] | None = None) -> int:
-    """This sweep's run index on the study (0 for the first sweep); hold the claim lock.
-
-    ``options``: what the run was started with (workers, device, engine, data folder ...),
-    kept so that the report can print commands that replay the study (``run_options``).
-    """
-    run = int(study.user_attrs.get(RUNS_ATTR, 0))
-    study.set_user_attr(RUNS_ATTR, run + 1)
-    if options is not None:
-        study.set_user_attr(f"{RUN_OPTIONS_PREFIX}{run}", options)
-    return run
-
-
-def run_options(study: optuna.Study | dict[str, Any]) -> list[dict[str, Any]]:
-    """The options of each recorded sweep run on the study, in run order."""
-    attrs = study if isinstance(study, dict) else study.user_attrs
-    runs = [(int(k.removeprefix(RUN_OPTIONS_PREFIX)), v) for k, v in attrs.items()
-            if k.startswith(RUN_OPTIONS_PREFIX)]
-    return [options for _, options in sorted(runs)]
-
-
 def fixed_params(config: SweepConfig, fixed: FixedTrial) -> tuple[dict[str, Any], Plan]:
     """A fixed trial as Optuna params (what is searched) and its plan (what is not)."""
-    params: dict[str, Any] = {"schedule": fixed.family}
+    params: dict[str, Any] = {FAMILY_PARAM: fixed.family}
     params.update({f"{fixed.family}.{k}": v for k, v in fixed.params.items()})
     fixed_lr = fixed_warmup = None
     lr_search = config.lr_search(fixed.family)
@@ -196,7 +155,7 @@ def _grid_points(config: SweepConfig) -> list[dict[str, Any]]:
         if config.warmup_axis is not None:
             axes["warmup_epochs"] = grid_values(config.warmup_axis)
         for values in itertools.product(*axes.values()):
-            points.append({"schedule": family, **dict(zip(axes, values))})
+            points.append({FAMILY_PARAM: family, **dict(zip(axes, values))})
     return points
 
 
@@ -212,7 +171,7 @@ def _enqueue_planned(study: optuna.Study, config: SweepConfig) -> None:
 def trial_spec(trial: optuna.Trial, config: SweepConfig) -> TrialSpec:
     """Sample the conditional space: the family first, then only its parameters."""
     plan = plan_of(trial)
-    family = trial.suggest_categorical("schedule", list(config.families))
+    family = trial.suggest_categorical(FAMILY_PARAM, list(config.families))
     params = {name: suggest(trial, f"{family}.{name}", axis)
               for name, axis in config.space(family).items()}
     lr_search = config.lr_search(family)
@@ -252,70 +211,6 @@ def trial_seeds(trial: optuna.Trial | FrozenTrial, config: SweepConfig) -> tuple
     return plan.seed, plan.data_seed if plan.data_seed is not None else plan.seed
 
 
-# --- who is running what: liveness, so a dead worker's trial can be recovered ---
-
-
-def new_claim(trial: optuna.Trial, spec: TrialSpec, slot_index: int, device: str,
-              sampler_seed: int | None = None, worker: str = "") -> Claim:
-    """This process's claim on a trial it is about to train (write it with record.write_claim)."""
-    me = psutil.Process()
-    return Claim(host=socket.gethostname(), pid=me.pid, pid_started=me.create_time(),
-                 slot=slot_index, device=device, seed=spec.seed,
-                 data_seed=spec.data_seed if spec.data_seed is not None else spec.seed,
-                 sampler_seed=sampler_seed, heartbeat=time.time(), worker=worker)
-
-
-def worker_alive(trial: FrozenTrial, dead: Collection[tuple[str, int]] = ()) -> bool:
-    """Whether a RUNNING trial's worker still lives (its process here, its heartbeat
-    elsewhere); ``dead``: (host, pid) of processes known dead (a lost Dask worker)."""
-    claim = claim_of(trial)
-    if claim is None:  # asked but not yet claimed: alive only while still claiming
-        started = trial.datetime_start or datetime.datetime.now()
-        return (datetime.datetime.now() - started).total_seconds() < UNMARKED_AFTER_SECONDS
-    if (claim.host, claim.pid) in dead:
-        return False
-    if claim.host != socket.gethostname():
-        return time.time() - claim.heartbeat < STALE_AFTER_SECONDS
-    try:
-        process = psutil.Process(claim.pid)
-        # The same pid with another start time is a new process that reused the number.
-        return abs(process.create_time() - claim.pid_started) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
-        return False
-
-
-def recover_stale_trials(study: optuna.Study,
-                         dead: Collection[tuple[str, int]] = ()) -> list[int]:
-    """Fail trials left RUNNING by dead workers and queue their configs again.
-
-    Hold the study's claim lock (``lrbench.sweep.claim``): then no live asker is between
-    asking a trial and marking it as its own.
-    """
-    recovered = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if worker_alive(trial, dead):
-            continue
-        try:
-            # Optuna has no public setter for another process's trial attributes.
-            write_record(study, trial._trial_id,
-                         failed_record(trial, "worker died or was interrupted; re-queued"))
-            study.tell(trial.number, state=TrialState.FAIL)
-        except (RuntimeError, ValueError):  # another sweep recovered it first
-            continue
-        requeue(study, trial)
-        recovered.append(trial.number)
-    return recovered
-
-
-def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:
-    """Queue the trial's configuration again, with the seeds it trained with."""
-    plan = dataclasses.replace(plan_of(trial), requeued_from=trial.number)
-    trained = trained_seeds(trial)
-    if trained is not None:
-        plan = dataclasses.replace(plan, seed=trained[0], data_seed=trained[1])
-    study.enqueue_trial(trial.params, user_attrs=plan_attrs(plan))
-
-
 def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
     """Each family's best result by validation accuracy: the one definition of "best".
 
@@ -328,7 +223,7 @@ def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
     data = data_identity.recorded(study)
     best: dict[str, FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        family = trial.params.get("schedule")
+        family = trial.params.get(FAMILY_PARAM)
         record = record_of(trial)
         if family is None or trial.value is None or (record is not None and record.diverged):
             continue

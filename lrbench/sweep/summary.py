@@ -7,12 +7,14 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from lrbench.store.schema import FAMILY_PARAM
+
 
 def params_text(params: dict[str, Any]) -> str:
     """``{'schedule': 'step', 'step.gamma': 0.5}`` -> ``gamma=0.5``: what a table shows."""
     parts = []
     for name, value in params.items():
-        if name == "schedule":
+        if name == FAMILY_PARAM:
             continue
         short = name.split(".", 1)[-1]
         parts.append(f"{short}={value:.4g}" if isinstance(value, float) else f"{short}={value}")
@@ -26,7 +28,7 @@ def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         trials = study.get_trials(deepcopy=False)
         count = {s: sum(t.state == s for t in trials) for s in TrialState}
         values = [t.value for t in trials if t.state == TrialState.COMPLETE]
-        families = sorted({t.params["schedule"] for t in trials if "schedule" in t.params})
+        families = sorted({t.params[FAMILY_PARAM] for t in trials if FAMILY_PARAM in t.params})
         rows.append({"study": summary.study_name, "complete": count[TrialState.COMPLETE],
                      "pruned": count[TrialState.PRUNED], "failed": count[TrialState.FAIL],
                      "running": count[TrialState.RUNNING],

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, small_mnist
 
 from lrbench.report import compare
-from lrbench.sweep.storage import open_storage
+from lrbench.store.storage import open_storage
 
 
 def times(rows: list[tuple[str, str, float]]) -> pd.DataFrame:

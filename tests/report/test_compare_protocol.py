@@ -15,8 +15,8 @@ from browser import BROWSER, MISSING, seen_by_browser
 from conftest import DATA, NEEDS_MNIST, REPO
 
 from lrbench.report import summary
-from lrbench.sweep.record import cell_of
-from lrbench.sweep.storage import open_storage
+from lrbench.store.record import cell_of
+from lrbench.store.storage import open_storage
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 

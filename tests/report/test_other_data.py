@@ -12,9 +12,9 @@ from optuna.trial import TrialState, create_trial
 
 from lrbench.report import frames as frames_module
 from lrbench.report import summary
-from lrbench.sweep.record import RECORD_ATTR, TrialRecord
-from lrbench.sweep.storage import open_storage
-from lrbench.sweep.study import CONFIG_ATTR
+from lrbench.store.record import RECORD_ATTR, TrialRecord
+from lrbench.store.schema import CONFIG_ATTR
+from lrbench.store.storage import open_storage
 
 
 def add_run(study: optuna.Study, family: str, val: float, train_size: int) -> None:

@@ -15,9 +15,9 @@ from conftest import REPO, small_mnist
 
 from lrbench.report import frames as frames_module
 from lrbench.report import summary
+from lrbench.store.record import plan_of, record_of
+from lrbench.store.storage import open_storage
 from lrbench.sweep.confirm import confirm_study_name
-from lrbench.sweep.record import plan_of, record_of
-from lrbench.sweep.storage import open_storage
 
 pytestmark = pytest.mark.slow
 

@@ -25,14 +25,14 @@ import pytest
 from conftest import DATA, NEEDS_MNIST, REPO
 from optuna.trial import FrozenTrial, TrialState
 
+from lrbench.store.record import claim_of, record_of
+from lrbench.store.storage import open_storage
 from lrbench.sweep.cluster import (
     PARENT_GONE_SECONDS,
     ClusterWorker,
     hosts_text,
     plan_cluster_slots,
 )
-from lrbench.sweep.record import claim_of, record_of
-from lrbench.sweep.storage import open_storage
 
 POSTGRES_URL = os.environ.get("LRBENCH_TEST_POSTGRES")
 NEEDS_POSTGRES = pytest.mark.skipif(not POSTGRES_URL, reason="set LRBENCH_TEST_POSTGRES="

@@ -12,15 +12,16 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from lrbench.sweep import lifeline, protocol, record
+from lrbench.store import claims, record
+from lrbench.store.record import Plan, cell_of, plan_attrs
+from lrbench.store.storage import open_storage
+from lrbench.sweep import lifeline, protocol
 from lrbench.sweep import study as st
 from lrbench.sweep.config import SweepConfig, load
 from lrbench.sweep.devices import Slot
 from lrbench.sweep.pruning import StackMedian
-from lrbench.sweep.record import Plan, cell_of, plan_attrs
 from lrbench.sweep.sampling import BatchTPESampler, asking
 from lrbench.sweep.slot import SlotJob, run_slot
-from lrbench.sweep.storage import open_storage
 from lrbench.train.data import load_arrays
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +97,7 @@ def test_a_failure_of_its_own_is_spent_and_a_requeued_one_is_not(tmp_path: Path)
     cells = {cell_of(broken), cell_of(interrupted)}
     study.tell(broken, state=TrialState.FAIL)  # its own error: spent
     study.tell(interrupted, state=TrialState.FAIL)  # a dead worker: re-queued, not spent
-    st.requeue(study, study.trials[interrupted.number])
+    claims.requeue(study, study.trials[interrupted.number])
     for trial in rest:
         finish(study, trial, 0.5)
     assert st.counted_trials(study) == 3  # the re-queued copy waits

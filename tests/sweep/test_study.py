@@ -11,31 +11,27 @@ import dataclasses
 import json
 import socket
 import subprocess
-import sys
-import time
 import warnings
 from collections import Counter
 from pathlib import Path
 
 import optuna
-import psutil
 import pytest
 import torch
 from optuna.trial import TrialState
 
 from lrbench.errors import UserError
-from lrbench.sweep import lifeline, record, seeds
+from lrbench.store import record, schema
+from lrbench.store.record import Plan
+from lrbench.store.storage import open_storage
+from lrbench.sweep import lifeline, seeds
 from lrbench.sweep import slot as worker
 from lrbench.sweep import study as st
-from lrbench.sweep.config import OptimizerConfig, SweepConfig, load
+from lrbench.sweep.config import SweepConfig, load
 from lrbench.sweep.devices import Slot
-from lrbench.sweep.record import Claim, Plan
 from lrbench.sweep.sampling import BatchTPESampler
 from lrbench.sweep.slot import SlotJob, run_slot
-from lrbench.sweep.storage import open_storage
 from lrbench.train.data import load_arrays
-from lrbench.train.schedules import ScheduleSpec
-from lrbench.train.trial import TrialSpec
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = REPO.parent / "shared" / "data"
@@ -262,7 +258,7 @@ def test_open_study_stores_config_and_provenance(tmp_path: Path, storage_factory
     attrs = study.user_attrs
     assert study.study_name == "t"
     assert study.direction == optuna.study.StudyDirection.MAXIMIZE
-    assert attrs[st.CONFIG_ATTR] == json.loads(json.dumps(config.identity()))
+    assert attrs[schema.CONFIG_ATTR] == json.loads(json.dumps(config.identity()))
     assert attrs["sweep_file"] == str(tmp_path / "t.toml")
     provenance = attrs["provenance"]
     assert provenance["lrbench"] and provenance["optuna"] == optuna.__version__
@@ -318,119 +314,6 @@ def test_grid_enqueues_each_familys_own_product(tmp_path: Path):
     spec = st.trial_spec(trial, config)
     assert trial.params == points[0]
     assert spec.optimizer.lr == points[0]["lr"]
-
-
-# --- recovering trials left RUNNING by dead workers --------------------------------------
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> str:
-    path = str(tmp_path / "lrbench.journal")
-    optuna.create_study(study_name="s", storage=open_storage(path), direction="maximize")
-    return path
-
-
-def reopen(journal: str) -> optuna.Study:
-    """The study as a new sweep process sees it: its own connection to the journal."""
-    return optuna.load_study(study_name="s", storage=open_storage(journal))
-
-
-def running_trial(study: optuna.Study, **claim: object) -> int:
-    """Ask a trial with params, as a worker does, and claim it with `claim`'s fields."""
-    trial = study.ask()
-    trial.suggest_categorical("schedule", ["step"])
-    trial.suggest_float("step.gamma", 0.05, 0.99, log=True)
-    record.write_claim(trial, Claim(**{"slot": 0, "device": "cpu", "seed": 5, "data_seed": 0,
-                                       **claim}))
-    return trial.number
-
-
-def constant_spec(number: int) -> TrialSpec:
-    return TrialSpec(number, 5, "fnn", 1, 100, OptimizerConfig(), ScheduleSpec("constant", {}))
-
-
-def dead_pid() -> int:
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    process.wait()
-    assert not psutil.pid_exists(process.pid)
-    return process.pid
-
-
-def test_dead_local_worker_trial_is_failed_and_requeued(journal: str):
-    number = running_trial(reopen(journal), host=socket.gethostname(), pid=dead_pid(),
-                           pid_started=1_000_000.0, heartbeat=time.time())
-    study = reopen(journal)
-    assert st.recover_stale_trials(study) == [number]
-    old = study.trials[number]
-    assert old.state == TrialState.FAIL
-    assert "died" in record.record_of(old).reason
-    assert record.record_of(old).status == "failed"
-    [queued] = waiting(study)
-    assert queued.system_attrs["fixed_params"] == old.params
-    # with the seeds it trained with (its claim's)
-    assert record.plan_of(queued) == Plan(seed=5, data_seed=0, requeued_from=number)
-    # nothing is left to recover: a second sweep starting now must not queue it twice
-    assert st.recover_stale_trials(reopen(journal)) == []
-    assert len(waiting(reopen(journal))) == 1
-    # the next trial asked runs the same configuration again
-    number_asked = study.ask().number
-    asked = study.trials[number_asked]
-    assert asked.state == TrialState.RUNNING
-    assert record.plan_of(asked).requeued_from == number
-    assert asked.system_attrs["fixed_params"] == old.params
-
-
-def test_live_local_worker_trial_is_left_running(journal: str):
-    study = reopen(journal)
-    trial = study.ask()
-    spec = constant_spec(trial.number)
-    claim = st.new_claim(trial, spec, slot_index=0, device="cpu")  # this very process: alive
-    record.write_claim(trial, claim)
-    assert claim.pid == psutil.Process().pid and record.claim_of(trial) == claim
-    assert st.recover_stale_trials(reopen(journal)) == []
-    assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
-
-
-def test_reused_pid_counts_as_dead(journal: str):
-    """Same pid, other start time: the worker died and a new process took its number."""
-    me = psutil.Process()
-    number = running_trial(reopen(journal), host=socket.gethostname(), pid=me.pid,
-                           pid_started=me.create_time() - 100, heartbeat=time.time())
-    assert st.recover_stale_trials(reopen(journal)) == [number]
-
-
-@pytest.mark.parametrize("age, recovered", [(60, False), (st.STALE_AFTER_SECONDS + 60, True)])
-def test_other_hosts_trials_go_by_heartbeat(journal: str, age: float, recovered: bool):
-    """Another machine's pid means nothing here; only its heartbeat's age does."""
-    number = running_trial(reopen(journal), host="some-other-host", pid=psutil.Process().pid,
-                           pid_started=psutil.Process().create_time(),
-                           heartbeat=time.time() - age)
-    assert st.recover_stale_trials(reopen(journal)) == ([number] if recovered else [])
-    state = reopen(journal).trials[number].state
-    assert state == (TrialState.FAIL if recovered else TrialState.RUNNING)
-
-
-def test_trial_asked_but_not_yet_marked_is_not_taken_for_dead(journal: str):
-    """A slot of another sweep between ask() and its claim is alive, not stale."""
-    slot_study = reopen(journal)
-    trial = slot_study.ask()  # no claim yet
-    assert st.recover_stale_trials(reopen(journal)) == []
-    spec = constant_spec(trial.number)
-    record.write_claim(trial, st.new_claim(trial, spec, slot_index=0, device="cpu"))
-    assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
-
-
-def test_unmarked_trial_older_than_a_claim_is_recovered(journal: str, monkeypatch):
-    """Askers mark their trials before releasing the claim lock, so an unmarked trial
-    older than that, seen under the lock, was asked by a process that died (a kill in
-    the ask-to-mark window once left such a trial RUNNING for 30 minutes)."""
-    number = reopen(journal).ask().number
-    monkeypatch.setattr(st, "UNMARKED_AFTER_SECONDS", 0.0)
-    time.sleep(0.01)
-    study = reopen(journal)
-    assert st.recover_stale_trials(study) == [number]
-    assert study.trials[number].state == TrialState.FAIL
-    assert [record.plan_of(t).requeued_from for t in waiting(study)] == [number]
 
 
 # --- counting and sampling ---------------------------------------------------------------
@@ -504,8 +387,8 @@ def test_each_run_of_a_study_samples_with_new_seeds(tmp_path: Path):
     journal = str(tmp_path / "lrbench.journal")
     config = write_sweep(tmp_path, seed=3)
     study = st.open_study(config, open_storage(journal))
-    assert [st.start_run(study) for _ in range(3)] == [0, 1, 2]
-    assert st.start_run(st.open_study(config, open_storage(journal))) == 3  # stored
+    assert [schema.start_run(study) for _ in range(3)] == [0, 1, 2]
+    assert schema.start_run(st.open_study(config, open_storage(journal))) == 3  # stored
     all_seeds = {seeds.sampler_seed(3, run, slot, start) for run in range(4)
                  for slot in range(8) for start in range(3)}  # (a replacement is a new start)
     assert len(all_seeds) == 4 * 8 * 3

@@ -15,12 +15,13 @@ import pytest
 from test_study import DATA, REPO, write_sweep
 
 from lrbench.entry import starts_local_slots
-from lrbench.sweep import record, workers
+from lrbench.store import record
+from lrbench.store.storage import open_storage
 from lrbench.sweep import study as st
+from lrbench.sweep import workers
 from lrbench.sweep.devices import Slot
 from lrbench.sweep.pool import SlotPool
 from lrbench.sweep.slot import SlotJob
-from lrbench.sweep.storage import open_storage
 from lrbench.train.data import load_arrays
 
 NEEDS_MNIST = pytest.mark.skipif(not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file(),

@@ -1,4 +1,4 @@
-"""Tests for lrbench.sweep.journal: a journal file stays readable after crashes and full disks.
+"""Tests for lrbench.store.journal: a journal file stays readable after crashes and full disks.
 
 Each test damages a real journal the way a crash, a full disk or a user would, then
 opens it as a sweep (a writer) or a report (a reader) does.
@@ -17,8 +17,8 @@ import pytest
 from optuna.trial import TrialState
 
 from lrbench.errors import StorageError, UserError
-from lrbench.sweep import journal
-from lrbench.sweep.storage import open_storage
+from lrbench.store import journal
+from lrbench.store.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

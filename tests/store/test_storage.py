@@ -1,4 +1,4 @@
-"""Tests for lrbench.sweep.storage: opening journals and URLs, and the cross-process claim lock.
+"""Tests for lrbench.store.storage: opening journals and URLs, and the cross-process claim lock.
 
 Every storage lives in tmp_path; nothing here needs a database server or the network.
 """
@@ -12,7 +12,7 @@ import pytest
 from optuna.storages import JournalStorage, RDBStorage
 
 from lrbench.errors import UserError
-from lrbench.sweep.storage import open_storage, shown, storage_location, study_names
+from lrbench.store.storage import open_storage, shown, storage_location, study_names
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

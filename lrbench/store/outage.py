@@ -14,7 +14,8 @@ call retried after a failed connection was not half done. The one ambiguity, a c
 whose answer was lost with the connection, can at worst leave one extra trial, unclaimed:
 it is failed and re-queued like a dead worker's, and never counts.
 
-A worker waiting here marks progress (``lifeline.progressed``): it is not stuck.
+A worker waiting here marks progress (``set_wait_seconds``' ``on_wait``, the slot's
+``lifeline.progressed``): it is not stuck.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lrbench.errors import StorageOutage
-from lrbench.sweep import lifeline
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,13 @@ DEFAULT_WAIT_SECONDS = 300.0
 FIRST_DELAY_SECONDS = 0.5
 LONGEST_DELAY_SECONDS = 8.0
 _wait = DEFAULT_WAIT_SECONDS  # process-wide: the parent's flag, and each worker's job
+
+
+def _nothing() -> None:
+    """Where no one watches this process for progress (the parent)."""
+
+
+_on_wait: Callable[[], None] = _nothing  # called at each retry: a slot marks progress
 
 # What a lost or refused connection raises, by exception class name, wherever it sits
 # in the chain (Optuna wraps SQLAlchemy's errors in StorageInternalError; SQLAlchemy
@@ -65,9 +72,11 @@ class _OptunaFallbackNoise(logging.Filter):
 logging.getLogger("optuna.storages._rdb.storage").addFilter(_OptunaFallbackNoise())
 
 
-def set_wait_seconds(seconds: float) -> None:
-    global _wait
-    _wait = seconds
+def set_wait_seconds(seconds: float, on_wait: Callable[[], None] = _nothing) -> None:
+    """How long to wait an outage out, and what to call at each retry (a slot's mark of
+    progress: waiting is not being stuck)."""
+    global _wait, _on_wait
+    _wait, _on_wait = seconds, on_wait
 
 
 def wait_seconds() -> float:
@@ -120,7 +129,7 @@ def retrying(call: Callable[..., T], shown: str) -> Callable[..., T]:
                         f"storage {shown} unreachable for {now - failing_since:.0f} s "
                         f"(--storage-wait {_wait:g}; last: {_brief(err)}); finished trials "
                         f"are kept: run the same command to resume") from None
-                lifeline.progressed()  # waiting, not stuck
+                _on_wait()  # waiting, not stuck
                 time.sleep(min(delay, max(0.0, failing_since + _wait - now)))
                 delay = min(delay * 2, LONGEST_DELAY_SECONDS)
                 continue

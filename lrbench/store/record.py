@@ -33,11 +33,15 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from lrbench.store.schema import FAMILY_PARAM
 from lrbench.train.trial import CURVE_KEYS, TrialResult, TrialSpec
 
 PLAN_ATTR = "lrbench_plan"
 CLAIM_ATTR = "lrbench_claim"
 RECORD_ATTR = "lrbench_record"
+# Short scalar copies of the record, for tools that sort by attributes (scalar_attrs)
+FAMILY_ATTR = "family"
+TEST_ACCURACY_ATTR = "test_accuracy"
 
 AnyTrial = optuna.Trial | FrozenTrial
 Cell = tuple[str, int]  # a compare-protocol trial's (family, repeat): lrbench.sweep.protocol
@@ -137,9 +141,9 @@ def cell_of(trial: AnyTrial) -> Cell | None:
     repeat = plan_of(trial).repeat
     if repeat is None:
         return None
-    family = trial.params.get("schedule")
+    family = trial.params.get(FAMILY_PARAM)
     if family is None:  # asked, not yet sampled: its family was queued as a fixed param
-        family = trial.system_attrs.get("fixed_params", {}).get("schedule")
+        family = trial.system_attrs.get("fixed_params", {}).get(FAMILY_PARAM)
     return (str(family), int(repeat)) if family is not None else None
 
 
@@ -236,9 +240,9 @@ def write_end(study: optuna.Study, trial_id: int, record: TrialRecord,
 
 def scalar_attrs(record: TrialRecord) -> dict[str, Any]:
     """The record's scalar user attributes: its family and test accuracy."""
-    attrs: dict[str, Any] = {"family": record.family}
+    attrs: dict[str, Any] = {FAMILY_ATTR: record.family}
     if math.isfinite(record.test_accuracy):
-        attrs["test_accuracy"] = float(record.test_accuracy)
+        attrs[TEST_ACCURACY_ATTR] = float(record.test_accuracy)
     return attrs
 
 
@@ -258,7 +262,7 @@ def failed_record(trial: AnyTrial, reason: str, traceback: str = "") -> TrialRec
     seeds = trained_seeds(trial)
     claim = claim_of(trial)
     return TrialRecord(
-        status="failed", family=trial.params.get("schedule", ""), reason=reason,
+        status="failed", family=trial.params.get(FAMILY_PARAM, ""), reason=reason,
         seed=seeds[0] if seeds else None, data_seed=seeds[1] if seeds else None,
         device=claim.device if claim else "", traceback=traceback)
 

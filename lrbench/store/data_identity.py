@@ -20,10 +20,9 @@ from typing import Any
 import optuna
 
 from lrbench.errors import UserError
-from lrbench.sweep.record import record_of
+from lrbench.store import schema
+from lrbench.store.record import record_of
 from lrbench.train import data
-
-DATA_ATTR = "lrbench_data"
 
 
 @dataclass(frozen=True)
@@ -65,12 +64,12 @@ def identity_of(arrays: data.DatasetArrays, validation_size: float) -> DataIdent
 def recorded(study: optuna.Study) -> DataIdentity | None:
     """The data the study recorded, or, for a study made before this record, the sizes
     most of its trials trained on (their records hold sizes, not fingerprints)."""
-    stored = study.user_attrs.get(DATA_ATTR)
+    stored = study.user_attrs.get(schema.DATA_ATTR)
     if stored is not None:
         return DataIdentity(**{k: v for k, v in stored.items()
                                if k in {f.name for f in dataclasses.fields(DataIdentity)}})
     return majority_of_trials(study.get_trials(deepcopy=False),
-                              str(study.user_attrs.get("lrbench_config", {}).get("dataset", "")))
+                              str(schema.config_of(study).get("dataset", "")))
 
 
 def majority_of_trials(trials: list[optuna.trial.FrozenTrial],
@@ -113,8 +112,8 @@ def check_and_record(study: optuna.Study, identity: DataIdentity) -> None:
     Hold the study's claim lock: two first sweeps must not record two identities.
     """
     check(study, identity)
-    if study.user_attrs.get(DATA_ATTR) is None:
-        study.set_user_attr(DATA_ATTR, dataclasses.asdict(identity))
+    if study.user_attrs.get(schema.DATA_ATTR) is None:
+        study.set_user_attr(schema.DATA_ATTR, dataclasses.asdict(identity))
 
 
 def recorded_location(study: optuna.Study) -> str | None:

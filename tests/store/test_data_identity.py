@@ -13,11 +13,11 @@ import optuna
 import pytest
 from conftest import REPO, small_mnist
 
-from lrbench.sweep import data_identity
+from lrbench.store import data_identity
+from lrbench.store.data_identity import DataIdentity
+from lrbench.store.record import record_of
+from lrbench.store.storage import open_storage
 from lrbench.sweep.confirm import confirm_study_name
-from lrbench.sweep.data_identity import DataIdentity
-from lrbench.sweep.record import record_of
-from lrbench.sweep.storage import open_storage
 from lrbench.train import data
 
 

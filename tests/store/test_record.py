@@ -1,4 +1,4 @@
-"""Tests for lrbench.sweep.record: one typed record per trial, written in few storage operations.
+"""Tests for lrbench.store.record: one typed record per trial, written in few storage operations.
 
 ``tests/data/release-995747e.journal`` was written by the release before the records
 (commit 995747e: ``lrbench sweep`` of ``release-995747e.toml`` and ``confirm --seeds 2``,
@@ -20,10 +20,10 @@ import pytest
 from optuna.trial import TrialState
 
 from lrbench.report import frames
-from lrbench.sweep import record
-from lrbench.sweep.journal import SafeJournalBackend
-from lrbench.sweep.record import Claim, Plan, TrialRecord
-from lrbench.sweep.storage import open_storage
+from lrbench.store import record
+from lrbench.store.journal import SafeJournalBackend
+from lrbench.store.record import Claim, Plan, TrialRecord
+from lrbench.store.storage import open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -1,4 +1,4 @@
-"""Tests for lrbench.sweep.claim: the lock around "count the trials, then start more".
+"""Tests for lrbench.store.claims: the claim lock, liveness, and recovering dead workers' trials.
 
 Real processes contend for it; the PostgreSQL advisory lock runs where CI starts a server.
 """
@@ -6,22 +6,32 @@ Real processes contend for it; the PostgreSQL advisory lock runs where CI starts
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import optuna
+import psutil
 import pytest
+from optuna.trial import TrialState
 
 from lrbench.errors import StorageError
-from lrbench.sweep.claim import claim_lock, exact_claims
+from lrbench.store import claims, record
+from lrbench.store.claims import claim_lock, exact_claims
+from lrbench.store.record import Claim, Plan
+from lrbench.store.storage import open_storage
+from lrbench.sweep.config import OptimizerConfig
+from lrbench.train.schedules import ScheduleSpec
+from lrbench.train.trial import TrialSpec
 
 # --- claim_lock --------------------------------------------------------------------------
 
 CLAIMER = textwrap.dedent("""
     import sys, time
-    from lrbench.sweep.claim import claim_lock
+    from lrbench.store.claims import claim_lock
     journal, log, tag = sys.argv[1:]
 
     def mark(event):
@@ -140,7 +150,7 @@ def test_postgresql_claim_lock_excludes_other_processes():
     """The advisory lock lives in the server: a second process waits, then times out."""
     script = textwrap.dedent("""
         import sys
-        from lrbench.sweep.claim import claim_lock
+        from lrbench.store.claims import claim_lock
         from lrbench.errors import StorageError
         try:
             with claim_lock(sys.argv[1], "pg-claim-test", timeout=1.0):
@@ -155,3 +165,120 @@ def test_postgresql_claim_lock_excludes_other_processes():
     free = subprocess.run([sys.executable, "-c", script, POSTGRES_URL], capture_output=True,
                           text=True, timeout=60)
     assert free.stdout.strip() == "got it", free.stderr
+
+
+# --- recovering trials left RUNNING by dead workers --------------------------------------
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> str:
+    path = str(tmp_path / "lrbench.journal")
+    optuna.create_study(study_name="s", storage=open_storage(path), direction="maximize")
+    return path
+
+
+def reopen(journal: str) -> optuna.Study:
+    """The study as a new sweep process sees it: its own connection to the journal."""
+    return optuna.load_study(study_name="s", storage=open_storage(journal))
+
+
+def running_trial(study: optuna.Study, **claim: object) -> int:
+    """Ask a trial with params, as a worker does, and claim it with `claim`'s fields."""
+    trial = study.ask()
+    trial.suggest_categorical("schedule", ["step"])
+    trial.suggest_float("step.gamma", 0.05, 0.99, log=True)
+    record.write_claim(trial, Claim(**{"slot": 0, "device": "cpu", "seed": 5, "data_seed": 0,
+                                       **claim}))
+    return trial.number
+
+
+def waiting(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+
+
+def constant_spec(number: int) -> TrialSpec:
+    return TrialSpec(number, 5, "fnn", 1, 100, OptimizerConfig(), ScheduleSpec("constant", {}))
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    assert not psutil.pid_exists(process.pid)
+    return process.pid
+
+
+def test_dead_local_worker_trial_is_failed_and_requeued(journal: str):
+    number = running_trial(reopen(journal), host=socket.gethostname(), pid=dead_pid(),
+                           pid_started=1_000_000.0, heartbeat=time.time())
+    study = reopen(journal)
+    assert claims.recover_stale_trials(study) == [number]
+    old = study.trials[number]
+    assert old.state == TrialState.FAIL
+    assert "died" in record.record_of(old).reason
+    assert record.record_of(old).status == "failed"
+    [queued] = waiting(study)
+    assert queued.system_attrs["fixed_params"] == old.params
+    # with the seeds it trained with (its claim's)
+    assert record.plan_of(queued) == Plan(seed=5, data_seed=0, requeued_from=number)
+    # nothing is left to recover: a second sweep starting now must not queue it twice
+    assert claims.recover_stale_trials(reopen(journal)) == []
+    assert len(waiting(reopen(journal))) == 1
+    # the next trial asked runs the same configuration again
+    number_asked = study.ask().number
+    asked = study.trials[number_asked]
+    assert asked.state == TrialState.RUNNING
+    assert record.plan_of(asked).requeued_from == number
+    assert asked.system_attrs["fixed_params"] == old.params
+
+
+def test_live_local_worker_trial_is_left_running(journal: str):
+    study = reopen(journal)
+    trial = study.ask()
+    spec = constant_spec(trial.number)
+    claim = claims.new_claim(trial, spec, slot_index=0, device="cpu")  # this very process: alive
+    record.write_claim(trial, claim)
+    assert claim.pid == psutil.Process().pid and record.claim_of(trial) == claim
+    assert claims.recover_stale_trials(reopen(journal)) == []
+    assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
+
+
+def test_reused_pid_counts_as_dead(journal: str):
+    """Same pid, other start time: the worker died and a new process took its number."""
+    me = psutil.Process()
+    number = running_trial(reopen(journal), host=socket.gethostname(), pid=me.pid,
+                           pid_started=me.create_time() - 100, heartbeat=time.time())
+    assert claims.recover_stale_trials(reopen(journal)) == [number]
+
+
+@pytest.mark.parametrize("age, recovered", [(60, False), (claims.STALE_AFTER_SECONDS + 60, True)])
+def test_other_hosts_trials_go_by_heartbeat(journal: str, age: float, recovered: bool):
+    """Another machine's pid means nothing here; only its heartbeat's age does."""
+    number = running_trial(reopen(journal), host="some-other-host", pid=psutil.Process().pid,
+                           pid_started=psutil.Process().create_time(),
+                           heartbeat=time.time() - age)
+    assert claims.recover_stale_trials(reopen(journal)) == ([number] if recovered else [])
+    state = reopen(journal).trials[number].state
+    assert state == (TrialState.FAIL if recovered else TrialState.RUNNING)
+
+
+def test_trial_asked_but_not_yet_marked_is_not_taken_for_dead(journal: str):
+    """A slot of another sweep between ask() and its claim is alive, not stale."""
+    slot_study = reopen(journal)
+    trial = slot_study.ask()  # no claim yet
+    assert claims.recover_stale_trials(reopen(journal)) == []
+    spec = constant_spec(trial.number)
+    record.write_claim(trial, claims.new_claim(trial, spec, slot_index=0, device="cpu"))
+    assert reopen(journal).trials[trial.number].state == TrialState.RUNNING
+
+
+def test_unmarked_trial_older_than_a_claim_is_recovered(journal: str, monkeypatch):
+    """Askers mark their trials before releasing the claim lock, so an unmarked trial
+    older than that, seen under the lock, was asked by a process that died (a kill in
+    the ask-to-mark window once left such a trial RUNNING for 30 minutes)."""
+    number = reopen(journal).ask().number
+    monkeypatch.setattr(claims, "UNMARKED_AFTER_SECONDS", 0.0)
+    time.sleep(0.01)
+    study = reopen(journal)
+    assert claims.recover_stale_trials(study) == [number]
+    assert study.trials[number].state == TrialState.FAIL
+    assert [record.plan_of(t).requeued_from for t in waiting(study)] == [number]

@@ -17,7 +17,7 @@ from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalRedisBackend
 
 from lrbench.errors import StorageError, UserError
-from lrbench.sweep import journal, outage
+from lrbench.store import journal, outage
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def open_storage(location: str, *, create: bool = True, warn: bool = True,
 
     A server that cannot be reached is the user's error at once (a wrong host or port),
     unless ``waits``: a worker opening the sweep's storage, which the parent has reached,
-    waits out an outage (``lrbench.sweep.outage``) like every later call.
+    waits out an outage (``lrbench.store.outage``) like every later call.
     """
     if not is_url(location):
         return open_journal(Path(location), create=create, warn=warn)
@@ -84,7 +84,7 @@ def open_storage(location: str, *, create: bool = True, warn: bool = True,
 
 
 def _open_server(location: str) -> BaseStorage:
-    """A server storage whose every call waits out an outage (``lrbench.sweep.outage``)."""
+    """A server storage whose every call waits out an outage (``lrbench.store.outage``)."""
     if location.startswith("redis://"):
         backend = outage.wait_out_outages(JournalRedisBackend(location), shown(location))
         return JournalStorage(backend)
