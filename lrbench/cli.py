@@ -93,7 +93,8 @@ ENGINE = click.option("--engine", type=click.Choice(ENGINES), default="auto", sh
                            "model; auto: batched on GPUs (and on CPUs where it measured faster).")
 BATCH_TRIALS = click.option("--batch-trials", type=click.IntRange(min=1),
                             help="Trials per stacked model (batched engine) [default: sized "
-                                 "from free memory on a GPU, 16 on a CPU].")
+                                 "from free memory on a GPU; on a CPU, what fits 5 MiB of "
+                                 "weights: 16 to 256].")
 CLUSTER = click.option("--cluster", envvar="LRBENCH_CLUSTER", show_envvar=True,
                        help="Run the slots on the Dask cluster behind this scheduler "
                             "(tcp://HOST:8786); needs --storage postgresql://...")

@@ -82,6 +82,7 @@ def test_a_suite_runs_its_workloads_skips_missing_data_and_is_compared(tmp_path:
     assert set(times["study"]) == set(standings["study"]) and (times["epochs"] >= 1).all()
 
 
+@pytest.mark.slow
 def test_a_bad_suite_names_the_file_the_key_and_the_value(tmp_path: Path) -> None:
     suite = tmp_path / "mine.toml"
     suite.write_text('[suite]\nname = "mine"\n[[workload]]\nsweep = "smoke"\n'

@@ -170,6 +170,7 @@ def test_slugs_of_distinct_study_names_never_collide() -> None:
     assert plots.slug("a/b") == plots.slug("a/b")  # the same name, the same files
 
 
+@pytest.mark.slow
 def test_captions_count_confirm_runs_only_when_there_are_some(swept: ReportFrames,
                                                               tmp_path: Path) -> None:
     search_only = keep(swept, swept.trials["role"] == "search")
@@ -354,6 +355,7 @@ def test_figures_draw_in_parallel_processes_and_come_back_in_order() -> None:
     assert build._PENDING == []  # nothing left behind for a later fork
 
 
+@pytest.mark.slow
 def test_parallel_drawing_prints_nothing_under_lrbenchs_signal_handlers() -> None:
     """The children inherit lrbench's SIGTERM handler (SIGTERM -> interrupt): a pool that
     terminated its idle children printed their tracebacks on the terminal."""

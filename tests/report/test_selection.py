@@ -72,6 +72,7 @@ def test_single_runs_use_tukey_kramer_with_known_errors():
 SIMULATIONS = 1500
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", calibration.SETTINGS, ids=str)
 def test_with_equal_families_any_below_stays_within_its_stated_rate(setting):
     """The issue's target: at most 5% within Monte Carlo error (3 standard errors)."""
@@ -89,6 +90,7 @@ def test_a_single_tuning_cannot_rank_families_whose_tunings_vary():
     assert repeated <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / 400)
 
 
+@pytest.mark.slow
 def test_the_old_rule_against_the_observed_maximum_overshoots():
     """The rule it replaces (paired t against the best, Holm-corrected) on the same null,
     9 families x 5 seeds, configurations equal: the simulation can see miscalibration."""

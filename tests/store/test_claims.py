@@ -50,6 +50,7 @@ def events(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
+@pytest.mark.slow
 def test_claim_lock_serialises_processes(tmp_path: Path):
     """Two slots must never both count 9 of 10 trials and both start a tenth.
 
@@ -104,6 +105,7 @@ def test_claim_lock_without_a_shared_lock_is_a_no_op_and_says_so(tmp_path: Path,
     assert "no shared lock" in caplog.text
 
 
+@pytest.mark.slow
 def test_claim_lock_wait_times_out_with_a_message(tmp_path: Path):
     """A hung holder must not stall every other slot forever, silently."""
     journal = str(tmp_path / "lrbench.journal")
@@ -124,6 +126,7 @@ def test_claim_lock_wait_times_out_with_a_message(tmp_path: Path):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_claim_lock_of_a_killed_holder_is_free_at_once(tmp_path: Path):
     """kill -9 mid-claim: the kernel drops an flock with its process; no 30 s stall."""
     journal = str(tmp_path / "lrbench.journal")

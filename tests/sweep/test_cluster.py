@@ -209,6 +209,7 @@ def test_a_killed_worker_costs_only_its_trials_and_the_sweep_finishes_the_count(
     assert late and {claim_of(t).worker for t in late} == {survivor}
 
 
+@pytest.mark.slow
 @NEEDS_MNIST
 def test_an_unreachable_scheduler_exits_2_naming_it(tmp_path: Path):
     address = f"tcp://127.0.0.1:{free_port()}"  # nobody listens there
@@ -220,6 +221,7 @@ def test_an_unreachable_scheduler_exits_2_naming_it(tmp_path: Path):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 @NEEDS_MNIST
 def test_a_journal_file_with_a_cluster_exits_2_and_says_what_to_use(tmp_path: Path):
     proc = sweep("--cluster", "tcp://127.0.0.1:1", results=tmp_path)

@@ -96,6 +96,7 @@ def write(folder: Path, document: Any) -> Path:
 # derandomize: CI tests the same 1,000 examples every run. To explore more, run with
 # --hypothesis-seed=N (12,000 random examples found one message to improve: a fixed
 # trial outside a default range that follows train.epochs now says so).
+@pytest.mark.slow
 @settings(max_examples=1000, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mutation=mutations())

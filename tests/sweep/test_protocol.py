@@ -160,6 +160,7 @@ def test_the_median_rule_compares_a_trial_with_its_cell_only():
     assert pruner.threshold(1) != pruner.threshold(1)  # NaN: no trial outside the cells
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
 def test_a_batched_slot_spends_exactly_the_budget_of_every_cell(tmp_path: Path, pruner: str):
     if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():

@@ -86,6 +86,7 @@ def test_outside_a_batch_it_is_plain_tpe():
     assert [t.params for t in ours.trials] == [t.params for t in theirs.trials]
 
 
+@pytest.mark.slow
 def test_batched_tpe_still_beats_random_search():
     """One fit per batch keeps TPE's guidance: 8 batches of 10 after 20 random trials."""
     def best_after(make: type | None, seed: int) -> float:

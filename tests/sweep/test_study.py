@@ -603,6 +603,7 @@ def test_batched_slot_trains_and_tells_each_trial(slot_job: SlotJob):
     assert all(r.engine == "batched" and r.batch_trials == 2 for r in records)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pruner, ask_ahead", [("median", False), ("hyperband", False),
                                                ("median", True)])
 def test_a_batched_slot_prunes_and_refills_with_either_pruner(tmp_path: Path, pruner: str,

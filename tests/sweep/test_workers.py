@@ -47,6 +47,7 @@ def _slot_children() -> set[int]:
             if "resource_tracker" not in " ".join(c.cmdline())}
 
 
+@pytest.mark.slow
 @NEEDS_MNIST
 def test_the_first_slot_runs_in_the_worker_started_early(tmp_path: Path):
     config = write_sweep(tmp_path, name="early", trials=2, seed=0, epochs=1,
@@ -76,6 +77,7 @@ def test_the_first_slot_runs_in_the_worker_started_early(tmp_path: Path):
     assert {record.claim_of(t).pid for t in study.trials} == {early_pid}
 
 
+@pytest.mark.slow
 def test_an_early_worker_that_no_slot_takes_ends_with_its_command(tmp_path: Path):
     """A user error (no data there) exits 2 after the early worker started; nothing of
     the command's session outlives it."""
