@@ -244,7 +244,7 @@ def ctrl_c_at_start_up(lr: Checkout, folder: Path) -> dict[str, object]:
 def full_disk(lr: Checkout, folder: Path) -> dict[str, object]:
     disk = folder / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)]).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)]).returncode:
         return {"exit": "skipped: cannot mount a tmpfs"}
     try:
         code, err = lr.run([*SMOKE, "--trials", "400", "--epochs", "1", "--workers", "2"], disk)
@@ -368,7 +368,7 @@ SCENARIOS = {
     "kill -STOP of one worker (30 trials; --stuck-after 5 where it exists)": stopped_worker,
     "Ctrl-C with one worker stopped": ctrl_c_with_a_stopped_worker,
     "Ctrl-C at 0.3 / 1.0 / 2.5 s (start-up)": ctrl_c_at_start_up,
-    "full disk (1 MiB tmpfs)": full_disk,
+    "full disk (256 KiB tmpfs)": full_disk,
     "journal renamed mid-sweep, put back, resumed": vanished_journal,
     "folder remounted read-only mid-sweep, then rw, resumed": read_only_folder,
     "memory capped in one worker mid-trial (batched, 20 trials)": memory_limit,
