@@ -15,6 +15,8 @@ from conftest import REPO
 from lrbench.cli import cli
 from lrbench.store.record import CLAIM_ATTR, PLAN_ATTR, RECORD_ATTR, Claim, Plan, TrialRecord
 from lrbench.sweep.config import FAMILIES, KEYS
+from lrbench.train.data import DATASETS
+from lrbench.train.models import MODELS
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -70,3 +72,16 @@ def test_the_stored_record_table_names_every_field() -> None:
         named = set(re.findall(r"`(\w+)`", rows[attr][3]))
         missing = {field.name for field in dataclasses.fields(record)} - named
         assert not missing, f"README's {attr} row lacks {sorted(missing)}"
+
+
+def test_the_family_table_has_a_row_per_registered_family() -> None:
+    rows = table_after(section("### Schedule families"), "### Schedule families")
+    assert [row[0].strip("`") for row in rows] == list(FAMILIES)
+
+
+def test_the_sweep_file_example_names_every_model_and_data_set() -> None:
+    example = section("## Sweep files (`sweeps/*.toml`)")
+    models = re.search(r"model = \"fnn\" +# (.*)", example).group(1)
+    datasets = re.search(r"dataset = \"mnist\" +# (.*)", example).group(1)
+    assert [m.split(" ")[0] for m in models.split(" | ")] == list(MODELS)
+    assert datasets.split(" | ") == list(DATASETS)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.colors as mcolors
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -112,12 +113,18 @@ def family_palette(families: Iterable[str]) -> dict[str, Any]:
     """family -> RGB colour, fixed by the family's place in the schedule registry.
 
     So a family has the same colour in every figure and every study, whatever subset
-    is drawn. Names outside the registry take the colours after it, by name.
+    is drawn. A family that declares its colour (``Family.colour``) has it; names outside
+    the registry take the colours after it, by name; past the palette, new hues.
     """
     families = list(dict.fromkeys(families))
-    known = list(FAMILIES)
-    slots = known + sorted(set(families) - set(known))
-    return {f: COLOURS[slots.index(f) % len(COLOURS)] for f in families}
+    slots = list(FAMILIES) + sorted(set(families) - set(FAMILIES))
+    declared = {f: mcolors.to_rgb(FAMILIES[f].colour) for f in slots
+                if f in FAMILIES and FAMILIES[f].colour}
+    rest = [f for f in slots if f not in declared]
+    # past COLOURS, evenly spaced hues of their own (husl: equal lightness), not repeats
+    extra = sns.color_palette("husl", max(0, len(rest) - len(COLOURS)))
+    given = dict(zip(rest, [*COLOURS, *extra]))
+    return {f: declared.get(f, given.get(f)) for f in families}
 
 
 def family_markers(families: Iterable[str]) -> dict[str, str]:

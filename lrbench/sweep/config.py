@@ -22,7 +22,7 @@ from lrbench.sweep.seeds import SEED_MAX
 from lrbench.train import data, models
 from lrbench.train.schedule_free import FAMILY as SCHEDULE_FREE_FAMILY
 from lrbench.train.schedule_free import SCHEDULE_FREE_NAMES, is_schedule_free, schedule_free_form
-from lrbench.train.schedules import FAMILIES, PARAM_LIMITS
+from lrbench.train.schedules import FAMILIES, PARAM_LIMITS, limit_of
 from lrbench.train.trial import OptimizerConfig  # the [optimizer] table
 
 SAMPLERS = ("tpe", "qmc", "random", "grid")
@@ -43,7 +43,7 @@ KEYS = {
     "train": ("model", "epochs", "batch_size"),
     "optimizer": ("name", "lr", "momentum", "nesterov", "weight_decay"),
     "search": ("lr", "warmup_epochs"),
-    "schedules": ("families", "plateau_metric", *FAMILIES),
+    "schedules": ("families", "plateau_metric"),  # and a [schedules.F] table per family
 }
 
 
@@ -338,20 +338,21 @@ def _family_ranges(path: Path, sched: _Table, family: str, epochs: int) -> dict[
         integer = isinstance(defaults[name], IntRange)
         numeric = not isinstance(defaults[name], Choice)
         axis = _axis(table, name, integer)
-        _check_axis_values(table, name, axis, integer, numeric)
+        _check_axis_values(table, family, name, axis, integer, numeric)
         axes[name] = axis
     return axes
 
 
-def _check_axis_values(table: _Table, name: str, axis: Axis, integer: bool,
+def _check_axis_values(table: _Table, family: str, name: str, axis: Axis, integer: bool,
                        numeric: bool) -> None:
     for value in _values(axis):
         if integer and not _is_int(value):
             raise table.error(name, f"must be an integer, but got {value!r}")
         if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise table.error(name, f"must be a number, but got {value!r}")
-        if name in PARAM_LIMITS:
-            ok, expect = PARAM_LIMITS[name]
+        limit = limit_of(family, name)
+        if limit is not None:
+            ok, expect = limit
             if isinstance(value, bool) or not ok(value):
                 raise table.error(name, f"must be {expect}, but got {value!r}")
 
@@ -360,7 +361,8 @@ def _fixed_trial(path: Path, index: int, raw: Any, config: SweepConfig) -> Fixed
     if not isinstance(raw, Mapping):
         raise ConfigError(path, f"fixed[{index}]", f"must be a table, but got {raw!r}")
     table = _Table(path, f"fixed[{index}]", raw,
-                   ("schedule", "lr", "warmup_epochs", "epochs", *PARAM_LIMITS))
+                   ("schedule", "lr", "warmup_epochs", "epochs", *PARAM_LIMITS,
+                    *(name for f in FAMILIES.values() for name in f.limits)))
     family = table.get("schedule", str, check=lambda f: f in config.families,
                        expect=f"one of the sweep's families {list(config.families)}")
     lr = table.get("lr", (int, float), None, lambda v: v > 0, "> 0")
@@ -409,8 +411,9 @@ def load(path: str | Path) -> SweepConfig:
 
 def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
     top = _Table(path, "", raw)
-    study, dset, train, opt, sched = (top.table(name, KEYS[name]) for name in
-                                      ("study", "data", "train", "optimizer", "schedules"))
+    study, dset, train, opt = (top.table(name, KEYS[name]) for name in
+                               ("study", "data", "train", "optimizer"))
+    sched = top.table("schedules", (*KEYS["schedules"], *FAMILIES))
 
     positive_int = {"check": lambda v: v >= 1, "expect": ">= 1"}
     epochs = train.get("epochs", int, **positive_int)

@@ -46,15 +46,25 @@ class ScheduleSpec:
 
 
 Builder = Callable[[torch.optim.Optimizer, Mapping[str, Any], ScheduleContext], Any]
+Limit = tuple[Callable[[Any], bool], str]  # a parameter's test, and what it expects, in words
 
 
 @dataclass(frozen=True)
 class Family:
+    """A schedule family: everything lrbench needs of it, in one declaration.
+
+    The sweep file's checks, both engines, the sampler's space and the report's figures
+    all read it from ``FAMILIES`` (built-ins below; ``register`` adds one).
+    """
+
     name: str
     summary: str
     per_batch: bool
     default_space: Callable[[int], dict[str, Axis]]  # epochs -> axes
     build: Builder  # returns a torch scheduler, or None for a constant LR
+    # Limits of its own parameters that PARAM_LIMITS does not already give by name
+    limits: Mapping[str, Limit] = field(default_factory=dict)
+    colour: str | None = None  # a colour for its figures ("#rrggbb"); None: the next free one
 
 
 def _base_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -465,7 +475,7 @@ def lr_trace(spec: ScheduleSpec, ctx: ScheduleContext, base_lr: float,
 # Values outside these make no sense for the torch class (a gamma <= 0 zeroes or flips
 # the LR; a patience < 0 never waits). Keyed by parameter name: a name means the same
 # thing in every family that uses it.
-PARAM_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
+PARAM_LIMITS: dict[str, Limit] = {
     "gamma": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "step_size": (lambda v: v >= 1, ">= 1"),
     "milestone_1": (lambda v: v >= 1, ">= 1"),
@@ -492,3 +502,25 @@ PARAM_LIMITS: dict[str, tuple[Callable[[float], bool], str]] = {
     "beta": (lambda v: 0 < v < 1, "in (0, 1)"),
     "momentum": (lambda v: 0 < v < 1, "in (0, 1)"),  # schedule-free's beta
 }
+
+DEFAULT_EPOCHS_FOR_CHECKS = 10  # a family's space is drawn for some epochs to list its names
+
+
+def limit_of(family: str, name: str) -> Limit | None:
+    """The limit on ``family``'s parameter ``name``: its own, or the one shared by name."""
+    own = FAMILIES[family].limits if family in FAMILIES else {}
+    return own.get(name) or PARAM_LIMITS.get(name)
+
+
+def register(family: Family) -> None:
+    """Add ``family`` to the registry, after checking it is complete: a new name, and a
+    limit for every parameter of its space (a value outside it is refused by name)."""
+    if family.name in FAMILIES:
+        raise ValueError(f"schedule family {family.name!r} is already registered")
+    unlimited = sorted(set(family.default_space(DEFAULT_EPOCHS_FOR_CHECKS)) - set(family.limits)
+                       - set(PARAM_LIMITS))
+    if unlimited:
+        raise ValueError(f"schedule family {family.name!r}: no limits for {unlimited} "
+                         f"(give them in Family.limits)")
+    FAMILIES[family.name] = family
+

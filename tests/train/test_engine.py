@@ -21,6 +21,7 @@ from lrbench.sweep.devices import Slot
 from lrbench.sweep.slot import SlotJob
 from lrbench.train import sequential
 from lrbench.train.data import DatasetArrays, DeviceData
+from lrbench.train.models import MODELS
 from lrbench.train.schedules import ScheduleContext, ScheduleSpec, lr_trace
 from lrbench.train.sequential import train_trial
 from lrbench.train.trial import CURVE_KEYS, TrialResult, TrialSpec
@@ -207,7 +208,7 @@ def test_hook_on_the_last_epoch_does_not_prune(data: DeviceData):
 # --- every model and optimizer -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", ["fnn", "cnn", "logreg"])
+@pytest.mark.parametrize("model", list(MODELS))  # a new model is trained here too
 @pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("adam", 1e-3), ("adamw", 1e-3)])
 def test_models_and_optimizers_train(data: DeviceData, model: str, optimizer: str, lr: float):
     """One epoch on 500 images: runs without error and beats chance clearly."""
