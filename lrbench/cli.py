@@ -28,8 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lrbench.entry import exit_code
-from lrbench.errors import DataNotFoundError, StorageError, UserError
+from lrbench.errors import DataNotFoundError, StorageError, UserError, exit_code, signal_of
 from lrbench.logs import show_warnings
 from lrbench.store.outage import DEFAULT_WAIT_SECONDS
 from lrbench.store.record import plan_of, record_of
@@ -265,7 +264,7 @@ def _finish(outcome: SweepOutcome) -> None:
         raise outcome.error
     if outcome.interrupted:
         console.print("interrupted: finished trials are kept; run the same command to resume")
-        sys.exit(128 + outcome.interrupted)
+        sys.exit(exit_code(outcome.interrupted))
     if outcome.short:
         err_console.print(f"lrbench: the sweep ended with {outcome.finished} of "
                           f"{outcome.target} trials finished: {_why_short(outcome)}",
@@ -316,7 +315,7 @@ def _print_best(study: optuna.Study) -> None:
     the parameters go on lines of their own under the table."""
     from lrbench.report.frames import trials_of  # pandas and scipy: only where used
     from lrbench.report.ranking import rank
-    from lrbench.report.summary import LeaderRow
+    from lrbench.report.summary import versus_best
 
     trials = trials_of(study)
     if trials.empty or not (trials["state"] == "complete").any():
@@ -338,15 +337,13 @@ def _print_best(study: optuna.Study) -> None:
     search = trials[trials["role"] == "search"]
     counted = search[search["state"].isin(["complete", "pruned"])]
     for place, s in enumerate(ranking.standings, start=1):
-        row = LeaderRow(place if s.family in ranked else None, s.family, s.trial, s.params,
-                        s.search_val, s.search_test, s.confirm, [], "", "", s)
-        cells = ["-" if row.rank is None else str(row.rank), s.family,
+        rank = place if s.family in ranked else None
+        cells = ["-" if rank is None else str(rank), s.family,
                  _counts(counted[counted["family"] == s.family]), f"{s.search_val:.4f}",
                  _accuracy(s.search_test), str(s.trial)]
         if ranking.basis == "confirm":
             cells.append(s.confirm.text() if s.confirm.n else "-")
-        table.add_row(*cells, row.versus_best.replace("–", "-").replace(" (p = ", " p=")
-                      .replace(")", "").replace(" (untestable", "?"))
+        table.add_row(*cells, versus_best(s, rank, compact=True))
     for family in sorted(set(counted["family"]) - {s.family for s in ranking.standings}):
         cells = ["-", family, _counts(counted[counted["family"] == family]), "-", "-", "-"]
         table.add_row(*cells, *(["-"] * (len(table.columns) - len(cells))))
@@ -546,4 +543,4 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.flush()
         # Leave now: waiting on worker processes at exit is what the second Ctrl-C refused.
         # They see the stop event or their parent gone, and re-queue their trials.
-        os._exit(exit_code(interrupt))
+        os._exit(exit_code(signal_of(interrupt)))

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 
-from lrbench.errors import Terminated, signal_of
+from lrbench.errors import Terminated, exit_code
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -43,11 +43,6 @@ class _HeldSignals:
         return self.received[0] if self.received else None
 
 
-def exit_code(interrupt: KeyboardInterrupt) -> int:
-    """128 + the signal's number, as a shell reports a process ended by it."""
-    return 128 + signal_of(interrupt)
-
-
 def starts_local_slots(args: list[str]) -> bool:
     """Whether these arguments run slots on this machine: a sweep or confirm that is not
     for a cluster and not a request for help. (A wrong guess only costs a process.)"""
@@ -71,7 +66,7 @@ def main() -> None:
     if signum is not None:
         discard_early_worker()
         print("interrupted", file=sys.stderr)
-        sys.exit(128 + signum)
+        sys.exit(exit_code(signum))
     try:
         cli_main()
     finally:

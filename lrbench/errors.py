@@ -49,3 +49,8 @@ class Terminated(KeyboardInterrupt):
 def signal_of(interrupt: KeyboardInterrupt) -> int:
     """The signal behind an interrupt: SIGTERM for ``Terminated``, else SIGINT (Ctrl-C)."""
     return signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT
+
+
+def exit_code(signum: int) -> int:
+    """128 + the signal's number, as a shell reports a process ended by it."""
+    return 128 + signum

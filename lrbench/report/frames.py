@@ -139,7 +139,9 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
             epoch_rows.extend(_epoch_rows(name, role, trial))
         trials = study.get_trials(deepcopy=False)
         space_rows.extend(_space_rows(name, trials))
-        importance_frames.append(importances(name, trials))
+        # the search trials on the study's data, as every other figure's
+        importance_frames.append(importances(name, [t for role, t, _ in kept
+                                                    if role == "search"]))
     trials_df = _typed_trials(pd.DataFrame(trial_rows))
     epochs_df = pd.DataFrame(epoch_rows, columns=["study", "number", "role", "family",
                                                   *CURVE_KEYS])

@@ -19,7 +19,7 @@ from lrbench.errors import UserError
 from lrbench.report import budget, selection, stats
 from lrbench.report import ranking as ranking_module
 from lrbench.report.frames import ReportFrames, best_per_family, completed, time_to_target
-from lrbench.store.storage import DEFAULT_JOURNAL
+from lrbench.store.storage import DEFAULT_JOURNAL, is_url
 from lrbench.sweep import config as config_module
 
 # The tutorial's published runs (Deep Learning Wizard, "Learning Rate Scheduling"):
@@ -49,15 +49,7 @@ class LeaderRow:
 
     @property
     def versus_best(self) -> str:
-        """"best", "tied (p = 0.41)", "below (p = 0.003)" or "–"."""
-        s = self.standing
-        if s is None or self.rank is None:
-            return "–"
-        if self.rank == 1:
-            return "best"
-        if math.isnan(s.p_vs_best):
-            return "tied (untestable)"
-        return f"{'tied' if s.tied_with_best else 'below'} (p = {s.p_vs_best:.2g})"
+        return versus_best(self.standing, self.rank)
 
     @property
     def versus_baseline(self) -> str:
@@ -75,6 +67,21 @@ class LeaderRow:
         if s is None or math.isnan(s.curse_val):
             return "–"
         return f"{100 * s.curse_val:+.2f} / {100 * s.curse_test:+.2f}"
+
+
+def versus_best(standing: ranking_module.Standing | None, rank: int | None,
+                compact: bool = False) -> str:
+    """"best", "tied (p = 0.41)", "below (p = 0.003)", "tied (untestable)" or "–"; compact
+    (for 80 terminal columns): "best", "tied p=0.41", "below p=0.003", "tied?" or "-"."""
+    if standing is None or rank is None:
+        return "-" if compact else "–"
+    if rank == 1:
+        return "best"
+    if math.isnan(standing.p_vs_best):
+        return "tied?" if compact else "tied (untestable)"
+    verdict = "tied" if standing.tied_with_best else "below"
+    p = f"{standing.p_vs_best:.2g}"
+    return f"{verdict} p={p}" if compact else f"{verdict} (p = {p})"
 
 
 @dataclass
@@ -487,7 +494,7 @@ def _storage_option(location: str) -> str:
     out (libpq reads it from PGPASSWORD or ~/.pgpass), never printed on a page."""
     if not location:
         return ""
-    if "://" in location:
+    if is_url(location):
         parts = urllib.parse.urlsplit(location)
         if parts.password:
             host = parts.hostname + (f":{parts.port}" if parts.port else "")

@@ -47,7 +47,7 @@ from lrbench.store.record import (
     trained_seeds,
     write_record,
 )
-from lrbench.store.storage import shown
+from lrbench.store.storage import is_url, shown
 from lrbench.train.trial import TrialSpec
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ _warned: set[str] = set()
 
 def exact_claims(location: str) -> bool:
     """Whether claims on this storage are exclusive (else the count may overshoot)."""
-    return "://" not in location or location.startswith(("sqlite:///", "postgresql"))
+    return not is_url(location) or location.startswith(("sqlite:///", "postgresql"))
 
 
 @contextlib.contextmanager
@@ -74,7 +74,7 @@ def claim_lock(location: str, study: str,
         return
     if location.startswith("sqlite:///") and location != "sqlite:///:memory:":
         location = location.removeprefix("sqlite:///")
-    elif "://" in location:
+    elif is_url(location):
         if location not in _warned:
             _warned.add(location)
             log.warning("%s has no shared lock: with several slots, the study may end with up "

@@ -395,18 +395,22 @@ def _check_fixed(path: Path, index: int, trial: FixedTrial, config: SweepConfig)
                                          f"{describe(axis)}; widen {source}")
 
 
-def load(path: str | Path) -> SweepConfig:
-    """Read and validate one sweep file."""
-    path = Path(path)
+def read_toml(path: Path) -> dict[str, Any]:
+    """A sweep or suite file's tables; any failure to read it names the file and why."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(path, "(file)", "no such sweep file") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(path, "(syntax)", f"not valid TOML: {err}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(path, "(file)", f"cannot be read: {err}") from None
-    return parse(raw, path)
+
+
+def load(path: str | Path) -> SweepConfig:
+    """Read and validate one sweep file."""
+    path = Path(path)
+    return parse(read_toml(path), path)
 
 
 def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:

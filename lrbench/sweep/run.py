@@ -52,7 +52,7 @@ from lrbench.sweep.pool import SlotEnd, SlotPool
 from lrbench.sweep.protocol import spent_failures
 from lrbench.sweep.slot import SlotJob, SlotReport, TooManyFailures
 from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS
-from lrbench.sweep.study import counted_trials, open_study
+from lrbench.sweep.study import best_per_family, counted_trials, open_study
 from lrbench.train import data
 
 MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is given up
@@ -103,7 +103,8 @@ class SweepOutcome:
 def snapshot(study: optuna.Study) -> StudySnapshot:
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    complete = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    # the one "best" (no diverged run, none on other data), as the closing table's
+    complete = [t.value for t in best_per_family(study).values()]
     # compare: a trial that failed by its own error was spent, and is done
     return StudySnapshot(finished=len(done) + len(spent_failures(trials)),
                          running=sum(t.state == TrialState.RUNNING for t in trials),

@@ -19,7 +19,6 @@ file is, and stored as its own study (``NAME-SWEEP-DATASET[-MODEL]`` unless it s
 from __future__ import annotations
 
 import copy
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,17 +53,14 @@ class Suite:
 def is_suite(path: Path) -> bool:
     """Whether a .toml file is a suite (it lists workloads) rather than a sweep file."""
     try:
-        return "workload" in tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return "workload" in config_module.read_toml(path)
+    except ConfigError:
         return False  # the sweep-file reader names the problem
 
 
 def load(path: Path, find_sweep: Callable[[str], Path]) -> Suite:
     """Read a suite file; ``find_sweep`` turns a workload's ``sweep`` into a file."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(path, "(file)", f"cannot be read as TOML: {err}") from None
+    raw = config_module.read_toml(path)
     unknown = sorted(set(raw) - {"suite", "workload"})
     if unknown:
         raise ConfigError(path, unknown[0], "unknown table; a suite has [suite] and "
@@ -112,7 +108,7 @@ def _workload(path: Path, suite: str, index: int, entry: Any,
             raise ConfigError(path, f"{where}.{key}", f"must be one of "
                                                       f"{', '.join(sorted(known))}, but got "
                                                       f"{entry[key]!r}")
-    raw = _toml(sweep_path)
+    raw = config_module.read_toml(sweep_path)
     base = config_module.parse(copy.deepcopy(raw), sweep_path)
     dataset = entry.get("dataset", base.dataset)
     model = entry.get("model", base.model)
@@ -124,10 +120,3 @@ def _workload(path: Path, suite: str, index: int, entry: Any,
     return Workload(sweep_path, config_module.parse(raw, sweep_path))
 
 
-def _toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(path, "(file)", "no such sweep file") from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
-        raise ConfigError(path, "(file)", f"cannot be read as TOML: {err}") from None

@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from lrbench.store.schema import FAMILY_PARAM
+from lrbench.sweep.study import best_per_family
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -27,7 +28,7 @@ def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         count = {s: sum(t.state == s for t in trials) for s in TrialState}
-        values = [t.value for t in trials if t.state == TrialState.COMPLETE]
+        values = [t.value for t in best_per_family(study).values()]  # the one "best"
         families = sorted({t.params[FAMILY_PARAM] for t in trials if FAMILY_PARAM in t.params})
         rows.append({"study": summary.study_name, "complete": count[TrialState.COMPLETE],
                      "pruned": count[TrialState.PRUNED], "failed": count[TrialState.FAIL],
