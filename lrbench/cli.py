@@ -124,7 +124,9 @@ TF32 = click.option("--tf32", is_flag=True,
               help="compare: search trials per family in each repeat.")
 @click.option("--repeats", type=click.IntRange(min=1),
               help="compare: independent repeats of the whole tuning [default: 3].")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker slots [default: per device].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Slots, each in a worker process of its own [default: one per GPU and "
+                   "per spare CPU core].")
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs per trial (all trials).")
@@ -242,7 +244,7 @@ def _finish(outcome: SweepOutcome) -> None:
                       + (f" on {r.slot.host}" if r.slot.host else "")
                       for r in outcome.reports) or ", ".join(s.device for s in outcome.slots)
     if outcome.recovered:
-        console.print(f"re-queued trials left running by dead workers: "
+        console.print(f"re-queued trials left running by dead worker processes: "
                       f"{sorted(set(outcome.recovered))}")
     console.print(f"{outcome.finished}/{outcome.target} trials finished in "
                   f"{shown(outcome.storage)} "
@@ -368,7 +370,9 @@ def _counts(trials: pd.DataFrame) -> str:
               help="Re-run this trial instead of each family's best (repeatable).")
 @click.option("--sweep", "sweep_file", type=click.Path(dir_okay=False),
               help="The sweep file the study was made from [default: the one it recorded].")
-@click.option("--workers", type=click.IntRange(min=1), help="Worker slots [default: per device].")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Slots, each in a worker process of its own [default: one per GPU and "
+                   "per spare CPU core].")
 @click.option("--device", default="auto", show_default=True,
               help="auto, cpu, cuda, or a list such as cuda:0,cuda:1.")
 @click.option("--data-dir", type=click.Path(file_okay=False),

@@ -170,7 +170,7 @@ def storage_warnings(location: str, infos: list[StudyInfo]) -> list[str]:
         if info.orphaned:
             found.append(
                 f"study {info.name}: {info.orphaned} trial(s) are RUNNING with no live worker "
-                f"(interrupted, or their end was lost): they count as unfinished; "
+                f"process (interrupted, or their end was lost): they count as unfinished; "
                 f"`lrbench sweep` (or `confirm`) recovers and re-runs them.")
     return found
 

@@ -189,8 +189,8 @@ def recover_stale_trials(study: optuna.Study,
             continue
         try:
             # Optuna has no public setter for another process's trial attributes.
-            write_record(study, trial._trial_id,
-                         failed_record(trial, "worker died or was interrupted; re-queued"))
+            write_record(study, trial._trial_id, failed_record(
+                trial, "its worker process died or was interrupted; re-queued"))
             study.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # another sweep recovered it first
             continue

@@ -111,7 +111,7 @@ def plan_cluster_slots(workers: list[ClusterWorker], most: int | None = None) ->
             slots.append(Slot(len(slots), device, threads, worker=worker.address,
                               host=worker.host))
     if not slots:
-        raise UserError("--cluster: the scheduler has no workers; start some with "
+        raise UserError("--cluster: the scheduler has no cluster workers; start some with "
                         "`dask worker SCHEDULER_ADDRESS --nthreads 1`")
     return slots[:most] if most else slots
 
@@ -190,7 +190,7 @@ class ClusterPool:
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
         if job.slot.worker not in self.workers or self._lost(job.slot.worker):
             self._live_workers()  # raises if the scheduler went: then that is the news
-            raise ClusterLost(f"worker {job.slot.worker} left the cluster")
+            raise ClusterLost(f"cluster worker {job.slot.worker} left the cluster")
         self._check_scheduler()
         with self._scheduler_call():
             future = self.client.submit(

@@ -214,7 +214,7 @@ def check_shared(location: str, cluster: str) -> None:
     """A cluster's workers write the study themselves: its storage must be a server."""
     if not is_url(location) or location.startswith("sqlite"):
         raise UserError(f"--cluster {cluster}: the storage {shown(location)} is a file on this "
-                        f"machine, which the cluster's workers cannot share; pass --storage "
+                        f"machine, which cluster workers cannot share; pass --storage "
                         f"postgresql://USER:PASSWORD@HOST/DATABASE (README: 'On a cluster')")
 
 

@@ -37,11 +37,11 @@ def test_a_torn_tail_and_its_orphaned_trial_are_reported(results: Path, tmp_path
     done = report(copy)
     assert done.returncode == 0, done.stderr
     err = " ".join(done.stderr.split())
-    assert "torn bytes" in err and "RUNNING with no live worker" in err
+    assert "torn bytes" in err and "RUNNING with no live worker process" in err
     assert "Traceback" not in done.stderr
     page = (copy / "report" / "index.html").read_text(encoding="utf-8")
     assert page.count("Storage warning:") == 2
-    assert "1 trial(s) are RUNNING with no live worker" in page
+    assert "1 trial(s) are RUNNING with no live worker process" in page
     assert "1 trial(s) running (not finished" in page
     with open(copy / "report" / "trials.csv") as handle:
         rows = list(csv.DictReader(handle))

@@ -201,7 +201,7 @@ def test_a_killed_worker_costs_only_its_trials_and_the_sweep_finishes_the_count(
     assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0
     failed = {t.number for t in trials if t.state == TrialState.FAIL}
     assert set(killed_during) <= failed  # the killed trials failed and were re-queued
-    assert "re-queued trials left running by dead workers" in out
+    assert "re-queued trials left running by dead worker processes" in out
     survivor = cluster.addresses["w2"]
     late = [t for t in trials if t.state == TrialState.COMPLETE
             and t.datetime_complete > max(f.datetime_complete for f in trials
