@@ -37,11 +37,11 @@ from lrbench.sweep import config as config_module
 from lrbench.sweep import confirm as confirm_module
 from lrbench.sweep import suite as suite_module
 from lrbench.sweep.choice import ENGINES
-from lrbench.sweep.cluster import ClusterLost, hosts_text
 from lrbench.sweep.devices import Slot
+from lrbench.sweep.processes.cluster import ClusterLost, hosts_text
+from lrbench.sweep.processes.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
 from lrbench.sweep.seeds import SEED_MAX
-from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.summary import study_rows
 from lrbench.train import data
 

@@ -56,8 +56,8 @@ def main() -> None:
     discard_early_worker = _no_early_worker
     try:
         if starts_local_slots(sys.argv[1:]):
-            # The first worker imports torch while this process does (lrbench.sweep.workers).
-            from lrbench.sweep import workers
+            # The first worker process imports torch while this one does (processes.workers).
+            from lrbench.sweep.processes import workers
             workers.start_early()
             discard_early_worker = workers.discard_early
         from lrbench.cli import main as cli_main

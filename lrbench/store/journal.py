@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 LOCK_SUFFIX = ".flock"  # not Optuna's ".lock": that name is its symlink lock's
 # An append takes milliseconds; minutes mean a hung holder. Longer than a stuck slot
-# usually lives (lrbench.sweep.stuck kills it, and the kernel then drops its lock), so
+# usually lives (lrbench.sweep.processes.stuck kills it, and the kernel then drops its lock), so
 # the slots waiting behind it go on instead of failing.
 LOCK_TIMEOUT_SECONDS = 600.0
 TORN_SUFFIX = ".torn-"

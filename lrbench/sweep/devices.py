@@ -21,7 +21,7 @@ class Slot:
     index: int
     device: str  # "cpu" or "cuda:N"
     threads: int  # torch intra-op threads for this slot
-    worker: str = ""  # on a Dask cluster: the worker it is pinned to (lrbench.sweep.cluster)
+    worker: str = ""  # on a Dask cluster: the cluster worker it is pinned to (processes.cluster)
     host: str = ""  # ... and that worker's host name
 
 

@@ -8,7 +8,7 @@ trial count:
   a replacement slot starts (at most ``MAX_RESTARTS`` times per slot);
 - when the slots are done but trials of another live sweep are still running, the
   parent waits for them, and runs a new round if any of them die;
-- a slot that makes no progress for too long (``lrbench.sweep.stuck``) is killed, its
+- a slot that makes no progress for too long (``lrbench.sweep.processes.stuck``) is killed, its
   trials recovered, and a replacement started; the terminal says which and why;
 - Ctrl-C or SIGTERM sets the stop event: every slot fails and re-queues its trials at
   its next epoch, and the parent returns once they have, or after
@@ -39,19 +39,19 @@ from lrbench.store.schema import start_run
 from lrbench.store.storage import is_url, open_storage, shown, storage_location
 from lrbench.sweep import seeds
 from lrbench.sweep.choice import resolve_engine
-from lrbench.sweep.cluster import (
+from lrbench.sweep.config import SweepConfig, check_against_data
+from lrbench.sweep.devices import Slot, plan_slots
+from lrbench.sweep.processes.cluster import (
     ClusterLost,
     ClusterPool,
     connect,
     plan_cluster_slots,
     workers_of,
 )
-from lrbench.sweep.config import SweepConfig, check_against_data
-from lrbench.sweep.devices import Slot, plan_slots
-from lrbench.sweep.pool import SlotEnd, SlotPool
+from lrbench.sweep.processes.pool import SlotEnd, SlotPool
+from lrbench.sweep.processes.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.protocol import spent_failures
 from lrbench.sweep.slot import SlotJob, SlotReport, TooManyFailures
-from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.study import best_per_family, counted_trials, open_study
 from lrbench.train import data
 
@@ -127,9 +127,9 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     ``batch_trials``: K for the batched engine, None to size it per slot; ``tf32``: TF32
     matmuls in batched GPU slots; ``arrays``: the data set, already read (confirm reads it
     to check it against the search study before queueing runs); ``cluster``: a Dask
-    scheduler's address, to run the slots on its workers (lrbench.sweep.cluster);
+    scheduler's address, to run the slots on its workers (lrbench.sweep.processes.cluster);
     ``stuck_after``: the floor of the silence after which a local slot counts as stuck
-    (lrbench.sweep.stuck; 0: never); ``storage_wait``: how long a server storage may be
+    (lrbench.sweep.processes.stuck; 0: never); ``storage_wait``: how long a server storage may be
     unreachable before the sweep stops (lrbench.store.outage); ``on_notice``: told, in a
     sentence, what happened to a slot (killed as stuck, say) while the sweep runs.
     """

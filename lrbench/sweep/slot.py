@@ -47,10 +47,11 @@ from lrbench.store.record import (
     write_end,
 )
 from lrbench.store.storage import open_storage
-from lrbench.sweep import lifeline, protocol
+from lrbench.sweep import protocol
 from lrbench.sweep.choice import batch_trials, fuse_update
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.devices import Slot, configure_process
+from lrbench.sweep.processes import lifeline
 from lrbench.sweep.pruning import stack_pruner
 from lrbench.sweep.sampling import asking
 from lrbench.sweep.study import (

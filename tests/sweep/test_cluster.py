@@ -1,4 +1,4 @@
-"""Tests for lrbench.sweep.cluster: sweeps whose slots run on a real Dask cluster.
+"""Tests for lrbench.sweep.processes.cluster: sweeps whose slots run on a real Dask cluster.
 
 Each cluster test starts a real ``dask scheduler`` and two ``dask worker`` processes
 (one thread each, no nanny, each in its own process group) on 127.0.0.1, and stores the
@@ -27,7 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.store.record import claim_of, record_of
 from lrbench.store.storage import open_storage
-from lrbench.sweep.cluster import (
+from lrbench.sweep.processes.cluster import (
     PARENT_GONE_SECONDS,
     ClusterWorker,
     hosts_text,
@@ -59,7 +59,7 @@ def test_slots_are_one_per_gpu_and_one_per_cpu_worker_with_its_threads():
 def test_a_cluster_without_workers_is_a_user_error():
     from lrbench.errors import UserError
 
-    with pytest.raises(UserError, match="no workers"):
+    with pytest.raises(UserError, match="no cluster workers"):
         plan_cluster_slots([])
 
 

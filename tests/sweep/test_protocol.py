@@ -15,10 +15,11 @@ from optuna.trial import TrialState
 from lrbench.store import claims, record
 from lrbench.store.record import Plan, cell_of, plan_attrs
 from lrbench.store.storage import open_storage
-from lrbench.sweep import lifeline, protocol
+from lrbench.sweep import protocol
 from lrbench.sweep import study as st
 from lrbench.sweep.config import SweepConfig, load
 from lrbench.sweep.devices import Slot
+from lrbench.sweep.processes import lifeline
 from lrbench.sweep.pruning import StackMedian
 from lrbench.sweep.sampling import BatchTPESampler, asking
 from lrbench.sweep.slot import SlotJob, run_slot

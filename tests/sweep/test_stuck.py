@@ -1,4 +1,4 @@
-"""The stuck-slot rule (lrbench.sweep.stuck), on progress files with set times."""
+"""The stuck-slot rule (lrbench.sweep.processes.stuck), on progress files with set times."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import os
 import signal
 from pathlib import Path
 
-from lrbench.sweep import lifeline
-from lrbench.sweep.stuck import PACE_FACTOR, START_FACTOR, Pace
+from lrbench.sweep.processes import lifeline
+from lrbench.sweep.processes.stuck import PACE_FACTOR, START_FACTOR, Pace
 
 
 def marked(path: Path, at: float) -> None:

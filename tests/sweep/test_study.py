@@ -24,11 +24,12 @@ from lrbench.errors import UserError
 from lrbench.store import record, schema
 from lrbench.store.record import Plan
 from lrbench.store.storage import open_storage
-from lrbench.sweep import lifeline, seeds
+from lrbench.sweep import seeds
 from lrbench.sweep import slot as worker
 from lrbench.sweep import study as st
 from lrbench.sweep.config import SweepConfig, load
 from lrbench.sweep.devices import Slot
+from lrbench.sweep.processes import lifeline
 from lrbench.sweep.sampling import BatchTPESampler
 from lrbench.sweep.slot import SlotJob, run_slot
 from lrbench.train.data import load_arrays

@@ -1,4 +1,4 @@
-"""Tests for lrbench.sweep.workers: the worker started early is the first slot's, and
+"""Tests for lrbench.sweep.processes.workers: the worker started early is the first slot's, and
 one that no slot takes ends with its command."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from lrbench.entry import starts_local_slots
 from lrbench.store import record
 from lrbench.store.storage import open_storage
 from lrbench.sweep import study as st
-from lrbench.sweep import workers
 from lrbench.sweep.devices import Slot
-from lrbench.sweep.pool import SlotPool
+from lrbench.sweep.processes import workers
+from lrbench.sweep.processes.pool import SlotPool
 from lrbench.sweep.slot import SlotJob
 from lrbench.train.data import load_arrays
 

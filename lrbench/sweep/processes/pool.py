@@ -4,10 +4,10 @@ Each slot gets its own one-process loky executor, not a place in one shared pool
 breaks a whole pool when one of its processes dies, and the healthy slots' trials died
 with it. Here a dead process costs only its own trials; the caller recovers them and
 starts a replacement. How a worker is born (signals, its lifeline) is
-``lrbench.sweep.workers``; the first slot takes the worker the console script started
+``lrbench.sweep.processes.workers``; the first slot takes the worker the console script started
 early, if there is one.
 
-A worker that makes no progress for too long (``lrbench.sweep.stuck``) is killed: its
+A worker that makes no progress for too long (``lrbench.sweep.processes.stuck``) is killed: its
 trials are then recovered like any dead worker's, and a replacement starts. So is every
 worker still running when the sweep leaves: the parent never waits on one.
 """
@@ -26,9 +26,9 @@ from typing import Any
 
 from joblib.externals.loky import ProcessPoolExecutor
 
-from lrbench.sweep import stuck, workers
+from lrbench.sweep.processes import stuck, workers
+from lrbench.sweep.processes.stuck import DEFAULT_FLOOR_SECONDS, Pace
 from lrbench.sweep.slot import SlotJob, SlotReport, run_slot
-from lrbench.sweep.stuck import DEFAULT_FLOOR_SECONDS, Pace
 
 
 @dataclass
@@ -36,7 +36,7 @@ class SlotProcess:
     """One slot's executor and the run it is doing."""
 
     job: SlotJob
-    executor: ProcessPoolExecutor | None  # None on a cluster (lrbench.sweep.cluster)
+    executor: ProcessPoolExecutor | None  # None on a cluster (lrbench.sweep.processes.cluster)
     future: Any  # concurrent.futures.Future, or a Dask future on a cluster
     restarts: int = 0
     pace: Pace | None = None  # a local worker's progress, as seen here

@@ -32,10 +32,10 @@ from typing import Any
 from joblib.externals.loky import ProcessPoolExecutor
 from joblib.externals.loky.backend.context import get_context
 
-from lrbench.sweep import lifeline, stuck
+from lrbench.sweep.processes import lifeline, stuck
 
 # What a slot's job needs imported; unpickling the job would import it anyway.
-SLOT_MODULE = "lrbench.sweep.pool"
+SLOT_MODULE = "lrbench.sweep.processes.pool"
 
 
 @dataclass

@@ -14,7 +14,7 @@ parent's to turn into the stop event.
 
 The other way round, the parent watches the worker: ``progressed`` marks each step of
 real work (an epoch, an ask) on the worker's progress file, and a worker that marks
-nothing for too long is stuck (``lrbench.sweep.stuck``).
+nothing for too long is stuck (``lrbench.sweep.processes.stuck``).
 
 This module imports nothing heavy: it runs as the worker's initializer, before the
 worker unpickles its job (and imports torch).
@@ -30,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lrbench.logs import show_warnings
-from lrbench.sweep.stuck import READY
+from lrbench.sweep.processes.stuck import READY
 
 GRACE_SECONDS = 5.0  # parent gone -> hard exit after this; a slot ends within ~10 s
 POLL_SECONDS = 0.5

@@ -19,7 +19,7 @@ the parent and scattered once to every worker; each slot's task refers to it.
 
 A slot stops when the parent asks (a flag in a Dask ``Variable``), when the parent's
 heartbeat in it is older than ``PARENT_GONE_SECONDS`` (the parent was killed), or when
-the scheduler cannot be reached: what ``lrbench.sweep.lifeline`` does for local slots.
+the scheduler cannot be reached: what ``lrbench.sweep.processes.lifeline`` does for local slots.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from lrbench.errors import UserError
-from lrbench.sweep import lifeline
 from lrbench.sweep.devices import Slot
-from lrbench.sweep.pool import SlotEnd, SlotProcess
+from lrbench.sweep.processes import lifeline
+from lrbench.sweep.processes.pool import SlotEnd, SlotProcess
 from lrbench.sweep.slot import SlotJob, SlotReport, run_slot
 from lrbench.train.data import DatasetArrays
 

@@ -1,7 +1,7 @@
 """A slot that makes no progress: found from its own pace, so it can be ended and replaced.
 
 A worker marks each step of work it finishes (an epoch of a trial or a stack, an ask)
-by touching its progress file (``lrbench.sweep.lifeline.progressed``). A process that is
+by touching its progress file (``lrbench.sweep.processes.lifeline.progressed``). A process that is
 stopped (``kill -STOP``), or hangs in a GPU driver or on a stalled network file system,
 marks nothing, whatever its other threads do, and a slot whose marks stop has trials
 that will never finish: the sweep would wait for them forever.
