@@ -1,12 +1,17 @@
-"""Fixtures shared by the report tests: real sweeps are slow, so they run once."""
+"""What the tests share: the real data, the ``lrbench`` command run as a user runs it, and
+fixtures whose real sweeps are slow, so they run once."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import struct
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,9 +20,62 @@ from lrbench.train.data import DeviceData, load_arrays, split_to_device
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 CONFIRM_SEEDS = 3
+HAS_MNIST = (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file()
+MNIST_MISSING = f"real MNIST sample not found at {DATA}/MNIST/raw"
 # For test modules that read the real MNIST sample: skip, saying where it was looked for.
-NEEDS_MNIST = pytest.mark.skipif(not (DATA / "MNIST" / "raw").is_dir(),
-                                 reason=f"real MNIST sample not found at {DATA}/MNIST/raw")
+NEEDS_MNIST = pytest.mark.skipif(not HAS_MNIST, reason=MNIST_MISSING)
+
+
+def require_mnist() -> None:
+    """Inside a test or fixture: skip it without the real MNIST sample."""
+    if not HAS_MNIST:
+        pytest.skip(MNIST_MISSING)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` (uint8 images [N, 28, 28], or labels [N]) in the IDX format torchvision's
+    raw files use: a magic number (0x0803 images, 0x0801 labels), the dims, big-endian."""
+    magic = 0x800 + array.ndim
+    return struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, test: bool,
+              dataset: str = "MNIST") -> None:
+    """One split's two raw files under ``folder/DATASET/raw``, in torchvision's names."""
+    prefix = "t10k" if test else "train"
+    raw = folder / dataset / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(images))
+    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+
+
+def lrbench_command(*args: str, results: Path | None = None,
+                    data_dir: Path | None = None) -> list[str]:
+    """``python -m lrbench ARGS``, with ``--results`` and ``--data-dir`` when given."""
+    command = [sys.executable, "-m", "lrbench", *args]
+    if results is not None:
+        command += ["--results", str(results)]
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir)]
+    return command
+
+
+def start_lrbench(*args: str, results: Path | None = None, data_dir: Path | None = None,
+                  env: Mapping[str, str] | None = None, **popen: object) -> subprocess.Popen:
+    """The ``lrbench`` command as a user starts it, from the repository, its output piped
+    (``env`` adds to the environment)."""
+    return subprocess.Popen(lrbench_command(*args, results=results, data_dir=data_dir),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, **(env or {})}, **popen)
+
+
+def run_lrbench(*args: str, results: Path | None = None, data_dir: Path | None = None,
+                env: Mapping[str, str] | None = None,
+                timeout: float = 600) -> subprocess.CompletedProcess:
+    """``start_lrbench``, run to its end (at most ``timeout`` seconds)."""
+    return subprocess.run(lrbench_command(*args, results=results, data_dir=data_dir),
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +91,7 @@ def one_torch_thread():
 
 def mnist_subset(n_train: int, n_test: int, validation: float | int) -> DeviceData:
     """The first images of the real MNIST sample, split and on the CPU (skips without it)."""
-    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    require_mnist()
     arrays = load_arrays("mnist", DATA)
     arrays = dataclasses.replace(
         arrays,
@@ -50,9 +107,8 @@ def small_mnist(root: Path, n_train: int, n_test: int, folder: str = "MNIST",
     without it): another data set of the same name, as a user's second folder would be.
     ``folder`` files them under another data set's name (FashionMNIST), to stand in for
     it where only the mechanics are tested."""
+    require_mnist()
     raw_in, raw_out = DATA / "MNIST" / "raw", root / folder / "raw"
-    if not (raw_in / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"real MNIST sample not found at {raw_in}")
     raw_out.mkdir(parents=True)
     for split, count in (("train", n_train), ("t10k", n_test)):
         for kind, header in (("images-idx3", 16), ("labels-idx1", 8)):
@@ -73,14 +129,11 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ``smoke`` (9 trials x 3 epochs) with 3 confirm seeds per family, and the tutorial's
     five runs (``dlwizard``), through worker processes and the journal storage.
     """
-    if not (DATA / "MNIST" / "raw").is_dir():
-        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    require_mnist()
     folder = tmp_path_factory.mktemp("results")
     for args in (("sweep", "smoke", "--trials", "9", "--epochs", "3", "--workers", "2"),
                  ("confirm", "smoke", "--seeds", str(CONFIRM_SEEDS), "--workers", "2"),
                  ("sweep", "dlwizard", "--workers", "2")):
-        done = subprocess.run([sys.executable, "-m", "lrbench", *args, "--results", str(folder),
-                               "--data-dir", str(DATA)],
-                              cwd=REPO, capture_output=True, text=True, timeout=600)
+        done = run_lrbench(*args, results=folder, data_dir=DATA)
         assert done.returncode == 0, done.stderr
     return folder

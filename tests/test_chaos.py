@@ -27,7 +27,7 @@ import numpy as np
 import optuna
 import psutil
 import pytest
-from conftest import DATA, NEEDS_MNIST, REPO
+from conftest import DATA, NEEDS_MNIST, REPO, run_lrbench, write_idx
 from optuna.trial import TrialState
 from test_sweep_cli import killed_trials, load, lrbench, run, states, wait_for_running_trial
 
@@ -569,18 +569,6 @@ def test_three_simultaneous_starts_queue_the_fixed_trials_once(tmp_path: Path) -
 # --- bad inputs: exit 2, the file or flag named, no traceback, nothing written --------
 
 
-def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, test: bool) -> None:
-    prefix = "t10k" if test else "train"
-    raw = folder / "MNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-        np.array([0, 0, 8, 3], ">u1").tobytes() + np.array(images.shape, ">u4").tobytes()
-        + images.astype(np.uint8).tobytes())
-    (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-        np.array([0, 0, 8, 1], ">u1").tobytes() + np.array(labels.shape, ">u4").tobytes()
-        + labels.astype(np.uint8).tobytes())
-
-
 def bad_data(folder: Path, n_labels: int = 200, bad_label: int | None = None) -> Path:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 10, n_labels)
@@ -593,9 +581,7 @@ def bad_data(folder: Path, n_labels: int = 200, bad_label: int | None = None) ->
 
 def run_bad(*args: str, results: Path, data_dir: Path | None = None,
             timeout: float = 120) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lrbench", *args, "--data-dir", str(data_dir or DATA),
-           "--results", str(results)]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return run_lrbench(*args, results=results, data_dir=data_dir or DATA, timeout=timeout)
 
 
 def assert_user_error(done: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import DATA, NEEDS_MNIST, REPO
+from conftest import DATA, NEEDS_MNIST, REPO, run_lrbench, start_lrbench
 from optuna.trial import TrialState
 
 from lrbench.store import record
@@ -28,16 +28,13 @@ pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
 
 def lrbench(*args: str, results: Path, **popen: object) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "lrbench", *args, "--data-dir", str(DATA),
-           "--results", str(results)]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **popen)
+    """A sweep command on the MNIST sample into ``results``, started."""
+    return start_lrbench(*args, results=results, data_dir=DATA, **popen)
 
 
 def run(*args: str, results: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = lrbench(*args, results=results)
-    out, err = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    """... and run to its end."""
+    return run_lrbench(*args, results=results, data_dir=DATA, timeout=timeout)
 
 
 def load(results: Path, name: str = "smoke") -> optuna.Study:
@@ -221,9 +218,8 @@ def test_bad_sweep_file_exits_2_with_file_key_value_and_writes_nothing(
 
 
 def test_missing_data_exits_2_and_says_where_to_put_it(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "lrbench", "sweep", "smoke", "--data-dir",
-                           str(tmp_path / "empty"), "--results", str(tmp_path / "r")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = run_lrbench("sweep", "smoke", results=tmp_path / "r", data_dir=tmp_path / "empty",
+                       timeout=120)
     assert proc.returncode == 2
     assert "MNIST/raw" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -237,8 +233,7 @@ def test_changed_setup_for_an_existing_study_exits_2(tmp_path: Path) -> None:
 
 def test_list_shows_sweep_files_and_studies(tmp_path: Path) -> None:
     assert run("sweep", "smoke", "--trials", "1", results=tmp_path).returncode == 0
-    listed = subprocess.run([sys.executable, "-m", "lrbench", "list", "--results", str(tmp_path)],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    listed = run_lrbench("list", results=tmp_path, timeout=60)
     assert listed.returncode == 0
     for name in ("smoke", "step", "plateau", "all", "dlwizard"):
         assert name in listed.stdout
@@ -303,8 +298,7 @@ def test_sweep_on_a_postgresql_storage_url(tmp_path: Path) -> None:
     assert all(len(record.record_of(t).curves["val_accuracy"]) == 2 for t in complete)
     assert not (tmp_path / "lrbench.journal").exists()  # nothing went to the default storage
 
-    listed = subprocess.run([sys.executable, "-m", "lrbench", "list", "--storage", POSTGRES_URL],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    listed = run_lrbench("list", "--storage", POSTGRES_URL, timeout=60)
     assert listed.returncode == 0 and study in listed.stdout
 
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-from conftest import REPO, small_mnist
+from conftest import run_lrbench, small_mnist
 
 from lrbench.report import compare
 from lrbench.store.storage import open_storage
@@ -47,9 +46,7 @@ def test_a_suite_runs_its_workloads_skips_missing_data_and_is_compared(tmp_path:
     results = tmp_path / "results"
 
     def lrbench(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "lrbench", *args, "--results",
-                               str(results)], cwd=REPO, capture_output=True, text=True,
-                              timeout=600)
+        return run_lrbench(*args, results=results)
 
     # all.toml's compare protocol, as small as it goes: 11 families x 1 trial x 2 repeats
     done = lrbench("sweep", "suite", "--budget", "1", "--repeats", "2", "--epochs", "2",
@@ -87,9 +84,7 @@ def test_a_bad_suite_names_the_file_the_key_and_the_value(tmp_path: Path) -> Non
     suite = tmp_path / "mine.toml"
     suite.write_text('[suite]\nname = "mine"\n[[workload]]\nsweep = "smoke"\n'
                      'dataset = "cifar10"\n')
-    done = subprocess.run([sys.executable, "-m", "lrbench", "sweep", str(suite), "--results",
-                           str(tmp_path / "r")], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    done = run_lrbench("sweep", str(suite), results=tmp_path / "r", timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     message = " ".join(done.stderr.split())
     assert str(suite) in message and "workload[0].dataset" in message and "cifar10" in message

@@ -3,8 +3,6 @@ and the page's new elements read in a real browser at 1400 and 800 px."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -12,18 +10,13 @@ import optuna
 import pandas as pd
 import pytest
 from browser import BROWSER, MISSING, seen_by_browser
-from conftest import DATA, NEEDS_MNIST, REPO
+from conftest import DATA, NEEDS_MNIST, run_lrbench
 
 from lrbench.report import summary
 from lrbench.store.record import cell_of
 from lrbench.store.storage import open_storage
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
-
-
-def lrbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lrbench", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +29,7 @@ def compared(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   "2", "--epochs", "2", *common),
                  ("confirm", "smoke", "--seeds", "2", *common),
                  ("report", "--results", str(results))):
-        done = lrbench(*args)
+        done = run_lrbench(*args)
         assert done.returncode == 0, done.stderr
     return results
 

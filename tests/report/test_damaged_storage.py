@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import NEEDS_MNIST, REPO
+from conftest import NEEDS_MNIST, run_lrbench
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
 
 def report(results: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lrbench", "report", "--results",
-                           str(results)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return run_lrbench("report", results=results, timeout=300)
 
 
 def torn_at_last_completion(journal: bytes) -> bytes:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 from conftest import CONFIRM_SEEDS as SEEDS
-from conftest import DATA, NEEDS_MNIST, REPO
+from conftest import DATA, NEEDS_MNIST, REPO, run_lrbench
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from tukey_reference import tukey_block_p
@@ -37,9 +36,7 @@ pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 
 
 def lrbench(*args: str, results: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "lrbench", *args, "--results", str(results),
-           "--data-dir", str(DATA)]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return run_lrbench(*args, results=results, data_dir=DATA)
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 from browser import seen_by_browser
+from conftest import run_lrbench
 
 REPO = Path(__file__).resolve().parents[2]
 BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,15 +30,10 @@ PROBE = """<script>window.addEventListener('load', () => {
 });</script>"""
 
 
-def lrbench(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lrbench", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def page(results: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report")
-    done = lrbench("report", "--results", str(results), "--out", str(out))
+    done = run_lrbench("report", "--results", str(results), "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert str(out / "index.html") in done.stdout.replace("\n", "")
     return out / "index.html"
@@ -146,13 +141,13 @@ def test_page_reads_at_desktop_and_narrow_widths(page: Path, tmp_path: Path,
 ])
 def test_missing_or_empty_storage_exits_2(tmp_path: Path, make, message: str) -> None:
     make(tmp_path)
-    done = lrbench("report", "--results", str(tmp_path))
+    done = run_lrbench("report", "--results", str(tmp_path))
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_unknown_study_exits_2(results: Path, tmp_path: Path) -> None:
-    done = lrbench("report", "--results", str(results), "--study", "nope", "--out",
+    done = run_lrbench("report", "--results", str(results), "--study", "nope", "--out",
                    str(tmp_path))
     assert done.returncode == 2 and "no study 'nope'" in done.stderr
 

@@ -5,13 +5,11 @@ exited 2 offline, and online would have trained on other data)."""
 from __future__ import annotations
 
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, small_mnist
+from conftest import run_lrbench, small_mnist
 
 from lrbench.report import frames as frames_module
 from lrbench.report import summary
@@ -24,8 +22,7 @@ pytestmark = pytest.mark.slow
 
 def lrbench(command: list[str]) -> None:
     assert command[0] == "lrbench"
-    done = subprocess.run([sys.executable, "-m", "lrbench", *command[1:]], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    done = run_lrbench(*command[1:], timeout=300)
     assert done.returncode == 0, (command, done.stderr)
 
 

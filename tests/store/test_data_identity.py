@@ -4,14 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import REPO, small_mnist
+from conftest import run_lrbench, small_mnist
 
 from lrbench.store import data_identity
 from lrbench.store.data_identity import DataIdentity
@@ -52,11 +50,7 @@ def test_recorded_identity_is_checked_and_written_once() -> None:
 
 def lrbench(*args: str, results: Path, data_dir: Path | None,
             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "lrbench", *args, "--results", str(results)]
-    if data_dir is not None:
-        command += ["--data-dir", str(data_dir)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return run_lrbench(*args, results=results, data_dir=data_dir, env=env, timeout=300)
 
 
 def trials_of(results: Path, name: str) -> list[optuna.trial.FrozenTrial]:

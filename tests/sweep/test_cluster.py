@@ -22,7 +22,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import DATA, NEEDS_MNIST, REPO
+from conftest import DATA, NEEDS_MNIST, REPO, start_lrbench
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.store.record import claim_of, record_of
@@ -116,10 +116,8 @@ def with_group(proc: subprocess.Popen, signum: int) -> None:
 
 
 def sweep(*args: str, results: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "lrbench", "sweep", "smoke", "--engine", "sequential",
-           "--data-dir", str(DATA), "--results", str(results), *args]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return start_lrbench("sweep", "smoke", "--engine", "sequential", *args, results=results,
+                         data_dir=DATA)
 
 
 def study_of(name: str) -> optuna.Study:

@@ -12,15 +12,13 @@ storage written.
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import tomli_w
-from conftest import DATA, REPO
+from conftest import DATA, REPO, run_lrbench
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -135,9 +133,7 @@ def test_the_command_refuses_them_in_one_line_and_writes_nothing(tmp_path: Path,
     path, value = BAD_FILES[what]
     file = write(tmp_path, replaced(PARSED["all"], path, value))
     results = tmp_path / "results"
-    done = subprocess.run([sys.executable, "-m", "lrbench", "sweep", str(file), "--data-dir",
-                           str(DATA), "--results", str(results)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = run_lrbench("sweep", str(file), results=results, data_dir=DATA, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"lrbench: error: {file}: "), done.stderr

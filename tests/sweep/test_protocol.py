@@ -10,6 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import require_mnist
 from optuna.trial import TrialState
 
 from lrbench.store import claims, record
@@ -164,8 +165,7 @@ def test_the_median_rule_compares_a_trial_with_its_cell_only():
 @pytest.mark.slow
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
 def test_a_batched_slot_spends_exactly_the_budget_of_every_cell(tmp_path: Path, pruner: str):
-    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    require_mnist()
     config = compare_config(tmp_path, budget=7, repeats=2, epochs=4, pruner=pruner)
     journal = str(tmp_path / "lrbench.journal")
     st.open_study(config, open_storage(journal))

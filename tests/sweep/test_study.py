@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import require_mnist
 from optuna.trial import TrialState
 
 from lrbench.errors import UserError
@@ -427,8 +428,7 @@ def test_median_pruner_waits_half_the_run(tmp_path: Path):
 @pytest.fixture
 def slot_job(tmp_path: Path):
     """A 2-trial, 1-epoch sweep on the real sample; restores what run_slot sets globally."""
-    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    require_mnist()
     config = write_sweep(tmp_path, name="slot", trials=2, seed=0, epochs=1,
                          families='["step", "constant"]', validation_size="0.2")
     journal = str(tmp_path / "results" / "lrbench.journal")
@@ -616,8 +616,7 @@ def test_a_batched_slot_prunes_and_refills_with_either_pruner(tmp_path: Path, pr
     trial whose place is free after epoch 2. With ask_ahead, the queue is topped up
     inside each epoch, as on a GPU slot."""
     monkeypatch.setattr(worker, "asks_while_training", lambda slot: ask_ahead)
-    if not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"real MNIST sample not found at {DATA}/MNIST/raw")
+    require_mnist()
     seed = 0 if pruner == "median" else 2  # seeds whose sweeps prune 3 and 5 trials here
     config = write_sweep(tmp_path, name="p", trials=10, seed=seed, epochs=4, pruner=pruner,
                          families='["step", "constant"]', validation_size="0.2",

@@ -4,15 +4,14 @@ one that no slot takes ends with its command."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import psutil
 import pytest
-from test_study import DATA, REPO, write_sweep
+from conftest import NEEDS_MNIST, start_lrbench
+from test_study import DATA, write_sweep
 
 from lrbench.entry import starts_local_slots
 from lrbench.store import record
@@ -23,9 +22,6 @@ from lrbench.sweep.processes import workers
 from lrbench.sweep.processes.pool import SlotPool
 from lrbench.sweep.slot import SlotJob
 from lrbench.train.data import load_arrays
-
-NEEDS_MNIST = pytest.mark.skipif(not (DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file(),
-                                 reason=f"real MNIST sample not found at {DATA}/MNIST/raw")
 
 
 def test_which_commands_start_a_worker_early(monkeypatch):
@@ -81,10 +77,8 @@ def test_the_first_slot_runs_in_the_worker_started_early(tmp_path: Path):
 def test_an_early_worker_that_no_slot_takes_ends_with_its_command(tmp_path: Path):
     """A user error (no data there) exits 2 after the early worker started; nothing of
     the command's session outlives it."""
-    proc = subprocess.Popen([sys.executable, "-m", "lrbench", "sweep", "step", "--data-dir",
-                             str(tmp_path / "nothing"), "--results", str(tmp_path / "r")],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = start_lrbench("sweep", "step", results=tmp_path / "r",
+                         data_dir=tmp_path / "nothing", start_new_session=True)
     seen_worker = False
     while proc.poll() is None and not seen_worker:
         try:

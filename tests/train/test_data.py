@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import DATA, idx_bytes, require_mnist
 from PIL import Image
 from torchvision.transforms import ToTensor
 
 from lrbench.errors import DataNotFoundError, UserError
 from lrbench.train import data
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 N_TRAIN, N_TEST = 20, 10
-
-
-def idx_images(images: np.ndarray) -> bytes:
-    """IDX bytes for uint8 images [N, 28, 28]: magic 0x00000803, then dims, big-endian."""
-    return struct.pack(">IIII", 0x803, *images.shape) + images.astype(np.uint8).tobytes()
-
-
-def idx_labels(labels: np.ndarray) -> bytes:
-    return struct.pack(">II", 0x801, len(labels)) + labels.astype(np.uint8).tobytes()
 
 
 def make_set(seed: int = 0) -> dict[str, np.ndarray]:
@@ -44,7 +34,7 @@ def make_set(seed: int = 0) -> dict[str, np.ndarray]:
 def write_set(folder: Path, arrays: dict[str, np.ndarray], gz: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, arr in arrays.items():
-        payload = idx_images(arr) if arr.ndim == 3 else idx_labels(arr)
+        payload = idx_bytes(arr)
         if gz:
             (folder / f"{name}.gz").write_bytes(gzip.compress(payload))
         else:
@@ -304,9 +294,8 @@ def test_to_float_matches_totensor_bit_exact():
 
 
 def test_shared_mnist_loads():
-    if not (SHARED_DATA / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.skip(f"shared MNIST not present at {SHARED_DATA}")
-    arrays = data.load_arrays("mnist", SHARED_DATA)
+    require_mnist()
+    arrays = data.load_arrays("mnist", DATA)
     assert arrays.train_images.shape == (5000, 28, 28)
     assert arrays.test_images.shape == (10000, 28, 28)
     assert arrays.num_classes == 10
