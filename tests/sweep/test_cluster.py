@@ -28,7 +28,6 @@ from optuna.trial import FrozenTrial, TrialState
 from lrbench.store.record import claim_of, record_of
 from lrbench.store.storage import open_storage
 from lrbench.sweep.processes.cluster import (
-    PARENT_GONE_SECONDS,
     ClusterWorker,
     hosts_text,
     plan_cluster_slots,
@@ -80,9 +79,16 @@ class Cluster:
     addresses: dict[str, str]  # name -> the worker's address
 
 
+# The cluster workers' limit on the parent's silence (60 s for users): the killed-parent
+# test waits it out.
+PARENT_GONE_SECONDS = 15.0
+
+
 def _dask(*args: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", *args], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
+                            stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO,
+                            env={**os.environ,
+                                 "LRBENCH_PARENT_GONE_SECONDS": str(PARENT_GONE_SECONDS)})
 
 
 @pytest.fixture

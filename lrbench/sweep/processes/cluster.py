@@ -43,7 +43,10 @@ from lrbench.sweep.slot import SlotJob, SlotReport, run_slot
 from lrbench.train.data import DatasetArrays
 
 CONNECT_TIMEOUT_SECONDS = 10
-PARENT_GONE_SECONDS = 60.0  # no heartbeat from the parent this long: its slots stop
+# No heartbeat from the parent this long (it beats every poll, twice a second): its slots
+# stop. Read in the cluster worker, where LRBENCH_PARENT_GONE_SECONDS may set it (a test
+# that kills the parent need not wait a minute).
+PARENT_GONE_SECONDS = float(os.environ.get("LRBENCH_PARENT_GONE_SECONDS", "60"))
 CHECK_EVERY_SECONDS = 1.0  # a slot reads the control variable at most this often
 SCHEDULER_LOST_SECONDS = 15.0  # the parent waits this long for a reconnect, then stops
 
