@@ -1,4 +1,4 @@
-"""Small tables for the terminal: the best trial per family, the studies in a storage."""
+"""Text for the terminal and the page: a trial's parameters in short, and `lrbench list`'s rows."""
 
 from __future__ import annotations
 
