@@ -69,14 +69,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", type=Path, required=True, help="the older checkout")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="build the storage in this folder once, and "
+                        "reuse it on later runs (to profile the report on it)")
     args = parser.parse_args()
     checkouts = {"before": args.before.resolve(), "after": REPO}
     with tempfile.TemporaryDirectory(prefix="lrbench-report-") as tmp:
-        data = sample(Path(tmp) / "data")
-        results = str(Path(tmp) / "results")
-        for sweep, confirm in STUDIES:
-            for command in (sweep, confirm):
-                lrbench(REPO, *command, "--data-dir", str(data), "--results", results)
+        home = args.keep or Path(tmp)
+        results = str(home / "results")
+        if not (home / "results" / "lrbench.journal").exists():
+            data = sample(home / "data")
+            for sweep, confirm in STUDIES:
+                for command in (sweep, confirm):
+                    lrbench(REPO, *command, "--data-dir", str(data), "--results", results)
         times: dict[str, list[float]] = {name: [] for name in checkouts}
         sizes: dict[str, int] = {}
         for round_ in range(args.rounds):

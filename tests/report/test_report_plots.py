@@ -154,6 +154,9 @@ def test_draw_all_writes_eight_named_pngs_and_leaks_no_figure(swept: ReportFrame
         shown = html.png_width(figure.path) // 2
         assert shown >= 0.8 * plots.WIDTH * 100, (figure.path.name, shown)
     assert "confirm" in figures[0].caption and "confirm" in figures[1].caption
+    # the same data, the same pixels (the strip plot's jitter is seeded), in one draw
+    again = plots.accuracy_by_family(swept, tmp_path / "again.png")
+    assert again.path.read_bytes() == figures[0].path.read_bytes()
     assert plt.get_fignums() == []
 
 
