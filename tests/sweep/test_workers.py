@@ -10,8 +10,8 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from conftest import NEEDS_MNIST, start_lrbench
-from test_study import DATA, write_sweep
+from conftest import DATA, NEEDS_MNIST, start_lrbench
+from test_study import write_sweep
 
 from lrbench.entry import starts_local_slots
 from lrbench.store import record

@@ -1,6 +1,6 @@
 """Tests for lrbench.train.batched: K trials trained as one stack equal K sequential trials.
 
-CPU only, on the slice of real MNIST that tests/train/test_engine.py uses (1,600 train / 400
+CPU only, on the slice of real MNIST that tests/train/test_sequential.py uses (1,600 train / 400
 validation / 1,000 test images). Each batched trial is compared with `train_trial` on the
 same spec and the same `data_seed`.
 
@@ -34,7 +34,7 @@ from lrbench.train.sequential import train_trial
 from lrbench.train.stacked_optim import stacked_optimizer
 from lrbench.train.trial import CURVE_KEYS, TrialResult, TrialSpec
 
-N_TRAIN, N_TEST, VALIDATION = 2000, 1000, 0.2  # as tests/train/test_engine.py
+N_TRAIN, N_TEST, VALIDATION = 2000, 1000, 0.2  # as tests/train/test_sequential.py
 # In-process training on 2 cores: one torch thread (tests/conftest.py says why).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 BATCH = 100
@@ -287,7 +287,7 @@ def test_a_stack_refuses_a_trial_of_another_group(data: DeviceData):
 
 
 def test_diverging_trials_leave_the_others_untouched(data: DeviceData):
-    """lr 1e10 makes NaN in epoch 1; lr 3 collapses to chance in epoch 2 (test_engine's
+    """lr 1e10 makes NaN in epoch 1; lr 3 collapses to chance in epoch 2 (test_sequential's
     cases). The two healthy trials train exactly as in a batch without them."""
     schedules = (STEP, STEP, STEP, ONECYCLE)
     specs = specs_for(schedules, lrs=[0.1, 1e10, 3.0, 0.1], epochs=3)
