@@ -85,3 +85,12 @@ def test_the_sweep_file_example_names_every_model_and_data_set() -> None:
     datasets = re.search(r"dataset = \"mnist\" +# (.*)", example).group(1)
     assert [m.split(" ")[0] for m in models.split(" | ")] == list(MODELS)
     assert datasets.split(" | ") == list(DATASETS)
+
+
+def test_the_layout_table_names_every_module_in_its_package_row() -> None:
+    rows = {row[0].strip("`"): row[2] for row in table_after(README, "Layout (one sub-package")}
+    for module in sorted((REPO / "lrbench").rglob("*.py")):
+        if module.name in ("__init__.py", "__main__.py"):
+            continue
+        package = module.parent.relative_to(REPO).as_posix() + "/"
+        assert f"`{module.name}`" in rows[package], f"README's {package} row lacks {module.name}"

@@ -24,12 +24,16 @@ from lrbench.errors import UserError
 from lrbench.store import data_identity, journal, schema
 from lrbench.store.claims import worker_alive
 from lrbench.store.data_identity import DataIdentity
+from lrbench.store.picks import best_per_family as study_best_per_family
 from lrbench.store.record import TrialRecord, claim_of, plan_of, record_of, trained_seeds
-from lrbench.store.schema import FAMILY_PARAM, run_options
+from lrbench.store.schema import (
+    CONFIRM_SUFFIX,
+    FAMILY_PARAM,
+    confirm_study_name,
+    params_text,
+    run_options,
+)
 from lrbench.store.storage import is_url, open_storage, shown, study_names
-from lrbench.sweep.confirm import CONFIRM_SUFFIX, confirm_study_name
-from lrbench.sweep.study import best_per_family as study_best_per_family
-from lrbench.sweep.summary import params_text
 from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
 from lrbench.train.trial import CURVE_KEYS
 

@@ -27,6 +27,25 @@ DATA_ATTR = "lrbench_data"
 RUNS_ATTR = "lrbench_runs"  # how many sweeps have started on the study: the next run's index
 RUN_OPTIONS_PREFIX = "lrbench_run_options:"  # + run index: the options that run started with
 
+CONFIRM_SUFFIX = ":confirm"  # a study's confirm runs live in the study NAME + this
+
+
+def confirm_study_name(study: str) -> str:
+    return study + CONFIRM_SUFFIX
+
+
+def params_text(params: dict[str, Any]) -> str:
+    """``{'schedule': 'step', 'step.gamma': 0.5}`` -> ``gamma=0.5``: a trial's parameters
+    in short, as a table shows them (a family's own are stored as ``FAMILY.NAME``)."""
+    parts = []
+    for name, value in params.items():
+        if name == FAMILY_PARAM:
+            continue
+        short = name.split(".", 1)[-1]
+        parts.append(f"{short}={value:.4g}" if isinstance(value, float) else f"{short}={value}")
+    return " ".join(parts)
+
+
 Attrs = optuna.Study | dict[str, Any]  # a study, or its user attributes already read
 
 

@@ -25,22 +25,18 @@ from optuna.trial import FrozenTrial, TrialState
 from lrbench.errors import UserError
 from lrbench.store import data_identity, schema
 from lrbench.store.claims import claim_lock
+from lrbench.store.picks import best_per_family
 from lrbench.store.record import plan_attrs, plan_of
-from lrbench.store.schema import run_options
+from lrbench.store.schema import CONFIRM_SUFFIX, confirm_study_name, run_options
 from lrbench.store.storage import open_storage, shown, study_names
 from lrbench.sweep import config as config_module
 from lrbench.sweep.config import SweepConfig
-from lrbench.sweep.study import best_per_family, open_study
+from lrbench.sweep.study import open_study
 from lrbench.train import data
 
-CONFIRM_SUFFIX = ":confirm"
 # Run i's batch order: base seed + SEED_OFFSET x (i + 1); its initial weights: that plus
 # the re-run trial's number.
 SEED_OFFSET = 1_000_000
-
-
-def confirm_study_name(study: str) -> str:
-    return study + CONFIRM_SUFFIX
 
 
 def sweep_config_of(study: optuna.Study, sweep_file: str | None = None) -> SweepConfig:

@@ -35,6 +35,7 @@ from optuna.trial import TrialState
 from lrbench.errors import LockTimeout, StorageError, UserError, signal_of
 from lrbench.store import data_identity, outage
 from lrbench.store.claims import claim_lock, recover_stale_trials
+from lrbench.store.picks import best_per_family
 from lrbench.store.schema import start_run
 from lrbench.store.storage import is_url, open_storage, shown, storage_location
 from lrbench.sweep import seeds
@@ -52,7 +53,7 @@ from lrbench.sweep.processes.pool import SlotEnd, SlotPool
 from lrbench.sweep.processes.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.protocol import spent_failures
 from lrbench.sweep.slot import SlotJob, SlotReport, TooManyFailures
-from lrbench.sweep.study import best_per_family, counted_trials, open_study
+from lrbench.sweep.study import counted_trials, open_study
 from lrbench.train import data
 
 MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is given up

@@ -25,17 +25,16 @@ from optuna.trial import FrozenTrial, TrialState
 import lrbench
 from lrbench.errors import UserError
 from lrbench.space import grid_values, suggest
-from lrbench.store import data_identity, schema
+from lrbench.store import schema
 from lrbench.store.record import (
     Plan,
     plan_attrs,
     plan_of,
-    record_of,
 )
 from lrbench.store.schema import FAMILY_PARAM
 from lrbench.sweep import seeds
 from lrbench.sweep.config import FixedTrial, SweepConfig
-from lrbench.sweep.protocol import CellSampler, cell_of, spent_failures, startup_trials
+from lrbench.sweep.protocol import CellSampler, spent_failures, startup_trials
 from lrbench.sweep.sampling import BatchTPESampler
 from lrbench.train.schedule_free import trial_optimizer
 from lrbench.train.schedules import ScheduleSpec
@@ -209,36 +208,6 @@ def trial_seeds(trial: optuna.Trial | FrozenTrial, config: SweepConfig) -> tuple
     if plan.seed is None:
         return seeds.trial_seed(config.seed, configuration), config.seed
     return plan.seed, plan.data_seed if plan.data_seed is not None else plan.seed
-
-
-def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
-    """Each family's best result by validation accuracy: the one definition of "best".
-
-    A result is a complete trial that did not diverge, trained on the study's data: a
-    diverged trial never wins, even at a higher value (its accuracy is chance's), and a
-    run on other data is not comparable. The report's frames apply the same rule to their
-    table (``report.frames.completed``). Under the compare protocol each repeat picks its
-    own: the keys are then "FAMILY rREPEAT" (``pick_label``).
-    """
-    data = data_identity.recorded(study)
-    best: dict[str, FrozenTrial] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        family = trial.params.get(FAMILY_PARAM)
-        record = record_of(trial)
-        if family is None or trial.value is None or (record is not None and record.diverged):
-            continue
-        mine = data_identity.trial_identity(trial, data.dataset) if data else None
-        if data is not None and mine is not None and not data.same_data(mine):
-            continue
-        key = pick_label(family, cell_of(trial))
-        if key not in best or trial.value > best[key].value:
-            best[key] = trial
-    return best
-
-
-def pick_label(family: str, cell: tuple[str, int] | None) -> str:
-    """A pick's name: its family, and its repeat under the compare protocol."""
-    return family if cell is None else f"{family} r{cell[1]}"
 
 
 def counted_trials(study: optuna.Study) -> int:

@@ -1,4 +1,4 @@
-"""Text for the terminal and the page: a trial's parameters in short, and `lrbench list`'s rows."""
+"""`lrbench list`'s rows: the studies in a storage."""
 
 from __future__ import annotations
 
@@ -7,19 +7,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from lrbench.store.picks import best_per_family
 from lrbench.store.schema import FAMILY_PARAM
-from lrbench.sweep.study import best_per_family
-
-
-def params_text(params: dict[str, Any]) -> str:
-    """``{'schedule': 'step', 'step.gamma': 0.5}`` -> ``gamma=0.5``: what a table shows."""
-    parts = []
-    for name, value in params.items():
-        if name == FAMILY_PARAM:
-            continue
-        short = name.split(".", 1)[-1]
-        parts.append(f"{short}={value:.4g}" if isinstance(value, float) else f"{short}={value}")
-    return " ".join(parts)
 
 
 def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:

@@ -26,11 +26,11 @@ from lrbench.report import build, plots, stats, summary
 from lrbench.report import frames as frames_module
 from lrbench.report.frames import PARAM_PREFIX
 from lrbench.store import record
-from lrbench.store.schema import CONFIG_ATTR
+from lrbench.store.picks import best_per_family
+from lrbench.store.schema import CONFIG_ATTR, confirm_study_name
 from lrbench.store.storage import open_storage
 from lrbench.sweep import config as config_module
-from lrbench.sweep.confirm import SEED_OFFSET, confirm_study_name
-from lrbench.sweep.study import best_per_family
+from lrbench.sweep.confirm import SEED_OFFSET
 
 pytestmark = [pytest.mark.slow, NEEDS_MNIST]
 

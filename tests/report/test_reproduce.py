@@ -14,8 +14,8 @@ from conftest import run_lrbench, small_mnist
 from lrbench.report import frames as frames_module
 from lrbench.report import summary
 from lrbench.store.record import plan_of, record_of
+from lrbench.store.schema import confirm_study_name
 from lrbench.store.storage import open_storage
-from lrbench.sweep.confirm import confirm_study_name
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ from conftest import run_lrbench, small_mnist
 from lrbench.store import data_identity
 from lrbench.store.data_identity import DataIdentity
 from lrbench.store.record import record_of
+from lrbench.store.schema import confirm_study_name
 from lrbench.store.storage import open_storage
-from lrbench.sweep.confirm import confirm_study_name
 from lrbench.train import data
 
 
