@@ -24,6 +24,7 @@ import tempfile
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -241,18 +242,27 @@ def ctrl_c_at_start_up(lr: Checkout, folder: Path) -> dict[str, object]:
             "orphans": orphans}
 
 
-def full_disk(lr: Checkout, folder: Path) -> dict[str, object]:
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path | None]:
+    """A tmpfs of ``size`` mounted at ``folder/disk`` (None where it cannot be: not root)."""
     disk = folder / "disk"
     disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)]).returncode:
-        return {"exit": "skipped: cannot mount a tmpfs"}
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)]
+                      ).returncode:
+        yield None
+        return
     try:
-        code, err = lr.run([*SMOKE, "--trials", "400", "--epochs", "1", "--workers", "2"], disk)
-        result = {"exit": code, "traceback": "Traceback" in err, **summary(disk),
-                  "target": 400}
+        yield disk
     finally:
         subprocess.run(["umount", "-l", str(disk)])
-    return result
+
+
+def full_disk(lr: Checkout, folder: Path) -> dict[str, object]:
+    with tmpfs(folder, "256k") as disk:
+        if disk is None:
+            return {"exit": "skipped: cannot mount a tmpfs"}
+        code, err = lr.run([*SMOKE, "--trials", "400", "--epochs", "1", "--workers", "2"], disk)
+        return {"exit": code, "traceback": "Traceback" in err, **summary(disk), "target": 400}
 
 
 def simultaneous_starts(lr: Checkout, folder: Path) -> dict[str, object]:
@@ -297,11 +307,9 @@ def vanished_journal(lr: Checkout, folder: Path) -> dict[str, object]:
 
 def read_only_folder(lr: Checkout, folder: Path) -> dict[str, object]:
     """The results folder's file system remounted read-only mid-sweep (a tmpfs)."""
-    disk = folder / "disk"
-    disk.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)]).returncode:
-        return {"exit": "skipped: cannot mount a tmpfs"}
-    try:
+    with tmpfs(folder, "64m") as disk:
+        if disk is None:
+            return {"exit": "skipped: cannot mount a tmpfs"}
         proc = lr.start([*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2"], disk)
         wait_running(disk)
         time.sleep(2)
@@ -310,11 +318,8 @@ def read_only_folder(lr: Checkout, folder: Path) -> dict[str, object]:
         subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
         resumed, _ = lr.run([*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2"],
                             disk)
-        result = {"exit": f"{exit_code}, resume {resumed}", "traceback": "Traceback" in err,
-                  "message": last_line(err), **summary(disk), "target": 40}
-    finally:
-        subprocess.run(["umount", "-l", str(disk)])
-    return result
+        return {"exit": f"{exit_code}, resume {resumed}", "traceback": "Traceback" in err,
+                "message": last_line(err), **summary(disk), "target": 40}
 
 
 def memory_limit(lr: Checkout, folder: Path) -> dict[str, object]:
