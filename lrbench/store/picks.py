@@ -14,7 +14,8 @@ from lrbench.store.record import cell_of, record_of
 from lrbench.store.schema import FAMILY_PARAM
 
 
-def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
+def best_per_family(study: optuna.Study,
+                    trials: list[FrozenTrial] | None = None) -> dict[str, FrozenTrial]:
     """Each family's best result by validation accuracy: the one definition of "best".
 
     A result is a complete trial that did not diverge, trained on the study's data: a
@@ -25,7 +26,11 @@ def best_per_family(study: optuna.Study) -> dict[str, FrozenTrial]:
     """
     data = data_identity.recorded(study)
     best: dict[str, FrozenTrial] = {}
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    if trials is None:  # (a caller that has just read them passes them: one read a poll)
+        trials = study.get_trials(deepcopy=False)
+    for trial in trials:
+        if trial.state != TrialState.COMPLETE:
+            continue
         family = trial.params.get(FAMILY_PARAM)
         record = record_of(trial)
         if family is None or trial.value is None or (record is not None and record.diverged):

@@ -105,7 +105,7 @@ def snapshot(study: optuna.Study) -> StudySnapshot:
     trials = study.get_trials(deepcopy=False)
     done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     # the one "best" (no diverged run, none on other data), as the closing table's
-    complete = [t.value for t in best_per_family(study).values()]
+    complete = [t.value for t in best_per_family(study, trials).values()]
     # compare: a trial that failed by its own error was spent, and is done
     return StudySnapshot(finished=len(done) + len(spent_failures(trials)),
                          running=sum(t.state == TrialState.RUNNING for t in trials),

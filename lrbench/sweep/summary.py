@@ -17,7 +17,7 @@ def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         trials = study.get_trials(deepcopy=False)
         count = {s: sum(t.state == s for t in trials) for s in TrialState}
-        values = [t.value for t in best_per_family(study).values()]  # the one "best"
+        values = [t.value for t in best_per_family(study, trials).values()]  # the one "best"
         families = sorted({t.params[FAMILY_PARAM] for t in trials if FAMILY_PARAM in t.params})
         rows.append({"study": summary.study_name, "complete": count[TrialState.COMPLETE],
                      "pruned": count[TrialState.PRUNED], "failed": count[TrialState.FAIL],
