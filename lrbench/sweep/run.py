@@ -216,7 +216,8 @@ def check_shared(location: str, cluster: str) -> None:
     if not is_url(location) or location.startswith("sqlite"):
         raise UserError(f"--cluster {cluster}: the storage {shown(location)} is a file on this "
                         f"machine, which cluster workers cannot share; pass --storage "
-                        f"postgresql://USER:PASSWORD@HOST/DATABASE (README: 'On a cluster')")
+                        f"redis://HOST:6379 or postgresql://USER:PASSWORD@HOST/DATABASE "
+                        f"(README: 'On a cluster')")
 
 
 def _peers(slot: Slot, slots: list[Slot]) -> int:
@@ -268,7 +269,7 @@ def _run_rounds(starter: _Starter, jobs: list[SlotJob], study: optuna.Study,
     helping (every slot gave up: failing trials, dying processes)."""
     idle_rounds = 0
     while True:
-        outcome.recovered += _recover(study, outcome.storage)
+        outcome.recovered += _recover(study, outcome.storage, starter.pool.dead)
         left = outcome.target - counted_trials(study)
         now = snapshot(study)
         if left > 0:
@@ -288,7 +289,7 @@ def _run_rounds(starter: _Starter, jobs: list[SlotJob], study: optuna.Study,
             return
         # The count is reached only with trials another live sweep is running: wait for
         # them, and train again if any of them die or are re-queued.
-        _wait_for_others(study, outcome, on_progress)
+        _wait_for_others(study, outcome, on_progress, starter.pool.dead)
         if outcome.interrupted:
             return
 
@@ -351,8 +352,10 @@ def _slot_ended(starter: _Starter, end: SlotEnd, study: optuna.Study,
 
 
 def _wait_for_others(study: optuna.Study, outcome: SweepOutcome,
-                     on_progress: Callable[[StudySnapshot], None] | None) -> None:
-    """Wait until no trial runs, or some were recovered from dead workers, or Ctrl-C."""
+                     on_progress: Callable[[StudySnapshot], None] | None,
+                     dead: Collection[tuple[str, int]]) -> None:
+    """Wait until no trial runs, or some were recovered from dead workers, or Ctrl-C.
+    ``dead``: processes known dead, whose trials a recovery missed (its lock was held)."""
     last_check = time.monotonic()
     try:
         while (now := snapshot(study)).running:
@@ -360,7 +363,7 @@ def _wait_for_others(study: optuna.Study, outcome: SweepOutcome,
                 on_progress(now)
             if time.monotonic() - last_check > RECOVER_EVERY_SECONDS:
                 last_check = time.monotonic()
-                recovered = _recover(study, outcome.storage)
+                recovered = _recover(study, outcome.storage, dead)
                 if recovered:
                     outcome.recovered += recovered
                     return

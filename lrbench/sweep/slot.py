@@ -175,24 +175,45 @@ class _Slot:
         trials' params and claims go to the storage as one write, before the lock is
         released (an unclaimed trial is taken as its asker's death after 2 s).
         """
+        running: list[_Running] = []
         with claim_lock(self.job.storage, self.config.study):
             self.report.recovered += recover_stale_trials(self.study)
-            count = max(0, min(most, self.config.trials - counted_trials(self.study)))
-            if count == 0:
-                return []
-            # compare: the cells (family, repeat) these asks take, queued for them
-            cells = protocol.assign(self.study, self.config, count) if self.config.compare \
-                else None
-            running = []
-            with asking(self.study, count, cells) as trials, batched_writes(self.storage):
-                for trial in trials:
+            while True:
+                count = max(0, min(most - len(running),
+                                   self.config.trials - counted_trials(self.study)))
+                if count == 0:
+                    break
+                claimed, void = self._claim(count)
+                running += claimed
+                if not void:
+                    break
+        lifeline.progressed()
+        return running
+
+    def _claim(self, count: int) -> tuple[list[_Running], int]:
+        """Ask ``count`` trials and claim them (under the claim lock); and how many of them
+        were void: failed by another process while this one asked them."""
+        # compare: the cells (family, repeat) these asks take, queued for them
+        cells = protocol.assign(self.study, self.config, count) if self.config.compare \
+            else None
+        claimed, void = [], 0
+        with asking(self.study, count, cells) as trials, batched_writes(self.storage):
+            for trial in trials:
+                try:
                     spec = trial_spec(trial, self.config)  # draws its params
                     claim = new_claim(trial, spec, self.slot.index, self.slot.device,
                                       self.job.sampler_seed, self.slot.worker)
                     write_claim(trial, claim)
-                    running.append(_Running(trial, spec, claim, cell=protocol.cell_of(trial)))
-        lifeline.progressed()
-        return running
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    # A server restart mid-ask ended the session that held the claim lock
+                    # (PostgreSQL's), and another process, finding this trial unmarked,
+                    # failed it as a dead asker's and queued its configuration again.
+                    log.warning("trial %d was recovered by another process while this slot "
+                                "asked it (a storage outage); asking again", trial.number)
+                    void += 1
+                    continue
+                claimed.append(_Running(trial, spec, claim, cell=protocol.cell_of(trial)))
+        return claimed, void
 
     def decide(self, running: dict[Hashable, _Running], rows: list[EpochRow]) -> list[Hashable]:
         """Which of a stack's trials to prune after this epoch (keys of ``running``)."""

@@ -15,7 +15,7 @@ from conftest import DATA, require_mnist
 from optuna.trial import TrialState
 from test_study import write_sweep
 
-from lrbench.store import record
+from lrbench.store import claims, record
 from lrbench.store.storage import open_storage
 from lrbench.sweep import slot as worker
 from lrbench.sweep import study as st
@@ -129,6 +129,36 @@ def test_out_of_memory_in_a_stack_retries_the_same_trials_smaller(
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 6  # no trial asked twice
     assert "it now stacks at most 2 trials" in caplog.text
     assert max(record.record_of(t).batch_trials for t in trials[4:]) <= 2
+
+
+def test_a_trial_recovered_by_another_process_while_asked_is_skipped(
+        slot_job: SlotJob, tmp_path: Path, monkeypatch):
+    """A PostgreSQL restart mid-ask drops the claim lock with its session; the parent then
+    takes the unmarked trial for a dead asker's, fails it and re-queues its configuration.
+    Before: the asker's next write raised UpdateFinishedTrialError, and the sweep ended
+    with a traceback. Now the slot skips it, and the re-queued configuration is trained.
+    (On an RDB storage, as PostgreSQL is: SQLite here; each call writes at once.)"""
+    slot_job = dataclasses.replace(slot_job, storage=f"sqlite:///{tmp_path / 'studies.db'}")
+    st.open_study(slot_job.config, open_storage(slot_job.storage))
+    asked = worker.trial_spec
+    recovered: list[int] = []
+
+    def trial_spec(trial, config):  # type: ignore[no-untyped-def]
+        if not recovered:
+            monkeypatch.setattr(claims, "UNMARKED_AFTER_SECONDS", 0.0)
+            elsewhere = optuna.load_study(study_name=config.study,
+                                          storage=open_storage(slot_job.storage))
+            recovered.extend(claims.recover_stale_trials(elsewhere))
+            monkeypatch.setattr(claims, "UNMARKED_AFTER_SECONDS", 2.0)
+        return asked(trial, config)
+
+    monkeypatch.setattr(worker, "trial_spec", trial_spec)
+    report = run_slot(slot_job)
+    assert recovered == [0]
+    assert report.trials == 2 and report.failed == 0
+    trials = stored(slot_job).trials
+    assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 2, TrialState.FAIL: 1}
+    assert record.plan_of(trials[1]).requeued_from == 0  # its configuration, trained
 
 
 def test_run_slot_asked_to_stop_runs_nothing(slot_job: SlotJob):
