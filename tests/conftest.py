@@ -8,6 +8,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -63,10 +64,19 @@ def lrbench_command(*args: str, results: Path | None = None,
 def start_lrbench(*args: str, results: Path | None = None, data_dir: Path | None = None,
                   env: Mapping[str, str] | None = None, **popen: object) -> subprocess.Popen:
     """The ``lrbench`` command as a user starts it, from the repository, its output piped
-    (``env`` adds to the environment)."""
+    unless ``popen`` says where (``env`` adds to the environment)."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
     return subprocess.Popen(lrbench_command(*args, results=results, data_dir=data_dir),
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, **(env or {})}, **popen)
+                            cwd=REPO, text=True, env={**os.environ, **(env or {})}, **popen)
+
+
+def wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until the file ``path`` (a process's redirected output) holds ``text``."""
+    deadline = time.monotonic() + timeout
+    while text not in (path.read_text() if path.exists() else ""):
+        assert proc.poll() is None, f"the process ended before saying {text!r}"
+        assert time.monotonic() < deadline, f"{path} never said {text!r}"
+        time.sleep(0.05)
 
 
 def run_lrbench(*args: str, results: Path | None = None, data_dir: Path | None = None,

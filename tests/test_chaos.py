@@ -29,7 +29,15 @@ import psutil
 import pytest
 from conftest import DATA, NEEDS_MNIST, REPO, run_lrbench, write_idx
 from optuna.trial import TrialState
-from test_sweep_cli import killed_trials, load, lrbench, run, states, wait_for_running_trial
+from test_sweep_cli import (
+    killed_trials,
+    load,
+    lrbench,
+    run,
+    states,
+    wait_for_running_trial,
+    wait_for_slots_at_work,
+)
 
 from lrbench.errors import UserError
 from lrbench.store import journal, record
@@ -90,8 +98,7 @@ def assert_stopped_cleanly(results: Path) -> None:
 def signal_mid_trial(results: Path, send: Callable[[], None]) -> None:
     """Send a signal while a trial has just begun training, so it lands inside one (with a
     fixed delay, two slots of equal trials were sometimes between trials together)."""
-    wait_for_running_trial(results, "smoke")
-    time.sleep(0.5)
+    wait_for_slots_at_work(results, "smoke")
     wait_for_running_trial(results, "smoke", started_within=0.15)
     send()
 
@@ -247,7 +254,10 @@ def test_a_second_ctrl_c_with_a_stopped_worker_leaves_at_once(tmp_path: Path) ->
     workers = workers_of(proc, 2)
     victim, stopped = stop_a_training_worker(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)
-    time.sleep(0.5)
+    # Workers ignore SIGINT: the live one leaves once the parent, having handled this
+    # first Ctrl-C, sets the stop flag. The second then lands in the parent's grace wait.
+    gone, _ = psutil.wait_procs([w for w in workers if w.pid != stopped.pid], timeout=60)
+    assert gone, "the live worker never stopped after the first Ctrl-C"
     os.killpg(proc.pid, signal.SIGINT)
     started = time.monotonic()
     _, err = proc.communicate(timeout=60)
@@ -310,7 +320,7 @@ def test_double_ctrl_c_leaves_at_once_and_the_workers_still_stop(tmp_path: Path)
                    results=tmp_path, start_new_session=True)
     workers = workers_of(proc, 2)
     signal_mid_trial(tmp_path, lambda: os.killpg(proc.pid, signal.SIGINT))
-    time.sleep(0.2)
+    time.sleep(0.2)  # the second while the slots still stop (they end within an epoch)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -451,7 +461,7 @@ def test_a_worker_out_of_memory_fails_only_its_own_trials(tmp_path: Path) -> Non
     assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0
     reasons = memory_failures(tmp_path)
     assert 1 <= len(reasons) <= 3, reasons  # only the trials that ran out, at most 3 in a row
-    assert all(OUT_OF_MEMORY.search(reason) for reason in reasons), reasons
+    assert [r for r in reasons if not OUT_OF_MEMORY.search(r)] == []  # names any other
     assert "3 trials in a row failed" in out and "the other slots go on" in out
     assert len(params_seen(tmp_path)) == len(set(params_seen(tmp_path)))
 
@@ -470,7 +480,8 @@ def test_every_worker_out_of_memory_fails_only_trials_that_ran_out(tmp_path: Pat
     assert "Traceback" not in err, err
     trials = load(tmp_path).get_trials()
     reasons = memory_failures(tmp_path)
-    assert reasons and all(OUT_OF_MEMORY.search(reason) for reason in reasons), reasons
+    assert reasons
+    assert [r for r in reasons if not OUT_OF_MEMORY.search(r)] == []  # names any other
     assert longest_failure_run_per_slot(trials) <= 3
     count = states(load(tmp_path))
     assert count[TrialState.RUNNING] == 0

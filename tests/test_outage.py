@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import private_postgres
 import pytest
-from conftest import NEEDS_MNIST
+from conftest import NEEDS_MNIST, wait_for_text
 from optuna.trial import TrialState
 from private_postgres import Server
 from test_sweep_cli import lrbench
@@ -38,9 +38,9 @@ def study_states(url: str) -> Counter:
     return Counter(t.state for t in study.get_trials(deepcopy=False))
 
 
-def sweep(server: Server, results: Path, *extra: str) -> subprocess.Popen:
+def sweep(server: Server, results: Path, *extra: str, **popen: object) -> subprocess.Popen:
     return lrbench("sweep", "smoke", "--trials", "30", "--epochs", "4", "--workers", "2",
-                   "--storage", server.url, *extra, results=results)
+                   "--storage", server.url, *extra, results=results, **popen)
 
 
 def wait_for_completed(server: Server, proc: subprocess.Popen, count: int) -> None:
@@ -56,12 +56,15 @@ def wait_for_completed(server: Server, proc: subprocess.Popen, count: int) -> No
 
 
 def test_a_restart_inside_the_wait_costs_nothing(server: Server, tmp_path: Path) -> None:
-    proc = sweep(server, tmp_path)
-    wait_for_completed(server, proc, 3)
-    server.stop()
-    time.sleep(4)  # the slots and the parent all find it gone, and keep retrying
-    server.start()
-    out, err = proc.communicate(timeout=240)
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as stderr:
+        proc = sweep(server, tmp_path, stderr=stderr)
+        wait_for_completed(server, proc, 3)
+        server.stop()
+        wait_for_text(log, "unreachable", proc)  # it found the server gone, and retries
+        server.start()
+        out, _ = proc.communicate(timeout=240)
+    err = log.read_text()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "unreachable" in err and "is back after" in err, err

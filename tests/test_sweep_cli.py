@@ -6,6 +6,7 @@ MNIST sample in ../shared/data, and then reads the journal storage back with Opt
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import signal
@@ -20,6 +21,7 @@ import pytest
 from conftest import DATA, NEEDS_MNIST, REPO, run_lrbench, start_lrbench
 from optuna.trial import TrialState
 
+from lrbench.errors import UserError
 from lrbench.store import record
 from lrbench.store.storage import open_storage
 from lrbench.sweep import seeds
@@ -70,6 +72,20 @@ def wait_for_running_trial(results: Path, name: str, timeout: float = 120,
     raise AssertionError("no trial started running")
 
 
+def wait_for_slots_at_work(results: Path, name: str, slots: int = 2,
+                           timeout: float = 120) -> None:
+    """Until trials of ``slots`` different worker processes run at once: every slot has
+    started (a signal sent earlier would land in a start-up, which other tests cover)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(KeyError, UserError):  # no journal, or no study, yet
+            running = load(results, name).get_trials(states=(TrialState.RUNNING,))
+            if len({c.pid for t in running if (c := record.claim_of(t))}) >= slots:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{slots} slots never trained at once")
+
+
 ENGINES = pytest.mark.parametrize("engine", ["sequential", "batched"])
 
 
@@ -114,8 +130,7 @@ def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_sweep(tmp_path: P
     # re-queues it); with a fixed delay, both slots were once between trials together.
     proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "8", "--engine", engine,
                    "--batch-trials", "4", results=tmp_path, start_new_session=True)
-    wait_for_running_trial(tmp_path, "smoke")
-    time.sleep(1)
+    wait_for_slots_at_work(tmp_path, "smoke")
     wait_for_running_trial(tmp_path, "smoke", started_within=0.15)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
     proc.communicate(timeout=60)
@@ -247,6 +262,12 @@ def test_list_shows_sweep_files_and_studies(tmp_path: Path) -> None:
 
 def test_optuna_dashboard_opens_the_default_storage(tmp_path: Path) -> None:
     """`optuna-dashboard results/lrbench.journal` (the README's line) serves the studies."""
+    assert run("sweep", "smoke", "--trials", "1", results=tmp_path).returncode == 0
+    assert dashboard_studies(str(tmp_path / "lrbench.journal")) == ["smoke"]
+
+
+def dashboard_studies(storage: str) -> list[str]:
+    """The studies `optuna-dashboard STORAGE` serves, asked over HTTP."""
     import json
     import shutil
     import socket
@@ -255,12 +276,10 @@ def test_optuna_dashboard_opens_the_default_storage(tmp_path: Path) -> None:
     dashboard = shutil.which("optuna-dashboard", path=str(Path(sys.executable).parent))
     if dashboard is None:
         pytest.skip("optuna-dashboard is not installed (pip install -e '.[test]' brings it)")
-    assert run("sweep", "smoke", "--trials", "1", results=tmp_path).returncode == 0
     with socket.socket() as probe:  # a free port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([dashboard, str(tmp_path / "lrbench.journal"), "--host",
-                               "127.0.0.1", "--port", str(port)],
+    server = subprocess.Popen([dashboard, storage, "--host", "127.0.0.1", "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -275,7 +294,7 @@ def test_optuna_dashboard_opens_the_default_storage(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert [s["study_name"] for s in studies] == ["smoke"]
+    return [s["study_name"] for s in studies]
 
 
 POSTGRES_URL = os.environ.get("LRBENCH_TEST_POSTGRES")
