@@ -96,7 +96,8 @@ BATCH_TRIALS = click.option("--batch-trials", type=click.IntRange(min=1),
                                  "weights: 16 to 256].")
 CLUSTER = click.option("--cluster", envvar="LRBENCH_CLUSTER", show_envvar=True,
                        help="Run the slots on the Dask cluster behind this scheduler "
-                            "(tcp://HOST:8786); needs --storage postgresql://...")
+                            "(tcp://HOST:8786); needs a server --storage (redis://... or "
+                            "postgresql://...)")
 STUCK_AFTER = click.option(
     "--stuck-after", type=click.FloatRange(min=0), default=DEFAULT_FLOOR_SECONDS,
     show_default=True, metavar="SECONDS",

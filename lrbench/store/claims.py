@@ -8,8 +8,11 @@ where every claimant can reach it:
   claimant is on this machine, or shares its file system);
 - ``postgresql://``: a session advisory lock in the server itself, so slots on many
   machines exclude each other; the server drops it when a claimant's connection dies;
-- any other URL (MySQL, Redis): no shared lock exists, and a sweep may overshoot its
-  trial count by at most one trial per extra slot (the README says so).
+- ``redis://``: redis-py's lock in the server, its value naming the holder. A holder
+  on this machine that died is seen dead and its lock broken at once; one elsewhere
+  frees it when it expires (``REDIS_LOCK_EXPIRES_SECONDS``);
+- any other URL (MySQL): no shared lock exists, and a sweep may overshoot its trial
+  count by at most one trial per extra slot (the README says so).
 
 Every wait has a timeout and names what it waited for.
 
@@ -25,8 +28,10 @@ import dataclasses
 import datetime
 import hashlib
 import logging
+import re
 import socket
 import time
+import uuid
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,7 @@ import psutil
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.errors import LockTimeout
-from lrbench.store import outage
+from lrbench.store import outage, redis_journal
 from lrbench.store.journal import FlockLock
 from lrbench.store.record import (
     Claim,
@@ -61,7 +66,8 @@ _warned: set[str] = set()
 
 def exact_claims(location: str) -> bool:
     """Whether claims on this storage are exclusive (else the count may overshoot)."""
-    return not is_url(location) or location.startswith(("sqlite:///", "postgresql"))
+    return (not is_url(location) or location.startswith(("sqlite:///", "postgresql"))
+            or redis_journal.is_redis(location))
 
 
 @contextlib.contextmanager
@@ -70,6 +76,10 @@ def claim_lock(location: str, study: str,
     """Hold the study's claim lock on the storage at ``location`` (a URL or journal path)."""
     if location.startswith("postgresql"):
         with _advisory_lock(location, study, timeout):
+            yield
+        return
+    if redis_journal.is_redis(location):
+        with _redis_lock(location, study, timeout):
             yield
         return
     if location.startswith("sqlite:///") and location != "sqlite:///:memory:":
@@ -134,6 +144,53 @@ def _locked_connection(engine: Any, key: dict[str, int], study: str, timeout: fl
     return connection
 
 
+# A claim takes milliseconds. A Redis lock whose holder died on another machine frees
+# itself after this; a holder paused for longer (SIGSTOP) may see another slot claim too.
+REDIS_LOCK_EXPIRES_SECONDS = 60.0
+_redis_clients: dict[str, Any] = {}  # one connection pool per URL and process
+# A Redis lock's value: who holds it, so a waiter can name it, or find it dead.
+_HOLDER = re.compile(r"^(?P<host>\S+) pid (?P<pid>\d+) started (?P<started>[\d.]+) \w+$")
+# Delete the lock only if it still holds the value seen: atomically, in the server.
+_BREAK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end"
+
+
+@contextlib.contextmanager
+def _redis_lock(url: str, study: str, timeout: float) -> Iterator[None]:
+    import redis
+
+    client = _redis_clients.get(url) or _redis_clients.setdefault(url, redis.Redis.from_url(url))
+    name = f"lrbench:claim:{study}"
+    lock = client.lock(name, timeout=REDIS_LOCK_EXPIRES_SECONDS, sleep=0.01)
+    me = psutil.Process()
+    token = f"{socket.gethostname()} pid {me.pid} started {me.create_time():.3f} " \
+            f"{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + timeout
+    acquire = outage.retrying(lock.acquire, shown(url))
+    while not acquire(token=token, blocking_timeout=max(0.0, min(
+            0.5, deadline - time.monotonic()))):
+        holder = (client.get(name) or b"").decode(errors="replace")
+        if holder and _dead_here(holder):
+            client.eval(_BREAK, 1, name, holder)  # as the kernel drops a dead flock's
+            continue
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"waited {timeout:.0f} s for study {study!r}'s claim lock (the "
+                              f"Redis key {name!r} on {shown(url)}, held by "
+                              f"{holder or 'nobody any more'}); is that lrbench hung?")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(redis.exceptions.LockNotOwnedError):
+            # (expired while held: a paused holder; another slot may have claimed meanwhile)
+            outage.retrying(lock.release, shown(url))()
+
+
+def _dead_here(holder: str) -> bool:
+    """Whether a Redis lock's holder is a process of this machine that has died."""
+    found = _HOLDER.match(holder)
+    return (found is not None and found["host"] == socket.gethostname()
+            and not process_alive(int(found["pid"]), float(found["started"])))
+
+
 # --- who is running what: liveness, so a dead worker's trial can be recovered ---
 
 # A RUNNING trial from another machine whose heartbeat (written at most once a minute:
@@ -168,10 +225,17 @@ def worker_alive(trial: FrozenTrial, dead: Collection[tuple[str, int]] = ()) -> 
         return False
     if claim.host != socket.gethostname():
         return time.time() - claim.heartbeat < STALE_AFTER_SECONDS
+    return process_alive(claim.pid, claim.pid_started)
+
+
+def process_alive(pid: int, started: float) -> bool:
+    """Whether the process ``pid``, started at ``started`` (epoch seconds), runs on this
+    machine. The same pid with another start time is a new process that reused the
+    number; a zombie (killed, not yet reaped by its parent) is dead."""
     try:
-        process = psutil.Process(claim.pid)
-        # The same pid with another start time is a new process that reused the number.
-        return abs(process.create_time() - claim.pid_started) < 1.0
+        process = psutil.Process(pid)
+        return (abs(process.create_time() - started) < 1.0
+                and process.status() != psutil.STATUS_ZOMBIE)
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
 

@@ -50,6 +50,7 @@ _TRANSIENT = {
     "InterfaceError",  # psycopg2: the connection is already closed
     "ConnectionError",  # redis, and the built-in one
     "TimeoutError",  # redis, and the built-in one
+    "BusyLoadingError",  # redis, restarted and still reading its data from disk
     "ConnectionRefusedError",
     "ConnectionResetError",
     "BrokenPipeError",
@@ -151,7 +152,7 @@ _METHODS = (
     "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr",
     "get_trial", "get_all_trials", "get_n_trials", "get_best_trial", "record_heartbeat",
     "_get_stale_trial_ids", "_create_new_trial", "_get_trials", "_set_trial_param",
-    "_get_best_trial_id", "read_logs", "append_logs",
+    "_get_best_trial_id", "read_logs", "append_logs", "load_snapshot", "save_snapshot",
 )
 
 

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage
-from optuna.storages.journal import JournalRedisBackend
 
 from lrbench.errors import StorageError, UserError
-from lrbench.store import journal, outage
+from lrbench.store import journal, outage, redis_journal
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +71,10 @@ def open_storage(location: str, *, create: bool = True, warn: bool = True,
     if waits:
         return outage.retrying(_open_server, shown(location))(location)
     try:
+        if create and redis_journal.is_redis(location):
+            problem = redis_journal.persistence_problem(location)
+            if problem:
+                raise UserError(f"--storage {shown(location)}: {problem}")
         return _open_server(location)
     except (ImportError, ValueError) as err:  # unknown dialect, missing driver or package
         raise UserError(f"--storage {shown(location)}: cannot open it: "
@@ -85,9 +88,9 @@ def open_storage(location: str, *, create: bool = True, warn: bool = True,
 
 def _open_server(location: str) -> BaseStorage:
     """A server storage whose every call waits out an outage (``lrbench.store.outage``)."""
-    if location.startswith("redis://"):
-        backend = outage.wait_out_outages(JournalRedisBackend(location), shown(location))
-        return JournalStorage(backend)
+    if redis_journal.is_redis(location):
+        backend = redis_journal.RedisJournal(location, shown(location))
+        return JournalStorage(outage.wait_out_outages(backend, shown(location)))
     storage = optuna.storages.RDBStorage(location)
     if location.startswith("sqlite"):  # a local file: no connection to lose
         return storage

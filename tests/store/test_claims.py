@@ -1,6 +1,7 @@
 """Tests for lrbench.store.claims: the claim lock, liveness, and recovering dead workers' trials.
 
-Real processes contend for it; the PostgreSQL advisory lock runs where CI starts a server.
+Real processes contend for it; the PostgreSQL advisory lock runs where CI starts a server,
+the Redis lock on a private redis-server.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import private_redis
 import psutil
 import pytest
 from optuna.trial import TrialState
@@ -31,6 +34,7 @@ from lrbench.train.trial import TrialSpec
 
 CLAIMER = textwrap.dedent("""
     import sys, time
+    from lrbench.errors import LockTimeout
     from lrbench.store.claims import claim_lock
     journal, log, tag = sys.argv[1:]
 
@@ -38,7 +42,11 @@ CLAIMER = textwrap.dedent("""
         with open(log, "a") as f:
             f.write(f"{event} {tag}\\n")
 
-    mark("ready")
+    try:  # a look first, without waiting: is it held?
+        with claim_lock(journal, "s", timeout=0):
+            mark("free")
+    except LockTimeout:
+        mark("held")
     with claim_lock(journal, "s"):
         mark("start")
         time.sleep(0.3)
@@ -62,15 +70,14 @@ def test_claim_lock_serialises_processes(tmp_path: Path):
         children = [subprocess.Popen([sys.executable, "-c", CLAIMER, journal, str(log), tag])
                     for tag in ("a", "b")]
         deadline = time.monotonic() + 60
-        while sum(e.startswith("ready") for e in events(log)) < 2:
-            assert time.monotonic() < deadline, f"children never got ready: {events(log)}"
+        while sum(e.startswith("held") for e in events(log)) < 2:  # both found it held
+            assert time.monotonic() < deadline, f"children never tried it: {events(log)}"
             assert all(c.poll() is None for c in children), "a child exited early"
+            assert not any(e.startswith(("free", "start")) for e in events(log)), events(log)
             time.sleep(0.05)
-        time.sleep(0.3)  # both are now blocked on the lock (or would have marked "start")
-        assert not any(e.startswith("start") for e in events(log)), events(log)
     for child in children:
         assert child.wait(timeout=60) == 0
-    claimed = [e for e in events(log) if not e.startswith("ready")]
+    claimed = [e for e in events(log) if not e.startswith("held")]
     first, second = claimed[0].split()[1], claimed[2].split()[1]
     assert {first, second} == {"a", "b"}
     assert claimed == [f"start {first}", f"end {first}", f"start {second}", f"end {second}"]
@@ -142,6 +149,77 @@ def test_claim_lock_of_a_killed_holder_is_free_at_once(tmp_path: Path):
     with claim_lock(journal, "s", timeout=5.0):
         pass
     assert time.monotonic() - started < 1.0
+
+
+# --- the claim lock on Redis: a private server (tests/private_redis.py) ---
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    if not private_redis.available():
+        pytest.skip("no redis-server here (apt-get install redis-server)")
+    with private_redis.private_server() as server:
+        yield server.url
+
+
+def hold_redis_lock(url: str, tmp_path: Path) -> subprocess.Popen:
+    """A process holding study "s"'s claim lock on ``url`` for 30 s, once it says so."""
+    holder = subprocess.Popen([sys.executable, "-c", CLAIMER.replace("0.3", "30"), url,
+                               str(tmp_path / "events.log"), "holder"])
+    deadline = time.monotonic() + 60
+    while "start holder" not in events(tmp_path / "events.log"):
+        assert time.monotonic() < deadline and holder.poll() is None
+        time.sleep(0.05)
+    return holder
+
+
+@pytest.mark.slow
+def test_redis_claim_lock_serialises_processes_and_names_the_holder_on_timeout(
+        redis_url: str, tmp_path: Path):
+    assert exact_claims(redis_url)
+    holder = hold_redis_lock(redis_url, tmp_path)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StorageError, match=f"waited 1 s .*'lrbench:claim:s' on "
+                                               f"{redis_url}, held by \\S+ pid {holder.pid} "):
+            with claim_lock(redis_url, "s", timeout=1.0):
+                pass
+        assert 1.0 <= time.monotonic() - started < 5
+        with claim_lock(redis_url, "another study", timeout=1.0):
+            pass  # per study
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_redis_claim_lock_of_a_killed_holder_here_is_free_at_once(redis_url: str,
+                                                                  tmp_path: Path):
+    """kill -9 mid-claim: the lock's value names a dead process of this machine, and a
+    waiter breaks it, as the kernel drops a dead process's flock. Not yet reaped (a
+    zombie, as a killed Dask worker stays until its parent waits) counts as dead."""
+    holder = hold_redis_lock(redis_url, tmp_path)
+    os.kill(holder.pid, 9)
+    try:
+        started = time.monotonic()
+        with claim_lock(redis_url, "s", timeout=5.0):
+            pass
+        assert time.monotonic() - started < 1.0
+    finally:
+        holder.wait()
+
+
+def test_redis_claim_lock_of_a_holder_elsewhere_frees_when_it_expires(redis_url: str):
+    import redis
+
+    with redis.Redis.from_url(redis_url) as client:  # a holder on another machine
+        client.set("lrbench:claim:far", "node7 pid 4242 started 1.000 abcd1234", px=1500)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="held by node7 pid 4242"):
+        with claim_lock(redis_url, "far", timeout=0.5):
+            pass
+    with claim_lock(redis_url, "far", timeout=10):
+        waited = time.monotonic() - started
+    assert 1.0 <= waited < 3
 
 
 POSTGRES_URL = os.environ.get("LRBENCH_TEST_POSTGRES")
@@ -251,6 +329,25 @@ def test_reused_pid_counts_as_dead(journal: str):
     number = running_trial(reopen(journal), host=socket.gethostname(), pid=me.pid,
                            pid_started=me.create_time() - 100, heartbeat=time.time())
     assert claims.recover_stale_trials(reopen(journal)) == [number]
+
+
+def test_a_killed_worker_not_yet_reaped_counts_as_dead(journal: str):
+    """A zombie (killed; its parent, a Dask worker's launcher say, has not waited for it
+    yet) still has its pid and start time: its trial must be recovered all the same."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    started = psutil.Process(child.pid).create_time()
+    number = running_trial(reopen(journal), host=socket.gethostname(), pid=child.pid,
+                           pid_started=started, heartbeat=time.time())
+    assert claims.recover_stale_trials(reopen(journal)) == []  # alive
+    child.kill()
+    try:
+        deadline = time.monotonic() + 10
+        while psutil.Process(child.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert claims.recover_stale_trials(reopen(journal)) == [number]
+    finally:
+        child.wait()
 
 
 @pytest.mark.parametrize("age, recovered", [(60, False), (claims.STALE_AFTER_SECONDS + 60, True)])

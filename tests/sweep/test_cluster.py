@@ -3,7 +3,8 @@
 Each cluster test starts a real ``dask scheduler`` and two ``dask worker`` processes
 (one thread each, no nanny, each in its own process group) on 127.0.0.1, and stores the
 study in the PostgreSQL server that .ci/run starts (LRBENCH_TEST_POSTGRES); without
-one they skip. The processes are killed when the test ends.
+one they skip; the tests of counting and of a killed worker run on a private Redis
+too (tests/private_redis.py). The processes are killed when the test ends.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import private_redis
 import pytest
 from conftest import DATA, NEEDS_MNIST, REPO, start_lrbench
 from optuna.trial import FrozenTrial, TrialState
@@ -114,6 +116,20 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             proc.wait(timeout=30)
 
 
+@pytest.fixture(params=["postgresql", "redis"])
+def shared_storage(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A storage every cluster worker reaches: .ci/run's PostgreSQL, or a private Redis."""
+    if request.param == "postgresql":
+        if not POSTGRES_URL:
+            pytest.skip("set LRBENCH_TEST_POSTGRES=postgresql://… (.ci/run starts a server)")
+        yield POSTGRES_URL
+        return
+    if not private_redis.available():
+        pytest.skip("no redis-server here (apt-get install redis-server)")
+    with private_redis.private_server() as server:
+        yield server.url
+
+
 def with_group(proc: subprocess.Popen, signum: int) -> None:
     try:
         os.killpg(proc.pid, signum)
@@ -126,23 +142,23 @@ def sweep(*args: str, results: Path) -> subprocess.Popen:
                          data_dir=DATA)
 
 
-def study_of(name: str) -> optuna.Study:
-    assert POSTGRES_URL is not None
-    return optuna.load_study(study_name=name, storage=open_storage(POSTGRES_URL))
+def study_of(name: str, storage: str | None = POSTGRES_URL) -> optuna.Study:
+    assert storage is not None
+    return optuna.load_study(study_name=name, storage=open_storage(storage, create=False))
 
 
 def unique(name: str) -> str:
     return f"{name}-{os.getpid()}-{time.time_ns()}"
 
 
-def watch(proc: subprocess.Popen, name: str,
-          until: Callable[[list[FrozenTrial]], Any], timeout: float = 180) -> Any:
+def watch(proc: subprocess.Popen, name: str, until: Callable[[list[FrozenTrial]], Any],
+          timeout: float = 180, storage: str | None = POSTGRES_URL) -> Any:
     """Poll the study's trials while ``proc`` runs, until ``until(trials)`` is truthy;
     return that (None if the sweep ended or the time ran out first)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            trials = study_of(name).get_trials(deepcopy=False)
+            trials = study_of(name, storage).get_trials(deepcopy=False)
         except KeyError:  # the study is not created yet
             trials = []
         found = until(trials)
@@ -162,16 +178,15 @@ def count(trials: list[FrozenTrial], state: TrialState) -> int:
 
 
 @NEEDS_MNIST
-@NEEDS_POSTGRES
-def test_a_cluster_sweep_counts_exactly_with_trials_from_both_workers(cluster: Cluster,
-                                                                      tmp_path: Path):
+def test_a_cluster_sweep_counts_exactly_with_trials_from_both_workers(
+        cluster: Cluster, shared_storage: str, tmp_path: Path):
     name = unique("cluster")
-    proc = sweep("--trials", "8", "--storage", POSTGRES_URL, "--study", name,
+    proc = sweep("--trials", "8", "--storage", shared_storage, "--study", name,
                  "--cluster", cluster.address, results=tmp_path)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert f"cluster {cluster.address}: 2 slots ({socket.gethostname()}: 2 x cpu)" in out
-    trials = study_of(name).get_trials()
+    trials = study_of(name, shared_storage).get_trials()
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 8}
     claims = [claim_of(t) for t in trials]
     assert {c.worker for c in claims} == set(cluster.addresses.values())  # both took trials
@@ -181,12 +196,11 @@ def test_a_cluster_sweep_counts_exactly_with_trials_from_both_workers(cluster: C
 
 
 @NEEDS_MNIST
-@NEEDS_POSTGRES
 def test_a_killed_worker_costs_only_its_trials_and_the_sweep_finishes_the_count(
-        cluster: Cluster, tmp_path: Path):
+        cluster: Cluster, shared_storage: str, tmp_path: Path):
     name = unique("cluster-kill")
     victim = cluster.addresses["w1"]
-    proc = sweep("--trials", "30", "--epochs", "4", "--storage", POSTGRES_URL, "--study",
+    proc = sweep("--trials", "30", "--epochs", "4", "--storage", shared_storage, "--study",
                  name, "--cluster", cluster.address, results=tmp_path)
 
     def victims_running(trials: list[FrozenTrial]) -> list[int]:
@@ -194,12 +208,12 @@ def test_a_killed_worker_costs_only_its_trials_and_the_sweep_finishes_the_count(
                 and (c := claim_of(t)) is not None and c.worker == victim]
         return mine if count(trials, TrialState.COMPLETE) >= 3 else []
 
-    killed_during = watch(proc, name, victims_running)
+    killed_during = watch(proc, name, victims_running, storage=shared_storage)
     assert killed_during, "the sweep ended before the worker could be killed mid-trial"
     with_group(cluster.workers["w1"], signal.SIGKILL)  # the worker's whole group
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    trials = study_of(name).get_trials()
+    trials = study_of(name, shared_storage).get_trials()
     states = Counter(t.state for t in trials)
     assert states[TrialState.COMPLETE] == 30
     assert states[TrialState.RUNNING] == states[TrialState.WAITING] == 0
@@ -231,7 +245,8 @@ def test_a_journal_file_with_a_cluster_exits_2_and_says_what_to_use(tmp_path: Pa
     proc = sweep("--cluster", "tcp://127.0.0.1:1", results=tmp_path)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2, err
-    assert "cannot share" in err and "--storage postgresql://" in err
+    assert "cannot share" in err
+    assert "--storage redis://HOST:6379 or postgresql://" in err
     assert "Traceback" not in err
     assert not (tmp_path / "lrbench.journal").exists()
 
