@@ -232,36 +232,16 @@ def locate_damage(path: str | Path) -> str:
     return f"{path}: the journal could not be read"
 
 
-class SafeJournalBackend(JournalFileBackend):
-    """``JournalFileBackend`` whose appends never follow a torn tail and never leave one."""
+class BatchedAppends:
+    """A journal backend whose appends inside ``batch()`` are written as one: one locked
+    write to a file, one round trip to a server (see record.batched_writes). Its class
+    writes in ``_write_logs``."""
 
-    def __init__(self, path: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
-        super().__init__(path, lock_obj=FlockLock(f"{path}{LOCK_SUFFIX}", timeout))
-        self.path = Path(path)
-        self.lock = self._lock
-        self._buffer: list[dict[str, Any]] | None = None  # the open batch's records
-        self._inode = os.stat(path).st_ino  # (Optuna's constructor made the file)
-
-    def _same_file(self) -> None:
-        """The journal is still the file this process opened: not deleted, moved, or
-        replaced by another (whose records the cached offsets would misread)."""
-        try:
-            inode = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            inode = None
-        if inode != self._inode:
-            raise StorageError(
-                f"journal {self.path} was {'deleted or moved' if inode is None else 'replaced'}"
-                f" mid-sweep: nothing more can be written to it; put it back, then run the "
-                f"same command to resume")
-
-    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
-        self._same_file()
-        yield from super().read_logs(log_number_from)
+    _buffer: list[dict[str, Any]] | None = None  # the open batch's records
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
-        """Appends inside this block are held and written as one (see record.batched_writes).
+        """Appends inside this block are held and written as one.
 
         A slot writes from one thread. Nested blocks join the outer one. If the block
         raises, its records are dropped.
@@ -282,6 +262,39 @@ class SafeJournalBackend(JournalFileBackend):
         if self._buffer is not None:
             self._buffer.extend(logs)
             return
+        self._write_logs(logs)
+
+    def _write_logs(self, logs: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+
+class SafeJournalBackend(BatchedAppends, JournalFileBackend):
+    """``JournalFileBackend`` whose appends never follow a torn tail and never leave one."""
+
+    def __init__(self, path: str, timeout: float = LOCK_TIMEOUT_SECONDS) -> None:
+        super().__init__(path, lock_obj=FlockLock(f"{path}{LOCK_SUFFIX}", timeout))
+        self.path = Path(path)
+        self.lock = self._lock
+        self._inode = os.stat(path).st_ino  # (Optuna's constructor made the file)
+
+    def _same_file(self) -> None:
+        """The journal is still the file this process opened: not deleted, moved, or
+        replaced by another (whose records the cached offsets would misread)."""
+        try:
+            inode = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            inode = None
+        if inode != self._inode:
+            raise StorageError(
+                f"journal {self.path} was {'deleted or moved' if inode is None else 'replaced'}"
+                f" mid-sweep: nothing more can be written to it; put it back, then run the "
+                f"same command to resume")
+
+    def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
+        self._same_file()
+        yield from super().read_logs(log_number_from)
+
+    def _write_logs(self, logs: list[dict[str, Any]]) -> None:
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in logs).encode()
         try:
             with self.lock:

@@ -274,7 +274,8 @@ def write_record(study: optuna.Study, trial_id: int, record: TrialRecord) -> Non
 
 @contextlib.contextmanager
 def batched_writes(storage: BaseStorage) -> Iterator[None]:
-    """Within this block, a journal's appends go to the file as one locked write at the end.
+    """Within this block, a journal's appends go out as one write at the end: one locked
+    write to a file, one round trip to Redis (``journal.BatchedAppends``).
 
     Only writes whose caller needs nothing back belong here (params, attributes,
     intermediate values, states): nothing written inside is visible to reads inside.

@@ -14,7 +14,8 @@ lrbench keeps the format exactly, so Optuna and optuna-dashboard read what lrben
   configured to keep nothing on disk (``persistence_problem``).
 - **damage is named**: a missing or unparsable entry names its key. (Optuna's reader
   waits forever for a missing entry.)
-- **reads are batched**: a thousand entries per round trip, not one.
+- **reads and writes are batched**: a thousand entries per read, and a slot's writes
+  of one step (``record.batched_writes``) in one server-side script, not one each.
 
 The study's claim lock on Redis is in ``lrbench.store.claims``.
 """
@@ -30,6 +31,7 @@ import optuna
 from optuna.storages.journal import JournalRedisBackend
 
 from lrbench.errors import StorageError
+from lrbench.store.journal import BatchedAppends
 
 READ_BATCH = 1000  # entries per MGET: one round trip each
 LOST = "LRBENCH_LOST"  # the append script's refusal, recognised by its text
@@ -64,7 +66,7 @@ def is_redis(location: str) -> bool:
     return location.startswith(("redis://", "rediss://"))
 
 
-class RedisJournal(JournalRedisBackend):
+class RedisJournal(BatchedAppends, JournalRedisBackend):
     """Optuna's Redis journal backend with lrbench's integrity checks (see the module)."""
 
     def __init__(self, url: str, shown: str) -> None:
@@ -92,7 +94,7 @@ class RedisJournal(JournalRedisBackend):
         self._identity = identity or b""
         return entries
 
-    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+    def _write_logs(self, logs: list[dict[str, Any]]) -> None:
         from redis.exceptions import ResponseError
 
         try:

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from lrbench.errors import StorageError, UserError
 from lrbench.store import redis_journal
+from lrbench.store.record import batched_writes
 from lrbench.store.storage import open_storage
 
 pytestmark = pytest.mark.skipif(not private_redis.available(),
@@ -70,6 +71,27 @@ def test_reads_come_in_batches_and_keep_the_order(url: str, monkeypatch) -> None
     study.optimize(quadratic, n_trials=6)  # ~60 entries: 15 batches
     fresh = optuna.load_study(study_name="s", storage=open_storage(url, create=False))
     assert [t.params for t in fresh.trials] == [t.params for t in study.trials]
+
+
+def test_a_batch_of_writes_is_one_round_trip_and_all_or_nothing(url: str) -> None:
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="s", storage=storage)
+    trial = study.ask()
+    with redis.Redis.from_url(url) as client:
+        evals = client.info("commandstats").get("cmdstat_eval", {}).get("calls", 0)
+        with batched_writes(storage):
+            for step in range(5):
+                trial.report(step / 10, step)
+            assert int(client.get(":log_number")) == 1  # nothing sent yet
+        assert client.info("commandstats")["cmdstat_eval"]["calls"] == evals + 1
+        assert int(client.get(":log_number")) == 6
+        with pytest.raises(RuntimeError), batched_writes(storage):
+            trial.set_user_attr("never", 1)
+            raise RuntimeError("the block failed")
+        assert int(client.get(":log_number")) == 6
+    again = optuna.load_study(study_name="s", storage=open_storage(url, create=False))
+    assert again.trials[0].intermediate_values == {s: s / 10 for s in range(5)}
+    assert "never" not in again.trials[0].user_attrs
 
 
 def test_no_experimental_warning_is_shown(url: str) -> None:
