@@ -6,6 +6,9 @@
     python benchmarks/bench_harness.py --pruner hyperband # the study's pruner (default: median)
     python benchmarks/bench_harness.py --trials 300 --versus "--stuck-after 0" --rounds 3
                                           # the same sweep with and without FLAGS, alternating
+    python benchmarks/bench_harness.py --trials 300 --workers 2 --rounds 3 \
+        --storage file --storage redis --storage postgresql
+                                          # the same sweep on each storage, alternating
 
 The setup is the one issue "Keep the engine fed" measured: ``sweeps/all.toml`` under the
 search protocol at ``--trials`` with ``model = "logreg"`` and 10 epochs, on a 500-image
@@ -15,10 +18,13 @@ through the command line, in a fresh results folder. Training a logistic regress
 400 images is ~1 ms an epoch, so the wall time is the harness: sampling, storage writes,
 pruning, process start-up.
 
-It prints ms per trial (wall / trials). ``--profile`` runs the sweep under py-spy
-(``pip install py-spy``), parent and worker, and adds where the sampled time went:
-sampling (Optuna's samplers), storage (Optuna's storages, lrbench's journal and claim
-lock), pruning, the engine, start-up (imports before the first trial), and the rest.
+It prints ms per trial (wall / trials). With ``--storage`` given more than once, the
+sweep runs on each storage in turn (``benchmarks/servers.py`` starts private Redis and
+PostgreSQL servers), each run into a fresh study, and the ratios to the first are printed.
+``--profile`` runs the sweep under py-spy (``pip install py-spy``), parent and worker,
+and adds where the sampled time went: sampling (Optuna's samplers), storage (Optuna's
+storages, lrbench's store and the servers' drivers), pruning, the engine, start-up
+(imports before the first trial), and the rest.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import servers
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -44,7 +51,7 @@ CATEGORIES = (
     ("start-up", re.compile(r"_find_and_load")),  # an import, wherever it happens
     ("sampling", re.compile(r"optuna/samplers/")),
     ("pruning", re.compile(r"optuna/pruners/|should_prune|lrbench/sweep/pruning\.py")),
-    ("storage", re.compile(r"optuna/storages/|lrbench/sweep/(journal|claim)\.py")),
+    ("storage", re.compile(r"optuna/storages/|lrbench/store/|redis/|sqlalchemy/|psycopg")),
     ("engine", re.compile(r"lrbench/train/")),
 )
 
@@ -109,9 +116,15 @@ def main() -> None:
     parser.add_argument("--keep-profile", type=Path, help="copy py-spy's raw stacks here")
     parser.add_argument("--versus", help="also run with these extra flags, alternating")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of each variant")
+    parser.add_argument("--workers", type=int, default=1, help="slots (--workers)")
+    parser.add_argument("--storage", action="append", choices=servers.STORAGES,
+                        help="compare these storages (repeat the flag) [default: file]")
     args = parser.parse_args()
     if args.versus:
         versus(args)
+        return
+    if args.storage and len(args.storage) > 1:
+        compare_storages(args)
         return
     repo = args.repo.resolve()
     env = {**os.environ, "PYTHONPATH": str(repo)}
@@ -119,8 +132,8 @@ def main() -> None:
         folder = Path(tmp)
         root = small_mnist(folder / "data")
         sweep = sweep_file(folder, args.trials, args.pruner)
-        command = [sys.executable, "-m", "lrbench", "sweep", str(sweep),
-                   "--workers", "1", "--data-dir", str(root), "--results", str(folder / "r")]
+        command = [sys.executable, "-m", "lrbench", "sweep", str(sweep), "--workers",
+                   str(args.workers), "--data-dir", str(root), "--results", str(folder / "r")]
         profile = folder / "profile.txt"
         if args.profile:
             command = ["py-spy", "record", "--subprocesses", "-r", "200", "-f", "raw",
@@ -133,7 +146,8 @@ def main() -> None:
         revision = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo,
                                   capture_output=True, text=True).stdout.strip()
         print(f"{repo} at {revision}: {args.trials} trials x 10 epochs, logreg, 500 images, "
-              f"{args.pruner} pruner, 1 worker{' (under py-spy)' if args.profile else ''}")
+              f"{args.pruner} pruner, {args.workers} slot(s)"
+              f"{' (under py-spy)' if args.profile else ''}")
         print(f"wall {wall:.1f} s = {1000 * wall / args.trials:.1f} ms per trial")
         if args.profile:
             if args.keep_profile:
@@ -174,6 +188,43 @@ def versus(args: argparse.Namespace) -> None:
     base, other = best["as is"], best[args.versus]
     print(f"best of {args.rounds}: as is {1000 * base / args.trials:.1f} ms per trial, "
           f"{args.versus} {1000 * other / args.trials:.1f} ms ({other / base:.3f}x)")
+
+
+def compare_storages(args: argparse.Namespace) -> None:
+    """The sweep on each ``--storage``, in alternating order, each run a fresh study: ms per
+    trial of each (best of ``--rounds``), and its ratio to the first storage's."""
+    repo = args.repo.resolve()
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    times: dict[str, list[float]] = {name: [] for name in args.storage}
+    with tempfile.TemporaryDirectory(prefix="lrbench-harness-") as tmp, \
+            servers.storage_servers(args.storage) as urls:
+        folder = Path(tmp)
+        root = small_mnist(folder / "data")
+        sweep = sweep_file(folder, args.trials, args.pruner)
+        for round_ in range(args.rounds):
+            names = args.storage if round_ % 2 == 0 else args.storage[::-1]
+            for name in names:
+                run = f"r{round_}-{name}"
+                command = [sys.executable, "-m", "lrbench", "sweep", str(sweep), "--workers",
+                           str(args.workers), "--data-dir", str(root), "--results",
+                           str(folder / run), "--study", f"harness-{os.getpid()}-{run}"]
+                if urls[name] is not None:
+                    command += ["--storage", urls[name]]
+                started = time.perf_counter()
+                done = subprocess.run(command, cwd=repo, env=env, capture_output=True,
+                                      text=True)
+                wall = time.perf_counter() - started
+                if done.returncode != 0:
+                    sys.exit(f"{name}: the sweep failed (exit {done.returncode}):\n"
+                             f"{done.stderr[-2000:]}")
+                times[name].append(wall)
+                print(f"round {round_ + 1} {name:<11} {1000 * wall / args.trials:6.1f} ms per "
+                      f"trial", flush=True)
+    best = {name: min(walls) for name, walls in times.items()}
+    first = args.storage[0]
+    print(f"best of {args.rounds}, {args.trials} trials, {args.workers} slot(s): " + ", ".join(
+        f"{name} {1000 * wall / args.trials:.1f} ms per trial ({wall / best[first]:.2f}x)"
+        for name, wall in best.items()))
 
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ import sys
 import tempfile
 import textwrap
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import psutil
@@ -34,7 +36,8 @@ from lrbench.store.record import claim_of, plan_of  # reads both the old loose k
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-import private_postgres  # noqa: E402  (a test helper: a server this script may restart)
+import private_postgres  # noqa: E402  (test helpers: servers this script may restart)
+import private_redis  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 SMOKE = ["sweep", "smoke", "--epochs", "2", "--engine", "sequential"]
@@ -364,6 +367,64 @@ def postgres_restart(lr: Checkout, folder: Path) -> dict[str, object]:
             "running": states["RUNNING"], "target": 30}
 
 
+def _redis_trials(url: str) -> list[optuna.trial.FrozenTrial] | None:
+    """The study as Optuna itself reads it (any checkout wrote Optuna's format); None if
+    there is none (or the server has nothing)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalRedisBackend
+
+    with warnings.catch_warnings(), contextlib.suppress(KeyError):
+        warnings.simplefilter("ignore")
+        storage = JournalStorage(JournalRedisBackend(url))
+        return optuna.load_study(study_name="smoke", storage=storage).get_trials()
+    return None
+
+
+def _redis_sweep_until_3_done(lr: Checkout, folder: Path, server: Any) -> subprocess.Popen:
+    proc = lr.start([*SMOKE, "--trials", "30", "--epochs", "4", "--workers", "2",
+                     "--storage", server.url], folder)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(Exception):  # (no study yet)
+            if sum(t.state.name == "COMPLETE" for t in _redis_trials(server.url) or []) >= 3:
+                break
+        time.sleep(0.2)
+    return proc
+
+
+def redis_restart(lr: Checkout, folder: Path) -> dict[str, object]:
+    """A private Redis (append-only file) killed under a 30-trial sweep, started 2 s later."""
+    if not private_redis.available():
+        return {"exit": "skipped: no redis-server"}
+    with private_redis.private_server() as server:
+        proc = _redis_sweep_until_3_done(lr, folder, server)
+        server.stop()
+        stopped = time.monotonic()
+        time.sleep(2)
+        server.start()
+        exit_code, err = timed_finish(lr, proc, stopped)
+        states = Counter(t.state.name for t in _redis_trials(server.url) or [])
+    return {"exit": exit_code, "traceback": "Traceback" in err, "message": last_line(err),
+            "readable": True, "finished": states["COMPLETE"] + states["PRUNED"],
+            "running": states["RUNNING"], "target": 30}
+
+
+def redis_lost_data(lr: Checkout, folder: Path) -> dict[str, object]:
+    """The same, but started again without its data (what a server with no persistence
+    does): is the loss noticed, and what is left on the server afterwards?"""
+    if not private_redis.available():
+        return {"exit": "skipped: no redis-server"}
+    with private_redis.private_server() as server:
+        proc = _redis_sweep_until_3_done(lr, folder, server)
+        lost = time.monotonic()
+        server.restart_empty()
+        exit_code, err = timed_finish(lr, proc, lost)
+        left = _redis_trials(server.url)
+    return {"exit": exit_code, "traceback": "Traceback" in err, "message": last_line(err),
+            "readable": True, "finished": "-" if left is None else len(left),
+            "target": "the study lost", "running": 0}
+
+
 SCENARIOS = {
     "torn journal tail, then resume 4 -> 8": torn_tail,
     "resume 4 -> 8 trials": resume_4_to_8,
@@ -378,6 +439,8 @@ SCENARIOS = {
     "folder remounted read-only mid-sweep, then rw, resumed": read_only_folder,
     "memory capped in one worker mid-trial (batched, 20 trials)": memory_limit,
     "PostgreSQL stopped 4 s mid-sweep, then started": postgres_restart,
+    "Redis killed mid-sweep, started 2 s later": redis_restart,
+    "Redis started again without its data mid-sweep": redis_lost_data,
     "3 simultaneous dlwizard starts": simultaneous_starts,
     "sqlite:///, 2 slots x K=4, 10 trials": sqlite_big_batches,
 }
