@@ -171,16 +171,9 @@ def versus(args: argparse.Namespace) -> None:
             names = list(variants) if round_ % 2 == 0 else list(variants)[::-1]
             for name in names:
                 results = folder / f"r-{round_}-{len(times[name])}-{names.index(name)}"
-                command = [sys.executable, "-m", "lrbench", "sweep", str(sweep), "--workers",
-                           "1", "--data-dir", str(root), "--results", str(results),
-                           *variants[name]]
-                started = time.perf_counter()
-                done = subprocess.run(command, cwd=repo, env=env, capture_output=True,
-                                      text=True)
-                wall = time.perf_counter() - started
-                if done.returncode != 0:
-                    sys.exit(f"{name}: the sweep failed (exit {done.returncode}):\n"
-                             f"{done.stderr[-2000:]}")
+                wall = timed_sweep(name, repo, env, [
+                    str(sweep), "--workers", "1", "--data-dir", str(root), "--results",
+                    str(results), *variants[name]])
                 times[name].append(wall)
                 print(f"round {round_ + 1} {name:<20} {1000 * wall / args.trials:6.1f} ms per "
                       f"trial", flush=True)
@@ -188,6 +181,17 @@ def versus(args: argparse.Namespace) -> None:
     base, other = best["as is"], best[args.versus]
     print(f"best of {args.rounds}: as is {1000 * base / args.trials:.1f} ms per trial, "
           f"{args.versus} {1000 * other / args.trials:.1f} ms ({other / base:.3f}x)")
+
+
+def timed_sweep(name: str, repo: Path, env: dict[str, str], args: list[str]) -> float:
+    """``lrbench sweep ARGS`` run from ``repo``: its wall seconds (exits if it fails)."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "lrbench", "sweep", *args], cwd=repo,
+                          env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"{name}: the sweep failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return wall
 
 
 def compare_storages(args: argparse.Namespace) -> None:
@@ -205,18 +209,11 @@ def compare_storages(args: argparse.Namespace) -> None:
             names = args.storage if round_ % 2 == 0 else args.storage[::-1]
             for name in names:
                 run = f"r{round_}-{name}"
-                command = [sys.executable, "-m", "lrbench", "sweep", str(sweep), "--workers",
-                           str(args.workers), "--data-dir", str(root), "--results",
-                           str(folder / run), "--study", f"harness-{os.getpid()}-{run}"]
-                if urls[name] is not None:
-                    command += ["--storage", urls[name]]
-                started = time.perf_counter()
-                done = subprocess.run(command, cwd=repo, env=env, capture_output=True,
-                                      text=True)
-                wall = time.perf_counter() - started
-                if done.returncode != 0:
-                    sys.exit(f"{name}: the sweep failed (exit {done.returncode}):\n"
-                             f"{done.stderr[-2000:]}")
+                storage = [] if urls[name] is None else ["--storage", urls[name]]
+                wall = timed_sweep(name, repo, env, [
+                    str(sweep), "--workers", str(args.workers), "--data-dir", str(root),
+                    "--results", str(folder / run), "--study", f"harness-{os.getpid()}-{run}",
+                    *storage])
                 times[name].append(wall)
                 print(f"round {round_ + 1} {name:<11} {1000 * wall / args.trials:6.1f} ms per "
                       f"trial", flush=True)

@@ -9,8 +9,9 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import pytest
@@ -77,6 +78,30 @@ def wait_for_text(path: Path, text: str, proc: subprocess.Popen, timeout: float 
         assert proc.poll() is None, f"the process ended before saying {text!r}"
         assert time.monotonic() < deadline, f"{path} never said {text!r}"
         time.sleep(0.05)
+
+
+def restart_under_a_sweep(server: Any, sweep: Callable[[IO[str]], subprocess.Popen],
+                          ready: Callable[[subprocess.Popen], object],
+                          log: Path) -> tuple[subprocess.Popen, str, str]:
+    """Start ``sweep`` (its stderr to the file ``log``); once ``ready`` returns, stop the
+    storage ``server`` (a private one: ``stop()``, ``start()``), and start it again as
+    soon as the sweep says it is unreachable. The sweep, its stdout and its stderr."""
+    with log.open("w") as stderr:
+        proc = sweep(stderr)
+        ready(proc)
+        server.stop()
+        wait_for_text(log, "unreachable", proc)  # it found the server gone, and retries
+        server.start()
+        out, _ = proc.communicate(timeout=240)
+    return proc, out, log.read_text()
+
+
+def assert_waited_out(proc: subprocess.Popen, out: str, err: str, trials: int) -> None:
+    """The sweep said the storage was gone and back, and ended at its count, exit 0."""
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "unreachable" in err and "is back after" in err, err
+    assert f"{trials}/{trials} trials finished" in " ".join(out.split())
 
 
 def run_lrbench(*args: str, results: Path | None = None, data_dir: Path | None = None,

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import private_postgres
 import pytest
-from conftest import NEEDS_MNIST, wait_for_text
+from conftest import NEEDS_MNIST, assert_waited_out, restart_under_a_sweep
 from optuna.trial import TrialState
 from private_postgres import Server
 from test_sweep_cli import lrbench
@@ -56,19 +56,10 @@ def wait_for_completed(server: Server, proc: subprocess.Popen, count: int) -> No
 
 
 def test_a_restart_inside_the_wait_costs_nothing(server: Server, tmp_path: Path) -> None:
-    log = tmp_path / "stderr.txt"
-    with log.open("w") as stderr:
-        proc = sweep(server, tmp_path, stderr=stderr)
-        wait_for_completed(server, proc, 3)
-        server.stop()
-        wait_for_text(log, "unreachable", proc)  # it found the server gone, and retries
-        server.start()
-        out, _ = proc.communicate(timeout=240)
-    err = log.read_text()
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err
-    assert "unreachable" in err and "is back after" in err, err
-    assert "30/30 trials finished" in " ".join(out.split())
+    proc, out, err = restart_under_a_sweep(
+        server, lambda stderr: sweep(server, tmp_path, stderr=stderr),
+        lambda proc: wait_for_completed(server, proc, 3), tmp_path / "stderr.txt")
+    assert_waited_out(proc, out, err, trials=30)
     count = study_states(server.url)
     assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
     assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0

@@ -16,7 +16,7 @@ import optuna
 import private_redis
 import pytest
 import redis
-from conftest import NEEDS_MNIST, run_lrbench, wait_for_text
+from conftest import NEEDS_MNIST, assert_waited_out, restart_under_a_sweep, run_lrbench
 from optuna.trial import TrialState
 from private_redis import Server
 from test_sweep_cli import dashboard_studies, lrbench, run
@@ -94,21 +94,14 @@ def test_a_killed_worker_process_is_recovered_and_the_count_finishes(server: Ser
 
 def test_a_restart_mid_sweep_is_waited_out_and_the_count_is_exact(server: Server,
                                                                   tmp_path: Path) -> None:
-    log = tmp_path / "stderr.txt"
-    with log.open("w") as stderr:
-        proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "4", "--workers", "2",
-                       "--storage", server.url, results=tmp_path, stderr=stderr)
-        wait_for(server, proc, lambda found: sum(t.state == TrialState.COMPLETE
-                                                 for t in found) >= 3)
-        server.stop()  # SIGKILL: no final save; the append-only file has every write
-        wait_for_text(log, "unreachable", proc)  # it found the server gone, and retries
-        server.start()
-        out, _ = proc.communicate(timeout=240)
-    err = log.read_text()
-    assert proc.returncode == 0, err
-    assert "Traceback" not in err
-    assert "unreachable" in err and "is back after" in err, err
-    assert "30/30 trials finished" in " ".join(out.split())
+    # stop() is SIGKILL: no final save; the append-only file has every write
+    proc, out, err = restart_under_a_sweep(
+        server, lambda stderr: lrbench("sweep", "smoke", "--trials", "30", "--epochs", "4",
+                                       "--workers", "2", "--storage", server.url,
+                                       results=tmp_path, stderr=stderr),
+        lambda proc: wait_for(server, proc, lambda found: sum(
+            t.state == TrialState.COMPLETE for t in found) >= 3), tmp_path / "stderr.txt")
+    assert_waited_out(proc, out, err, trials=30)
     count = states(server)
     assert count[TrialState.COMPLETE] + count[TrialState.PRUNED] == 30
     assert count[TrialState.RUNNING] == count[TrialState.WAITING] == 0

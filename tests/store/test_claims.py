@@ -112,17 +112,23 @@ def test_claim_lock_without_a_shared_lock_is_a_no_op_and_says_so(tmp_path: Path,
     assert "no shared lock" in caplog.text
 
 
+def hold_claim_lock(location: str, tmp_path: Path) -> subprocess.Popen:
+    """A process holding study "s"'s claim lock on ``location`` for 30 s, once it says so."""
+    holder = subprocess.Popen([sys.executable, "-c", CLAIMER.replace("0.3", "30"), location,
+                               str(tmp_path / "events.log"), "holder"])
+    deadline = time.monotonic() + 60
+    while "start holder" not in events(tmp_path / "events.log"):
+        assert time.monotonic() < deadline and holder.poll() is None
+        time.sleep(0.05)
+    return holder
+
+
 @pytest.mark.slow
 def test_claim_lock_wait_times_out_with_a_message(tmp_path: Path):
     """A hung holder must not stall every other slot forever, silently."""
     journal = str(tmp_path / "lrbench.journal")
-    holder = subprocess.Popen([sys.executable, "-c", CLAIMER.replace("0.3", "30"), journal,
-                               str(tmp_path / "events.log"), "holder"])
+    holder = hold_claim_lock(journal, tmp_path)
     try:
-        deadline = time.monotonic() + 60
-        while "start holder" not in events(tmp_path / "events.log"):
-            assert time.monotonic() < deadline and holder.poll() is None
-            time.sleep(0.05)
         started = time.monotonic()
         with pytest.raises(StorageError, match=f"waited 1 s .*held by pid {holder.pid}"):
             with claim_lock(journal, "s", timeout=1.0):
@@ -137,12 +143,7 @@ def test_claim_lock_wait_times_out_with_a_message(tmp_path: Path):
 def test_claim_lock_of_a_killed_holder_is_free_at_once(tmp_path: Path):
     """kill -9 mid-claim: the kernel drops an flock with its process; no 30 s stall."""
     journal = str(tmp_path / "lrbench.journal")
-    holder = subprocess.Popen([sys.executable, "-c", CLAIMER.replace("0.3", "30"), journal,
-                               str(tmp_path / "events.log"), "holder"])
-    deadline = time.monotonic() + 60
-    while "start holder" not in events(tmp_path / "events.log"):
-        assert time.monotonic() < deadline and holder.poll() is None
-        time.sleep(0.05)
+    holder = hold_claim_lock(journal, tmp_path)
     os.kill(holder.pid, 9)
     holder.wait()
     started = time.monotonic()
@@ -161,22 +162,11 @@ def redis_url() -> Iterator[str]:
         yield server.url
 
 
-def hold_redis_lock(url: str, tmp_path: Path) -> subprocess.Popen:
-    """A process holding study "s"'s claim lock on ``url`` for 30 s, once it says so."""
-    holder = subprocess.Popen([sys.executable, "-c", CLAIMER.replace("0.3", "30"), url,
-                               str(tmp_path / "events.log"), "holder"])
-    deadline = time.monotonic() + 60
-    while "start holder" not in events(tmp_path / "events.log"):
-        assert time.monotonic() < deadline and holder.poll() is None
-        time.sleep(0.05)
-    return holder
-
-
 @pytest.mark.slow
 def test_redis_claim_lock_serialises_processes_and_names_the_holder_on_timeout(
         redis_url: str, tmp_path: Path):
     assert exact_claims(redis_url)
-    holder = hold_redis_lock(redis_url, tmp_path)
+    holder = hold_claim_lock(redis_url, tmp_path)
     try:
         started = time.monotonic()
         with pytest.raises(StorageError, match=f"waited 1 s .*'lrbench:claim:s' on "
@@ -197,7 +187,7 @@ def test_redis_claim_lock_of_a_killed_holder_here_is_free_at_once(redis_url: str
     """kill -9 mid-claim: the lock's value names a dead process of this machine, and a
     waiter breaks it, as the kernel drops a dead process's flock. Not yet reaped (a
     zombie, as a killed Dask worker stays until its parent waits) counts as dead."""
-    holder = hold_redis_lock(redis_url, tmp_path)
+    holder = hold_claim_lock(redis_url, tmp_path)
     os.kill(holder.pid, 9)
     try:
         started = time.monotonic()
