@@ -177,6 +177,7 @@ def count(trials: list[FrozenTrial], state: TrialState) -> int:
     return sum(t.state == state for t in trials)
 
 
+@pytest.mark.slow
 @NEEDS_MNIST
 def test_a_cluster_sweep_counts_exactly_with_trials_from_both_workers(
         cluster: Cluster, shared_storage: str, tmp_path: Path):
@@ -195,6 +196,7 @@ def test_a_cluster_sweep_counts_exactly_with_trials_from_both_workers(
     assert {c.pid for c in claims} == {p.pid for p in cluster.workers.values()}
 
 
+@pytest.mark.slow
 @NEEDS_MNIST
 def test_a_killed_worker_costs_only_its_trials_and_the_sweep_finishes_the_count(
         cluster: Cluster, shared_storage: str, tmp_path: Path):
@@ -251,6 +253,7 @@ def test_a_journal_file_with_a_cluster_exits_2_and_says_what_to_use(tmp_path: Pa
     assert not (tmp_path / "lrbench.journal").exists()
 
 
+@pytest.mark.slow
 @NEEDS_MNIST
 @NEEDS_POSTGRES
 def test_a_lost_scheduler_stops_the_sweep_cleanly_and_a_rerun_resumes(cluster: Cluster,
@@ -296,6 +299,7 @@ def test_a_lost_scheduler_stops_the_sweep_cleanly_and_a_rerun_resumes(cluster: C
     assert after[TrialState.RUNNING] == after[TrialState.WAITING] == 0
 
 
+@pytest.mark.slow
 @NEEDS_MNIST
 @NEEDS_POSTGRES
 def test_sigterm_stops_the_cluster_slots_like_local_ones(cluster: Cluster, tmp_path: Path):
@@ -328,6 +332,7 @@ def test_sigterm_stops_the_cluster_slots_like_local_ones(cluster: Cluster, tmp_p
     assert all(p.poll() is None for p in cluster.workers.values())  # the cluster lives on
 
 
+@pytest.mark.slow
 @NEEDS_MNIST
 @NEEDS_POSTGRES
 def test_a_killed_parent_stops_its_cluster_slots_at_the_latest_when_its_heartbeat_is_stale(
