@@ -13,11 +13,17 @@ per-epoch timestamps (curves["seconds"]), so model building and the final test p
 not timed; every epoch includes validation. Reported: model-epochs/s = trials x timed
 epochs / their seconds.
 
+``--generic`` also runs each K with the FNN's hand-written stacked forward taken away, so
+the engine uses its generic path for any model (``stacked._vmapped``: torch.func's
+``functional_call`` under ``vmap``), and prints its rate as a ratio of the hand-written
+one's: the evidence for moving the built-in models onto the generic path.
+
 On CPU the fair baseline for batched (all --threads in one process) is the sequential
 engine as a sweep runs it: one slot of 1 thread per core, so --threads x its 1-thread
 rate (measured alone, so an upper bound: the slots would share memory bandwidth).
 
     python benchmarks/bench_batched.py --k 1,16,64 --epochs 1 --out benchmarks/results/b.json
+    python benchmarks/bench_batched.py --k 16,64 --generic   # + torch.func's generic forward
     python benchmarks/bench_batched.py --device cuda --k 1,64,256,1024,4096 --tf32
 """
 
@@ -36,6 +42,7 @@ from bench_trainer import seed_loop  # benchmarks/bench_trainer.py: the tutorial
 from machine import cpu_cores, cpu_model, peak_rss_mb, write_json  # benchmarks/machine.py
 
 from lrbench.sweep.config import OptimizerConfig
+from lrbench.train import stacked
 from lrbench.train.batched import train_batch
 from lrbench.train.data import DATASETS, DeviceData, load_arrays, split_to_device
 from lrbench.train.schedules import ScheduleSpec
@@ -81,13 +88,20 @@ def run_sequential(data: DeviceData, epochs: int, threads: int) -> dict[str, Any
 
 
 def run_batched(data: DeviceData, k: int, epochs: int, threads: int, tf32: bool, fused: bool,
-                bf16: bool) -> dict[str, Any]:
+                bf16: bool, generic: bool = False) -> dict[str, Any]:
     torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    results = train_batch(specs(k, 1 + epochs), data, tf32=tf32, bf16=bf16, fused=fused)
-    wall = time.perf_counter() - t0
-    return row(f"batched K={k}", k, threads, *timed(results), wall,
-               min(r.test_accuracy for r in results))
+    hand_written = stacked.FORWARDS.pop("fnn") if generic else None
+    try:
+        t0 = time.perf_counter()
+        results = train_batch(specs(k, 1 + epochs), data, tf32=tf32, bf16=bf16, fused=fused)
+        wall = time.perf_counter() - t0
+    finally:
+        if hand_written is not None:
+            stacked.FORWARDS["fnn"] = hand_written
+    loop = f"batched K={k}" + (" torch.func" if generic else "")
+    return {**row(loop, k, threads, *timed(results), wall,
+                  min(r.test_accuracy for r in results)),
+            "test_accuracies": [r.test_accuracy for r in results]}
 
 
 def run_seed(root: Path, dataset: str, device: torch.device, epochs: int,
@@ -122,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bf16", action="store_true", help="batched: bf16 autocast")
     parser.add_argument("--fused", action="store_true",
                         help="batched: SGD update compiled into one kernel (torch.compile)")
+    parser.add_argument("--generic", action="store_true",
+                        help="batched: also each K on torch.func's generic forward")
     parser.add_argument("--no-seed", action="store_true", help="skip the tutorial's loop")
     parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
@@ -161,11 +177,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['loop']:16s} threads {r['threads']}: "
               f"{r['model_epochs_per_second']:8.2f} model-epochs/s", flush=True)
     for k in args.k:
-        rows.append(run_batched(data, k, args.epochs, args.threads, args.tf32, args.fused,
-                                args.bf16))
-        r = rows[-1]
-        print(f"  {r['loop']:16s} threads {r['threads']}: "
-              f"{r['model_epochs_per_second']:8.2f} model-epochs/s", flush=True)
+        for generic in (False, True) if args.generic else (False,):
+            rows.append(run_batched(data, k, args.epochs, args.threads, args.tf32, args.fused,
+                                    args.bf16, generic))
+            r = rows[-1]
+            print(f"  {r['loop']:16s} threads {r['threads']}: "
+                  f"{r['model_epochs_per_second']:8.2f} model-epochs/s", flush=True)
+        if generic:
+            hand, func = rows[-2], rows[-1]
+            same = max(abs(a - b) for a, b in zip(hand["test_accuracies"],
+                                                  func["test_accuracies"]))
+            ratio = func["model_epochs_per_second"] / hand["model_epochs_per_second"]
+            print(f"  K={k}: torch.func at {ratio:.2f}x the hand-written forward; test "
+                  f"accuracies differ by at most {same:.4f}", flush=True)
 
     # The fair CPU baseline: a sweep's slots, 1 thread each, one per thread used here.
     one = next(r for r in rows if r["loop"] == "sequential" and r["threads"] == min(thread_counts))
