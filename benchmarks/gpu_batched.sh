@@ -24,6 +24,12 @@ timeout 150 python3 benchmarks/bench_batched.py --device cuda --dataset fashion-
   --data-dir $DATA --k $K --no-seed --tf32 --fused --out "$OUT/batched_tf32_fused.json" 2>&1 \
   | grep -v "^W" | tee "$OUT/batched_tf32_fused.txt"
 
+# 2b. The engine's generic torch.func forward against the FNN's hand-written one (the
+#     "your own model" issue: at >= 0.8x the built-ins move onto the generic path).
+timeout 120 python3 benchmarks/bench_batched.py --device cuda --dataset fashion-mnist \
+  --data-dir $DATA --k 256,4096 --no-seed --generic 2>&1 | grep -v "^W" \
+  | tee "$OUT/batched_generic.txt"
+
 # 3. A full sweep through the command line: 1,000 trials x 10 epochs on the GPU alone.
 timeout 420 python3 -m lrbench sweep all --dataset fashion-mnist --data-dir $DATA \
   --device cuda --engine batched --batch-trials 250 --protocol search --trials 1000 --epochs 10 \
