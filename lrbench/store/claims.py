@@ -165,12 +165,13 @@ def _redis_lock(url: str, study: str, timeout: float) -> Iterator[None]:
     token = f"{socket.gethostname()} pid {me.pid} started {me.create_time():.3f} " \
             f"{uuid.uuid4().hex[:8]}"
     deadline = time.monotonic() + timeout
-    acquire = outage.retrying(lock.acquire, shown(url))
+    acquire, get, run = (outage.retrying(call, shown(url))
+                         for call in (lock.acquire, client.get, client.eval))
     while not acquire(token=token, blocking_timeout=max(0.0, min(
             0.5, deadline - time.monotonic()))):
-        holder = (client.get(name) or b"").decode(errors="replace")
+        holder = (get(name) or b"").decode(errors="replace")
         if holder and _dead_here(holder):
-            client.eval(_BREAK, 1, name, holder)  # as the kernel drops a dead flock's
+            run(_BREAK, 1, name, holder)  # as the kernel drops a dead process's flock
             continue
         if time.monotonic() >= deadline:
             raise LockTimeout(f"waited {timeout:.0f} s for study {study!r}'s claim lock (the "

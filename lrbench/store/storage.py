@@ -1,9 +1,11 @@
-"""Where studies live: an embedded journal file under results/, or any Optuna URL.
+"""Where studies live: an embedded journal file under results/, Optuna's journal on a
+Redis server (``redis://``, ``lrbench.store.redis_journal``: the cluster storage), or any
+Optuna RDB URL.
 
 The default is Optuna's ``JournalStorage`` on a journal file: one append-only file
 that many processes can write at once (SQLite is ruled out for parallel writers by
 Optuna's FAQ), and that ``optuna-dashboard results/lrbench.journal`` opens. lrbench
-writes it through ``lrbench.journal``, which keeps it readable after crashes.
+writes it through ``lrbench.store.journal``, which keeps it readable after crashes.
 """
 
 from __future__ import annotations
