@@ -80,12 +80,22 @@ def open_storage(location: str, *, create: bool = True, warn: bool = True,
         return _open_server(location)
     except (ImportError, ValueError) as err:  # unknown dialect, missing driver or package
         raise UserError(f"--storage {shown(location)}: cannot open it: "
-                        f"{_scrubbed(location, err)}") from None
+                        f"{_scrubbed(location, err)}{_driver_hint(location)}") from None
     except Exception as err:  # server down, bad credentials (sqlalchemy's, redis's errors)
         if type(err).__module__.startswith(("sqlalchemy", "redis")):
             raise UserError(f"--storage {shown(location)}: cannot connect: "
                             f"{_scrubbed(location, err)}") from None
         raise
+
+
+# The extra that installs each server storage's driver (pyproject.toml).
+DRIVER_EXTRAS = {"redis": "redis", "rediss": "redis", "postgresql": "postgres"}
+
+
+def _driver_hint(location: str) -> str:
+    scheme = location.split("://", 1)[0].split("+", 1)[0]
+    extra = DRIVER_EXTRAS.get(scheme)
+    return f" (pip install 'lrbench-sweeps[{extra}]' installs its driver)" if extra else ""
 
 
 def _open_server(location: str) -> BaseStorage:

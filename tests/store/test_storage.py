@@ -5,6 +5,7 @@ Every storage lives in tmp_path; nothing here needs a database server or the net
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import optuna
@@ -92,6 +93,18 @@ def test_a_connection_error_never_prints_the_password(url: str):
     with pytest.raises(UserError) as err:
         open_storage(url)
     assert "s3cret" not in str(err.value) and ":***@127.0.0.1:1" in str(err.value)
+
+
+@pytest.mark.parametrize(("url", "module", "extra"), [
+    ("redis://127.0.0.1:1/0", "redis", "redis"),
+    ("postgresql+psycopg://u@127.0.0.1:1/d", "psycopg", "postgres"),
+])
+def test_a_missing_driver_says_which_extra_installs_it(url: str, module: str, extra: str,
+                                                       monkeypatch):
+    monkeypatch.setitem(sys.modules, module, None)  # an import of it now fails
+    with pytest.raises(UserError, match=f"cannot open it: .*pip install "
+                                        f"'lrbench-sweeps\\[{extra}\\]' installs its driver"):
+        open_storage(url)
 
 
 def test_unreachable_redis_url_is_a_user_error():
