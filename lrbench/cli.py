@@ -44,6 +44,7 @@ from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
 from lrbench.sweep.seeds import SEED_MAX
 from lrbench.sweep.summary import study_rows
 from lrbench.train import data
+from lrbench.train.workload import add_import_root
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -194,7 +195,8 @@ def _run_suite(suite: suite_module.Suite, data_dir: str | None, *, counts: dict[
     for workload in suite.workloads:
         cfg = workload.config.with_overrides(epochs=epochs, seed=seed, **counts)
         try:
-            arrays = data.load_arrays(cfg.dataset, data_dir)
+            add_import_root(cfg.workload_root)  # a user's model and data modules
+            arrays = data.load_arrays(cfg.dataset, data_dir, source=cfg.source)
         except DataNotFoundError as missing:
             console.print(f"suite {suite.name}: skipping {cfg.study} ({cfg.dataset} is not "
                           f"here: {missing})", highlight=False, markup=False)

@@ -18,7 +18,13 @@ import pandas as pd
 from lrbench.errors import UserError
 from lrbench.report import budget, selection, stats
 from lrbench.report import ranking as ranking_module
-from lrbench.report.frames import ReportFrames, best_per_family, completed, time_to_target
+from lrbench.report.frames import (
+    ReportFrames,
+    StudyInfo,
+    best_per_family,
+    completed,
+    time_to_target,
+)
 from lrbench.store.storage import DEFAULT_JOURNAL, is_url
 from lrbench.sweep import config as config_module
 
@@ -420,6 +426,11 @@ def provenance(frames: ReportFrames) -> dict[str, Any]:
     if len(trials):
         out["devices"] = ", ".join(sorted({d for d in trials["device"] if d}))
         out["engines"] = ", ".join(sorted({e for e in trials["engine"] if e}))
+    # A user's model the batched engine cannot stack: why it trained one trial at a time
+    fallbacks = {r["engine_fallback"] for r in [*info.runs, *info.confirm_runs]
+                 if r.get("engine_fallback")}
+    if fallbacks:
+        out["engine fallback"] = "; ".join(sorted(fallbacks))
         started, finished = trials["started"].dropna(), trials["finished"].dropna()
         if len(started) and len(finished):
             out["trials ran"] = (f"{started.min():%Y-%m-%d %H:%M} – "
@@ -439,8 +450,9 @@ def reproduce_commands(frames: ReportFrames) -> list[str]:
     """
     info = frames.studies[0]
     where = _storage_option(info.location)
+    from_loader = info.data is not None and info.data.from_loader
     data_dir = (f" --data-dir {shlex.quote(info.data.location)}"
-                if info.data is not None and info.data.location else "")
+                if info.data is not None and info.data.location and not from_loader else "")
     command = f"lrbench sweep {shlex.quote(info.sweep_file or 'SWEEP.toml')} --study {info.name}"
     try:  # the overrides the sweep ran with: where the stored setup differs from its file
         file_config = config_module.load(info.sweep_file)
@@ -466,7 +478,19 @@ def reproduce_commands(frames: ReportFrames) -> list[str]:
         commands.append(f"lrbench confirm {info.name} --seeds {seeds}{chosen}"
                         f"{_run_flags(options)}{data_dir}{where}")
     commands.append(f"lrbench report --study {info.name}{where}")
-    return commands
+    return _user_workload_note(info) + commands
+
+
+def _user_workload_note(info: StudyInfo) -> list[str]:
+    """A user's model or data, named by import path: a comment line saying which, and
+    where the sweep looks for their modules (the sweep file's folder first)."""
+    paths = [f"{key} = {info.config[key.split('.')[1]]!r}"
+             for key in ("train.model", "data.dataset")
+             if ":" in str(info.config.get(key.split(".")[1], ""))]
+    if not paths:
+        return []
+    folder = Path(info.sweep_file).parent if info.sweep_file else "the sweep file's folder"
+    return [f"# {', '.join(paths)}: imported from {folder} (or PYTHONPATH)"]
 
 
 def _counts(options: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ import optuna
 from lrbench.errors import UserError
 from lrbench.store import schema
 from lrbench.store.record import record_of
-from lrbench.train import data
+from lrbench.train import data, workload
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,18 @@ class DataIdentity:
         return not (self.fingerprint and other.fingerprint) or \
             self.fingerprint == other.fingerprint
 
+    @property
+    def from_loader(self) -> bool:
+        """A user's data set, named by their loader's import path (not a folder of files)."""
+        return workload.is_import_path(self.dataset)
+
     def describe(self) -> str:
         """"mnist: 4,500 train / 500 validation / 10,000 test images (fingerprint …)"."""
         validation = ("validated on the test set" if self.val_is_test
                       else f"{self.val_size:,} validation")
+        unit = "examples" if self.from_loader else "images"
         text = (f"{self.dataset}: {self.train_size:,} train / {validation} / "
-                f"{self.test_size:,} test images")
+                f"{self.test_size:,} test {unit}")
         if self.fingerprint:
             text += f", fingerprint {self.fingerprint}"
         return text + (f", from {self.location}" if self.location else "")
@@ -98,6 +104,11 @@ def trial_identity(trial: optuna.trial.FrozenTrial, dataset: str) -> DataIdentit
 def check(study: optuna.Study, identity: DataIdentity) -> None:
     """Refuse ``identity`` (a UserError naming both) unless it is the study's data."""
     known = recorded(study)
+    if known is not None and not known.same_data(identity) and known.from_loader:
+        raise UserError(
+            f"study {study.study_name!r} was trained on {known.describe()}; its loader now "
+            f"returns {identity.describe()}. Runs on other data would be pooled with its "
+            f"results: restore the loader's data, or pass --study NAME for a new study")
     if known is not None and not known.same_data(identity):
         raise UserError(
             f"study {study.study_name!r} was trained on {known.describe()}; this run's "

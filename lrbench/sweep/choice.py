@@ -14,6 +14,7 @@ import torch
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.devices import Slot
 from lrbench.train.batched import max_trials_for_memory
+from lrbench.train.data import DeviceData
 from lrbench.train.stacked import parameter_count
 
 ENGINES = ("auto", "sequential", "batched")
@@ -38,7 +39,7 @@ def resolve_engine(engine: str, slot: Slot) -> str:
 
 
 def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: int,
-                 queued: int = 0) -> int:
+                 queued: int = 0, data: DeviceData | None = None) -> int:
     """K, the trials this slot keeps in flight: as asked, else sized for throughput and
     feedback.
 
@@ -48,18 +49,20 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: 
     trials in flight are capped at BLIND_SHARE of the slot's share. ``queued`` trials
     (fixed trials, confirm runs, re-queued ones) are not sampled: all of them may stack.
 
-    ``peers``: slots on the same kind of device (this one included). Runs in the worker:
-    a GPU's free memory is only known once its process owns it.
+    ``peers``: slots on the same kind of device (this one included); ``data``: the slot's,
+    whose inputs and classes size the model. Runs in the worker: a GPU's free memory is
+    only known once its process owns it.
     """
     if requested:
         return requested
     if slot.device.startswith("cuda"):
         free, _ = torch.cuda.mem_get_info(slot.device)
         fits = max_trials_for_memory(config.model, config.batch_size, free,
-                                     config.optimizer.name)
+                                     config.optimizer.name,
+                                     *((data.num_classes, data.train_x[:1]) if data else ()))
         k = min(GPU_BATCH_TRIALS, max(1, fits))
     else:
-        k = cpu_batch_trials(config.model)
+        k = cpu_batch_trials(config.model, data.num_classes if data else 10)
     sampled = max(0, config.trials - queued)
     feedback = math.ceil(queued / peers) + math.ceil(BLIND_SHARE * sampled / peers)
     return max(1, min(k, feedback))

@@ -19,7 +19,7 @@ from typing import Any
 from lrbench.errors import ConfigError, UserError
 from lrbench.space import Axis, Choice, FloatRange, IntRange, describe, grid_values
 from lrbench.sweep.seeds import SEED_MAX
-from lrbench.train import data, models
+from lrbench.train import data, workload
 from lrbench.train.schedule_free import FAMILY as SCHEDULE_FREE_FAMILY
 from lrbench.train.schedule_free import SCHEDULE_FREE_NAMES, is_schedule_free, schedule_free_form
 from lrbench.train.schedules import FAMILIES, PARAM_LIMITS, limit_of
@@ -58,6 +58,21 @@ def valid_study_name(name: object) -> bool:
     return isinstance(name, str) and _STUDY_NAME.fullmatch(name) is not None
 
 
+# A model or data set: a built-in's name, or a user's "package.module:attribute".
+MODEL_RULE = (f"one of {workload.BUILTIN_MODELS}, or a factory's import path "
+              f"{workload.IMPORT_PATH_RULE}")
+DATASET_RULE = (f"one of {tuple(data.DATASETS)}, or a loader's import path "
+                f"{workload.IMPORT_PATH_RULE}")
+
+
+def is_model_name(name: str) -> bool:
+    return name in workload.BUILTIN_MODELS or workload.check_import_path(name) is None
+
+
+def is_dataset_name(name: str) -> bool:
+    return name in data.DATASETS or workload.check_import_path(name) is None
+
+
 @dataclass(frozen=True)
 class FixedTrial:
     """A configuration the sweep runs as-is (enqueued), e.g. the tutorial's five runs."""
@@ -92,6 +107,8 @@ class SweepConfig:
     family_lr_axes: Mapping[str, Axis] = field(default_factory=dict)
     fixed: tuple[FixedTrial, ...] = ()
     source: str = "<memory>"
+    # The sweep file's folder: a user's model and data modules are looked for there first.
+    workload_root: str = ""
     # What ``--epochs`` changed in the epoch-dependent ranges, for the terminal.
     clipped: tuple[str, ...] = ()
     protocol: str = "search"
@@ -120,7 +137,8 @@ class SweepConfig:
         """What makes two runs the same study (the trial count and file path do not)."""
         as_dict = _jsonable(dataclasses.asdict(self))
         # The counts may grow on a resume (a larger budget, more repeats): not the setup.
-        for key in ("trials", "source", "study", "clipped", "budget", "repeats"):
+        for key in ("trials", "source", "study", "clipped", "budget", "repeats",
+                    "workload_root"):
             as_dict.pop(key)
         if not self.family_lr_axes:  # as studies made before it existed recorded themselves
             as_dict.pop("family_lr_axes")
@@ -450,13 +468,11 @@ def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
         seed=study.get("seed", int, 0, lambda v: 0 <= v <= SEED_MAX, SEED_RULE),
         sampler=study.get("sampler", str, "tpe", lambda v: v in SAMPLERS, f"one of {SAMPLERS}"),
         pruner=study.get("pruner", str, "median", lambda v: v in PRUNERS, f"one of {PRUNERS}"),
-        dataset=dset.get("dataset", str, "mnist", lambda v: v in data.DATASETS,
-                         f"one of {tuple(data.DATASETS)}"),
+        dataset=dset.get("dataset", str, "mnist", is_dataset_name, DATASET_RULE),
         validation_size=dset.get("validation_size", (int, float), 0.1,
                                  lambda v: v >= 0 if isinstance(v, int) else 0 <= v < 1,
                                  "a count >= 1, a fraction in (0, 1), or 0 for the test set"),
-        model=train.get("model", str, "fnn", lambda v: v in models.MODELS,
-                        f"one of {tuple(models.MODELS)}"),
+        model=train.get("model", str, "fnn", is_model_name, MODEL_RULE),
         epochs=epochs,
         batch_size=train.get("batch_size", int, 100, **positive_int),
         optimizer=OptimizerConfig(
@@ -475,6 +491,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
         warmup_axis=(_axis(search, "warmup_epochs", True)
                      if "warmup_epochs" in search.values else None),
         source=str(path),
+        workload_root=str(path.resolve().parent),
     )
     ranges = {f: _family_ranges(path, sched, f, epochs) for f in families if f in sched.values}
     config = dataclasses.replace(
@@ -523,9 +540,9 @@ def _check_whole(config: SweepConfig, path: Path) -> None:
     if not valid_study_name(config.study):
         raise ConfigError(path, "study.name", f"must be {STUDY_NAME_RULE}, but got "
                                               f"{config.study!r}")
-    if config.dataset not in data.DATASETS:
-        raise ConfigError(path, "data.dataset", f"must be one of {tuple(data.DATASETS)}, "
-                                                f"but got {config.dataset!r}")
+    if not is_dataset_name(config.dataset):
+        raise ConfigError(path, "data.dataset", f"must be {DATASET_RULE}, but got "
+                                                f"{config.dataset!r}")
     opt = config.optimizer
     if opt.name == "sgd" and opt.nesterov and not opt.momentum:
         raise ConfigError(path, "optimizer.nesterov", "needs momentum > 0, but momentum is 0")

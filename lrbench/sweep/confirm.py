@@ -33,6 +33,7 @@ from lrbench.sweep import config as config_module
 from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.study import open_study
 from lrbench.train import data
+from lrbench.train.workload import add_import_root
 
 # Run i's batch order: base seed + SEED_OFFSET x (i + 1); its initial weights: that plus
 # the re-run trial's number.
@@ -121,7 +122,8 @@ def prepare(location: str, study_name: str, seeds: int, sweep_file: str | None =
         raise UserError(f"study {study_name!r} has no completed trial to confirm yet")
     if data_dir is None:
         data_dir = data_identity.recorded_location(parent)
-    arrays = data.load_arrays(config.dataset, data_dir)
+    add_import_root(config.workload_root)  # a user's model and data modules
+    arrays = data.load_arrays(config.dataset, data_dir, source=config.source)
     identity = data_identity.identity_of(arrays, config.validation_size)
     data_identity.check(parent, identity)
 

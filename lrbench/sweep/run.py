@@ -55,6 +55,8 @@ from lrbench.sweep.protocol import spent_failures
 from lrbench.sweep.slot import SlotJob, SlotReport, TooManyFailures
 from lrbench.sweep.study import counted_trials, open_study
 from lrbench.train import data
+from lrbench.train.stacked import unstackable
+from lrbench.train.workload import add_import_root, check_model, is_import_path
 
 MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is given up
 MAX_IDLE_ROUNDS = 2  # rounds in a row that finish no trial: the sweep cannot get further
@@ -140,9 +142,15 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     if cluster is not None:
         check_shared(location, cluster)
     # Fail here, once, on a missing data set or a bad validation size, not in N workers.
-    arrays = arrays or data.load_arrays(config.dataset, data_dir)
+    add_import_root(config.workload_root)  # a user's model and data modules
+    arrays = arrays or data.load_arrays(config.dataset, data_dir, source=config.source)
     check_against_data(config, len(arrays.train_labels))  # file, key and value on error
     identity = data_identity.identity_of(arrays, config.validation_size)  # checks the split
+    if is_import_path(config.model) or not arrays.built_in:  # the pair must fit together
+        check_model(config.model, arrays.examples(2), arrays.num_classes, config.source)
+    fallback = engine_fallback(config, arrays, engine)
+    if fallback:
+        (on_notice or _ignore)(fallback)
     client = connect(cluster) if cluster is not None else None
     try:
         if client is not None:
@@ -164,12 +172,14 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
                                     **({"cluster": cluster} if cluster else {}),
                                     "device": ",".join(dict.fromkeys(s.device for s in slots)),
                                     "engine": engine,
+                                    **({"engine_fallback": fallback} if fallback else {}),
                                     "batch_trials": batch_trials, "tf32": tf32,
                                     "data_dir": str(arrays.root)})
         first = snapshot(study)
         outcome = SweepOutcome(study, location, slots, first.finished, config.trials,
                                failed_before=first.failed)
-        jobs = [SlotJob(slot, config, location, arrays, engine=resolve_engine(engine, slot),
+        jobs = [SlotJob(slot, config, location, arrays,
+                        engine="sequential" if fallback else resolve_engine(engine, slot),
                         batch_trials=batch_trials, slots=_peers(slot, slots), tf32=tf32,
                         data_fingerprint=identity.fingerprint, storage_wait=storage_wait)
                 for slot in slots]
@@ -199,6 +209,18 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
         outcome.finished = snapshot(study).finished
     outcome.wall_seconds = time.perf_counter() - started
     return outcome
+
+
+def engine_fallback(config: SweepConfig, arrays: data.DatasetArrays, engine: str) -> str:
+    """Why a user's model trains on the sequential engine where the batched one was
+    asked for or chosen, in a sentence; "" if it stacks (or the sequential one was asked).
+    Said once: on the terminal, and in the study's run options for the page."""
+    if engine == "sequential" or not is_import_path(config.model):
+        return ""  # the built-in models all stack
+    reason = unstackable(config.model, arrays.examples(2), arrays.num_classes)
+    if not reason:
+        return ""
+    return f"{config.model} trains on the sequential engine, one trial at a time: {reason}"
 
 
 def check_writable(folder: Path) -> None:

@@ -64,6 +64,7 @@ from lrbench.train.batched import EpochRow, Stack, group_key
 from lrbench.train.data import DatasetArrays, split_to_device
 from lrbench.train.sequential import train_trial
 from lrbench.train.trial import TrialResult, TrialSpec
+from lrbench.train.workload import add_import_root
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class _Slot:
         self.job, self.config, self.slot = job, job.config, job.slot
         outage.set_wait_seconds(job.storage_wait, on_wait=lifeline.progressed)
         configure_process(job.slot)
+        add_import_root(self.config.workload_root)  # a user's model module, as the parent found it
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.load_study(study_name=self.config.study,
                                        storage=open_storage(job.storage, waits=True),
@@ -153,16 +155,17 @@ class _Slot:
         self.storage = self.study._storage
         # Pruning runs inside the slot, with the rule of the study's pruner.
         self.pruner = stack_pruner(self.study.pruner, self.config.study)
+        started = time.perf_counter()
+        self.data = split_to_device(job.arrays, self.config.validation_size, self.config.seed,
+                                    job.slot.device)
+        data_seconds = time.perf_counter() - started
         self.batch_trials = 1
         if job.engine == "batched":
             queued = len(self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
             self.batch_trials = batch_trials(job.batch_trials, self.config, job.slot, job.slots,
-                                             queued)
-        self.report = SlotReport(job.slot, job.engine, self.batch_trials)
-        started = time.perf_counter()
-        self.data = split_to_device(job.arrays, self.config.validation_size, self.config.seed,
-                                    job.slot.device)
-        self.report.data_seconds = time.perf_counter() - started
+                                             queued, self.data)
+        self.report = SlotReport(job.slot, job.engine, self.batch_trials,
+                                 data_seconds=data_seconds)
         lifeline.ready()
         self.failures_in_a_row = 0
         self.last_beat = time.time()

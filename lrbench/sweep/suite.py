@@ -27,7 +27,6 @@ from typing import Any
 from lrbench.errors import ConfigError
 from lrbench.sweep import config as config_module
 from lrbench.sweep.config import SweepConfig
-from lrbench.train import data, models
 
 SUITE_KEYS = ("name",)
 WORKLOAD_KEYS = ("sweep", "dataset", "model", "study")
@@ -103,17 +102,18 @@ def _workload(path: Path, suite: str, index: int, entry: Any,
         raise ConfigError(path, f"{where}.sweep", f"must name a sweep file, but got {sweep!r}")
     beside = path.parent / (sweep if sweep.endswith(".toml") else f"{sweep}.toml")
     sweep_path = beside if beside.is_file() else find_sweep(sweep)
-    for key, known in (("dataset", data.DATASETS), ("model", models.MODELS)):
-        if key in entry and entry[key] not in known:
-            raise ConfigError(path, f"{where}.{key}", f"must be one of "
-                                                      f"{', '.join(sorted(known))}, but got "
-                                                      f"{entry[key]!r}")
+    for key, valid, rule in (("dataset", config_module.is_dataset_name, config_module.DATASET_RULE),
+                             ("model", config_module.is_model_name, config_module.MODEL_RULE)):
+        if key in entry and not (isinstance(entry[key], str) and valid(entry[key])):
+            raise ConfigError(path, f"{where}.{key}", f"must be {rule}, but got {entry[key]!r}")
     raw = config_module.read_toml(sweep_path)
     base = config_module.parse(copy.deepcopy(raw), sweep_path)
     dataset = entry.get("dataset", base.dataset)
     model = entry.get("model", base.model)
+    # (an import path's ':' may not stand in a study name)
     study = entry.get("study") or "-".join(
-        [suite, sweep_path.stem, dataset] + ([model] if model != base.model else []))
+        part.replace(":", "-")
+        for part in [suite, sweep_path.stem, dataset] + ([model] if model != base.model else []))
     raw.setdefault("data", {})["dataset"] = dataset
     raw.setdefault("train", {})["model"] = model
     raw.setdefault("study", {})["name"] = study

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lrbench.train.data import DeviceData, to_float
+from lrbench.train.data import DeviceData, model_input
 from lrbench.train.schedule_free import is_schedule_free
 from lrbench.train.schedules import LRSchedule, ScheduleContext, ShadowSGD
 from lrbench.train.sequential import EVAL_CHUNK, divergence
@@ -158,10 +158,11 @@ def _train_step(model: StackedModel, optimizer: StackedOptimizer, x: Tensor, y: 
     return losses.detach()
 
 
-def eval_chunk(model: StackedModel) -> int:
-    """Images per evaluation pass: EVAL_CHUNK, or fewer so that all the model's trials'
-    activations stay within EVAL_FLOATS."""
-    per_image = model.trials * activation_floats(model.name, model.num_classes)
+def eval_chunk(model: StackedModel, x: Tensor) -> int:
+    """Inputs per evaluation pass over ``x``: EVAL_CHUNK, or fewer so that all the
+    model's trials' activations stay within EVAL_FLOATS."""
+    per_image = model.trials * activation_floats(model.name, model.num_classes,
+                                                 *input_form(x))
     return max(1, min(EVAL_CHUNK, EVAL_FLOATS // per_image))
 
 
@@ -174,10 +175,10 @@ def evaluate_stack(model: StackedModel, x: Tensor, y: Tensor,
     """
     loss_sum = torch.zeros(model.trials, device=x.device)
     correct = torch.zeros(model.trials, device=x.device, dtype=torch.long)
-    chunk = eval_chunk(model)
+    chunk = eval_chunk(model, x)
     for xb, yb in zip(x.split(chunk), y.split(chunk)):
         with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
-            logits = model.logits(to_float(xb)).float()
+            logits = model.logits(model_input(xb)).float()
         loss_sum += per_trial_cross_entropy(logits, yb).sum(1)
         correct += (logits.argmax(2) == yb).sum(1)
     return loss_sum, correct
@@ -189,14 +190,14 @@ def _train_epoch(model: StackedModel, optimizer: StackedOptimizer, data: DeviceD
     loss_sum = torch.zeros(model.trials, device=table.device)
     for step, batch in enumerate(batches):
         # index_select: one gather per step feeds all K trials
-        x = to_float(data.train_x.index_select(0, batch))
+        x = model_input(data.train_x.index_select(0, batch))
         y = data.train_y.index_select(0, batch)
         loss_sum += _train_step(model, optimizer, x, y, table[step], bf16) * len(batch)
     return loss_sum
 
 
 def _close_epoch(result: TrialResult, schedule: LRSchedule, row: tuple[float, ...],
-                 chance: float) -> bool:
+                 chance: float | None) -> bool:
     """One trial's end of epoch, in the sequential engine's order: record the curves' row,
     stop if diverged, step the schedule. True: it diverged (the pruner is asked next)."""
     epoch_number, _, train_loss, val_loss, val_accuracy, _ = row
@@ -326,7 +327,7 @@ class Stack:
             sums = list(zip(loss_sum.tolist(), val_loss_sum.tolist(), val_correct.tolist()))
         now = time.perf_counter()
 
-        chance = 1.0 / data.num_classes
+        chance = data.chance
         leaving: list[int] = []  # stack positions
         rows: list[EpochRow] = []
         for pos, (member, lr, (train, val, hits)) in enumerate(zip(members, lrs, sums)):
@@ -409,8 +410,14 @@ def train_batch(specs: Sequence[TrialSpec], data: DeviceData,
 # --- how many trials fit ---
 
 
+def input_form(x: Tensor) -> tuple[tuple[int, ...], torch.dtype]:
+    """The shape and dtype one of ``x``'s rows has as the model reads it."""
+    return tuple(x.shape[1:]), (torch.float32 if x.dtype == torch.uint8 else x.dtype)
+
+
 def max_trials_for_memory(model: str, batch_size: int, free_bytes: int,
-                          optimizer: str = "adam", num_classes: int = 10) -> int:
+                          optimizer: str = "adam", num_classes: int = 10,
+                          example: Tensor | None = None) -> int:
     """How many trials of ``model`` one ``train_batch`` can hold in ``free_bytes``.
 
     Per trial, 4-byte floats: weights, gradients, optimizer state (SGD 1 buffer, Adam 2) and
@@ -426,7 +433,8 @@ def max_trials_for_memory(model: str, batch_size: int, free_bytes: int,
     if optimizer not in states:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {sorted(states)}")
     weight_copies = 2 + states[optimizer] + 2
+    form = input_form(example) if example is not None else ((784,), torch.float32)
     per_trial = 4 * (weight_copies * parameter_count(model, num_classes)
-                     + 3 * batch_size * activation_floats(model, num_classes))
+                     + 3 * batch_size * activation_floats(model, num_classes, *form))
     usable = free_bytes * MEMORY_HEADROOM - 4 * EVAL_FLOATS
     return max(0, int(usable // per_trial))

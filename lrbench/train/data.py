@@ -2,7 +2,8 @@
 
 Reading is left to torchvision's dataset classes (they parse the IDX files);
 this module only decides *where* the files come from, splits off a validation
-set, and moves everything to the worker's device once.
+set, and moves everything to the worker's device once. A user's data set, named by an
+import path, comes from their loader instead (``lrbench.train.workload``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from torchvision.datasets import MNIST
 
 from lrbench.errors import DataNotFoundError, UserError
+from lrbench.train import workload
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +56,31 @@ INSTALL_HINTS = {"fashion-mnist": "on Debian/Ubuntu: apt-get install dataset-fas
 
 @dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field by field is ambiguous
 class DatasetArrays:
-    """A data set's CPU tensors, exactly as stored in its IDX files."""
+    """A data set's CPU tensors, exactly as stored in its IDX files (or as a user's loader
+    returned them: then "images" are any inputs, one row per example)."""
 
-    name: str
-    train_images: torch.Tensor  # uint8 [N, 28, 28]
+    name: str  # a built-in's name (DATASETS), or the user's loader's import path
+    train_images: torch.Tensor  # uint8 [N, 28, 28] for the built-ins
     train_labels: torch.Tensor  # int64 [N]
-    test_images: torch.Tensor  # uint8 [M, 28, 28]
+    test_images: torch.Tensor  # uint8 [M, 28, 28] for the built-ins
     test_labels: torch.Tensor  # int64 [M]
-    root: Path  # the torchvision root the files were read from
+    root: Path  # the torchvision root the files were read from; a loader's module file
     num_classes: int = 10
+
+    @property
+    def built_in(self) -> bool:
+        return self.name in DATASETS
+
+    def examples(self, count: int) -> torch.Tensor:
+        """The first ``count`` training inputs as a model sees them (flattened built-in
+        images, scaled to [0, 1])."""
+        return model_input(_as_rows(self, self.train_images[:count]))
+
+
+def _as_rows(arrays: DatasetArrays, inputs: torch.Tensor) -> torch.Tensor:
+    """Built-in images flattened to 784 columns, as the built-in models read them; a
+    user's inputs as their loader shaped them."""
+    return inputs.reshape(len(inputs), -1) if arrays.built_in else inputs
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +100,13 @@ class DeviceData:
     num_classes: int
     validation_is_test: bool  # validation_size == 0: validate on the test set, as the tutorial did
     device: torch.device
+    built_in: bool = True  # MNIST's family, where a run near chance after epoch 1 has collapsed
+
+    @property
+    def chance(self) -> float | None:
+        """The accuracy below which a run has collapsed: near chance on a built-in data
+        set; None for a user's, where slow starts are normal (a transformer's plateau)."""
+        return 1.0 / self.num_classes if self.built_in else None
 
 
 def cache_dir() -> Path:
@@ -108,8 +133,9 @@ def _has_files(root: Path, folder: str) -> bool:
 
 
 def holds(root: str | Path, dataset: str) -> bool:
-    """``root`` is a torchvision root with ``dataset``'s four files."""
-    return _has_files(Path(root), _folder(dataset))
+    """``root`` is a torchvision root with ``dataset``'s four files (a user's data set is
+    in no folder: their loader finds it)."""
+    return dataset in DATASETS and _has_files(Path(root), _folder(dataset))
 
 
 def dataset_class(dataset: str) -> type[MNIST]:
@@ -220,14 +246,19 @@ def _download(cls: type[MNIST], cache: Path) -> None:
 
 
 def load_arrays(
-    dataset: str, data_dir: str | Path | None = None, *, download: bool = True
+    dataset: str, data_dir: str | Path | None = None, *, download: bool = True,
+    source: str = "",
 ) -> DatasetArrays:
     """Load a data set's train and test tensors (CPU).
 
     Looks in order at: `data_dir`, else $LRBENCH_DATA_DIR (either one, when given, is
     the only place looked); the lrbench cache; KNOWN_GZ_DIRS; then downloads into the
-    cache if `download`. Raises DataNotFoundError saying where to put the files.
+    cache if `download`. Raises DataNotFoundError saying where to put the files. A
+    user's data set (an import path) comes from their loader; ``data_dir`` is theirs to read,
+    and ``source`` (the sweep file) is named in its errors.
     """
+    if workload.is_import_path(dataset):
+        return workload.load_user_data(dataset, source)
     folder = _folder(dataset)
     source = "--data-dir" if data_dir is not None else DATA_DIR_ENV
     explicit = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
@@ -307,12 +338,12 @@ def split_to_device(
     """
     n = len(arrays.train_images)
     n_val = validation_count(validation_size, n)
-    images = arrays.train_images.reshape(n, -1)
+    images = _as_rows(arrays, arrays.train_images)
     # A CPU generator makes the split the same on every device and machine.
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
 
-    test_x = arrays.test_images.reshape(len(arrays.test_images), -1).to(device)
+    test_x = _as_rows(arrays, arrays.test_images).to(device)
     test_y = arrays.test_labels.to(device)
     train_x = images[train_idx].to(device)
     if n_val == 0:
@@ -329,10 +360,12 @@ def split_to_device(
         num_classes=arrays.num_classes,
         validation_is_test=n_val == 0,
         device=train_x.device,  # normalised: "cuda" becomes cuda:0
+        built_in=arrays.built_in,
     )
 
 
-def to_float(x_uint8: torch.Tensor) -> torch.Tensor:
-    """Scale uint8 pixels to [0, 1] floats exactly as torchvision's ToTensor does,
-    so results match the tutorial's pipeline bit for bit."""
-    return x_uint8.float().div_(255)
+def model_input(x: torch.Tensor) -> torch.Tensor:
+    """A batch as the model reads it: uint8 pixels scaled to [0, 1] floats exactly as
+    torchvision's ToTensor does (so results match the tutorial's pipeline bit for bit);
+    any other inputs (a user's floats, token ids) as they are."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x

@@ -9,14 +9,15 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
-from lrbench.train.data import DeviceData, to_float
-from lrbench.train.models import MODELS
+from lrbench.train.data import DeviceData, model_input
 from lrbench.train.schedule_free import is_schedule_free, make_schedule_free
 from lrbench.train.schedules import LRSchedule, ScheduleContext
 from lrbench.train.trial import OptimizerConfig, TrialResult, TrialSpec
+from lrbench.train.workload import build_model
 
 # A model whose validation accuracy sits within 20% of chance after its first epoch
-# has collapsed (MNIST models are above 80% after one epoch at any sane LR).
+# has collapsed (MNIST models are above 80% after one epoch at any sane LR). Applied on
+# the built-in data sets only (DeviceData.chance).
 CHANCE_MARGIN = 1.2
 EVAL_CHUNK = 2000  # images per forward pass in evaluation: bounds the CNN's activations
 
@@ -42,18 +43,20 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for xb, yb in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK)):
-        logits = model(to_float(xb))
+        logits = model(model_input(xb))
         loss_sum += F.cross_entropy(logits, yb, reduction="sum")
         correct += (logits.argmax(1) == yb).sum()
     n = len(y)
     return loss_sum.item() / n, correct.item() / n
 
 
-def divergence(epoch: int, train_loss: float, val_accuracy: float, chance: float) -> str:
-    """Why a trial has diverged after (0-based) ``epoch``, or "" if it has not."""
+def divergence(epoch: int, train_loss: float, val_accuracy: float,
+               chance: float | None) -> str:
+    """Why a trial has diverged after (0-based) ``epoch``, or "" if it has not. Without
+    a ``chance`` level only a non-finite loss counts."""
     if not math.isfinite(train_loss):
         return f"train loss is {train_loss} in epoch {epoch + 1}"
-    if epoch >= 1 and val_accuracy <= CHANCE_MARGIN * chance:
+    if chance is not None and epoch >= 1 and val_accuracy <= CHANCE_MARGIN * chance:
         return (f"validation accuracy collapsed to {val_accuracy:.3f} "
                 f"(chance is {chance:.3f}) in epoch {epoch + 1}")
     return ""
@@ -69,7 +72,7 @@ def train_trial(spec: TrialSpec, data: DeviceData,
     started = time.perf_counter()
     device = data.device
     torch.manual_seed(spec.seed)  # the model's initial weights
-    model = MODELS[spec.model](data.num_classes).to(device)
+    model = build_model(spec.model, data.num_classes).to(device)
     optimizer = make_optimizer(model.parameters(), spec.optimizer)
     n_train = len(data.train_y)
     steps_per_epoch = math.ceil(n_train / spec.batch_size)
@@ -80,7 +83,7 @@ def train_trial(spec: TrialSpec, data: DeviceData,
     order = torch.Generator().manual_seed(data_seed)
     for _ in range(spec.data_offset):  # a batched stack's late joiner: skip to its epoch 0
         torch.randperm(n_train, generator=order)
-    chance = 1.0 / data.num_classes
+    chance = data.chance
     # Schedule-free trains at y and must be evaluated at x, its average: train() and
     # eval() switch the weights (the package's API); the other optimizers have one set.
     averaged = is_schedule_free(spec.optimizer.name)
@@ -95,7 +98,7 @@ def train_trial(spec: TrialSpec, data: DeviceData,
         loss_sum = torch.zeros((), device=device)
         for batch in torch.randperm(n_train, generator=order).to(device).split(spec.batch_size):
             # index_select: faster than fancy indexing for these gathers (measured: README)
-            logits = model(to_float(data.train_x.index_select(0, batch)))
+            logits = model(model_input(data.train_x.index_select(0, batch)))
             loss = F.cross_entropy(logits, data.train_y.index_select(0, batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -288,7 +288,7 @@ def test_to_float_matches_totensor_bit_exact():
     pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
     pixels[0, :3] = [0, 1, 255]
     expected = ToTensor()(Image.fromarray(pixels, mode="L"))  # [1, 28, 28] float32
-    got = data.to_float(torch.from_numpy(pixels).reshape(1, 784))
+    got = data.model_input(torch.from_numpy(pixels).reshape(1, 784))
     assert got.dtype == expected.dtype == torch.float32
     assert torch.equal(got, expected.reshape(1, 784))
 

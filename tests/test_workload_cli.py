@@ -1,0 +1,159 @@
+"""A user's own model and data through the ``lrbench`` command, as a user runs it: a sweep
+file with a module beside it, swept, confirmed and reported; data identity for their
+loader; their mistakes and their exceptions; a model vmap cannot stack."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import run_lrbench
+
+from lrbench.store.record import record_of
+
+pytestmark = pytest.mark.slow  # whole lrbench processes
+
+MODULE = """
+    import torch
+    from torch import nn
+
+    SHIFT = 0.0  # a test edits it: "the loader now returns other data"
+
+
+    def blobs():
+        # three Gaussian blobs in 4 dimensions: 300 train and 90 test points
+        g = torch.Generator().manual_seed(0)
+        centres = torch.tensor([[2.0, 0, 0, 0], [0, 2.0, 0, 0], [0, 0, 2.0, 0]])
+        y = torch.arange(390) % 3
+        x = centres[y] + torch.randn(390, 4, generator=g) + SHIFT
+        return {"train": (x[:300], y[:300]), "test": (x[300:], y[300:])}
+
+
+    def mlp():
+        return nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+    def normed():
+        return nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 3))
+
+
+    def broken():
+        return build_the_net(width=-1)
+
+
+    def build_the_net(width):
+        return nn.Linear(4, width)
+"""
+
+SWEEP = """
+    [study]
+    name = "{name}"
+    trials = 4
+    [data]
+    dataset = "{dataset}"
+    validation_size = 0.2
+    [train]
+    model = "{model}"
+    epochs = 2
+    batch_size = 30
+    [search]
+    lr = {{ low = 0.01, high = 0.3, log = true }}
+    [schedules]
+    families = ["constant", "cosine"]
+"""
+
+
+def workload(folder: Path, name: str = "mine", model: str = "blobs_module:mlp",
+             dataset: str = "blobs_module:blobs", module: str = MODULE) -> Path:
+    """A sweep file and its module, side by side in ``folder``; the sweep file's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "blobs_module.py").write_text(textwrap.dedent(module))
+    path = folder / f"{name}.toml"
+    path.write_text(textwrap.dedent(SWEEP.format(name=name, model=model, dataset=dataset)))
+    return path
+
+
+def test_a_user_workload_sweeps_confirms_and_reports(tmp_path: Path):
+    sweep_file = workload(tmp_path / "mine")
+    results = tmp_path / "results"
+    # run from another folder: the module is found beside the sweep file
+    done = run_lrbench("sweep", str(sweep_file), "--engine", "batched", "--workers", "1",
+                       results=results)
+    assert done.returncode == 0, done.stderr
+    assert "4/4 trials finished" in " ".join(done.stdout.split())
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(results / "lrbench.journal")))
+    study = optuna.load_study(study_name="mine", storage=storage)
+    identity = study.user_attrs["lrbench_data"]
+    assert identity["dataset"] == "blobs_module:blobs"
+    assert (identity["train_size"], identity["val_size"], identity["test_size"]) == (240, 60, 90)
+    assert len(identity["fingerprint"]) == 16
+    assert identity["location"] == str(tmp_path / "mine" / "blobs_module.py")
+    engines = {record_of(t).engine for t in study.trials}
+    assert engines == {"batched"}  # an MLP stacks: the generic torch.func path
+
+    confirmed = run_lrbench("confirm", "mine", "--seeds", "2", results=results)
+    assert confirmed.returncode == 0, confirmed.stderr
+    page = tmp_path / "page"
+    report = run_lrbench("report", "--out", str(page), results=results)
+    assert report.returncode == 0, report.stderr
+    html = (page / "index.html").read_text()
+    assert "blobs_module:blobs: 240 train / 60 validation / 90 test examples" in html
+    assert ("# train.model = &#39;blobs_module:mlp&#39;, data.dataset = "
+            "&#39;blobs_module:blobs&#39;: imported from") in html
+    assert "--data-dir" not in html  # a loader is not a folder
+
+    # the loader now returns other data: pooling it with the study's is refused
+    module = MODULE.replace("SHIFT = 0.0", "SHIFT = 1.0")
+    workload(tmp_path / "mine", module=module)
+    again = run_lrbench("sweep", str(sweep_file), "--trials", "6", results=results)
+    assert again.returncode == 2
+    assert "its loader now returns blobs_module:blobs: 240 train" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_a_model_vmap_cannot_stack_trains_sequentially_and_says_why(tmp_path: Path):
+    sweep_file = workload(tmp_path / "normed", name="normed", model="blobs_module:normed")
+    results = tmp_path / "results"
+    done = run_lrbench("sweep", str(sweep_file), "--engine", "batched", "--workers", "1",
+                       results=results)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())
+    assert ("blobs_module:normed trains on the sequential engine, one trial at a time: it has "
+            "BatchNorm1d, which computes differently in training and evaluation") in said
+    assert said.count("trains on the sequential engine") == 1  # once, not per slot
+    page = tmp_path / "page"
+    assert run_lrbench("report", "--out", str(page), results=results).returncode == 0
+    html = (page / "index.html").read_text()
+    assert "engine fallback" in html and "it has BatchNorm1d" in html
+
+
+@pytest.mark.parametrize(("model", "dataset", "said"), [
+    ("nowhere:mlp", "blobs_module:blobs",
+     "train.model = 'nowhere:mlp': no module named 'nowhere'"),
+    ("blobs_module:mlp", "blobs_module:no_such_loader",
+     "data.dataset = 'blobs_module:no_such_loader': module 'blobs_module'"),
+    ("blobs_module", "blobs_module:blobs", "train.model: must be one of ('fnn', 'cnn', "
+     "'logreg'), or a factory's import path"),
+])
+def test_a_bad_import_path_is_named_with_exit_2_and_no_traceback(tmp_path: Path, model: str,
+                                                                 dataset: str, said: str):
+    sweep_file = workload(tmp_path / "bad", model=model, dataset=dataset)
+    done = run_lrbench("sweep", str(sweep_file), results=tmp_path / "results")
+    assert done.returncode == 2
+    assert str(sweep_file) in done.stderr and said in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr
+
+
+def test_an_exception_in_the_users_factory_shows_their_traceback(tmp_path: Path):
+    sweep_file = workload(tmp_path / "raises", model="blobs_module:broken")
+    done = run_lrbench("sweep", str(sweep_file), results=tmp_path / "results")
+    assert done.returncode == 2
+    err = done.stderr
+    assert f"{sweep_file}: train.model = 'blobs_module:broken': calling blobs_module:broken() " \
+           f"raised RuntimeError" in " ".join(err.split())
+    assert "Traceback (your code, most recent call last)" in err
+    assert "in broken" in err and "in build_the_net" in err  # their frames ...
+    assert "lrbench/" not in err.replace(str(tmp_path), "")  # ... and none of lrbench's
