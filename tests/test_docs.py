@@ -83,8 +83,12 @@ def test_the_sweep_file_example_names_every_model_and_data_set() -> None:
     example = section("## Sweep files (`sweeps/*.toml`)")
     models = re.search(r"model = \"fnn\" +# (.*)", example).group(1)
     datasets = re.search(r"dataset = \"mnist\" +# (.*)", example).group(1)
-    assert [m.split(" ")[0] for m in models.split(" | ")] == list(MODELS)
-    assert datasets.split(" | ") == list(DATASETS)
+    # the built-ins, then the import path of your own
+    *built_in, own_model = models.split(" | ")
+    assert [m.split(" ")[0] for m in built_in] == list(MODELS)
+    assert own_model.startswith('"module:factory"')
+    *built_in, own_data = datasets.split(" | ")
+    assert built_in == list(DATASETS) and own_data.startswith('"module:loader"')
 
 
 def test_the_layout_table_names_every_module_in_its_package_row() -> None:

@@ -157,3 +157,23 @@ def test_an_exception_in_the_users_factory_shows_their_traceback(tmp_path: Path)
     assert "Traceback (your code, most recent call last)" in err
     assert "in broken" in err and "in build_the_net" in err  # their frames ...
     assert "lrbench/" not in err.replace(str(tmp_path), "")  # ... and none of lrbench's
+
+
+def test_a_suite_compares_user_workloads_from_their_own_sweep_files(tmp_path: Path):
+    """A suite may list other sweep files per workload (a transformer's and MNIST's): the
+    report compares them by the suite, not by a shared sweep file."""
+    first = workload(tmp_path / "one", name="one")
+    second = workload(tmp_path / "two", name="two", model="blobs_module:normed")
+    suite = tmp_path / "both.toml"
+    suite.write_text(f'[suite]\nname = "both"\n[[workload]]\nsweep = "{first}"\n'
+                     f'[[workload]]\nsweep = "{second}"\n')
+    results = tmp_path / "results"
+    done = run_lrbench("sweep", str(suite), "--workers", "1", results=results)
+    assert done.returncode == 0, done.stderr
+    page = tmp_path / "page"
+    assert run_lrbench("report", "--out", str(page), results=results).returncode == 0
+    html = (page / "index.html").read_text()
+    assert "Comparison across workloads: both" in html
+    standings = __import__("pandas").read_csv(page / "comparison-both.csv")
+    assert set(standings["study"]) == {"both-one-blobs_module-blobs", "both-two-blobs_module-blobs"}
+    assert set(standings["family"]) == {"constant", "cosine"}

@@ -45,12 +45,14 @@ class Workload:
 
 
 def groups(frames: ReportFrames) -> dict[str, list[Workload]]:
-    """The report's studies as workloads, grouped by the sweep file they ran (a suite's
-    workloads share one): each group whose studies differ in data set or model and share a
-    family is a comparison, named after its sweep file."""
+    """The report's studies as workloads, grouped by the suite they were run in, else by
+    the sweep file they ran: each group whose studies differ in data set or model and share
+    a family is a comparison, named after its suite or sweep file. (A suite may run other
+    sweep files on its workloads: a transformer's and MNIST's, say.)"""
     by_sweep: dict[str, list[Workload]] = {}
     for info in frames.studies:
-        name = Path(info.sweep_file).stem or info.name
+        suites = [run["suite"] for run in info.runs if run.get("suite")]
+        name = suites[-1] if suites else Path(info.sweep_file).stem or info.name
         by_sweep.setdefault(name, []).append(
             Workload(info.name, info.dataset, str(info.config.get("model", "?"))))
     found = {}

@@ -20,6 +20,7 @@ from lrbench.errors import ConfigError, UserError
 from lrbench.space import Axis, Choice, FloatRange, IntRange, describe, grid_values
 from lrbench.sweep.seeds import SEED_MAX
 from lrbench.train import data, workload
+from lrbench.train.losses import DEFAULT_LOSS, LOSSES
 from lrbench.train.schedule_free import FAMILY as SCHEDULE_FREE_FAMILY
 from lrbench.train.schedule_free import SCHEDULE_FREE_NAMES, is_schedule_free, schedule_free_form
 from lrbench.train.schedules import FAMILIES, PARAM_LIMITS, limit_of
@@ -40,7 +41,7 @@ PLATEAU_METRICS = ("accuracy", "loss")
 KEYS = {
     "study": ("name", "trials", "seed", "sampler", "pruner", "protocol", "budget", "repeats"),
     "data": ("dataset", "validation_size"),
-    "train": ("model", "epochs", "batch_size"),
+    "train": ("model", "epochs", "batch_size", "loss"),
     "optimizer": ("name", "lr", "momentum", "nesterov", "weight_decay"),
     "search": ("lr", "warmup_epochs"),
     "schedules": ("families", "plateau_metric"),  # and a [schedules.F] table per family
@@ -109,6 +110,8 @@ class SweepConfig:
     source: str = "<memory>"
     # The sweep file's folder: a user's model and data modules are looked for there first.
     workload_root: str = ""
+    suite: str = ""  # the suite this study is a workload of: the report compares them
+    loss: str = DEFAULT_LOSS  # "mse": a regression of a user's (lrbench.train.losses)
     # What ``--epochs`` changed in the epoch-dependent ranges, for the terminal.
     clipped: tuple[str, ...] = ()
     protocol: str = "search"
@@ -138,12 +141,14 @@ class SweepConfig:
         as_dict = _jsonable(dataclasses.asdict(self))
         # The counts may grow on a resume (a larger budget, more repeats): not the setup.
         for key in ("trials", "source", "study", "clipped", "budget", "repeats",
-                    "workload_root"):
+                    "workload_root", "suite"):
             as_dict.pop(key)
         if not self.family_lr_axes:  # as studies made before it existed recorded themselves
             as_dict.pop("family_lr_axes")
         if not self.compare:  # likewise studies made before protocols existed
             as_dict.pop("protocol")
+        if self.loss == DEFAULT_LOSS:  # and before losses
+            as_dict.pop("loss")
         return as_dict
 
     def with_overrides(self, *, trials: int | None = None, epochs: int | None = None,
@@ -475,6 +480,7 @@ def parse(raw: Mapping[str, Any], path: Path) -> SweepConfig:
         model=train.get("model", str, "fnn", is_model_name, MODEL_RULE),
         epochs=epochs,
         batch_size=train.get("batch_size", int, 100, **positive_int),
+        loss=train.get("loss", str, DEFAULT_LOSS, lambda v: v in LOSSES, f"one of {LOSSES}"),
         optimizer=OptimizerConfig(
             name=opt.get("name", str, "sgd", lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
             lr=float(opt.get("lr", (int, float), 0.1, lambda v: v > 0, "> 0")),
@@ -603,6 +609,17 @@ def _check_compare(config: SweepConfig, path: Path) -> None:
                else "walks one sequence shared by the whole study")
         raise ConfigError(path, "study.sampler", f"{config.sampler!r} {why}; the compare "
                                                  f"protocol needs tpe or random")
+
+
+def check_loss_against_data(config: SweepConfig, labels_loss: str) -> None:
+    """The loss must suit the labels the data set holds: class labels for cross-entropy,
+    float targets for the mean squared error."""
+    if config.loss == labels_loss:
+        return
+    holds = "float targets (a regression)" if labels_loss == "mse" else "integer class labels"
+    raise ConfigError(Path(config.source), "train.loss",
+                      f"{config.loss!r} does not fit {config.dataset}, which holds {holds}: "
+                      f"set loss = {labels_loss!r}")
 
 
 def check_against_data(config: SweepConfig, train_images: int) -> None:

@@ -40,7 +40,7 @@ from lrbench.store.schema import start_run
 from lrbench.store.storage import is_url, open_storage, shown, storage_location
 from lrbench.sweep import seeds
 from lrbench.sweep.choice import resolve_engine
-from lrbench.sweep.config import SweepConfig, check_against_data
+from lrbench.sweep.config import SweepConfig, check_against_data, check_loss_against_data
 from lrbench.sweep.devices import Slot, plan_slots
 from lrbench.sweep.processes.cluster import (
     ClusterLost,
@@ -145,9 +145,11 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     add_import_root(config.workload_root)  # a user's model and data modules
     arrays = arrays or data.load_arrays(config.dataset, data_dir, source=config.source)
     check_against_data(config, len(arrays.train_labels))  # file, key and value on error
+    check_loss_against_data(config, arrays.loss)
     identity = data_identity.identity_of(arrays, config.validation_size)  # checks the split
     if is_import_path(config.model) or not arrays.built_in:  # the pair must fit together
-        check_model(config.model, arrays.examples(2), arrays.num_classes, config.source)
+        check_model(config.model, arrays.examples(2), arrays.num_classes, config.source,
+                    config.loss)
     fallback = engine_fallback(config, arrays, engine)
     if fallback:
         (on_notice or _ignore)(fallback)
@@ -173,6 +175,7 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
                                     "device": ",".join(dict.fromkeys(s.device for s in slots)),
                                     "engine": engine,
                                     **({"engine_fallback": fallback} if fallback else {}),
+                                    **({"suite": config.suite} if config.suite else {}),
                                     "batch_trials": batch_trials, "tf32": tf32,
                                     "data_dir": str(arrays.root)})
         first = snapshot(study)

@@ -19,6 +19,7 @@ file is, and stored as its own study (``NAME-SWEEP-DATASET[-MODEL]`` unless it s
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,7 @@ def _workload(path: Path, suite: str, index: int, entry: Any,
     raw.setdefault("data", {})["dataset"] = dataset
     raw.setdefault("train", {})["model"] = model
     raw.setdefault("study", {})["name"] = study
-    return Workload(sweep_path, config_module.parse(raw, sweep_path))
+    return Workload(sweep_path, dataclasses.replace(config_module.parse(raw, sweep_path),
+                                                    suite=suite))
 
 

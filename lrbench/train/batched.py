@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lrbench.train import losses
 from lrbench.train.data import DeviceData, model_input
+from lrbench.train.losses import DEFAULT_LOSS
 from lrbench.train.schedule_free import is_schedule_free
 from lrbench.train.schedules import LRSchedule, ScheduleContext, ShadowSGD
 from lrbench.train.sequential import EVAL_CHUNK, divergence
@@ -32,7 +34,6 @@ from lrbench.train.stacked import (
     StackedModel,
     activation_floats,
     parameter_count,
-    per_trial_cross_entropy,
 )
 from lrbench.train.stacked_optim import StackedOptimizer, stacked_optimizer
 from lrbench.train.trial import TrialResult, TrialSpec
@@ -146,16 +147,16 @@ def _precision(tf32: bool) -> Iterator[None]:
 
 
 def _train_step(model: StackedModel, optimizer: StackedOptimizer, x: Tensor, y: Tensor,
-                lr: Tensor, bf16: bool) -> Tensor:
+                lr: Tensor, bf16: bool, loss: str) -> Tensor:
     """One SGD/Adam step of every trial; returns each trial's mean loss, ``[K]``."""
     with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
         logits = model.logits(x)
-    losses = per_trial_cross_entropy(logits.float(), y).mean(1)
+    trial_losses = losses.per_example(loss, logits.float(), y).mean(1)
     # Backward on the sum: trials share no weights, so each trial's gradient is that of its
     # own loss alone (a NaN in one trial stays in that trial's slices).
-    grads = torch.autograd.grad(losses.sum(), model.params)
+    grads = torch.autograd.grad(trial_losses.sum(), model.params)
     optimizer.step(model.params, grads, lr)
-    return losses.detach()
+    return trial_losses.detach()
 
 
 def eval_chunk(model: StackedModel, x: Tensor) -> int:
@@ -167,21 +168,23 @@ def eval_chunk(model: StackedModel, x: Tensor) -> int:
 
 
 @torch.no_grad()
-def evaluate_stack(model: StackedModel, x: Tensor, y: Tensor,
-                   bf16: bool = False) -> tuple[Tensor, Tensor]:
-    """Each trial's summed cross-entropy and count of correct images over a split, ``[K]`` each.
+def evaluate_stack(model: StackedModel, x: Tensor, y: Tensor, bf16: bool = False,
+                   loss: str = DEFAULT_LOSS) -> tuple[Tensor, Tensor]:
+    """Each trial's summed loss and summed score over a split, ``[K]`` each: cross-entropy
+    and correct images, or squared errors and their negative (lrbench.train.losses).
 
     Sums, not means: the caller divides on the host, as ``sequential.evaluate`` does.
     """
     loss_sum = torch.zeros(model.trials, device=x.device)
-    correct = torch.zeros(model.trials, device=x.device, dtype=torch.long)
+    score_sum = torch.zeros(model.trials, device=x.device)
     chunk = eval_chunk(model, x)
     for xb, yb in zip(x.split(chunk), y.split(chunk)):
         with torch.autocast(x.device.type, torch.bfloat16, enabled=bf16):
             logits = model.logits(model_input(xb)).float()
-        loss_sum += per_trial_cross_entropy(logits, yb).sum(1)
-        correct += (logits.argmax(2) == yb).sum(1)
-    return loss_sum, correct
+        per_example = losses.per_example(loss, logits, yb)
+        loss_sum += per_example.sum(1)
+        score_sum += losses.score_sum(loss, logits, yb, per_example)
+    return loss_sum, score_sum
 
 
 def _train_epoch(model: StackedModel, optimizer: StackedOptimizer, data: DeviceData,
@@ -192,7 +195,8 @@ def _train_epoch(model: StackedModel, optimizer: StackedOptimizer, data: DeviceD
         # index_select: one gather per step feeds all K trials
         x = model_input(data.train_x.index_select(0, batch))
         y = data.train_y.index_select(0, batch)
-        loss_sum += _train_step(model, optimizer, x, y, table[step], bf16) * len(batch)
+        loss_sum += _train_step(model, optimizer, x, y, table[step], bf16,
+                                data.loss) * len(batch)
     return loss_sum
 
 
@@ -321,7 +325,7 @@ class Stack:
             # evaluates: schedule-free's average, the others' own.
             self.optimizer.eval(self.model.params)
             val_loss_sum, val_correct = evaluate_stack(self.model, data.val_x, data.val_y,
-                                                       self.bf16)
+                                                       self.bf16, data.loss)
             if while_training is not None:
                 while_training()
             sums = list(zip(loss_sum.tolist(), val_loss_sum.tolist(), val_correct.tolist()))
@@ -359,7 +363,8 @@ class Stack:
         data, device = self.data, self.data.device
         with _precision(self.tf32):
             leaving = self.model.subset(torch.tensor(positions, device=device))
-            loss_sum, correct = evaluate_stack(leaving, data.test_x, data.test_y, self.bf16)
+            loss_sum, correct = evaluate_stack(leaving, data.test_x, data.test_y, self.bf16,
+                                               data.loss)
             losses, hits_list = loss_sum.tolist(), correct.tolist()  # waits for the device
         n, now = len(data.test_y), time.perf_counter()
         out = []

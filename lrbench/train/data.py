@@ -61,11 +61,17 @@ class DatasetArrays:
 
     name: str  # a built-in's name (DATASETS), or the user's loader's import path
     train_images: torch.Tensor  # uint8 [N, 28, 28] for the built-ins
-    train_labels: torch.Tensor  # int64 [N]
+    train_labels: torch.Tensor  # int64 [N]; a regression's float targets [N, D]
     test_images: torch.Tensor  # uint8 [M, 28, 28] for the built-ins
     test_labels: torch.Tensor  # int64 [M]
     root: Path  # the torchvision root the files were read from; a loader's module file
-    num_classes: int = 10
+    num_classes: int = 10  # a regression's outputs, D
+
+    @property
+    def loss(self) -> str:
+        """What its labels are for: class labels for cross-entropy, float targets for the
+        mean squared error (lrbench.train.losses)."""
+        return "mse" if self.train_labels.is_floating_point() else "cross_entropy"
 
     @property
     def built_in(self) -> bool:
@@ -101,6 +107,7 @@ class DeviceData:
     validation_is_test: bool  # validation_size == 0: validate on the test set, as the tutorial did
     device: torch.device
     built_in: bool = True  # MNIST's family, where a run near chance after epoch 1 has collapsed
+    loss: str = "cross_entropy"  # or "mse": float targets (lrbench.train.losses)
 
     @property
     def chance(self) -> float | None:
@@ -361,6 +368,7 @@ def split_to_device(
         validation_is_test=n_val == 0,
         device=train_x.device,  # normalised: "cuda" becomes cuda:0
         built_in=arrays.built_in,
+        loss=arrays.loss,
     )
 
 

@@ -9,7 +9,9 @@ from collections.abc import Callable, Iterable
 import torch
 import torch.nn.functional as F
 
+from lrbench.train import losses
 from lrbench.train.data import DeviceData, model_input
+from lrbench.train.losses import DEFAULT_LOSS
 from lrbench.train.schedule_free import is_schedule_free, make_schedule_free
 from lrbench.train.schedules import LRSchedule, ScheduleContext
 from lrbench.train.trial import OptimizerConfig, TrialResult, TrialSpec
@@ -37,17 +39,24 @@ def make_optimizer(params: Iterable[torch.nn.Parameter],
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a whole split."""
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+             loss: str = DEFAULT_LOSS) -> tuple[float, float]:
+    """Mean loss and score over a whole split: cross-entropy and accuracy, or the mean
+    squared error and its negative (lrbench.train.losses)."""
     model.eval()
     loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    score = torch.zeros((), device=x.device, dtype=torch.float64 if loss == "mse" else torch.long)
     for xb, yb in zip(x.split(EVAL_CHUNK), y.split(EVAL_CHUNK)):
-        logits = model(model_input(xb))
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum")
-        correct += (logits.argmax(1) == yb).sum()
+        out = model(model_input(xb))
+        if loss == "mse":
+            errors = losses.per_example(loss, out, yb).sum()
+            loss_sum += errors
+            score -= errors
+        else:
+            loss_sum += F.cross_entropy(out, yb, reduction="sum")
+            score += (out.argmax(1) == yb).sum()
     n = len(y)
-    return loss_sum.item() / n, correct.item() / n
+    return loss_sum.item() / n, score.item() / n
 
 
 def divergence(epoch: int, train_loss: float, val_accuracy: float,
@@ -98,8 +107,8 @@ def train_trial(spec: TrialSpec, data: DeviceData,
         loss_sum = torch.zeros((), device=device)
         for batch in torch.randperm(n_train, generator=order).to(device).split(spec.batch_size):
             # index_select: faster than fancy indexing for these gathers (measured: README)
-            logits = model(model_input(data.train_x.index_select(0, batch)))
-            loss = F.cross_entropy(logits, data.train_y.index_select(0, batch))
+            out = model(model_input(data.train_x.index_select(0, batch)))
+            loss = losses.mean_loss(data.loss, out, data.train_y.index_select(0, batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -108,7 +117,7 @@ def train_trial(spec: TrialSpec, data: DeviceData,
         train_loss = loss_sum.item() / n_train
         if averaged:  # validation now, the test after the last epoch: both at x
             optimizer.eval()  # type: ignore[attr-defined]
-        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y)
+        val_loss, val_accuracy = evaluate(model, data.val_x, data.val_y, data.loss)
 
         for key, value in zip(result.curves, (epoch + 1, lr, train_loss, val_loss, val_accuracy,
                                               time.perf_counter() - started)):
@@ -124,6 +133,6 @@ def train_trial(spec: TrialSpec, data: DeviceData,
             result.status, result.reason = "pruned", f"pruned after epoch {epoch + 1}"
             break
 
-    result.test_loss, result.test_accuracy = evaluate(model, data.test_x, data.test_y)
+    result.test_loss, result.test_accuracy = evaluate(model, data.test_x, data.test_y, data.loss)
     result.train_seconds = time.perf_counter() - started
     return result

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from functools import cache
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
@@ -162,13 +161,6 @@ def _acts_in_modes(module: nn.Module) -> bool:
     if isinstance(module, nn.MultiheadAttention):
         return module.dropout > 0
     return True
-
-
-def per_trial_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
-    """``logits [K, B, C]``, labels ``[B]`` -> each image's loss per trial, ``[K, B]``."""
-    k, b, classes = logits.shape
-    return F.cross_entropy(logits.reshape(k * b, classes), y.repeat(k),
-                           reduction="none").view(k, b)
 
 
 # --- sizes, for fitting K to a device's memory ---

@@ -9,10 +9,12 @@ A sweep file names its own workload as ``"package.module:attribute"``:
 - ``[data] dataset = "mydata:load"``: a loader, called with no arguments, that returns a
   mapping ``{"train": (x, y), "test": (x, y)}``. Each split is a pair of tensors (or numpy
   arrays) with one row per example, or a map-style ``Dataset`` of ``(x, y)`` pairs; ``y``
-  holds integer class labels ``0..C-1``. An optional ``"num_classes"`` entry gives ``C``
-  (else the largest label + 1). The validation split is cut from ``train`` by
-  ``[data] validation_size``, as for MNIST. ``uint8`` inputs are scaled to [0, 1] per
-  batch (images); any other dtype reaches the model as it is (token ids stay integers).
+  holds integer class labels ``0..C-1`` (an optional ``"num_classes"`` entry gives ``C``,
+  else the largest label + 1), or float targets ``[N]`` or ``[N, D]`` for a regression
+  (``[train] loss = "mse"``; the model then returns ``[B, D]``). The validation split is
+  cut from ``train`` by ``[data] validation_size``, as for MNIST. ``uint8`` inputs are
+  scaled to [0, 1] per batch (images); any other dtype reaches the model as it is (token
+  ids stay integers).
 
 A module is looked for in the sweep file's folder first, then on ``sys.path``; slot
 processes add the same folder. A path that does not import, an attribute that is not
@@ -82,10 +84,33 @@ def check_import_path(name: str) -> str | None:
     return f"is not an import path of the form {IMPORT_PATH_RULE}"
 
 
+_root: str = ""  # the folder added last: the sweep file whose workload runs now
+
+
 def add_import_root(root: str | Path | None) -> None:
     """Look for users' modules in ``root`` (a sweep file's folder) before ``sys.path``."""
-    if root and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+    global _root
+    if not root:
+        return
+    _root = str(root)
+    if _root in sys.path:
+        sys.path.remove(_root)
+    sys.path.insert(0, _root)
+
+
+def _forget_other_roots_module(module_name: str) -> None:
+    """A suite's workloads may each keep a module of the same name beside their sweep
+    files: the one beside the current sweep file is meant, not one imported earlier
+    from another folder (Python would hand back that one)."""
+    top = module_name.split(".")[0]
+    cached = sys.modules.get(top)
+    here = Path(_root) / top if _root else None
+    if cached is None or here is None or not (here.is_dir() or here.with_suffix(".py").is_file()):
+        return
+    file = getattr(cached, "__file__", None)
+    if file and not Path(file).resolve().is_relative_to(Path(_root).resolve()):
+        for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
+            del sys.modules[name]
 
 
 def _where(key: str, name: str, source: str) -> str:
@@ -102,6 +127,7 @@ def resolve(name: str, key: str, source: str = "") -> Callable[[], Any]:
     if problem:
         raise UserError(f"{where} {problem}")
     module_name, attribute = name.split(":")
+    _forget_other_roots_module(module_name)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -158,9 +184,11 @@ def build_model(name: str, num_classes: int, source: str = "") -> nn.Module:
     return model
 
 
-def check_model(name: str, example: torch.Tensor, num_classes: int, source: str = "") -> None:
+def check_model(name: str, example: torch.Tensor, num_classes: int, source: str = "",
+                loss: str = "cross_entropy") -> None:
     """Build the model and run it on a few examples: it must give ``[B, num_classes]``
-    logits. A user's error in its forward is shown as theirs."""
+    logits (a regression: ``[B, D]`` outputs). A user's error in its forward is shown as
+    theirs."""
     import torch
 
     where = _where("train.model", name, source)
@@ -175,9 +203,11 @@ def check_model(name: str, example: torch.Tensor, num_classes: int, source: str 
                                 f"{tuple(example.shape)} {example.dtype} inputs", err) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(example), num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        what = "outputs" if loss == "mse" else "logits"
+        per = "targets" if loss == "mse" else "classes"
         raise UserError(f"{where}: on a batch of {len(example)} inputs it "
-                        f"returned {shape}; lrbench needs logits of shape "
-                        f"({len(example)}, {num_classes}) (the data's classes)")
+                        f"returned {shape}; lrbench needs {what} of shape "
+                        f"({len(example)}, {num_classes}) (the data's {per})")
 
 
 # --- data ---
@@ -206,6 +236,15 @@ def load_user_data(name: str, source: str = "") -> DatasetArrays:
         raise UserError(f"{where}: train inputs are {tuple(train_x.shape[1:])} "
                         f"{train_x.dtype} but test inputs are {tuple(test_x.shape[1:])} "
                         f"{test_x.dtype}: one model reads both")
+    if train_y.is_floating_point() != test_y.is_floating_point() or \
+            train_y.shape[1:] != test_y.shape[1:]:
+        raise UserError(f"{where}: train labels are {tuple(train_y.shape[1:])} "
+                        f"{train_y.dtype} but test labels are {tuple(test_y.shape[1:])} "
+                        f"{test_y.dtype}: one task has one kind of label")
+    if train_y.is_floating_point():  # a regression: D outputs, nothing more to check
+        return DatasetArrays(name=name, train_images=train_x, train_labels=train_y,
+                             test_images=test_x, test_labels=test_y,
+                             root=Path(source_file(name) or "."), num_classes=train_y.shape[1])
     labels = torch.cat([train_y, test_y])
     num_classes = loaded.get("num_classes", int(labels.max()) + 1)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
@@ -239,12 +278,17 @@ def _split(value: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
                         f"map-style Dataset of (x, y) pairs")
     if x.dim() < 1 or len(x) == 0:
         raise UserError(f"{where} holds no examples")
+    if y.dtype == torch.bool or y.is_complex():
+        raise UserError(f"{where}: labels are {y.dtype}; lrbench needs integer class labels "
+                        f"(cross-entropy) or float targets (mse)")
+    if y.is_floating_point():  # regression targets: [N] or [N, D], as float32
+        if y.dim() not in (1, 2) or len(y) != len(x):
+            raise UserError(f"{where}: targets are {tuple(y.shape)} for {len(x):,} inputs; "
+                            f"lrbench needs ({len(x)},) or ({len(x)}, D) float targets")
+        return x.contiguous(), y.reshape(len(y), -1).to(torch.float32).contiguous()
     if y.dim() != 1 or len(y) != len(x):
         raise UserError(f"{where}: labels are {tuple(y.shape)} for {len(x):,} inputs; lrbench "
                         f"needs one integer label per input, shape ({len(x)},)")
-    if y.dtype.is_floating_point or y.dtype == torch.bool or y.is_complex():
-        raise UserError(f"{where}: labels are {y.dtype}; lrbench needs integer class labels "
-                        f"(classification with cross-entropy)")
     return x.contiguous(), y.to(torch.int64)
 
 

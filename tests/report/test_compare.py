@@ -63,19 +63,19 @@ def test_a_suite_runs_its_workloads_skips_missing_data_and_is_compared(tmp_path:
     done = lrbench("report")
     assert done.returncode == 0, done.stderr
     page = (results / "report" / "index.html").read_text(encoding="utf-8")
-    assert '<section id="comparison-all" class="comparison">' in page
-    assert "Comparison across workloads: all" in page and "Performance profiles" in page
-    standings = pd.read_csv(results / "report" / "comparison-all.csv")
+    assert '<section id="comparison-suite" class="comparison">' in page
+    assert "Comparison across workloads: suite" in page and "Performance profiles" in page
+    standings = pd.read_csv(results / "report" / "comparison-suite.csv")
     assert set(standings["study"]) == {"suite-all-mnist", "suite-all-fashion-mnist"}
     assert set(standings["basis"]) == {"confirm"}
     for _, mine in standings.groupby("study"):
         assert sorted(mine["rank"]) == list(range(1, len(mine) + 1))
-    budgets = pd.read_csv(results / "report" / "budgets-all.csv")
+    budgets = pd.read_csv(results / "report" / "budgets-suite.csv")
     for _, curve in budgets.groupby(["study", "family"]):
         # each spent trial counts; a curve runs to the budget per repeat (2 repeats)
         assert curve["expected"].is_monotonic_increasing  # more trials never hurt the best
         assert list(curve["n"]) == list(range(1, int(curve["trials"].iloc[0]) // 2 + 1))
-    times = pd.read_csv(results / "report" / "times-all.csv")
+    times = pd.read_csv(results / "report" / "times-suite.csv")
     assert set(times["study"]) == set(standings["study"]) and (times["epochs"] >= 1).all()
 
 

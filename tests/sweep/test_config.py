@@ -251,12 +251,12 @@ def test_identity_excludes_trials_study_and_source(tmp_path: Path) -> None:
     text = FULL.replace('name = "step"', 'name = "other"').replace("trials = 20", "trials = 3")
     b = load(write(tmp_path, text, "b.toml"))
     ident = a.identity()
-    assert not {"trials", "study", "source", "clipped", "workload_root"} & set(ident)
+    assert not {"trials", "study", "source", "clipped", "workload_root", "suite"} & set(ident)
     # family_lr_axes only when a family has its own LR range, and protocol only when it is
     # "compare": older studies lack the keys; budget and repeats may grow on a resume
     assert set(ident) == {f.name for f in dataclasses.fields(SweepConfig)} - {
         "trials", "study", "source", "clipped", "family_lr_axes", "protocol", "budget",
-        "repeats", "workload_root"}
+        "repeats", "workload_root", "suite", "loss"}  # loss: only when not cross-entropy
     assert ident == b.identity()
     own_lr = FULL.replace("[schedules.step]\n",
                           "[schedules.step]\nlr = { low = 0.5, high = 2.0 }\n")

@@ -176,9 +176,9 @@ def test_the_sequential_engine_evaluates_the_averaged_weights(data: DeviceData, 
         made.append(make_schedule_free(params, cfg))
         return made[-1]
 
-    def evaluate(model, x, y):
+    def evaluate(model, x, y, loss):
         modes.append(made[-1].param_groups[0]["train_mode"])
-        return real_evaluate(model, x, y)
+        return real_evaluate(model, x, y, loss)
 
     real_evaluate = sequential_engine.evaluate
     monkeypatch.setattr(sequential_engine, "make_schedule_free", make)

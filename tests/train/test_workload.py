@@ -279,8 +279,15 @@ def test_a_loader_may_return_tensors_arrays_or_a_dataset(user_module):
     ("return {'train': (x, y[:3]), 'test': (x, y)}",
      r"its 'train' split: labels are \(3,\) for 6 inputs; lrbench needs one integer label "
      r"per input, shape \(6,\)"),
+    ("return {'train': (x, y > 0), 'test': (x, y)}",
+     r"its 'train' split: labels are torch.bool; lrbench needs integer class labels "
+     r"\(cross-entropy\) or float targets \(mse\)"),
     ("return {'train': (x, y.float()), 'test': (x, y)}",
-     r"its 'train' split: labels are torch.float32; lrbench needs integer class labels"),
+     r"train labels are \(1,\) torch.float32 but test labels are \(\) torch.int64: one task "
+     r"has one kind of label"),
+    ("return {'train': (x, torch.ones(6, 2, 2)), 'test': (x, y)}",
+     r"its 'train' split: targets are \(6, 2, 2\) for 6 inputs; lrbench needs \(6,\) or "
+     r"\(6, D\) float targets"),
     ("return {'train': (x, y), 'test': (x[:, :2], y)}",
      r"train inputs are \(4,\) torch.float32 but test inputs are \(2,\) torch.float32"),
     ("return {'train': (x, y - 1), 'test': (x, y)}", r"label -1 is outside 0-2 \(2 such labels\)"),
@@ -314,6 +321,13 @@ def test_built_in_data_still_flattens_and_user_data_keeps_its_shape(digits_data)
     assert torch.equal(images.examples(1), torch.zeros(1, 784))
 
 
+def test_the_built_in_model_names_are_the_registry_s():
+    """The sweep file's check is torch-free (workload.BUILTIN_MODELS); the models are torch."""
+    from lrbench.train.models import MODELS
+
+    assert workload.BUILTIN_MODELS == tuple(MODELS)
+
+
 def test_model_input_scales_images_and_leaves_other_inputs_alone():
     tokens = torch.tensor([[3, 4, 5]])
     assert data.model_input(tokens) is tokens
@@ -332,3 +346,64 @@ def test_a_user_workload_never_collapses_for_sitting_near_chance(digits_data):
     result = train_trial(slow, digits_data)
     assert result.status == "complete" and result.epochs_run == 3
     assert result.val_accuracy < 0.3  # at chance, all three epochs
+
+
+def test_the_module_beside_the_current_sweep_file_wins(tmp_path: Path, monkeypatch):
+    """Two sweep files of one suite, each with its own ``shapes.py``: each gets its own."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for folder, width in (("a", 3), ("b", 5)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "shapes_for_suite.py").write_text(
+            f"from torch import nn\n\ndef make():\n    return nn.Linear(2, {width})\n")
+    workload.add_import_root(tmp_path / "a")
+    assert workload.build_model("shapes_for_suite:make", 3).out_features == 3
+    workload.add_import_root(tmp_path / "b")
+    assert workload.build_model("shapes_for_suite:make", 5).out_features == 5
+    workload.add_import_root(tmp_path / "a")  # back to the first: moved to the front again
+    assert workload.build_model("shapes_for_suite:make", 3).out_features == 3
+    sys.modules.pop("shapes_for_suite", None)
+
+
+# --- a regression: float targets, the mean squared error, and a score that is -MSE ---
+
+
+def waves() -> dict[str, object]:
+    """A smooth two-output regression of four inputs, with a little noise."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(500, 4, generator=g) * 2 - 1
+    y = torch.stack([torch.sin(3 * x[:, 0]) * x[:, 1], x[:, 2] ** 2 - x[:, 3]], dim=1)
+    y = y + 0.05 * torch.randn(500, 2, generator=g)
+    return {"train": (x[:400], y[:400]), "test": (x[400:], y[400:])}
+
+
+def regressor() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 2))
+
+
+def test_a_regression_batched_equals_its_sequential_trials():
+    workload.add_import_root(Path(__file__).parent)
+    arrays = workload.load_user_data("test_workload:waves")
+    assert (arrays.loss, arrays.num_classes, arrays.train_labels.dtype) == \
+        ("mse", 2, torch.float32)
+    regression = data.split_to_device(arrays, 0.2, 0, "cpu")
+    assert regression.loss == "mse" and regression.chance is None
+    adam = OptimizerConfig("adam", lr=1e-2)
+    specs = [spec(k, "test_workload:regressor", s, epochs=3, batch=40, optimizer=adam)
+             for k, s in enumerate((STEP, ONECYCLE, WARMUP))]
+    for one, got in zip(specs, train_batch(specs, regression)):
+        want = train_trial(one, regression)
+        for key in ("train_loss", "val_loss", "val_accuracy"):  # val_accuracy holds -MSE
+            assert got.curves[key] == pytest.approx(want.curves[key], rel=1e-5, abs=1e-7)
+        assert got.test_loss == pytest.approx(want.test_loss, rel=1e-5)
+        # the score is minus the mean squared error, so higher is better, as accuracy
+        assert want.curves["val_accuracy"] == pytest.approx([-v for v in want.curves["val_loss"]])
+        assert want.test_accuracy == pytest.approx(-want.test_loss)
+        assert want.curves["val_loss"][-1] < want.curves["val_loss"][0]  # it learns
+
+
+def test_a_regression_model_must_return_its_targets_shape():
+    workload.add_import_root(Path(__file__).parent)
+    with pytest.raises(UserError, match=r"returned \(2, 3\); lrbench needs outputs of shape "
+                                        r"\(2, 2\) \(the data's targets\)"):
+        workload.check_model("test_workload:with_no_dropout", torch.randn(2, 4), 2,
+                             loss="mse")
