@@ -32,6 +32,7 @@ from lrbench.errors import DataNotFoundError, StorageError, UserError, exit_code
 from lrbench.logs import show_warnings
 from lrbench.store.outage import DEFAULT_WAIT_SECONDS
 from lrbench.store.record import plan_of, record_of
+from lrbench.store.schema import config_of
 from lrbench.store.storage import is_url, open_storage, shown, storage_location, study_names
 from lrbench.sweep import config as config_module
 from lrbench.sweep import confirm as confirm_module
@@ -294,8 +295,11 @@ def _why_short(outcome: SweepOutcome) -> str:
         "; run the same command to try again")
 
 
-def _accuracy(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
+def _score(value: float | None, percent: bool = True) -> str:
+    """A score in a terminal table: accuracy as a fraction to 4 places, −MSE to 4 digits."""
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if percent else f"{value:.4g}"
 
 
 # What the closing table needs (pandas, scipy.stats): ~0.8 s to import, which the parent
@@ -319,6 +323,7 @@ def _print_best(study: optuna.Study) -> None:
     """The study's families in the report's one ranking, narrow enough for 80 columns:
     the parameters go on lines of their own under the table."""
     from lrbench.report.frames import trials_of  # pandas and scipy: only where used
+    from lrbench.report.metric import metric_of
     from lrbench.report.ranking import rank
     from lrbench.report.summary import versus_best
 
@@ -326,17 +331,19 @@ def _print_best(study: optuna.Study) -> None:
     if trials.empty or not (trials["state"] == "complete").any():
         console.print("no completed trial yet")
         return
-    ranking = rank(trials)
-    basis = ("mean test accuracy over confirm seeds" if ranking.basis == "confirm"
-             else "single runs' validation accuracy")
+    m = metric_of(config_of(study))
+    ranking = rank(trials, m)
+    basis = (f"mean test {m.name} over confirm seeds" if ranking.basis == "confirm"
+             else f"single runs' validation {m.name}")
     table = Table(title=f"study {study.study_name}: families ranked by {basis}",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("family", no_wrap=True)
-    for name in ("trials", "val acc", "test acc", "trial"):
+    for name in ("trials", f"val {m.short}", f"test {m.short}", "trial"):
         table.add_column(name, justify="right", no_wrap=True)
     if ranking.basis == "confirm":
-        table.add_column("seeds test %", justify="right", no_wrap=True)
+        table.add_column("seeds test %" if m.percent else "seeds test", justify="right",
+                         no_wrap=True)
     table.add_column("vs best", justify="right", no_wrap=True)
     ranked = {s.family for s in ranking.ranked}
     search = trials[trials["role"] == "search"]
@@ -344,10 +351,12 @@ def _print_best(study: optuna.Study) -> None:
     for place, s in enumerate(ranking.standings, start=1):
         rank = place if s.family in ranked else None
         cells = ["-" if rank is None else str(rank), s.family,
-                 _counts(counted[counted["family"] == s.family]), f"{s.search_val:.4f}",
-                 _accuracy(s.search_test), str(s.trial)]
+                 _counts(counted[counted["family"] == s.family]),
+                 _score(s.search_val, m.percent), _score(s.search_test, m.percent),
+                 str(s.trial)]
         if ranking.basis == "confirm":
-            cells.append(s.confirm.text() if s.confirm.n else "-")
+            cells.append((s.confirm.text() if m.percent else s.confirm.text(1.0, 4))
+                         if s.confirm.n else "-")
         table.add_row(*cells, versus_best(s, rank, compact=True))
     for family in sorted(set(counted["family"]) - {s.family for s in ranking.standings}):
         cells = ["-", family, _counts(counted[counted["family"] == family]), "-", "-", "-"]
@@ -449,15 +458,17 @@ def _confirm_one(study_name: str, *, seeds: int, numbers: tuple[int, ...],
 
 
 def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.FrozenTrial]) -> None:
+    from lrbench.report.metric import metric_of
     from lrbench.report.stats import mean_ci  # scipy: only where it is used
 
+    m = metric_of(config_of(study))
     runs: dict[int, list[optuna.trial.FrozenTrial]] = {}
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         confirm_of = plan_of(trial).confirm_of
         runs.setdefault(-1 if confirm_of is None else confirm_of, []).append(trial)
     table = Table(title=f"confirm runs — study {study.study_name}")
-    for name in ("configuration", "trial", "val acc (search)", "seeds",
-                 "test acc % (mean ± 95% CI)", "diverged"):
+    for name in ("configuration", "trial", f"val {m.short} (search)", "seeds",
+                 f"test {m.short}{' %' if m.percent else ''} (mean ± 95% CI)", "diverged"):
         table.add_column(name, justify="left" if name == "configuration" else "right",
                          no_wrap=name == "configuration")  # "decay_to_zero r1" on one line
     ordered = sorted(winners.items(), key=lambda item: -(item[1].value or 0))
@@ -465,8 +476,9 @@ def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.Frozen
         done = runs.get(best.number, [])
         records = [r for t in done if (r := record_of(t)) is not None]
         interval = mean_ci([r.test_accuracy for r in records])
-        table.add_row(family, str(best.number), f"{best.value:.4f}", str(len(done)),
-                      interval.text(), str(sum(r.diverged for r in records)))
+        table.add_row(family, str(best.number), _score(best.value, m.percent), str(len(done)),
+                      interval.text() if m.percent else interval.text(1.0, 4),
+                      str(sum(r.diverged for r in records)))
     console.print(table)
 
 

@@ -177,3 +177,65 @@ def test_a_suite_compares_user_workloads_from_their_own_sweep_files(tmp_path: Pa
     standings = __import__("pandas").read_csv(page / "comparison-both.csv")
     assert set(standings["study"]) == {"both-one-blobs_module-blobs", "both-two-blobs_module-blobs"}
     assert set(standings["family"]) == {"constant", "cosine"}
+
+
+REGRESSION = """
+    import torch
+    from torch import nn
+
+
+    def waves():
+        g = torch.Generator().manual_seed(3)
+        x = torch.rand(390, 4, generator=g) * 2 - 1
+        y = torch.sin(3 * x[:, 0]) * x[:, 1] + x[:, 2] ** 2 - x[:, 3]
+        return {"train": (x[:300], y[:300]), "test": (x[300:], y[300:])}
+
+
+    def mlp():
+        return nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 1))
+"""
+
+
+def test_a_regression_sweeps_confirms_and_reports_its_mse(tmp_path: Path):
+    """loss = "mse": float targets, the score is −MSE (higher is better everywhere), and
+    the terminal and the page name it so, with no percentages and no "did not learn"."""
+    folder = tmp_path / "reg"
+    sweep_file = workload(folder, name="reg", model="blobs_module:mlp",
+                          dataset="blobs_module:waves", module=REGRESSION)
+    sweep_file.write_text(sweep_file.read_text().replace("batch_size = 30",
+                                                         'batch_size = 30\nloss = "mse"'))
+    results = tmp_path / "results"
+    done = run_lrbench("sweep", str(sweep_file), "--workers", "1", results=results)
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stdout.split())
+    assert "families ranked by single runs' validation −MSE" in said and "val −MSE" in said
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(results / "lrbench.journal")))
+    study = optuna.load_study(study_name="reg", storage=storage)
+    records = [record_of(t) for t in study.trials]
+    assert all(r.val_accuracy < 0 and r.test_accuracy < 0 for r in records)  # −MSE
+    assert all(r.test_accuracy == pytest.approx(-r.test_loss) for r in records)
+    assert study.best_value == max(r.val_accuracy for r in records)  # maximised: least MSE
+    assert run_lrbench("confirm", "reg", "--seeds", "2", results=results).returncode == 0
+    page = tmp_path / "page"
+    report = run_lrbench("report", "--out", str(page), results=results)
+    assert report.returncode == 0, report.stderr
+    html = (page / "index.html").read_text()
+    assert "test −MSE over seeds" in html and "val −MSE<br>(search pick)" in html
+    assert "−MSE is minus the mean squared error: higher is better" in html
+    assert "did not learn" not in html
+    leaderboard = html[html.index('id="leaderboard-reg"'):html.index("</table>",
+                                                                     html.index('id="leaderboard-reg"'))]
+    assert "%" not in leaderboard.replace("95% CI", "")
+    verdict = __import__("pandas").read_csv(page / "verdict-reg.csv")
+    assert (verdict["score"] < 0).all()
+    assert "Targets: validation −MSE of" in html
+
+    # integer labels with loss = "mse": refused before anything trains
+    wrong = workload(tmp_path / "wrong", name="wrong")
+    wrong.write_text(wrong.read_text().replace("batch_size = 30",
+                                               'batch_size = 30\nloss = "mse"'))
+    refused = run_lrbench("sweep", str(wrong), results=results)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert (f"{wrong}: train.loss: 'mse' does not fit blobs_module:blobs, which holds integer "
+            f"class labels: set loss = 'cross_entropy'") in " ".join(refused.stderr.split())

@@ -7,8 +7,10 @@ from their empirical distribution (P(max <= v_(i)) = (i/m)^n over the sorted val
 
 Every spent trial counts, as it cost its budget: a pruned trial with the validation
 accuracy it had when stopped, a diverged one with its (chance-level) accuracy, one that
-failed by its own error as 0. Under the compare protocol each repeat is its own tuning:
-the curve is the mean over repeats of each repeat's curve, up to the budget. TPE's trials
+failed by its own error as 0 (for a regression, whose score is −MSE, a failed or
+non-finite run counts as the worst score any run of the study reached). Under the
+compare protocol each repeat is its own tuning: the curve is the mean over repeats of each
+repeat's curve, up to the budget. TPE's trials
 are not independent draws, so read a curve as what n trials like these give, not as a
 forecast.
 """
@@ -39,8 +41,10 @@ def spent_values(trials: pd.DataFrame) -> pd.DataFrame:
     if "spent" in search:
         search = search[search["spent"].astype(bool)]
     search = search[search["state"].isin(["complete", "pruned", "fail"])]
-    value = search["val_accuracy"].where(search["state"] != "fail", 0.0).fillna(0.0)
-    return search.assign(value=value.astype(float))
+    scores = search["val_accuracy"].astype(float).replace([np.inf, -np.inf], np.nan)
+    worst = min(0.0, float(scores.min())) if scores.notna().any() else 0.0
+    value = scores.where(search["state"] != "fail", worst).fillna(worst)
+    return search.assign(value=value)
 
 
 def curves(trials: pd.DataFrame) -> pd.DataFrame:

@@ -43,6 +43,8 @@ def targets_for(frames: ReportFrames, given: tuple[float, ...]) -> tuple[tuple[f
     """
     if given:
         return tuple(sorted(given)), "Targets given with --target."
+    if not frames.metric.percent:
+        return _regression_targets(frames)
     dataset = frames.studies[0].dataset
     defaults = DEFAULT_TARGETS.get(dataset, FALLBACK_TARGETS)
     search = frames.epochs[frames.epochs["role"] == "search"] if len(frames.epochs) else None
@@ -57,6 +59,21 @@ def targets_for(frames: ReportFrames, given: tuple[float, ...]) -> tuple[tuple[f
         f"of the best validation accuracy this study reached ({100 * reached:.2f}%), rounded "
         f"down to 0.1 point: the defaults for {dataset} ({listed}) are out of its reach. Set "
         f"them with --target.")
+
+
+def _regression_targets(frames: ReportFrames) -> tuple[tuple[float, ...], str]:
+    """A regression's targets: within 1/0.95 and 1/0.99 of the best validation MSE the
+    study reached (its scores are −MSE: dividing a negative score by 0.95 loosens it)."""
+    search = frames.epochs[frames.epochs["role"] == "search"] if len(frames.epochs) else None
+    best = float(search["val_accuracy"].max()) if search is not None and len(search) \
+        else math.nan
+    if math.isnan(best):
+        return (), "No targets: no search run finished an epoch."
+    targets = tuple(sorted(best / f for f in DERIVED_FRACTIONS))
+    return targets, (
+        f"Targets: validation −MSE of {' and '.join(f'{t:.4g}' for t in targets)}, that is "
+        f"the best this study reached ({best:.4g}) divided by 0.95 and 0.99: within about 5% "
+        f"and 1% of its MSE. Set them with --target.")
 
 
 def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
@@ -126,15 +143,18 @@ def _comparison(frames: ReportFrames, name: str, members: list[compare.Workload]
     rows = []
     for family in [*scores.index, *sorted(set(table["family"]) - set(scores.index))]:
         mine = table[table["family"] == family].set_index("study")
-        cells = [f"{int(mine.at[w.study, 'rank'])} ({100 * mine.at[w.study, 'score']:.2f}%"
+        cells = [f"{int(mine.at[w.study, 'rank'])} "
+                 f"({frames.study(w.study).metric.text(mine.at[w.study, 'score'])}"
                  + ("" if mine.at[w.study, "basis"] == "confirm" else ", 1 run") + ")"
                  if w.study in mine.index else "–" for w in members]
         rows.append(html.ComparisonRow(family, cells, float(scores.get(family, 0.0))))
     folder = out_dir / "figures"
+    names = {frames.study(w.study).metric.name for w in members}
     jobs = [partial(compare_plots.performance_profiles, curves, scores,
                     folder / f"compare-{stem}-profiles.png"),
             partial(compare_plots.tuning_budgets, budgets, list(scores.index),
-                    folder / f"compare-{stem}-budgets.png")]
+                    folder / f"compare-{stem}-budgets.png",
+                    names.pop() if len(names) == 1 else "score")]
     view = html.ComparisonView(name, stem, [f"{w.label} ({w.study})" for w in members], rows,
                                set(table["basis"]))
     return view, jobs

@@ -62,26 +62,30 @@ def _draw_profiles(curves: pd.DataFrame, scores: pd.Series) -> Any:
 def study_budgets(frames: ReportFrames, path: Path) -> Figure:
     """One study's tuning-budget curves (a comparison's figure, with one panel)."""
     table = budget.curves(frames.trials).assign(workload=frames.studies[0].name)
-    return tuning_budgets(table, family_order(frames), path)
+    return tuning_budgets(table, family_order(frames), path, frames.metric.name)
 
 
-def tuning_budgets(table: pd.DataFrame, order: list[str], path: Path) -> Figure:
-    """Expected best validation accuracy after n trials, per family, one panel per workload."""
-    title = "Tuning budget: best validation accuracy after n trials"
+def tuning_budgets(table: pd.DataFrame, order: list[str], path: Path,
+                   score: str = "accuracy") -> Figure:
+    """Expected best validation score after n trials, per family, one panel per workload.
+    ``score``: what the scores are ("accuracy"; a comparison of several metrics: "score")."""
+    title = f"Tuning budget: best validation {score} after n trials"
     if table.empty:
         return Figure(None, title, "", NO_COMPLETED)
-    caption = ("The expected best validation accuracy after n search trials of a family "
+    caption = (f"The expected best validation {score} after n search trials of a family "
                "(line) and its 10-90% band (Dodge et al. 2019), from the exact bootstrap "
-               "distribution of every trial the family spent: pruned ones at the accuracy "
-               "they were stopped at, diverged ones at theirs, failed ones at 0. Under the "
+               "distribution of every trial the family spent: pruned ones at the score "
+               "they were stopped at, diverged ones at theirs, failed ones at 0 (a "
+               "regression's: at its study's worst −MSE). Under the "
                "compare protocol, the mean over repeats of each tuning's curve, up to the "
                "budget. A family whose curve rises late needs more tuning to show its best. "
                "The axis follows the curves; a band reaching below it is cut at the edge.")
-    drawn = render(_draw_budgets, path, table, [f for f in order if f in set(table["family"])])
+    drawn = render(_draw_budgets, path, table, [f for f in order if f in set(table["family"])],
+                   score)
     return Figure(drawn, title, caption)
 
 
-def _draw_budgets(table: pd.DataFrame, order: list[str]) -> Any:
+def _draw_budgets(table: pd.DataFrame, order: list[str], score: str = "accuracy") -> Any:
     palette, markers = family_palette(order), family_markers(order)
     panels = list(dict.fromkeys(table["workload"]))
     columns = min(3, len(panels))
@@ -100,7 +104,7 @@ def _draw_budgets(table: pd.DataFrame, order: list[str]) -> Any:
         # The expected values set the axis: a band's low end can sit at chance (a family
         # with near-chance trials), which squashed every curve into a line.
         low, high = zoom(pd.concat([mine["expected"], mine["high"]]))
-        ax.set(title=workload, xlabel="trials of the family", ylabel="best val accuracy",
+        ax.set(title=workload, xlabel="trials of the family", ylabel=f"best val {score}",
                ylim=(low, high))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(panels):]:

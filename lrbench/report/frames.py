@@ -21,6 +21,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from lrbench.errors import UserError
+from lrbench.report.metric import ACCURACY, Metric, metric_of
 from lrbench.store import data_identity, journal, schema
 from lrbench.store.claims import worker_alive
 from lrbench.store.data_identity import DataIdentity
@@ -34,6 +35,7 @@ from lrbench.store.schema import (
     run_options,
 )
 from lrbench.store.storage import is_url, open_storage, shown, study_names
+from lrbench.train.data import DATASETS
 from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
 from lrbench.train.trial import CURVE_KEYS
 
@@ -90,6 +92,12 @@ class ReportFrames:
     # Derived values computed once per trials frame (the ranking, which every figure and
     # table orders by): report.ranking.ranking_of fills it.
     cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def metric(self) -> Metric:
+        """What the scores (the ``*_accuracy`` columns) are: accuracy, or a regression's
+        −MSE. One study's frames have one; a comparison's studies each their own."""
+        return metric_of(self.studies[0].config) if self.studies else ACCURACY
 
     def study(self, name: str) -> ReportFrames:
         """The frames of one study (its confirm runs included): made once per trials
@@ -239,7 +247,8 @@ def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]
     record = record_of(trial) or TrialRecord(status="")
     state = STATES.get(trial.state, trial.state.name.lower())
     status = (record.status or state) if state in ("complete", "pruned") else state
-    if status == "complete" and record.val_accuracy < LEARNED_ABOVE:
+    if status == "complete" and record.val_accuracy < LEARNED_ABOVE \
+            and config.get("dataset") in DATASETS:  # 10 classes: chance is known
         status = "did not learn"  # trained to the end, yet near chance: say so
     optimizer = config.get("optimizer", {})
     seeds = trained_seeds(trial)

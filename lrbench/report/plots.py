@@ -53,6 +53,7 @@ from lrbench.report.frames import (
     top_k_per_family,
 )
 from lrbench.report.frames import time_to_target as target_epochs
+from lrbench.report.metric import ACCURACY, Metric
 from lrbench.report.ranking import ranking_of
 from lrbench.train.schedule_free import FAMILY as SCHEDULE_FREE_FAMILY
 from lrbench.train.schedules import FAMILIES
@@ -344,7 +345,8 @@ def save_palette_png(image: Image.Image, path: Path) -> None:
 
 def accuracy_by_family(frames: ReportFrames, path: Path) -> Figure:
     """Box + dots of every completed search trial's test accuracy; confirm runs as diamonds."""
-    title = "Test accuracy by family"
+    m = frames.metric
+    title = f"Test {m.name} by family"
     search = _done(frames, column="test_accuracy")
     if search.empty:
         return Figure(None, title, "", NO_COMPLETED)
@@ -356,19 +358,19 @@ def accuracy_by_family(frames: ReportFrames, path: Path) -> Figure:
         low = min(low, float(confirm["test_accuracy"].min()) - 0.005)
         high = max(high, float(confirm["test_accuracy"].max()) + 0.0025)
     clipped = int((search["test_accuracy"] < low).sum())
-    caption = (f"Final test accuracy of {len(search)} completed search trials (box: quartiles,"
+    caption = (f"Final test {m.name} of {len(search)} completed search trials (box: quartiles,"
                f" dots: trials) and {len(confirm)} confirm runs (black diamonds: each "
                "family's search picks re-trained with fresh seeds; all drawn). Families in "
                "the ranking's order."
-               + (f" {clipped} search trial(s) below {100 * low:.1f}% are drawn at the left "
+               + (f" {clipped} search trial(s) below {m.tick(low)} are drawn at the left "
                   f"edge as open triangles." if clipped else ""))
     note = _missing(frames, order)
-    drawn = render(_draw_accuracy, path, search, confirm, order, (low, high))
+    drawn = render(_draw_accuracy, path, search, confirm, order, (low, high), m)
     return Figure(drawn, title, caption, note)
 
 
 def _draw_accuracy(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
-                   xlim: tuple[float, float]) -> Any:
+                   xlim: tuple[float, float], metric: Metric = ACCURACY) -> Any:
     palette = family_palette(order)
     fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.45 * len(order)))
     common = {"x": "test_accuracy", "y": "family", "order": order, "ax": ax}
@@ -389,7 +391,7 @@ def _draw_accuracy(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str]
     if not confirm.empty:
         sns.stripplot(confirm, color=CONFIRM_COLOUR, marker="D", size=5, jitter=0.08,
                       **common)
-    ax.set(xlim=xlim, xlabel="test accuracy (final epoch)", ylabel="")
+    ax.set(xlim=xlim, xlabel=f"{metric.axis('test')} (final epoch)", ylabel="")
     legend_above(ax, [Patch(color="0.75", label="search trials: quartiles"),
                  legend_marker("search trial", "0.45"),
                  legend_marker("confirm run (fresh seed)", CONFIRM_COLOUR, "D", size=5)])
@@ -402,7 +404,7 @@ def _draw_accuracy(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str]
 def verdict_intervals(frames: ReportFrames, path: Path) -> Figure:
     """Each ranked family's score ± 95% CI on one axis, in the ranking's order, with the
     constant-LR baseline marked: what the verdict says, drawn."""
-    ranking = ranking_of(frames)
+    ranking, m = ranking_of(frames), frames.metric
     title = "The ranking with its uncertainty"
     standings = ranking.ranked
     if len(standings) < 2:
@@ -411,15 +413,16 @@ def verdict_intervals(frames: ReportFrames, path: Path) -> Figure:
     if ranking.basis == "confirm":
         over = (f"{ranking.repeats} repeats of the tuning (each the mean over its seeds)"
                 if ranking.unit == "repeat" else "confirm seeds")
-        caption = (f"Mean test accuracy over {over} ± 95% CI (Student t), best first. "
+        caption = (f"Mean test {m.name} over {over} ± 95% CI (Student t), best first. "
                    f"Filled: not distinguishable from the best ({selection.PROCEDURE}); "
-                   f"hollow: below it. Crosses: the search picks' own test accuracy, whose "
+                   f"hollow: below it. Crosses: the search picks' own test {m.name}, whose "
                    f"distance to the mean is the winner's curse on test.")
     else:
-        caption = ("Single runs: each family's best search trial's validation accuracy ± "
-                   "1.96 binomial standard errors of its validation set, best first. Filled: "
-                   f"not distinguishable from the best ({selection.PROCEDURE}, single runs); "
-                   "hollow: below.")
+        spread = ("± 1.96 binomial standard errors of its validation set" if m.bounded
+                  else "(single runs: no interval)")
+        caption = (f"Single runs: each family's best search trial's validation {m.name} "
+                   f"{spread}, best first. Filled: not distinguishable from the best "
+                   f"({selection.PROCEDURE}, single runs); hollow: below.")
     if ranking.baseline is not None:
         caption += " Dashed line: constant LR, the baseline."
     return Figure(render(_draw_intervals, path, ranking), title, caption)
@@ -445,8 +448,9 @@ def _draw_intervals(ranking: Any) -> Any:
         ax.axvline(base.score, color="0.4", linestyle="--", linewidth=1)
     ax.set_yticks(range(len(standings)), [s.family for s in standings])
     ax.invert_yaxis()
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.1f}%"))
-    what = "test accuracy over seeds" if ranking.basis == "confirm" else "validation accuracy"
+    m = ranking.metric
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: m.tick(v)))
+    what = f"test {m.name} over seeds" if ranking.basis == "confirm" else f"validation {m.name}"
     ax.set(xlabel=what, ylabel="")
     return fig
 
@@ -459,7 +463,7 @@ def convergence(frames: ReportFrames, path: Path, top_k: int = 3) -> Figure:
     the confirm runs' mean with its 95% CI band."""
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, but got {top_k=}")
-    title = "Convergence: validation accuracy per epoch"
+    title = f"Convergence: validation {frames.metric.name} per epoch"
     curves, confirm = _convergence_data(frames, top_k)
     if curves.empty:
         return Figure(None, title, "", NO_COMPLETED + " with per-epoch curves")
@@ -469,7 +473,7 @@ def convergence(frames: ReportFrames, path: Path, top_k: int = 3) -> Figure:
                + (f" and the mean ± 95% CI over {confirm['number'].nunique()} confirm runs "
                   "(black, band)" if len(confirm) else "; no confirm runs yet")
                + ". Shared y axis, zoomed to the upper range.")
-    drawn = render(_draw_convergence, path, curves, confirm, order, ylim)
+    drawn = render(_draw_convergence, path, curves, confirm, order, ylim, frames.metric)
     return Figure(drawn, title, caption)
 
 
@@ -490,7 +494,7 @@ def _convergence_data(frames: ReportFrames, top_k: int) -> tuple[pd.DataFrame, p
 
 
 def _draw_convergence(curves: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
-                      ylim: tuple[float, float]) -> Any:
+                      ylim: tuple[float, float], metric: Metric = ACCURACY) -> Any:
     palette = family_palette(order)
     fig, panels = family_panels(order)
     for family, ax in panels.items():
@@ -507,7 +511,7 @@ def _draw_convergence(curves: pd.DataFrame, confirm: pd.DataFrame, order: list[s
                             band["mean"] + band["half"], color=CONFIRM_COLOUR, alpha=0.2,
                             linewidth=0)
         ax.set_ylim(ylim)
-    finish_panels(panels, "epoch", "val accuracy")
+    finish_panels(panels, "epoch", metric.axis("val"))
     handles = [legend_marker("top search trials", "0.45", "", "-", 0.8),
                legend_marker("best search trial", "0.45", "", "-", 2.4)]
     if len(confirm):
@@ -665,7 +669,8 @@ def _draw_losses(curves: pd.DataFrame, order: list[str]) -> Any:
 
 def sensitivity(frames: ReportFrames, path: Path) -> Figure:
     """Validation accuracy against each searched parameter, one row of panels per family."""
-    title = SENSITIVITY_TITLE
+    m = frames.metric
+    title = SENSITIVITY_TITLE.replace("accuracy", m.name)
     done, space = _sensitivity_data(frames)
     if done.empty:
         return Figure(None, title, "", NO_COMPLETED)
@@ -677,12 +682,12 @@ def sensitivity(frames: ReportFrames, path: Path) -> Figure:
     # weak family would flatten the others on a shared axis.
     ylims = {f: zoom(runs["val_accuracy"]) for f, runs in done.groupby("family")}
     off = sum((runs["val_accuracy"] < ylims[f][0]).sum() for f, runs in done.groupby("family"))
-    caption = ("Each completed search trial's final validation accuracy against its value of "
+    caption = (f"Each completed search trial's final validation {m.name} against its value of "
                "each parameter the sampler searched, one row per family with its own y range "
                "(star: the family's best trial; dashed: the searched range; log x where the "
                "range is searched on a log scale).")
     note = f"{off} trial(s) below their family's y range off-scale." if off else ""
-    drawn = render(_draw_sensitivity, path, done, space, order, ylims)
+    drawn = render(_draw_sensitivity, path, done, space, order, ylims, m)
     return Figure(drawn, title, caption, note)
 
 
@@ -697,7 +702,7 @@ def _sensitivity_data(frames: ReportFrames) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def _draw_sensitivity(done: pd.DataFrame, space: pd.DataFrame, order: list[str],
-                      ylims: dict[str, tuple[float, float]]) -> Any:
+                      ylims: dict[str, tuple[float, float]], metric: Metric = ACCURACY) -> Any:
     palette = family_palette(order)
     params = {f: space[space["family"] == f] for f in order}
     ncols = max(len(p) for p in params.values())
@@ -711,7 +716,7 @@ def _draw_sensitivity(done: pd.DataFrame, space: pd.DataFrame, order: list[str],
         for ax in row[len(params[family]):]:
             ax.set_axis_off()
         share_y(row[:len(params[family])], ylims[family])
-        row[0].set_ylabel(f"{family}\nval accuracy")
+        row[0].set_ylabel(f"{family}\n{metric.axis('val')}")
     # Fixed spacing, not tight_layout: that re-measures every tick of ~50 panels (4 s).
     fig.subplots_adjust(hspace=0.6, wspace=0.2)
     return fig
@@ -829,7 +834,8 @@ def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
                           & ~frames.trials["diverged"]].dropna(subset=["val_accuracy"])
     bars = _importance_data(frames, family_order(frames))
     ylim = zoom(tried["val_accuracy"])
-    caption = ("Top: each search trial's final validation accuracy by trial number (pruned "
+    caption = (f"Top: each search trial's final validation {frames.metric.name} by trial "
+               "number (pruned "
                "trials faint, at the epoch they stopped) and the best so far. "
                + ("Bottom: Optuna's fANOVA parameter importances, over all families (grey) "
                   "and within each family." if len(bars) else ""))
@@ -839,7 +845,7 @@ def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
                                   _below(tried["val_accuracy"], ylim[0], "trial(s)"),
                                   _missing(frames, list(done["family"]))]))
     drawn = render(_draw_importance_history, path, tried, bars, family_order(frames),
-                    ylim)
+                    ylim, frames.metric)
     return Figure(drawn, title, caption, note)
 
 
@@ -858,13 +864,13 @@ def _importance_data(frames: ReportFrames, order: list[str]) -> pd.DataFrame:
 
 
 def _draw_importance_history(tried: pd.DataFrame, bars: pd.DataFrame, order: list[str],
-                             ylim: tuple[float, float]) -> Any:
+                             ylim: tuple[float, float], metric: Metric = ACCURACY) -> Any:
     history_height, bars_height = 3.4, 0.6 + 0.22 * len(bars)
     fig, axes = plt.subplots(2 if len(bars) else 1, 1, squeeze=False,
                              figsize=(WIDTH, history_height + (bars_height if len(bars) else 0)),
                              height_ratios=[history_height, bars_height] if len(bars) else None)
     palette = family_palette(order)
-    _draw_history(axes[0][0], tried, palette, ylim)
+    _draw_history(axes[0][0], tried, palette, ylim, metric)
     if len(bars):
         colours = {**family_palette(bars["scope"]), "all families": (0.45, 0.45, 0.45)}
         sns.barplot(bars, x="importance", y="label", hue="scope", palette=colours,
@@ -876,7 +882,7 @@ def _draw_importance_history(tried: pd.DataFrame, bars: pd.DataFrame, order: lis
 
 
 def _draw_history(ax: Any, tried: pd.DataFrame, palette: dict[str, Any],
-                  ylim: tuple[float, float]) -> None:
+                  ylim: tuple[float, float], metric: Metric = ACCURACY) -> None:
     done = tried[tried["state"] == "complete"].sort_values("number")
     pruned = tried[tried["state"] == "pruned"]
     markers = family_markers(palette)
@@ -888,7 +894,7 @@ def _draw_history(ax: Any, tried: pd.DataFrame, palette: dict[str, Any],
                    marker=markers.get(family, "o"), s=36)
     ax.step(done["number"], done["val_accuracy"].cummax(), where="post",
             color=CONFIRM_COLOUR, linewidth=1.2)
-    ax.set(ylim=ylim, xlabel="trial number", ylabel="val accuracy")
+    ax.set(ylim=ylim, xlabel="trial number", ylabel=metric.axis("val"))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     handles = [legend_marker(f, palette[f], markers[f]) for f in palette]
     handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
@@ -904,9 +910,10 @@ def _draw_history(ax: Any, tried: pd.DataFrame, palette: dict[str, Any],
 def time_to_target(frames: ReportFrames, path: Path, targets: tuple[float, ...]) -> Figure:
     """Epochs each family's best trial needs to reach each validation accuracy target;
     a missed target is an 'x' in the 'missed' column, never a bar at the last epoch."""
-    if not targets or not all(0 < t <= 1 for t in targets):
+    m = frames.metric
+    if not targets or (m.bounded and not all(0 < t <= 1 for t in targets)):
         raise ValueError(f"targets must be accuracies in (0, 1], but got {targets=}")
-    title = "Epochs to reach a validation accuracy target"
+    title = f"Epochs to reach a validation {m.name} target"
     if _done(frames).empty or frames.epochs.empty:
         return Figure(None, title, "", NO_COMPLETED)
     search, confirm = _target_data(frames, targets)
@@ -916,7 +923,7 @@ def time_to_target(frames: ReportFrames, path: Path, targets: tuple[float, ...])
                "reached each target; x: never reached."
                + (" Diamonds: the confirm runs' mean epoch over the seeds that reached it "
                   "(none drawn: no seed did). Confirm runs that reached each target "
-                  f"({' / '.join(f'{100 * t:g}%' for t in sorted(targets))}): "
+                  f"({' / '.join(map(_target_text, sorted(targets)))}): "
                   + "; ".join(f"{family} " + " / ".join(
                       f"{int(row.seeds)} of {int(row.runs)}"
                       for row in confirm[confirm["family"] == family].sort_values("target")
@@ -924,8 +931,13 @@ def time_to_target(frames: ReportFrames, path: Path, targets: tuple[float, ...])
                   + "." if len(confirm) else ""))
     note = ("" if search["reached"].any()
             else f"no family's best trial reached {', '.join(map(str, targets))}")
-    drawn = render(_draw_targets, path, search, confirm, order, sorted(targets), last)
+    drawn = render(_draw_targets, path, search, confirm, order, sorted(targets), last, m)
     return Figure(drawn, title, caption, note)
+
+
+def _target_text(target: float) -> str:
+    """A target as its caption names it: "97%" for an accuracy, "-0.0123" for a −MSE."""
+    return f"{100 * target:g}%" if 0 < target <= 1 else f"{target:.4g}"
 
 
 def _target_data(frames: ReportFrames,
@@ -942,7 +954,7 @@ def _target_data(frames: ReportFrames,
 
 
 def _draw_targets(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
-                  targets: list[float], last: int) -> Any:
+                  targets: list[float], last: int, metric: Metric = ACCURACY) -> Any:
     missed_x = last + 1  # the 'missed' column, one epoch right of the last
     colours = dict(zip(targets, sns.color_palette("crest", len(targets))))
     fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.5 * len(order)))
@@ -961,7 +973,7 @@ def _draw_targets(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
                           edgecolor=edge, **strip)
     ax.set_xticks([*range(last + 1), missed_x], [*map(str, range(last + 1)), "missed"])
     ax.set(xlim=(0, missed_x + 0.6), xlabel="epoch", ylabel="")
-    handles = [Patch(color=colours[t], label=f"val acc ≥ {t:g}") for t in targets]
+    handles = [Patch(color=colours[t], label=f"val {metric.short} ≥ {t:.4g}") for t in targets]
     handles.append(legend_marker("missed (best search trial)", "0.4", "X", size=7))
     if len(confirm):
         handles.append(legend_marker("confirm mean", "0.8", "D", size=6))

@@ -27,6 +27,7 @@ from scipy import stats as scipy_stats
 
 from lrbench.report import selection, stats
 from lrbench.report.frames import ReportFrames, picks
+from lrbench.report.metric import ACCURACY, Metric
 from lrbench.train.schedules import FAMILIES
 
 ALPHA = selection.ALPHA
@@ -68,6 +69,7 @@ class Ranking:
     repeats: int = 1  # tunings behind the picks (compare protocol)
     unit: str = "seed"  # what the confirm intervals and tests run over: "seed" or "repeat"
     budgets: dict[str, int] = field(default_factory=dict)  # search trials spent per family
+    metric: Metric = ACCURACY  # what the scores are (a regression's: −MSE)
 
     @property
     def order(self) -> list[str]:
@@ -90,8 +92,9 @@ class Ranking:
         return next((s for s in self.ranked if s.family == BASELINE), None)
 
     def standard_error(self, accuracy: float) -> float:
-        """One search run's validation accuracy's binomial standard error."""
-        if not self.val_size or math.isnan(accuracy):
+        """One search run's validation accuracy's binomial standard error (none for a
+        score that is not a fraction of examples)."""
+        if not self.val_size or math.isnan(accuracy) or not self.metric.bounded:
             return math.nan
         return math.sqrt(accuracy * (1 - accuracy) / self.val_size)
 
@@ -101,15 +104,17 @@ def ranking_of(frames: ReportFrames) -> Ranking:
     verdict and every figure ask for it (its tests cost tens of milliseconds each)."""
     cached = frames.cache.get("ranking")
     if cached is None or cached[0] is not frames.trials:  # replaced trials: rank again
-        cached = frames.cache["ranking"] = (frames.trials, rank(frames.trials))
+        cached = frames.cache["ranking"] = (frames.trials, rank(frames.trials, frames.metric))
     return cached[1]
 
 
-def rank(trials: pd.DataFrame) -> Ranking:
-    """One study's families, best first (``trials``: that study's frame, confirm runs in)."""
+def rank(trials: pd.DataFrame, metric: Metric = ACCURACY) -> Ranking:
+    """One study's families, best first (``trials``: that study's frame, confirm runs in;
+    ``metric``: what its scores are, which decides whether single runs have a binomial
+    standard error)."""
     best = picks(trials) if len(trials) else trials
     if best.empty:
-        return Ranking("none", [])
+        return Ranking("none", [], metric=metric)
     runs = stats.confirm_runs(trials, best)
     standings = [_standing(family, chosen, runs[runs["family"] == family])
                  for family, chosen in best.groupby("family", sort=False)]
@@ -118,7 +123,8 @@ def rank(trials: pd.DataFrame) -> Ranking:
     val_size = int(val_sizes.min()) if len(val_sizes) else None
     repeats = int(best["repeat"].nunique()) if "repeat" in best else 0
     context = {"protocol": "compare" if repeats else "search", "repeats": max(1, repeats),
-               "unit": "repeat" if repeats > 1 else "seed", "budgets": spent_budgets(trials)}
+               "unit": "repeat" if repeats > 1 else "seed", "budgets": spent_budgets(trials),
+               "metric": metric}
     if len(confirmed) >= 2:
         ranking = Ranking("confirm", [], val_size, min(s.confirm.n for s in confirmed),
                           **context)

@@ -25,6 +25,7 @@ from lrbench.report.frames import (
     completed,
     time_to_target,
 )
+from lrbench.report.metric import ACCURACY, Metric
 from lrbench.store.storage import DEFAULT_JOURNAL, is_url
 from lrbench.sweep import config as config_module
 
@@ -52,6 +53,7 @@ class LeaderRow:
     trials: str  # "12 done, 4 pruned"
     diverged: str  # "1 of 16"
     standing: ranking_module.Standing | None = None
+    metric: Metric = ACCURACY
 
     @property
     def versus_best(self) -> str:
@@ -59,12 +61,12 @@ class LeaderRow:
 
     @property
     def versus_baseline(self) -> str:
-        s = self.standing
+        s, m = self.standing, self.metric
         if s is None or s.vs_baseline is None:
             return "–"
-        return f"{100 * s.vs_baseline.mean:+.2f}" + (
+        return m.difference(s.vs_baseline.mean) + (
             "" if math.isnan(s.vs_baseline.half_width)
-            else f" ± {100 * s.vs_baseline.half_width:.2f}")
+            else f" ± {m.difference(s.vs_baseline.half_width, sign=False)}")
 
     @property
     def curse(self) -> str:
@@ -72,7 +74,12 @@ class LeaderRow:
         s = self.standing
         if s is None or math.isnan(s.curse_val):
             return "–"
-        return f"{100 * s.curse_val:+.2f} / {100 * s.curse_test:+.2f}"
+        return f"{self.metric.difference(s.curse_val)} / {self.metric.difference(s.curse_test)}"
+
+    @property
+    def seeds_text(self) -> str:
+        """The test score over confirm seeds: "98.12 ± 0.10" (in %), or "-0.0123 ± 0.001"."""
+        return _interval(self.seeds, self.metric)
 
 
 def versus_best(standing: ranking_module.Standing | None, rank: int | None,
@@ -102,13 +109,16 @@ class StudySummary:
         default_factory=lambda: ranking_module.Ranking("none", []))
     target_note: str = ""  # how the targets were chosen
     budget_note: str = ""  # the protocol and the budgets the ranking rests on
+    metric: Metric = ACCURACY  # what its scores are
 
 
-def _pct(value: float) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
+def _interval(interval: stats.Interval, metric: Metric) -> str:
+    """A confirm interval in the metric's numbers (per cent, without the sign, for accuracy)."""
+    return interval.text() if metric.percent else interval.text(scale=1.0, digits=4)
 
 
-def _to_target_texts(ttt: pd.DataFrame, number: int, targets: tuple[float, ...]) -> list[str]:
+def _to_target_texts(ttt: pd.DataFrame, number: int, targets: tuple[float, ...],
+                     metric: Metric) -> list[str]:
     texts = []
     for target in targets:
         row = ttt[(ttt["number"] == number) & (ttt["role"] == "search")
@@ -118,7 +128,7 @@ def _to_target_texts(ttt: pd.DataFrame, number: int, targets: tuple[float, ...])
         elif bool(row["reached"].iloc[0]):
             texts.append(f"{int(row['epoch'].iloc[0])} ep ({row['seconds'].iloc[0]:.1f} s)")
         else:
-            texts.append(f"missed (best {_pct(row['best_val_accuracy'].iloc[0])})")
+            texts.append(f"missed (best {metric.text(row['best_val_accuracy'].iloc[0])})")
     return texts
 
 
@@ -137,14 +147,15 @@ def summarise(frames: ReportFrames, targets: tuple[float, ...]) -> StudySummary:
         rows.append(LeaderRow(
             place if family in ranked else None, family, standing.trial, standing.params,
             standing.search_val, standing.search_test, standing.confirm,
-            _to_target_texts(ttt, standing.trial, targets),
+            _to_target_texts(ttt, standing.trial, targets, frames.metric),
             f"{(finished['state'] == 'complete').sum()} done, "
             f"{(finished['state'] == 'pruned').sum()} pruned"
             + (f", {unlearned} did not learn"
                if (unlearned := int((finished['status'] == 'did not learn').sum())) else ""),
-            f"{int(finished['diverged'].sum())} of {len(finished)}", standing))
+            f"{int(finished['diverged'].sum())} of {len(finished)}", standing, frames.metric))
     summary = StudySummary(info.name, targets, rows, "", ranking=ranking,
-                           has_confirm=any(s.confirm.n for s in ranking.standings))
+                           has_confirm=any(s.confirm.n for s in ranking.standings),
+                           metric=frames.metric)
     summary.notes = _notes(frames, best_per_family(trials) if len(trials) else trials)
     fixed_only = is_fixed_only(frames)
     summary.budget_note = budget_text(ranking, fixed_only, trials) if ranking.standings else ""
@@ -205,13 +216,14 @@ def verdict(study: str, ranking: ranking_module.Ranking, trials: pd.DataFrame,
         text = _search_verdict(study, ranking, fixed_only)
     text += " " + (budget_note if budget_note is not None
                    else budget_text(ranking, fixed_only, trials))
-    base = ranking.baseline
+    base, m = ranking.baseline, ranking.metric
     if base is not None and base is not top and top.vs_baseline is not None:
         gap = top.vs_baseline
         width = ("" if math.isnan(gap.half_width)
-                 else f" (95% CI {100 * (gap.mean - gap.half_width):+.2f} to "
-                      f"{100 * (gap.mean + gap.half_width):+.2f})")
-        text += f" Against constant LR, {top.family} is {100 * gap.mean:+.2f} points{width}"
+                 else f" (95% CI {m.difference(gap.mean - gap.half_width)} to "
+                      f"{m.difference(gap.mean + gap.half_width)})")
+        text += (f" Against constant LR, {top.family} is {m.difference(gap.mean)}"
+                 f"{m.unit or ' in ' + m.name}{width}")
         clear = not math.isnan(gap.half_width) and abs(gap.mean) > gap.half_width
         if clear and base.tied_with_best:
             comparisons = len(ranking.ranked) - 1
@@ -234,7 +246,7 @@ def verdict_frame(ranking: ranking_module.Ranking) -> pd.DataFrame:
 
     ``budget``: search trials per repeat; ``seeds``: confirm runs per pick (per repeat);
     ``score`` and its CI: over the ranking's units (repeats, else seeds); gaps and curses
-    in accuracy (fractions, like score).
+    in the score's units (accuracy as fractions; a regression's −MSE).
     """
     rows = []
     for s in ranking.ranked:
@@ -264,7 +276,8 @@ def budget_text(ranking: ranking_module.Ranking, fixed_only: bool = False,
     if trials is not None and len(budgets) > 1 and not fixed_only:
         order, differs = budget.ranking_change(budget.curves(trials))
         if order:
-            change = (f" By expected best validation accuracy after n trials (Dodge et al. "
+            change = (f" By expected best validation {ranking.metric.name} after n trials "
+                      f"(Dodge et al. "
                       f"2019), the order at the full budget is {' > '.join(order)}; "
                       + (f"with {differs} trial{'s' if differs > 1 else ''} per family or "
                          f"fewer it differs (budget figure)."
@@ -289,13 +302,14 @@ def budget_text(ranking: ranking_module.Ranking, fixed_only: bool = False,
 
 def _one_family_verdict(study: str, ranking: ranking_module.Ranking) -> str:
     """A study of one family (``step``) asks which parameters, not which family."""
-    top = ranking.ranked[0]
+    top, m = ranking.ranked[0], ranking.metric
     text = (f"Study {study} has results for one family, {top.family}, so there is no family "
-            f"to rank; its best configuration ({top.params}) reached {_pct(top.search_val)} "
-            f"validation accuracy ({_pct(top.search_test)} test)")
+            f"to rank; its best configuration ({top.params}) reached {m.text(top.search_val)} "
+            f"validation {m.name} ({m.text(top.search_test)} test)")
     if top.confirm.n:
-        return text + (f", and {top.confirm.text()}% test accuracy over {top.confirm.n} fresh "
-                       f"seeds. The sensitivity figure shows how much each parameter matters.")
+        return text + (f", and {_interval(top.confirm, m)}{'%' if m.percent else ''} test "
+                       f"{m.name} over {top.confirm.n} fresh seeds. The sensitivity figure "
+                       f"shows how much each parameter matters.")
     se = ranking.standard_error(top.score)
     noise = ("" if math.isnan(se) else f": one run's validation accuracy on "
              f"{ranking.val_size:,} images has a standard error of ±{100 * se:.2f} points")
@@ -326,12 +340,12 @@ def interval_text(ranking: ranking_module.Ranking, standing: ranking_module.Stan
 
 
 def _confirm_verdict(study: str, ranking: ranking_module.Ranking) -> str:
-    top = ranking.ranked[0]
+    top, m = ranking.ranked[0], ranking.metric
     ties = [f for f in ranking.tied if f != top.family]
     lead = (f"{top.family} is best in study {study}" if not ties
             else f"No single winner in study {study}: {top.family} has the highest mean")
-    text = (f"{lead}: test accuracy {top.confirm.text()}% ({interval_text(ranking, top)}), "
-            f"and {_tie_text(ranking)}.")
+    text = (f"{lead}: test {m.name} {_interval(top.confirm, m)}{'%' if m.percent else ''} "
+            f"({interval_text(ranking, top)}), and {_tie_text(ranking)}.")
     if ties and len(ties) + 1 == len(ranking.ranked):
         more = ("--seeds N with more seeds, or more --repeats" if ranking.unit == "repeat"
                 else "--seeds N with more seeds")
@@ -339,26 +353,27 @@ def _confirm_verdict(study: str, ranking: ranking_module.Ranking) -> str:
                  f"its families: run `lrbench confirm {study}` with {more}.")
     if not math.isnan(top.curse_val):
         text += (f" Its search pick{'s' if top.picks > 1 else ''} measured "
-                 f"{100 * top.curse_val:+.2f} points of validation accuracy (the metric that "
-                 f"selected {'them' if top.picks > 1 else 'it'}) and "
-                 f"{100 * top.curse_test:+.2f} points of test accuracy against "
+                 f"{m.difference(top.curse_val)}{m.unit} of validation {m.name} (the metric "
+                 f"that selected {'them' if top.picks > 1 else 'it'}) and "
+                 f"{m.difference(top.curse_test)}{m.unit} of test {m.name} against "
                  f"{'their' if top.picks > 1 else 'its'} mean on fresh seeds: the winner's "
                  f"curse.")
     return text
 
 
 def _search_verdict(study: str, ranking: ranking_module.Ranking, fixed_only: bool) -> str:
-    top = ranking.ranked[0]
+    top, m = ranking.ranked[0], ranking.metric
     se = ranking.standard_error(top.score)
     noise = (f"one run's validation accuracy on {ranking.val_size:,} images has a standard "
              f"error of ±{100 * se:.2f} points" if not math.isnan(se) else
-             "the validation set's size is unknown")
+             "the validation set's size is unknown" if m.bounded else
+             "their seed noise is unmeasured")
     ties = [f for f in ranking.tied if f != top.family]
-    lead = (f"{top.family} has the highest validation accuracy in study {study}" if not ties
+    lead = (f"{top.family} has the highest validation {m.name} in study {study}" if not ties
             else f"No single winner in study {study}: {top.family} has the highest "
-                 f"validation accuracy")
+                 f"validation {m.name}")
     what = "each listed run once" if fixed_only else "each family's best search run"
-    text = (f"{lead}, {_pct(top.search_val)} ({_pct(top.search_test)} test; {top.params}), "
+    text = (f"{lead}, {m.text(top.search_val)} ({m.text(top.search_test)} test; {top.params}), "
             f"and {_tie_text(ranking)}. These are single runs ({what}, no confirm runs): "
             f"{noise}.")
     if ties and len(ties) + 1 == len(ranking.ranked):
@@ -397,7 +412,8 @@ def reproduction(frames: ReportFrames) -> list[ReproductionRow]:
             rows.append(ReproductionRow(name, epochs, published, "not run", "–", None))
             continue
         seeds = stats.mean_ci(confirm[confirm["confirm_of"] == match["number"]]["test_accuracy"])
-        rows.append(ReproductionRow(name, epochs, published, _pct(match["test_accuracy"]),
+        rows.append(ReproductionRow(name, epochs, published,
+                                    ACCURACY.text(match["test_accuracy"]),
                                     seeds.text() + ("%" if seeds.n else ""), match["number"]))
     return rows
 
