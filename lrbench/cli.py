@@ -181,7 +181,7 @@ def _sweep_one(cfg: config_module.SweepConfig, **options: Any) -> None:
         console.print(f"--epochs {cfg.epochs}: epoch-dependent ranges follow it: "
                       + "; ".join(cfg.clipped), highlight=False, markup=False)
     outcome = _run_with_progress(cfg, **options)
-    if not outcome.reports and outcome.error is None:
+    if not outcome.reports and outcome.error is None and not outcome.gave_up:
         console.print(f"nothing to train: study {cfg.study!r} already holds {outcome.finished} "
                       f"finished trials (raise --trials to add more)")
     if not isinstance(outcome.error, StorageError):  # (reading it would fail, or wait, again)

@@ -239,3 +239,43 @@ def test_a_regression_sweeps_confirms_and_reports_its_mse(tmp_path: Path):
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert (f"{wrong}: train.loss: 'mse' does not fit blobs_module:blobs, which holds integer "
             f"class labels: set loss = 'cross_entropy'") in " ".join(refused.stderr.split())
+
+
+LATE_ERROR = MODULE + """
+
+    class Late(nn.Module):
+        # trains a few steps, then its forward raises: past every check before training
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 3)
+            self.steps = 0
+
+        def forward(self, x):
+            if torch.is_grad_enabled():
+                self.steps += 1
+                if self.steps > 4:
+                    return self.grow(x)
+            return self.layer(x)
+
+        def grow(self, x):
+            raise RuntimeError("my buffer ran out")
+
+
+    def late():
+        return Late()
+"""
+
+
+def test_an_error_in_the_users_model_while_training_shows_their_frames(tmp_path: Path):
+    sweep_file = workload(tmp_path / "late", model="blobs_module:late",
+                          module=LATE_ERROR)
+    done = run_lrbench("sweep", str(sweep_file), "--workers", "1", "--engine", "sequential",
+                       results=tmp_path / "results")
+    assert done.returncode == 1  # the trials failed: the sweep did not finish (not input)
+    said = done.stdout
+    assert ("3 trials in a row failed; last: RuntimeError('my buffer ran out'), raised in "
+            "your code (train.model = 'blobs_module:late')") in " ".join(said.split())
+    assert "Traceback (your code, most recent call last)" in said
+    assert "in forward" in said and "in grow" in said
+    assert "lrbench/" not in said.replace(str(tmp_path), "")
+    assert "nothing to train" not in said  # the slot gave up: there was something to train

@@ -353,7 +353,8 @@ def _slot_ended(starter: _Starter, end: SlotEnd, study: optuna.Study,
         return
     if isinstance(end.error, TooManyFailures):  # this slot gives up, the others go on
         outcome.gave_up.add(end.process.job.slot.index)
-        outcome.notices.append(f"{end.error}: it stops; the other slots go on")
+        detail = f"\n{end.error.detail}" if end.error.detail else ""
+        outcome.notices.append(f"{end.error}: it stops; the other slots go on{detail}")
         starter.notice(outcome.notices[-1])
         return
     if not end.died:  # a bug, a broken device, a full disk: stop the sweep, keep the error

@@ -64,7 +64,7 @@ from lrbench.train.batched import EpochRow, Stack, group_key
 from lrbench.train.data import DatasetArrays, split_to_device
 from lrbench.train.sequential import train_trial
 from lrbench.train.trial import TrialResult, TrialSpec
-from lrbench.train.workload import add_import_root
+from lrbench.train.workload import add_import_root, is_import_path, their_traceback
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,15 @@ ASK_CHUNK = 0.25
 
 
 class TooManyFailures(RuntimeError):
-    """A slot whose trials keep raising: a bug or a broken device, not bad luck."""
+    """A slot whose trials keep raising: a bug or a broken device, not bad luck.
+    ``detail``: the user's traceback when the error came from their model."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message, detail)  # both in args: they survive pickling
+        self.message, self.detail = message, detail
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class StopRequested(Exception):
@@ -276,9 +284,13 @@ class _Slot:
         self.report.failed += len(running)
         self.failures_in_a_row += 1
         if self.failures_in_a_row >= MAX_FAILURES_IN_A_ROW:
+            # an error raised in a user's model shows their frames, not lrbench's
+            theirs = their_traceback(err) if is_import_path(self.config.model) else ""
+            where = f", raised in your code (train.model = {self.config.model!r})" \
+                if theirs else ""
             raise TooManyFailures(f"slot {self.slot.index} ({self.slot.device}): "
                                   f"{self.failures_in_a_row} trials in a row failed; "
-                                  f"last: {err!r}") from err
+                                  f"last: {err!r}{where}", theirs) from err
 
 
 def _sequential_loop(slot: _Slot) -> None:

@@ -52,14 +52,23 @@ class UserCodeError(UserError):
     frames only) and one line saying where lrbench called it."""
 
     def __init__(self, context: str, error: BaseException) -> None:
-        frames = [f for f in traceback.extract_tb(error.__traceback__)
-                  if not _is_library_frame(f.filename)]
-        lines = ["Traceback (your code, most recent call last):\n",
-                 *traceback.format_list(frames),
-                 *traceback.format_exception_only(type(error), error)]
-        self.user_traceback = "".join(lines).rstrip()
+        self.user_traceback = their_traceback(error) or "".join(
+            traceback.format_exception_only(type(error), error)).rstrip()
         super().__init__(f"{context} raised {type(error).__name__}: {error}\n"
                          f"{self.user_traceback}")
+
+
+def their_traceback(error: BaseException) -> str:
+    """``error``'s traceback through the user's code only (lrbench's, torch's and
+    importlib's frames left out), or "" if none of its frames is theirs."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__)
+              if not _is_library_frame(f.filename)]
+    if not frames:
+        return ""
+    lines = ["Traceback (your code, most recent call last):\n",
+             *traceback.format_list(frames),
+             *traceback.format_exception_only(type(error), error)]
+    return "".join(lines).rstrip()
 
 
 def _is_library_frame(filename: str) -> bool:
@@ -192,15 +201,21 @@ def check_model(name: str, example: torch.Tensor, num_classes: int, source: str 
     import torch
 
     where = _where("train.model", name, source)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    batch = f"a batch of {tuple(example.shape)} {example.dtype} inputs"
+    with torch.random.fork_rng(devices=[]):
         model = build_model(name, num_classes, source)
         if not any(True for _ in model.parameters()):
             raise UserError(f"{where}: the module has no parameters to train")
         try:
-            out = model(example)
+            with torch.no_grad():
+                out = model.eval()(example)
         except Exception as err:
-            raise UserCodeError(f"{where}: its forward on a batch of "
-                                f"{tuple(example.shape)} {example.dtype} inputs", err) from None
+            raise UserCodeError(f"{where}: its forward (evaluation) on {batch}", err) from None
+        try:  # as training runs it: train mode, gradients on, then backward
+            model.train()(example).float().sum().backward()
+        except Exception as err:
+            raise UserCodeError(f"{where}: its forward and backward (training) on {batch}",
+                                err) from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(example), num_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         what = "outputs" if loss == "mse" else "logits"

@@ -232,8 +232,9 @@ def test_a_factory_must_return_a_module_that_gives_logits(user_module):
         workload.check_model(f"{name}:three_outputs", torch.randn(2, 4), 10)
     with pytest.raises(UserError, match=r"has no parameters to train"):
         workload.check_model(f"{name}:no_parameters", torch.randn(2, 4), 10)
-    with pytest.raises(workload.UserCodeError, match=r"its forward on a batch of \(2, 5\) "
-                                                     r"torch.float32 inputs raised RuntimeError"):
+    with pytest.raises(workload.UserCodeError, match=r"its forward \(evaluation\) on a batch "
+                                                     r"of \(2, 5\) torch.float32 inputs raised "
+                                                     r"RuntimeError"):
         workload.check_model(f"{name}:three_outputs", torch.randn(2, 5), 3)
 
 
