@@ -35,9 +35,9 @@ from lrbench.store.schema import (
     run_options,
 )
 from lrbench.store.storage import is_url, open_storage, shown, study_names
-from lrbench.train.data import DATASETS
 from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
 from lrbench.train.trial import CURVE_KEYS
+from lrbench.train.workload import is_import_path
 
 PARAM_PREFIX = "param:"
 # Validation-accuracy targets for time-to-target, per data set: where a good run of the
@@ -242,13 +242,19 @@ def _other_data(trial: FrozenTrial, info: StudyInfo) -> bool:
     return True
 
 
+def _ten_classes(config: dict[str, Any]) -> bool:
+    """A study on the built-in data sets (10 classes, so chance is known); not a user's
+    loader nor a regression, whose scores have no chance level here."""
+    return config.get("loss", "cross_entropy") == "cross_entropy" \
+        and not is_import_path(str(config.get("dataset", "")))
+
+
 def _trial_row(study: str, role: str, trial: FrozenTrial, config: dict[str, Any]) -> dict:
     plan, claim = plan_of(trial), claim_of(trial)
     record = record_of(trial) or TrialRecord(status="")
     state = STATES.get(trial.state, trial.state.name.lower())
     status = (record.status or state) if state in ("complete", "pruned") else state
-    if status == "complete" and record.val_accuracy < LEARNED_ABOVE \
-            and config.get("dataset") in DATASETS:  # 10 classes: chance is known
+    if status == "complete" and record.val_accuracy < LEARNED_ABOVE and _ten_classes(config):
         status = "did not learn"  # trained to the end, yet near chance: say so
     optimizer = config.get("optimizer", {})
     seeds = trained_seeds(trial)
