@@ -73,7 +73,7 @@ def _regression_targets(frames: ReportFrames) -> tuple[tuple[float, ...], str]:
     return targets, (
         f"Targets: validation −MSE of {' and '.join(f'{t:.4g}' for t in targets)}, that is "
         f"the best this study reached ({best:.4g}) divided by 0.95 and 0.99: within about 5% "
-        f"and 1% of its MSE. Set them with --target.")
+        f"and 1% of its MSE (--target sets accuracy targets only).")
 
 
 def build_report(location: str, out_dir: Path, studies: list[str] | None = None,

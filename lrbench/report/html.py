@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,10 +72,6 @@ def data_uri(png: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(png.read_bytes()).decode("ascii")
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
-
-
 def render(studies: list[StudyView], storage: str, warnings: list[str] | None = None,
            comparisons: list[ComparisonView] | None = None) -> str:
     env = jinja2.Environment(loader=jinja2.PackageLoader("lrbench.report", "templates"),
@@ -85,4 +80,4 @@ def render(studies: list[StudyView], storage: str, warnings: list[str] | None = 
     now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     return env.get_template("report.html.j2").render(
         studies=studies, storage=shown(storage), generated=now, version=lrbench.__version__,
-        pct=_pct, warnings=warnings or [], comparisons=comparisons or [])
+        warnings=warnings or [], comparisons=comparisons or [])
