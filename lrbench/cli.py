@@ -295,13 +295,6 @@ def _why_short(outcome: SweepOutcome) -> str:
         "; run the same command to try again")
 
 
-def _score(value: float | None, percent: bool = True) -> str:
-    """A score in a terminal table: accuracy as a fraction to 4 places, −MSE to 4 digits."""
-    if value is None:
-        return "-"
-    return f"{value:.4f}" if percent else f"{value:.4g}"
-
-
 # What the closing table needs (pandas, scipy.stats): ~0.8 s to import, which the parent
 # does while its slots train instead of after them.
 _BEST_TABLE_MODULES = ("lrbench.report.frames", "lrbench.report.ranking",
@@ -352,11 +345,10 @@ def _print_best(study: optuna.Study) -> None:
         rank = place if s.family in ranked else None
         cells = ["-" if rank is None else str(rank), s.family,
                  _counts(counted[counted["family"] == s.family]),
-                 _score(s.search_val, m.percent), _score(s.search_test, m.percent),
+                 m.fraction(s.search_val), m.fraction(s.search_test),
                  str(s.trial)]
         if ranking.basis == "confirm":
-            cells.append((s.confirm.text() if m.percent else s.confirm.text(1.0, 4))
-                         if s.confirm.n else "-")
+            cells.append(m.interval(s.confirm) if s.confirm.n else "-")
         table.add_row(*cells, versus_best(s, rank, compact=True))
     for family in sorted(set(counted["family"]) - {s.family for s in ranking.standings}):
         cells = ["-", family, _counts(counted[counted["family"] == family]), "-", "-", "-"]
@@ -476,8 +468,8 @@ def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.Frozen
         done = runs.get(best.number, [])
         records = [r for t in done if (r := record_of(t)) is not None]
         interval = mean_ci([r.test_accuracy for r in records])
-        table.add_row(family, str(best.number), _score(best.value, m.percent), str(len(done)),
-                      interval.text() if m.percent else interval.text(1.0, 4),
+        table.add_row(family, str(best.number), m.fraction(best.value), str(len(done)),
+                      m.interval(interval),
                       str(sum(r.diverged for r in records)))
     console.print(table)
 

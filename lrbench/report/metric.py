@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lrbench.report.stats import Interval
+
 
 @dataclass(frozen=True)
 class Metric:
@@ -26,6 +28,18 @@ class Metric:
         if score is None or math.isnan(score):
             return "–"
         return f"{100 * score:.{digits}f}%" if self.percent else f"{score:.4g}"
+
+    def fraction(self, score: float | None) -> str:
+        """A score in a terminal table: accuracy as a fraction to 4 places, −MSE to 4
+        digits; "-" for none."""
+        if score is None:
+            return "-"
+        return f"{score:.4f}" if self.percent else f"{score:.4g}"
+
+    def interval(self, interval: Interval) -> str:
+        """A confirm interval: "98.12 ± 0.10" (per cent, the sign left to the caller's
+        header or text) or "-0.0123 ± 0.0011"."""
+        return interval.text() if self.percent else interval.text(scale=1.0, digits=4)
 
     def number(self, score: float) -> str:
         """A score without its unit, as a table column under a header naming it."""

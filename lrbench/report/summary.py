@@ -28,6 +28,7 @@ from lrbench.report.frames import (
 from lrbench.report.metric import ACCURACY, Metric
 from lrbench.store.storage import DEFAULT_JOURNAL, is_url
 from lrbench.sweep import config as config_module
+from lrbench.train.workload import is_import_path
 
 # The tutorial's published runs (Deep Learning Wizard, "Learning Rate Scheduling"):
 # family, parameters, epochs, published test accuracy in %.
@@ -79,7 +80,7 @@ class LeaderRow:
     @property
     def seeds_text(self) -> str:
         """The test score over confirm seeds: "98.12 ± 0.10" (in %), or "-0.0123 ± 0.001"."""
-        return _interval(self.seeds, self.metric)
+        return self.metric.interval(self.seeds)
 
 
 def versus_best(standing: ranking_module.Standing | None, rank: int | None,
@@ -110,11 +111,6 @@ class StudySummary:
     target_note: str = ""  # how the targets were chosen
     budget_note: str = ""  # the protocol and the budgets the ranking rests on
     metric: Metric = ACCURACY  # what its scores are
-
-
-def _interval(interval: stats.Interval, metric: Metric) -> str:
-    """A confirm interval in the metric's numbers (per cent, without the sign, for accuracy)."""
-    return interval.text() if metric.percent else interval.text(scale=1.0, digits=4)
 
 
 def _to_target_texts(ttt: pd.DataFrame, number: int, targets: tuple[float, ...],
@@ -307,7 +303,7 @@ def _one_family_verdict(study: str, ranking: ranking_module.Ranking) -> str:
             f"to rank; its best configuration ({top.params}) reached {m.text(top.search_val)} "
             f"validation {m.name} ({m.text(top.search_test)} test)")
     if top.confirm.n:
-        return text + (f", and {_interval(top.confirm, m)}{'%' if m.percent else ''} test "
+        return text + (f", and {m.interval(top.confirm)}{'%' if m.percent else ''} test "
                        f"{m.name} over {top.confirm.n} fresh seeds. The sensitivity figure "
                        f"shows how much each parameter matters.")
     se = ranking.standard_error(top.score)
@@ -344,7 +340,7 @@ def _confirm_verdict(study: str, ranking: ranking_module.Ranking) -> str:
     ties = [f for f in ranking.tied if f != top.family]
     lead = (f"{top.family} is best in study {study}" if not ties
             else f"No single winner in study {study}: {top.family} has the highest mean")
-    text = (f"{lead}: test {m.name} {_interval(top.confirm, m)}{'%' if m.percent else ''} "
+    text = (f"{lead}: test {m.name} {m.interval(top.confirm)}{'%' if m.percent else ''} "
             f"({interval_text(ranking, top)}), and {_tie_text(ranking)}.")
     if ties and len(ties) + 1 == len(ranking.ranked):
         more = ("--seeds N with more seeds, or more --repeats" if ranking.unit == "repeat"
@@ -502,7 +498,7 @@ def _user_workload_note(info: StudyInfo) -> list[str]:
     where the sweep looks for their modules (the sweep file's folder first)."""
     paths = [f"{key} = {info.config[key.split('.')[1]]!r}"
              for key in ("train.model", "data.dataset")
-             if ":" in str(info.config.get(key.split(".")[1], ""))]
+             if is_import_path(str(info.config.get(key.split(".")[1], "")))]
     if not paths:
         return []
     folder = Path(info.sweep_file).parent if info.sweep_file else "the sweep file's folder"

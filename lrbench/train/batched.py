@@ -289,7 +289,8 @@ class Stack:
                                  data_seed=self.data_seed, data_offset=self.epoch)
             self.members.append(_Member(key, spec, _shadow_schedule(spec, steps), result, now))
         newcomers = StackedModel.from_seeds(first.model, [s.seed for s in specs],
-                                            self.data.num_classes, device)
+                                            self.data.num_classes, device,
+                                            self.model.forward if self.model else None)
         if self.model is None:
             self.model, self.optimizer = newcomers, stacked_optimizer(first.optimizer,
                                                                       self.fused)

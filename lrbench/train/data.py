@@ -93,8 +93,9 @@ def _as_rows(arrays: DatasetArrays, inputs: torch.Tensor) -> torch.Tensor:
 class DeviceData:
     """Everything a worker trains on, already on its device.
 
-    Images stay uint8 (flattened to 784 columns): 47 MB for 60k images instead of
-    188 MB as float32. The trainer scales each batch with `to_float`.
+    Built-in images stay uint8 (flattened to 784 columns): 47 MB for 60k images instead
+    of 188 MB as float32. The trainer scales each batch with `model_input`. A user's
+    inputs keep the shape and dtype their loader gave them.
     """
 
     train_x: torch.Tensor

@@ -78,8 +78,9 @@ class StackedModel:
 
     @classmethod
     def from_seeds(cls, name: str, seeds: Sequence[int], num_classes: int,
-                   device: torch.device) -> StackedModel:
-        """Trial k's weights exactly as the sequential engine draws them for seed k."""
+                   device: torch.device, forward: Forward | None = None) -> StackedModel:
+        """Trial k's weights exactly as the sequential engine draws them for seed k.
+        ``forward``: a stack's own, for newcomers joining it (else one is made)."""
         stacked: list[Tensor] = []
         buffers: list[Tensor] = []
         skeleton = None
@@ -95,7 +96,7 @@ class StackedModel:
             for target, w in zip([*stacked, *buffers], [*weights, *states]):
                 target[k].copy_(w.detach())
         assert skeleton is not None, "from_seeds needs at least one seed"
-        forward = FORWARDS.get(name) or _vmapped(skeleton.to(device))
+        forward = forward or FORWARDS.get(name) or _vmapped(skeleton.to(device))
         return cls(name, num_classes, [p.requires_grad_() for p in stacked], forward, buffers)
 
     @property
