@@ -39,9 +39,7 @@ from lrbench.sweep import confirm as confirm_module
 from lrbench.sweep import suite as suite_module
 from lrbench.sweep.choice import ENGINES
 from lrbench.sweep.devices import Slot
-from lrbench.sweep.processes.cluster import ClusterLost, hosts_text
 from lrbench.sweep.processes.stuck import DEFAULT_FLOOR_SECONDS
-from lrbench.sweep.run import SweepOutcome, run_sweep, snapshot
 from lrbench.sweep.seeds import SEED_MAX
 from lrbench.sweep.summary import study_rows
 from lrbench.train import data
@@ -49,6 +47,11 @@ from lrbench.train.workload import add_import_root
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from lrbench.sweep.run import SweepOutcome
+
+# The sweep machinery (lrbench.sweep.run and what it starts) imports torch, ~1.4 s: it is
+# imported by the functions that train, so `report`, `list` and every user error skip it.
 
 # emoji=False: "--device cuda:-1" must not print a thumbs-down for ":-1".
 console = Console(emoji=False)
@@ -217,6 +220,9 @@ def _run_suite(suite: suite_module.Suite, data_dir: str | None, *, counts: dict[
 
 def _run_with_progress(cfg: config_module.SweepConfig, **options: Any) -> SweepOutcome:
     """Run the slots with a progress bar drawn from the storage."""
+    from lrbench.sweep.processes.cluster import hosts_text
+    from lrbench.sweep.run import run_sweep
+
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("running {task.fields[running]}"), TextColumn("best {task.fields[best]}"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
@@ -243,6 +249,8 @@ def _run_with_progress(cfg: config_module.SweepConfig, **options: Any) -> SweepO
 
 def _finish(outcome: SweepOutcome) -> None:
     """The closing lines of a run, and its exit code when it did not finish."""
+    from lrbench.sweep.processes.cluster import ClusterLost
+
     slots = ", ".join(f"{r.slot.device}x{r.slot.threads}t {r.engine}"
                       + (f" K={r.batch_trials}" if r.engine == "batched" else "")
                       + (f" on {r.slot.host}" if r.slot.host else "")
@@ -279,6 +287,8 @@ def _finish(outcome: SweepOutcome) -> None:
 
 
 def _why_short(outcome: SweepOutcome) -> str:
+    from lrbench.sweep.run import snapshot
+
     now = snapshot(outcome.study)
     reasons = []
     if now.failed > outcome.failed_before:

@@ -35,7 +35,8 @@ from lrbench.store.schema import (
     run_options,
 )
 from lrbench.store.storage import is_url, open_storage, shown, study_names
-from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec, lr_trace
+from lrbench.train.lr_schedule import lr_trace
+from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec
 from lrbench.train.trial import CURVE_KEYS
 from lrbench.train.workload import is_import_path
 

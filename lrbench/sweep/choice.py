@@ -3,19 +3,21 @@
 ``auto`` picks the batched engine on a GPU, where one small model is launch-bound and
 K stacked models run at nearly the cost of one, and on the CPU only where
 benchmarks/bench_batched.py measured it faster than the sequential engine.
+
+The engines (and torch) are imported by the functions that size a stack: the CLI reads
+``ENGINES`` here without them.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-
-from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.devices import Slot
-from lrbench.train.batched import max_trials_for_memory
-from lrbench.train.data import DeviceData
-from lrbench.train.stacked import parameter_count
+
+if TYPE_CHECKING:
+    from lrbench.sweep.config import SweepConfig
+    from lrbench.train.data import DeviceData
 
 ENGINES = ("auto", "sequential", "batched")
 CPU_AUTO_ENGINE = "batched"
@@ -56,6 +58,10 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: 
     if requested:
         return requested
     if slot.device.startswith("cuda"):
+        import torch
+
+        from lrbench.train.batched import max_trials_for_memory
+
         free, _ = torch.cuda.mem_get_info(slot.device)
         fits = max_trials_for_memory(config.model, config.batch_size, free,
                                      config.optimizer.name,
@@ -71,6 +77,8 @@ def batch_trials(requested: int | None, config: SweepConfig, slot: Slot, peers: 
 def cpu_batch_trials(model: str, num_classes: int = 10) -> int:
     """K for throughput on a CPU: the trials whose float32 weights fit CPU_STACK_BYTES
     (16 FNNs; 166 logistic regressions, whose tiny steps are mostly per-call overhead)."""
+    from lrbench.train.stacked import parameter_count
+
     fits = CPU_STACK_BYTES // (4 * parameter_count(model, num_classes))
     return max(CPU_BATCH_TRIALS, min(CPU_MAX_BATCH_TRIALS, fits))
 

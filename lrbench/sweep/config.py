@@ -21,9 +21,8 @@ from lrbench.space import Axis, Choice, FloatRange, IntRange, describe, grid_val
 from lrbench.sweep.seeds import SEED_MAX
 from lrbench.train import data, workload
 from lrbench.train.losses import DEFAULT_LOSS, LOSSES
-from lrbench.train.schedule_free import FAMILY as SCHEDULE_FREE_FAMILY
-from lrbench.train.schedule_free import SCHEDULE_FREE_NAMES, is_schedule_free, schedule_free_form
-from lrbench.train.schedules import FAMILIES, PARAM_LIMITS, limit_of
+from lrbench.train.optimizers import OPTIMIZERS, is_schedule_free, schedule_free_form
+from lrbench.train.schedules import FAMILIES, PARAM_LIMITS, SCHEDULE_FREE_FAMILY, limit_of
 from lrbench.train.trial import OptimizerConfig  # the [optimizer] table
 
 SAMPLERS = ("tpe", "qmc", "random", "grid")
@@ -33,7 +32,6 @@ SAMPLERS = ("tpe", "qmc", "random", "grid")
 PROTOCOLS = ("search", "compare")
 DEFAULT_REPEATS = 3  # AlgoPerf repeats its tuning 5 times; 3 keeps a CPU comparison short
 PRUNERS = ("median", "hyperband", "none")
-OPTIMIZERS = ("sgd", "adam", "adamw", *SCHEDULE_FREE_NAMES)
 PLATEAU_METRICS = ("accuracy", "loss")
 
 # Every key each table may hold: a missing required key beside an unknown one is

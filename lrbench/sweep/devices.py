@@ -11,8 +11,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import torch
-
 from lrbench.errors import UserError
 
 
@@ -33,6 +31,8 @@ def cpu_cores() -> int:
 
 
 def gpus() -> list[str]:
+    import torch  # here, not with the module: the CLI parses --device without torch
+
     return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 
 
@@ -100,6 +100,8 @@ def plan_slots(device: str = "auto", workers: int | None = None,
 
 def configure_process(slot: Slot) -> None:
     """Set up a worker process for its slot (call once, before any training)."""
+    import torch
+
     torch.set_num_threads(slot.threads)  # slots share the cores; don't oversubscribe them
     # Denormal floats (as momentum buffers decay) are far slower on x86 CPUs: without the
     # flush, epochs crept slower and slower (the README's trainer section has the figures).

@@ -36,7 +36,7 @@ from lrbench.sweep import seeds
 from lrbench.sweep.config import FixedTrial, SweepConfig
 from lrbench.sweep.protocol import CellSampler, spent_failures, startup_trials
 from lrbench.sweep.sampling import BatchTPESampler
-from lrbench.train.schedule_free import trial_optimizer
+from lrbench.train.optimizers import trial_optimizer
 from lrbench.train.schedules import ScheduleSpec
 from lrbench.train.trial import TrialSpec
 

@@ -27,8 +27,9 @@ from torch import Tensor
 from lrbench.train import losses
 from lrbench.train.data import DeviceData, model_input
 from lrbench.train.losses import DEFAULT_LOSS
-from lrbench.train.schedule_free import is_schedule_free
-from lrbench.train.schedules import LRSchedule, ScheduleContext, ShadowSGD
+from lrbench.train.lr_schedule import LRSchedule, ShadowSGD
+from lrbench.train.optimizers import is_schedule_free
+from lrbench.train.schedules import ScheduleContext
 from lrbench.train.sequential import EVAL_CHUNK, divergence
 from lrbench.train.stacked import (
     StackedModel,

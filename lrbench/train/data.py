@@ -21,15 +21,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 if TYPE_CHECKING:
+    import torch
     from torchvision.datasets import MNIST
 
 from lrbench.errors import DataNotFoundError, UserError
 from lrbench.train import workload
 
 log = logging.getLogger(__name__)
+
+# torch is imported by the functions that make or read tensors, not with the module: the
+# report and `lrbench list` read data set names, folders and sizes here, and importing
+# torch would add ~1.4 s to each.
 
 # Name -> torchvision dataset class. Imported lazily: torchvision costs a process seconds and
 # memory (README, "Memory"), and workers get their images from the parent, never needing it.
@@ -165,6 +169,8 @@ def _read_idx(path: Path, dims: int) -> torch.Tensor:
     if len(raw) < header or raw[:3] != b"\x00\x00\x08" or raw[3] != dims:
         raise UserError(f"{path}: not valid IDX files (expected an IDX header for unsigned "
                         f"bytes in {dims} dimensions, found {raw[:4].hex() or 'nothing'})")
+    import torch
+
     shape = struct.unpack(f">{dims}I", raw[4:header])
     if len(raw) - header != math.prod(shape):
         raise UserError(f"{path}: not valid IDX files (its header says {shape}, "
@@ -174,6 +180,8 @@ def _read_idx(path: Path, dims: int) -> torch.Tensor:
 
 def _read(dataset: str, root: Path) -> DatasetArrays:
     """Read both splits from a root known to hold the four files."""
+    import torch
+
     raw = _raw_dir(root, _folder(dataset))
     arrays = DatasetArrays(
         name=dataset,
@@ -344,6 +352,8 @@ def split_to_device(
     validation_size: a count (>= 1), a fraction in (0, 1), or 0 for no held-out split
     (validation then uses the test set, as the Deep Learning Wizard tutorial did).
     """
+    import torch
+
     n = len(arrays.train_images)
     n_val = validation_count(validation_size, n)
     images = _as_rows(arrays, arrays.train_images)
@@ -377,4 +387,6 @@ def model_input(x: torch.Tensor) -> torch.Tensor:
     """A batch as the model reads it: uint8 pixels scaled to [0, 1] floats exactly as
     torchvision's ToTensor does (so results match the tutorial's pipeline bit for bit);
     any other inputs (a user's floats, token ids) as they are."""
+    import torch
+
     return x.float().div_(255) if x.dtype == torch.uint8 else x

@@ -11,13 +11,17 @@
 The sequential engine's tensors are ``[B, ...]``; the batched engine's ``[K, B, ...]``
 (one slice per trial, the targets shared). Sums, not means: callers divide once by the
 split's size, so both engines average alike.
+
+torch is imported where a loss is computed, not with the module: the sweep file's checks
+read ``LOSSES`` without it.
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 LOSSES = ("cross_entropy", "mse")
 DEFAULT_LOSS = "cross_entropy"
@@ -25,6 +29,8 @@ DEFAULT_LOSS = "cross_entropy"
 
 def per_example(loss: str, out: Tensor, y: Tensor) -> Tensor:
     """Each example's loss: ``out [..., B, C or D]``, ``y [B] or [B, D]`` -> ``[..., B]``."""
+    import torch.nn.functional as F
+
     if loss == "mse":
         return (out - y).square().mean(-1)
     *lead, b, classes = out.shape
@@ -36,6 +42,8 @@ def per_example(loss: str, out: Tensor, y: Tensor) -> Tensor:
 def score_sum(loss: str, out: Tensor, y: Tensor, losses: Tensor) -> Tensor:
     """The split's score, summed over its examples (``losses`` from ``per_example``):
     correct predictions, or minus the squared errors. ``[...]``, float."""
+    import torch
+
     if loss == "mse":
         return -losses.sum(-1)
     return (out.argmax(-1) == y).sum(-1).to(torch.float32)
@@ -43,4 +51,6 @@ def score_sum(loss: str, out: Tensor, y: Tensor, losses: Tensor) -> Tensor:
 
 def mean_loss(loss: str, out: Tensor, y: Tensor) -> Tensor:
     """The minibatch's training loss, as torch computes it for one model."""
+    import torch.nn.functional as F
+
     return F.mse_loss(out, y) if loss == "mse" else F.cross_entropy(out, y)

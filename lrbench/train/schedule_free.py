@@ -19,59 +19,23 @@ engine runs ``StackedScheduleFree``: the same rule on ``[K, ...]`` weights, with
 trial's LR, beta, step count, LR maximum and weight sum of its own; it is tested
 against the package (tests/train/test_schedule_free.py).
 
-A study's trials become schedule-free in one of two ways: the ``[optimizer]`` table names
-``sgd_schedulefree`` or ``adamw_schedulefree`` (every trial), or a trial draws the
-``schedulefree`` schedule family (that trial, at a constant LR; its searched
-``momentum`` is beta). Either way the LR schedule still applies on top (warm-up
-included), as the package allows: its LR is read from the optimizer at every step.
+Which trials train schedule-free is decided in ``lrbench.train.optimizers``. Either way
+the LR schedule still applies on top (warm-up included), as the package allows: its LR
+is read from the optimizer at every step.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
-from lrbench.train.schedules import ScheduleSpec
 from lrbench.train.trial import OptimizerConfig
 
-# The schedule-free form of each base optimizer. Adam (L2 decay in the gradient) has no
-# schedule-free form in the package; with no weight decay it is AdamW's.
-SCHEDULE_FREE = {"sgd": "sgd_schedulefree", "adamw": "adamw_schedulefree"}
-SCHEDULE_FREE_NAMES = tuple(SCHEDULE_FREE.values())
-FAMILY = "schedulefree"  # the schedule family whose trials switch to the schedule-free form
 ADAM_BETA2 = 0.999  # the package's default second-moment decay
 ADAM_EPS = 1e-8
 WEIGHT_LR_POWER = 2.0  # the package's default: the average weighs step k by lr_max(k)^2
-
-
-def is_schedule_free(name: str) -> bool:
-    return name in SCHEDULE_FREE_NAMES
-
-
-def schedule_free_form(optimizer: OptimizerConfig, beta: float) -> OptimizerConfig:
-    """``optimizer`` as its schedule-free form, with beta (its ``momentum``) = ``beta``."""
-    name = optimizer.name
-    if name == "adam" and not optimizer.weight_decay:
-        name = "adamw"  # the same rule without weight decay
-    if is_schedule_free(name):
-        return dataclasses.replace(optimizer, momentum=beta)
-    if name not in SCHEDULE_FREE:
-        raise ValueError(f"optimizer {optimizer.name!r} (weight_decay "
-                         f"{optimizer.weight_decay}) has no schedule-free form; "
-                         f"use one of {sorted(SCHEDULE_FREE)}")
-    return dataclasses.replace(optimizer, name=SCHEDULE_FREE[name], momentum=beta)
-
-
-def trial_optimizer(optimizer: OptimizerConfig, schedule: ScheduleSpec) -> OptimizerConfig:
-    """The optimizer a trial of ``schedule`` trains with: a ``schedulefree`` trial's is
-    the schedule-free form of the study's, with its searched beta (``momentum``)."""
-    if schedule.family != FAMILY:
-        return optimizer
-    return schedule_free_form(optimizer, float(schedule.params.get("momentum",
-                                                                    optimizer.momentum)))
 
 
 def make_schedule_free(params: Iterable[torch.nn.Parameter],

@@ -2,9 +2,11 @@
 
 Each family knows three things: its default search space, how to build its torch
 scheduler from sampled parameters, and whether it steps per batch or per epoch.
-``LRSchedule`` drives a built scheduler inside the training loop: it steps after the
-optimizer, feeds ReduceLROnPlateau its validation metric, and prefixes an optional
-linear warm-up to any family.
+``lrbench.train.lr_schedule`` drives a built scheduler inside the training loop.
+
+Reading the registry imports no torch (about 1.4 s): the report, ``lrbench list`` and
+the sweep file's checks read names, spaces and limits only. A builder imports torch's
+schedulers when it is first called.
 
 Ranges are relative to the base LR where the torch argument is an absolute LR
 (``eta_min``, OneCycle's ``max_lr``, Cyclic's ``base_lr``), so searching the base LR
@@ -16,15 +18,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-from torch.optim import lr_scheduler as sched
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from lrbench.space import Axis, Choice, FloatRange, IntRange
 
+if TYPE_CHECKING:
+    import torch
+
 # Warm-up ramps linearly from this fraction of the LR the main schedule starts at.
 WARMUP_START_FACTOR = 0.1
+# The family whose trials train with the schedule-free form of the study's optimizer
+# (lrbench.train.optimizers) instead of following a schedule.
+SCHEDULE_FREE_FAMILY = "schedulefree"
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class ScheduleSpec:
     warmup_epochs: int = 0
 
 
-Builder = Callable[[torch.optim.Optimizer, Mapping[str, Any], ScheduleContext], Any]
+Builder = Callable[["torch.optim.Optimizer", Mapping[str, Any], ScheduleContext], Any]
 Limit = tuple[Callable[[Any], bool], str]  # a parameter's test, and what it expects, in words
 
 
@@ -74,41 +80,49 @@ def _base_lr(optimizer: torch.optim.Optimizer) -> float:
 # --- builders: module-level functions, so a Family pickles into worker processes ---
 
 
+def _sched() -> ModuleType:
+    """torch's schedulers, imported by the first build rather than with the registry."""
+    from torch.optim import lr_scheduler
+
+    return lr_scheduler
+
+
 def _constant(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> None:
     return None
 
 
 def _step(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
-    return sched.StepLR(opt, step_size=p["step_size"], gamma=p["gamma"])
+    return _sched().StepLR(opt, step_size=p["step_size"], gamma=p["gamma"])
 
 
 def _multistep(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
     milestones = sorted({p["milestone_1"], p["milestone_2"]})
-    return sched.MultiStepLR(opt, milestones=milestones, gamma=p["gamma"])
+    return _sched().MultiStepLR(opt, milestones=milestones, gamma=p["gamma"])
 
 
 def _exponential(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
-    return sched.ExponentialLR(opt, gamma=p["gamma"])
+    return _sched().ExponentialLR(opt, gamma=p["gamma"])
 
 
 def _cosine(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
     eta_min = _base_lr(opt) * p["eta_min_ratio"]
-    return sched.CosineAnnealingLR(opt, T_max=ctx.epochs, eta_min=eta_min)
+    return _sched().CosineAnnealingLR(opt, T_max=ctx.epochs, eta_min=eta_min)
 
 
 def _cosine_restarts(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
     eta_min = _base_lr(opt) * p["eta_min_ratio"]
-    return sched.CosineAnnealingWarmRestarts(opt, T_0=p["t_0"], T_mult=p["t_mult"], eta_min=eta_min)
+    return _sched().CosineAnnealingWarmRestarts(opt, T_0=p["t_0"], T_mult=p["t_mult"],
+                                                eta_min=eta_min)
 
 
 def _plateau(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
     mode = "max" if ctx.plateau_metric == "accuracy" else "min"
-    return sched.ReduceLROnPlateau(opt, mode=mode, factor=p["factor"], patience=p["patience"])
+    return _sched().ReduceLROnPlateau(opt, mode=mode, factor=p["factor"], patience=p["patience"])
 
 
 def _onecycle(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
     # Momentum cycling is off: lrbench compares LR schedules, so momentum stays fixed.
-    return sched.OneCycleLR(
+    return _sched().OneCycleLR(
         opt,
         max_lr=_base_lr(opt) * p["max_lr_ratio"],
         total_steps=ctx.epochs * ctx.steps_per_epoch,
@@ -120,7 +134,7 @@ def _onecycle(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
 
 def _cyclic(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
     top = _base_lr(opt)
-    return sched.CyclicLR(
+    return _sched().CyclicLR(
         opt,
         base_lr=top * p["base_lr_ratio"],
         max_lr=top,
@@ -131,11 +145,12 @@ def _cyclic(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
 
 
 def _linear(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
-    return sched.LinearLR(opt, start_factor=1.0, end_factor=p["end_factor"], total_iters=ctx.epochs)
+    return _sched().LinearLR(opt, start_factor=1.0, end_factor=p["end_factor"],
+                             total_iters=ctx.epochs)
 
 
 def _polynomial(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
-    return sched.PolynomialLR(opt, total_iters=ctx.epochs, power=p["power"])
+    return _sched().PolynomialLR(opt, total_iters=ctx.epochs, power=p["power"])
 
 
 # --- 2026's schedules: multipliers of the base LR per batch, through LambdaLR ---
@@ -209,7 +224,7 @@ def _by_progress(opt: Any, ctx: ScheduleContext, factor: Callable[[float], float
     """LambdaLR of ``factor(z)``, z the fraction of the main schedule's batches done (0 at
     the first batch, 1 once the last has stepped, and 1 beyond it)."""
     total = max(1, ctx.epochs * ctx.steps_per_epoch)
-    return sched.LambdaLR(opt, lambda step: factor(min(step, total) / total))
+    return _sched().LambdaLR(opt, lambda step: factor(min(step, total) / total))
 
 
 def _wsd(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
@@ -220,7 +235,7 @@ def _wsd(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
 def _inverse_sqrt(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
     warmup = max(1, round(p["ramp_epochs"] * ctx.steps_per_epoch))
     timescale = max(1.0, p["timescale_epochs"] * ctx.steps_per_epoch)
-    return sched.LambdaLR(opt, lambda step: inverse_sqrt_factor(step, warmup, timescale))
+    return _sched().LambdaLR(opt, lambda step: inverse_sqrt_factor(step, warmup, timescale))
 
 
 def _rex(opt: Any, p: Mapping[str, Any], ctx: ScheduleContext) -> Any:
@@ -355,121 +370,10 @@ FAMILIES: dict[str, Family] = {
                _decay_to_zero_space, _decay_to_zero),
         # No schedule: its trials train with the schedule-free form of the optimizer
         # (lrbench.train.schedule_free), at a constant LR after any warm-up.
-        Family("schedulefree", "schedule-free SGD/AdamW: constant LR, averaged weights",
+        Family(SCHEDULE_FREE_FAMILY, "schedule-free SGD/AdamW: constant LR, averaged weights",
                False, _schedulefree_space, _constant),
     )
 }
-
-
-class LRSchedule:
-    """Steps one trial's schedule at the right moments in the training loop.
-
-    Call ``after_batch()`` after every ``optimizer.step()`` and ``after_epoch(...)`` after
-    each epoch's validation. A warm-up of W epochs ramps per batch over the first W
-    epochs; the main schedule then runs over the remaining epochs as its own horizon.
-    """
-
-    def __init__(self, optimizer: torch.optim.Optimizer, spec: ScheduleSpec,
-                 ctx: ScheduleContext) -> None:
-        self.family = FAMILIES[spec.family]
-        self.optimizer = optimizer
-        self.plateau_metric = ctx.plateau_metric
-        main_ctx = ScheduleContext(ctx.epochs - spec.warmup_epochs, ctx.steps_per_epoch,
-                                   ctx.plateau_metric)
-        # The main scheduler is built first: some (OneCycle, Cyclic) set the starting LR
-        # on construction, and the warm-up must ramp up to that LR, not to the base LR.
-        self.main = self.family.build(optimizer, spec.params, main_ctx)
-        self.warmup_batches = spec.warmup_epochs * ctx.steps_per_epoch
-        self.warmup = None
-        if self.warmup_batches:
-            self.warmup = sched.LinearLR(optimizer, start_factor=WARMUP_START_FACTOR,
-                                         end_factor=1.0, total_iters=self.warmup_batches)
-        self.batches_done = 0
-
-    @property
-    def lr(self) -> float:
-        return float(self.optimizer.param_groups[0]["lr"])
-
-    def _warming_up(self) -> bool:
-        return self.batches_done < self.warmup_batches
-
-    def after_batch(self) -> None:
-        if self._warming_up():
-            self.batches_done += 1
-            assert self.warmup is not None
-            self.warmup.step()
-            return
-        self.batches_done += 1
-        if self.main is not None and self.family.per_batch:
-            self.main.step()
-
-    def constant_this_epoch(self) -> bool:
-        """Whether after_batch() leaves the LR alone for the coming epoch: a per-epoch family
-        past its warm-up (a warm-up spans whole epochs, so it never ends mid-epoch)."""
-        return not self.family.per_batch and not self._warming_up()
-
-    def skip_batches(self, n: int) -> None:
-        """``n`` after_batch() calls at once, for an epoch whose LR is constant."""
-        if not self.constant_this_epoch():
-            raise ValueError(f"skip_batches({n}) needs a constant-LR epoch; "
-                             f"family {self.family.name!r}, batch {self.batches_done}")
-        self.batches_done += n
-
-    def after_epoch(self, val_accuracy: float, val_loss: float) -> None:
-        # An epoch that ended inside (or exactly at the end of) the warm-up is not the
-        # main schedule's: its epoch 0 is the first epoch after the warm-up.
-        if self.batches_done <= self.warmup_batches and self.warmup_batches:
-            return
-        if self.main is None or self.family.per_batch:
-            return
-        if isinstance(self.main, sched.ReduceLROnPlateau):
-            self.main.step(val_accuracy if self.plateau_metric == "accuracy" else val_loss)
-        else:
-            self.main.step()
-
-
-class ShadowSGD(torch.optim.SGD):
-    """The one-parameter optimizer a schedule drives when only its LR is wanted: a batched
-    trial's real torch scheduler, or the report's replay of one.
-
-    torch wraps ``Optimizer.add_param_group`` and ``SGD.step`` to keep torch.compile out,
-    and the first call of either imports ``torch._dynamo`` (about a second per process).
-    A shadow needs neither: its one group is the defaults, and it never updates a weight.
-    """
-
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        group = {**self.defaults, **param_group}
-        group["params"] = list(group["params"])
-        self.param_groups.append(group)
-
-    def step(self, closure: Any = None) -> None:
-        return None
-
-
-def lr_trace(spec: ScheduleSpec, ctx: ScheduleContext, base_lr: float,
-             metrics: list[float] | None = None) -> list[list[float]]:
-    """The LR of every batch, per epoch, as a real optimizer would see it.
-
-    Runs the schedule on a one-parameter shadow SGD optimizer. ``metrics`` feeds
-    ReduceLROnPlateau one value per epoch (as accuracy or loss, per ``ctx``); without
-    them the plateau never triggers. Used by tests and by the report's LR plots.
-    """
-    weight = torch.nn.Parameter(torch.zeros(1))
-    optimizer = ShadowSGD([weight], lr=base_lr)
-    schedule = LRSchedule(optimizer, spec, ctx)
-    trace = []
-    for epoch in range(ctx.epochs):
-        lrs = []
-        for _ in range(ctx.steps_per_epoch):
-            lrs.append(schedule.lr)
-            optimizer.step()
-            schedule.after_batch()
-        trace.append(lrs)
-        if metrics is not None:
-            schedule.after_epoch(val_accuracy=metrics[epoch], val_loss=metrics[epoch])
-        else:  # a metric that always improves: the plateau never triggers
-            schedule.after_epoch(val_accuracy=float(epoch), val_loss=-float(epoch))
-    return trace
 
 
 # Values outside these make no sense for the torch class (a gamma <= 0 zeroes or flips

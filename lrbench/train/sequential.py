@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from lrbench.train import losses
 from lrbench.train.data import DeviceData, model_input
 from lrbench.train.losses import DEFAULT_LOSS
-from lrbench.train.schedule_free import is_schedule_free, make_schedule_free
-from lrbench.train.schedules import LRSchedule, ScheduleContext
+from lrbench.train.lr_schedule import LRSchedule
+from lrbench.train.optimizers import is_schedule_free
+from lrbench.train.schedule_free import make_schedule_free
+from lrbench.train.schedules import ScheduleContext
 from lrbench.train.trial import OptimizerConfig, TrialResult, TrialSpec
 from lrbench.train.workload import build_model
 

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lrbench.train.schedule_free import StackedScheduleFree, is_schedule_free
+from lrbench.train.optimizers import is_schedule_free
+from lrbench.train.schedule_free import StackedScheduleFree
 from lrbench.train.trial import OptimizerConfig
 
 ADAM_BETAS = (0.9, 0.999)  # torch's defaults, which the sequential engine uses

@@ -6,10 +6,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from lrbench.sweep import choice
 from lrbench.sweep import config as config_module
 from lrbench.sweep.devices import Slot
+from lrbench.train.batched import max_trials_for_memory
 
 SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 CPU, GPU = Slot(0, "cpu", 1), Slot(1, "cuda:0", 1)
@@ -50,9 +52,9 @@ def test_requested_k_is_taken_as_given() -> None:
 
 
 def test_gpu_k_comes_from_free_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(choice.torch.cuda, "mem_get_info", lambda device: (2 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * 2**30, 80 * 2**30))
     # 2 GiB free holds a few hundred FNNs (weights, grads, momentum, activations)
-    fits = choice.max_trials_for_memory("fnn", 100, 2 * 2**30, "sgd")
+    fits = max_trials_for_memory("fnn", 100, 2 * 2**30, "sgd")
     assert 100 < fits < choice.GPU_BATCH_TRIALS
     assert choice.batch_trials(None, sweep(100_000), GPU, 1) == fits
     assert choice.batch_trials(None, sweep(400), GPU, 1) == 100  # 4 rounds of 100
@@ -67,7 +69,7 @@ def test_only_big_gpu_stacks_fuse_their_update() -> None:
 def test_a_gpu_slot_shares_trials_only_with_gpu_slots(monkeypatch: pytest.MonkeyPatch) -> None:
     from lrbench.sweep.run import _peers
 
-    monkeypatch.setattr(choice.torch.cuda, "mem_get_info", lambda device: (80 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (80 * 2**30, 80 * 2**30))
     slots = [GPU] + [Slot(i, "cpu", 1) for i in range(2, 17)]  # --device auto on 16 cores
     assert _peers(slots[0], slots) == 1 and _peers(slots[1], slots) == 15
     config = sweep(1000)

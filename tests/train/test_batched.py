@@ -29,7 +29,8 @@ from lrbench.train.batched import (
     train_batch,
 )
 from lrbench.train.data import DeviceData
-from lrbench.train.schedules import ScheduleContext, ScheduleSpec, lr_trace
+from lrbench.train.lr_schedule import lr_trace
+from lrbench.train.schedules import ScheduleContext, ScheduleSpec
 from lrbench.train.sequential import train_trial
 from lrbench.train.stacked_optim import stacked_optimizer
 from lrbench.train.trial import CURVE_KEYS, TrialResult, TrialSpec

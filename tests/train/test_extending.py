@@ -25,7 +25,8 @@ from lrbench.sweep import config as config_module
 from lrbench.sweep.config import OptimizerConfig
 from lrbench.train import schedules
 from lrbench.train.batched import train_batch
-from lrbench.train.schedules import Family, ScheduleContext, ScheduleSpec, lr_trace
+from lrbench.train.lr_schedule import lr_trace
+from lrbench.train.schedules import Family, ScheduleContext, ScheduleSpec
 from lrbench.train.sequential import train_trial
 from lrbench.train.trial import TrialSpec
 

@@ -20,12 +20,8 @@ from lrbench.train import batched
 from lrbench.train import sequential as sequential_engine
 from lrbench.train.batched import group_specs, train_batch
 from lrbench.train.data import DeviceData
-from lrbench.train.schedule_free import (
-    StackedScheduleFree,
-    make_schedule_free,
-    schedule_free_form,
-    trial_optimizer,
-)
+from lrbench.train.optimizers import schedule_free_form, trial_optimizer
+from lrbench.train.schedule_free import StackedScheduleFree, make_schedule_free
 from lrbench.train.schedules import ScheduleSpec
 from lrbench.train.sequential import train_trial
 from lrbench.train.trial import OptimizerConfig, TrialSpec

@@ -17,15 +17,14 @@ import pytest
 import torch
 
 from lrbench.space import Axis, Choice, FloatRange, IntRange
+from lrbench.train.lr_schedule import LRSchedule, lr_trace
 from lrbench.train.schedules import (
     FAMILIES,
     PARAM_LIMITS,
     WARMUP_START_FACTOR,
     Family,
-    LRSchedule,
     ScheduleContext,
     ScheduleSpec,
-    lr_trace,
 )
 
 REL = 1e-6

@@ -21,8 +21,9 @@ from lrbench.sweep.devices import Slot
 from lrbench.sweep.slot import SlotJob
 from lrbench.train import sequential
 from lrbench.train.data import DatasetArrays, DeviceData
+from lrbench.train.lr_schedule import lr_trace
 from lrbench.train.models import MODELS
-from lrbench.train.schedules import ScheduleContext, ScheduleSpec, lr_trace
+from lrbench.train.schedules import ScheduleContext, ScheduleSpec
 from lrbench.train.sequential import train_trial
 from lrbench.train.trial import CURVE_KEYS, TrialResult, TrialSpec
 
