@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from lrbench.report import compare, compare_plots, html, plots, summary
+from lrbench.report import compare, compare_plots, drawing, html, plots, summary
 from lrbench.report import frames as frames_module
 from lrbench.report.frames import DEFAULT_TARGETS, ReportFrames
 from lrbench.report.ranking import ranking_of
@@ -79,12 +76,19 @@ def _regression_targets(frames: ReportFrames) -> tuple[tuple[float, ...], str]:
 def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
                  targets: tuple[float, ...] = (), top_k: int = 3) -> Report:
     """Write ``out_dir/index.html`` with its CSVs and PNGs; return what was written."""
+    # Started first: its replayer imports torch while the storage is read (report.drawing).
+    with drawing.Drawing() as drawer:
+        return _build(drawer, location, out_dir, studies, targets, top_k)
+
+
+def _build(drawer: drawing.Drawing, location: str, out_dir: Path, studies: list[str] | None,
+           targets: tuple[float, ...], top_k: int) -> Report:
     all_frames = frames_module.load(location, studies)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(out_dir / "index.html", frames_module.export_csv(all_frames, out_dir),
                     warnings=all_frames.warnings)
     ones = [all_frames.study(info.name) for info in all_frames.studies]
-    for one in ones:  # ranked once, here: the forked drawing processes inherit it
+    for one in ones:  # ranked once, here: the drawing processes get it with the frames
         ranking_of(one)
     chosen = [targets_for(one, targets) for one in ones]
     jobs = [_study_jobs(one, out_dir / "figures", study_targets, top_k)
@@ -93,24 +97,23 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
               in zip(ones, chosen)}
     comparisons = [_comparison(all_frames, name, members, out_dir, report, lowest)
                    for name, members in compare.groups(all_frames).items()]
-    drawn = iter(draw_in_parallel([*(job for _, figure_jobs in comparisons
-                                     for job in figure_jobs),
-                                   *(job for study_jobs in jobs for job in study_jobs)]))
+
+    def summaries() -> list[summary.StudySummary]:  # the parent's work while figures draw
+        return [_summarise(one, study_targets, note, out_dir, report)
+                for one, (study_targets, note) in zip(ones, chosen)]
+    figures_drawn, report.studies = drawer.draw(
+        [*(job for _, figure_jobs in comparisons for job in figure_jobs),
+         *(job for study_jobs in jobs for job in study_jobs)], meanwhile=summaries)
+    drawn = iter(figures_drawn)
     for comparison, figure_jobs in comparisons:
         figures = [next(drawn) for _ in figure_jobs]
         comparison.figures = [_view(f) for f in figures]
         report.figures += [f.path for f in figures if f.path is not None]
     views = []
-    for one, (study_targets, target_note), study_jobs in zip(ones, chosen, jobs):
+    for one, study_summary, study_jobs in zip(ones, report.studies, jobs):
         info = one.studies[0]
         intervals, budgets, *figures = [next(drawn) for _ in study_jobs]
         report.figures += [f.path for f in (intervals, budgets, *figures) if f.path is not None]
-        study_summary = summary.summarise(one, study_targets)
-        study_summary.target_note = target_note
-        report.studies.append(study_summary)
-        verdict_csv = out_dir / f"verdict-{plots.slug(info.name)}.csv"
-        summary.verdict_frame(study_summary.ranking).to_csv(verdict_csv, index=False)
-        report.csvs.append(verdict_csv)
         views.append(html.StudyView(
             name=info.name, slug=plots.slug(info.name), data=summary.data_description(one),
             model=info.config.get("model", "?"), epochs=info.config.get("epochs", "?"),
@@ -124,6 +127,17 @@ def build_report(location: str, out_dir: Path, studies: list[str] | None = None,
     report.index.write_text(html.render(views, location, report.warnings,
                                         [c for c, _ in comparisons]), encoding="utf-8")
     return report
+
+
+def _summarise(one: ReportFrames, targets: tuple[float, ...], target_note: str,
+               out_dir: Path, report: Report) -> summary.StudySummary:
+    """One study's leaderboard and verdict, its verdict written to ``verdict-STUDY.csv``."""
+    study_summary = summary.summarise(one, targets)
+    study_summary.target_note = target_note
+    verdict_csv = out_dir / f"verdict-{plots.slug(one.studies[0].name)}.csv"
+    summary.verdict_frame(study_summary.ranking).to_csv(verdict_csv, index=False)
+    report.csvs.append(verdict_csv)
+    return study_summary
 
 
 def _comparison(frames: ReportFrames, name: str, members: list[compare.Workload],
@@ -171,44 +185,6 @@ def _study_jobs(one: ReportFrames, folder: Path, targets: tuple[float, ...],
     return [partial(plots.verdict_intervals, one, folder / f"{prefix}-00-verdict.png"),
             partial(compare_plots.study_budgets, one, folder / f"{prefix}-00-budgets.png"),
             *figures]
-
-
-# Figures waiting to be drawn by forked processes: set just before forking, so the
-# children inherit them (and the frames they hold) without pickling anything.
-_PENDING: list[Callable[[], plots.Figure]] = []
-
-
-def _draw_pending(index: int) -> plots.Figure:
-    return _PENDING[index]()
-
-
-def draw_in_parallel(jobs: list[Callable[[], plots.Figure]]) -> list[plots.Figure]:
-    """Draw figures on every CPU, in forked processes (matplotlib draws on one core); in
-    order. Where processes cannot fork (Windows, macOS's default), one after the other."""
-    global _PENDING
-    workers = min(len(jobs), os.cpu_count() or 1)
-    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
-        return [job() for job in jobs]
-    _PENDING = jobs
-    pool = multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_child)
-    try:
-        drawn = pool.map(_draw_pending, range(len(jobs)), chunksize=1)
-    except BaseException:  # Ctrl-C, or a figure that failed: stop the others now
-        pool.terminate()
-        raise
-    else:
-        pool.close()  # idle children exit by themselves: no signal, nothing printed
-    finally:
-        pool.join()
-        _PENDING = []
-    return drawn
-
-
-def _quiet_child() -> None:
-    """A drawing child leaves Ctrl-C to its parent, and dies silently when terminated: it
-    inherits lrbench's handlers, which turn SIGTERM into an interrupt with a traceback."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _view(figure: plots.Figure) -> html.FigureView:

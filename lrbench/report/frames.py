@@ -35,7 +35,6 @@ from lrbench.store.schema import (
     run_options,
 )
 from lrbench.store.storage import is_url, open_storage, shown, study_names
-from lrbench.train.lr_schedule import lr_trace
 from lrbench.train.schedules import FAMILIES, ScheduleContext, ScheduleSpec
 from lrbench.train.trial import CURVE_KEYS
 from lrbench.train.workload import is_import_path
@@ -44,7 +43,7 @@ PARAM_PREFIX = "param:"
 # Validation-accuracy targets for time-to-target, per data set: where a good run of the
 # seed's FNN lands in 10 epochs, and a stricter one.
 DEFAULT_TARGETS = {"mnist": (0.97, 0.98), "fashion-mnist": (0.85, 0.88), "kmnist": (0.90, 0.95)}
-MIN_TRIALS_FOR_IMPORTANCE = 4  # fANOVA on fewer completed trials is noise
+MIN_TRIALS_FOR_IMPORTANCE = 4  # importances of fewer completed trials are noise
 # A run that ends below twice chance (10 classes: 20%) trained without learning; runs at
 # 16-19% were counted as neither diverged nor failed before it had a status of its own.
 CHANCE = 0.1
@@ -84,7 +83,10 @@ class ReportFrames:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     space: pd.DataFrame
-    lr_steps: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # The LR at every batch of each family's best trial (``lr_steps``): None until first
+    # read. Replaying imports torch (~1.4 s), which only a process drawing an LR figure
+    # needs.
+    replayed_lr_steps: pd.DataFrame | None = None
     importances: pd.DataFrame = field(default_factory=pd.DataFrame)
     # (study, role, number) -> Optuna's params, with their types (a frame turns ints
     # of a column holding NaN into floats, and a scheduler wants its ints back).
@@ -100,6 +102,12 @@ class ReportFrames:
         −MSE. One study's frames have one; a comparison's studies each their own."""
         return metric_of(self.studies[0].config) if self.studies else ACCURACY
 
+    @property
+    def lr_steps(self) -> pd.DataFrame:
+        if self.replayed_lr_steps is None:
+            self.replayed_lr_steps = replay_lr_steps(self)
+        return self.replayed_lr_steps
+
     def study(self, name: str) -> ReportFrames:
         """The frames of one study (its confirm runs included): made once per trials
         frame, so the study's page and a comparison share it (and its cached ranking)."""
@@ -110,10 +118,12 @@ class ReportFrames:
         def pick(df: pd.DataFrame) -> pd.DataFrame:
             return df[df["study"] == name].reset_index(drop=True) if len(df) else df
         one = ReportFrames([s for s in self.studies if s.name == name], pick(self.trials),
-                           pick(self.epochs), pick(self.space), pick(self.lr_steps),
-                           pick(self.importances),
-                           {k: v for k, v in self.params.items() if k[0] == name},
-                           self.warnings)
+                           pick(self.epochs), pick(self.space),
+                           importances=pick(self.importances),
+                           params={k: v for k, v in self.params.items() if k[0] == name},
+                           warnings=self.warnings)
+        if self.replayed_lr_steps is not None:
+            one.replayed_lr_steps = pick(self.replayed_lr_steps)
         self.cache[("study", name)] = (self.trials, one)
         return one
 
@@ -163,7 +173,6 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
                                                             "high", "log", "choices"]),
                           importances=pd.concat(importance_frames, ignore_index=True),
                           params=raw_params)
-    frames.lr_steps = lr_steps(frames)
     frames.warnings = storage_warnings(location, infos)
     return frames
 
@@ -399,12 +408,16 @@ def time_to_target(frames: ReportFrames, targets: tuple[float, ...]) -> pd.DataF
                                        "epoch", "seconds", "best_val_accuracy"])
 
 
-def lr_steps(frames: ReportFrames) -> pd.DataFrame:
+def replay_lr_steps(frames: ReportFrames) -> pd.DataFrame:
     """The LR at every batch of each family's best trial, replayed on its real scheduler.
 
     Replaying with the trial's recorded validation metric gives plateau's real drops;
     a trial stored without ``steps_per_epoch`` falls back to its per-epoch LR curve.
+    Imports torch (the replay runs torch's schedulers): ``ReportFrames.lr_steps`` calls
+    it on first read, in the process that draws the LR figures.
     """
+    from lrbench.train.lr_schedule import lr_trace
+
     rows: list[dict[str, Any]] = []
     info = {s.name: s for s in frames.studies}
     for run in best_per_family(frames.trials).to_dict("records"):
@@ -436,8 +449,10 @@ def lr_steps(frames: ReportFrames) -> pd.DataFrame:
 
 
 def importances(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
-    """Optuna's fANOVA importances: over all trials, then within each family.
+    """Optuna's PED-ANOVA importances: over all trials, then within each family.
 
+    Named, not left to Optuna's default: that was fANOVA before Optuna 5 (which needs
+    scikit-learn) and PED-ANOVA since, and the page says which it shows.
     Over all trials only the parameters every trial has (schedule, lr, warm-up) can be
     assessed; each family's own parameters are assessed on that family's trials.
     """
@@ -458,7 +473,9 @@ def importances(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
         sub.add_trials(group)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = optuna.importance.get_param_importances(sub, params=sorted(searched))
+            result = optuna.importance.get_param_importances(
+                sub, evaluator=optuna.importance.PedAnovaImportanceEvaluator(),
+                params=sorted(searched))
         rows += [{"study": study, "scope": scope, "param": p, "importance": v}
                  for p, v in result.items()]
     return pd.DataFrame(rows, columns=["study", "scope", "param", "importance"])

@@ -55,8 +55,7 @@ from lrbench.report.frames import (
 from lrbench.report.frames import time_to_target as target_epochs
 from lrbench.report.metric import ACCURACY, Metric
 from lrbench.report.ranking import ranking_of
-from lrbench.train.schedule_free import FAMILY as SCHEDULE_FREE_FAMILY
-from lrbench.train.schedules import FAMILIES
+from lrbench.train.schedules import FAMILIES, SCHEDULE_FREE_FAMILY
 
 # Reports are built headless (CLI, CI, a worker box): never open a window.
 matplotlib.use("Agg")
@@ -224,11 +223,9 @@ def family_panels(order: list[str]) -> tuple[Any, dict[str, Any]]:
     """
     ncols = min(COL_WRAP, len(order))
     nrows = -(-len(order) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False,
-                             figsize=(ncols * WIDTH / COL_WRAP, nrows * PANEL_HEIGHT))
-    flat = list(axes.flat)
-    for unused in flat[len(order):]:
-        unused.remove()
+    fig = plt.figure(figsize=(ncols * WIDTH / COL_WRAP, nrows * PANEL_HEIGHT))
+    grid = fig.add_gridspec(nrows, ncols)
+    flat = [fig.add_subplot(grid[i // ncols, i % ncols]) for i in range(len(order))]
     # No margins: the saved image is cropped to what is drawn. Room above the first row
     # for the titles, the legend just above them (``legend_above``).
     fig.subplots_adjust(left=0, right=1, bottom=0, top=1 - TITLE_ROOM / fig.get_figheight(),
@@ -706,16 +703,16 @@ def _draw_sensitivity(done: pd.DataFrame, space: pd.DataFrame, order: list[str],
     palette = family_palette(order)
     params = {f: space[space["family"] == f] for f in order}
     ncols = max(len(p) for p in params.values())
-    fig, axes = plt.subplots(len(order), ncols, figsize=(WIDTH, 0.3 + 2.0 * len(order)),
-                             squeeze=False)
-    for row, family in zip(axes, order):
+    fig = plt.figure(figsize=(WIDTH, 0.3 + 2.0 * len(order)))
+    grid = fig.add_gridspec(len(order), ncols)
+    for index, family in enumerate(order):
         runs = done[done["family"] == family]
         best = runs.loc[runs["val_accuracy"].idxmax()]
+        # Only the panels a family fills: each costs ~30 ms to make and draw.
+        row = [fig.add_subplot(grid[index, column]) for column in range(len(params[family]))]
         for ax, spec in zip(row, params[family].itertuples()):
             _draw_parameter(ax, runs, best, spec, palette[family])
-        for ax in row[len(params[family]):]:
-            ax.set_axis_off()
-        share_y(row[:len(params[family])], ylims[family])
+        share_y(row, ylims[family])
         row[0].set_ylabel(f"{family}\n{metric.axis('val')}")
     # Fixed spacing, not tight_layout: that re-measures every tick of ~50 panels (4 s).
     fig.subplots_adjust(hspace=0.6, wspace=0.2)
@@ -824,7 +821,7 @@ def _range_position(value: float, low: float, high: float, log: bool) -> float:
 
 def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
     """The optimisation history (val accuracy per trial, best so far) above Optuna's
-    fANOVA importances over all families and within each family."""
+    PED-ANOVA importances over all families and within each family."""
     title = HISTORY_TITLE
     done = _done(frames)
     if done.empty:
@@ -837,8 +834,10 @@ def importance_and_history(frames: ReportFrames, path: Path) -> Figure:
     caption = (f"Top: each search trial's final validation {frames.metric.name} by trial "
                "number (pruned "
                "trials faint, at the epoch they stopped) and the best so far. "
-               + ("Bottom: Optuna's fANOVA parameter importances, over all families (grey) "
-                  "and within each family." if len(bars) else ""))
+               + ("Bottom: Optuna's PED-ANOVA parameter importances (Watanabe et al. 2023): "
+                  "how differently a parameter is spread among the best 10% of the trials "
+                  "than among all of them, over all families (grey) and within each family, "
+                  "summing to 1 per scope." if len(bars) else ""))
     no_bars = ("No parameter importances: too few completed trials, or no parameter "
                "varied.")
     note = " ".join(filter(None, ["" if len(bars) else no_bars,
@@ -873,10 +872,13 @@ def _draw_importance_history(tried: pd.DataFrame, bars: pd.DataFrame, order: lis
     _draw_history(axes[0][0], tried, palette, ylim, metric)
     if len(bars):
         colours = {**family_palette(bars["scope"]), "all families": (0.45, 0.45, 0.45)}
-        sns.barplot(bars, x="importance", y="label", hue="scope", palette=colours,
-                    dodge=False, legend=False, ax=axes[1][0])
-        axes[1][0].set(xlabel="importance (fANOVA, sums to 1 per scope)", ylabel="")
-        axes[1][0].tick_params(axis="y", labelsize="small")
+        ax = axes[1][0]
+        rows = range(len(bars))
+        ax.barh(rows, bars["importance"], color=[colours[s] for s in bars["scope"]])
+        ax.set_yticks(rows, bars["label"])
+        ax.set_ylim(len(bars) - 0.5, -0.5)  # the first bar on top
+        ax.set(xlabel="importance (PED-ANOVA, sums to 1 per scope)", ylabel="")
+        ax.tick_params(axis="y", labelsize="small")
     fig.tight_layout()
     return fig
 
@@ -1009,6 +1011,8 @@ def figure_jobs(frames: ReportFrames, folder: Path, targets: tuple[float, ...],
 
 # Figures about the search itself: a study of fixed trials only (dlwizard) has none.
 SEARCH_FIGURES = (sensitivity, importance_and_history)
+# The figures that replay schedules (ReportFrames.lr_steps), and so import torch.
+LR_FIGURES = (learning_rates, learning_rates_overlaid)
 
 
 def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top_k: int = 3,

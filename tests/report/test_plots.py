@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -263,7 +264,7 @@ def keep(frames: ReportFrames, rows: pd.Series) -> ReportFrames:
     return dataclasses.replace(
         frames, trials=trials, epochs=epochs,
         space=frames.space[frames.space["family"].isin(families)],
-        lr_steps=frames.lr_steps[frames.lr_steps["family"].isin(families)],
+        replayed_lr_steps=frames.lr_steps[frames.lr_steps["family"].isin(families)],
         importances=frames.importances[frames.importances["scope"].isin(families)])
 
 
@@ -279,7 +280,7 @@ def one_trial(frames: ReportFrames) -> ReportFrames:
 
 def none_completed(frames: ReportFrames, state: str) -> ReportFrames:
     trials = frames.trials.assign(state=state, status=state)
-    return dataclasses.replace(frames, trials=trials, lr_steps=frames.lr_steps.iloc[:0],
+    return dataclasses.replace(frames, trials=trials, replayed_lr_steps=frames.lr_steps.iloc[:0],
                                importances=frames.importances.iloc[:0])
 
 
@@ -306,7 +307,8 @@ VARIANTS = {
     "failed": lambda f: none_completed(f, "fail"),
     "pruned": lambda f: none_completed(f, "pruned"),
     "empty": lambda f: dataclasses.replace(f, trials=f.trials.iloc[:0], epochs=f.epochs.iloc[:0],
-                                           lr_steps=pd.DataFrame(), importances=pd.DataFrame()),
+                                           replayed_lr_steps=pd.DataFrame(),
+                                           importances=pd.DataFrame()),
     "single family": single_family,
     "one trial": one_trial,
     "diverged": diverged,
@@ -352,41 +354,6 @@ def test_all_targets_missed_is_drawn_as_missed_with_a_note(swept: ReportFrames,
     assert "reached 0.999" in figure.note
 
 
-def test_figures_draw_in_parallel_processes_and_come_back_in_order() -> None:
-    from functools import partial
-
-    from lrbench.report import build
-
-    def job(index: int) -> plots.Figure:
-        return plots.Figure(None, f"figure {index}", str(os.getpid()))
-
-    drawn = build.draw_in_parallel([partial(job, i) for i in range(6)])
-    assert [f.title for f in drawn] == [f"figure {i}" for i in range(6)]
-    if (os.cpu_count() or 1) > 1:  # drawn by forked children, not by this process
-        assert str(os.getpid()) not in {f.caption for f in drawn}
-    assert build._PENDING == []  # nothing left behind for a later fork
-
-
-@pytest.mark.slow
-def test_parallel_drawing_prints_nothing_under_lrbenchs_signal_handlers() -> None:
-    """The children inherit lrbench's SIGTERM handler (SIGTERM -> interrupt): a pool that
-    terminated its idle children printed their tracebacks on the terminal."""
-    import subprocess
-    import sys
-
-    script = (
-        "import signal, functools\n"
-        "from lrbench import entry\n"
-        "from lrbench.report import build, plots\n"
-        "signal.signal(signal.SIGTERM, entry._terminated)\n"
-        "job = functools.partial(plots.Figure, None, 't', 'c')\n"
-        "for _ in range(20):\n"
-        "    assert len(build.draw_in_parallel([job] * 5)) == 5\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0 and done.stderr == "", done.stderr
-
-
 def test_each_lr_panel_has_its_own_range_and_the_overlay_is_floored() -> None:
     """OneCycle's 1e-6 start squeezed every other family into the top fifth of a shared
     log axis: now each panel has its own range, and the overlay stops at 1/1000 of the
@@ -425,9 +392,13 @@ def test_log_axis_tick_labels_stay_out_of_the_next_panel(swept: ReportFrames) ->
     figure.canvas.draw()
     renderer = figure.canvas.get_renderer()
     checked = 0
-    for row in np.atleast_2d(figure.axes).reshape(len(order), -1):
-        visible = [ax for ax in row if ax.axison]
-        for left, right in zip(visible, visible[1:]):
+    rows: dict[int, list[Any]] = {}
+    for ax in figure.axes:  # a row holds only the panels its family fills
+        rows.setdefault(ax.get_subplotspec().rowspan.start, []).append(ax)
+    assert len(rows) == len(order)
+    for row in rows.values():
+        row.sort(key=lambda ax: ax.get_subplotspec().colspan.start)
+        for left, right in zip(row, row[1:]):
             low, high = left.get_xlim()  # labels of ticks outside the view are not drawn
             labels = [label for tick, label in zip(left.get_xticks(), left.get_xticklabels())
                       if label.get_text() and low <= tick <= high]

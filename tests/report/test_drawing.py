@@ -1,0 +1,93 @@
+"""report/drawing.py: figures drawn by forked processes, in order, the LR figures by the
+replayer, and nothing printed or left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from lrbench.report import drawing, plots
+
+FORKS = drawing.can_fork()
+
+
+def figure(index: int) -> plots.Figure:
+    """A figure that says which process drew it."""
+    return plots.Figure(None, f"figure {index}", str(os.getpid()))
+
+
+def replayed(index: int) -> plots.Figure:
+    """Stands in for an LR figure (module level: it is pickled to the replayer)."""
+    return plots.Figure(None, f"replayed {index}", str(os.getpid()))
+
+
+def test_figures_come_back_in_order_drawn_by_children_while_the_parent_works() -> None:
+    with drawing.Drawing() as drawer:
+        drawn, parent = drawer.draw([partial(figure, i) for i in range(6)],
+                                    meanwhile=os.getpid)
+    assert [f.title for f in drawn] == [f"figure {i}" for i in range(6)]
+    assert parent == os.getpid()  # `meanwhile` ran here, in the parent
+    if FORKS:  # drawn by forked children, not by this process
+        assert str(os.getpid()) not in {f.caption for f in drawn}
+    assert drawing._PENDING == []  # nothing left behind for a later fork
+
+
+def test_the_lr_figures_are_drawn_by_the_replayer_alone(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Replaying schedules imports torch (~1.4 s): one process, started before the
+    storage is read, draws every LR figure; the drawers draw the rest."""
+    assert drawing.replays(partial(plots.learning_rates, None, Path("a")))
+    assert drawing.replays(partial(plots.learning_rates_overlaid, None, Path("b")))
+    assert not drawing.replays(partial(plots.sensitivity, None, Path("c")))
+    monkeypatch.setattr(plots, "LR_FIGURES", (replayed,))
+    jobs = [partial(figure, 0), partial(replayed, 1), partial(figure, 2), partial(replayed, 3)]
+    with drawing.Drawing() as drawer:
+        replayer = drawer.replayer
+        drawn, _ = drawer.draw(jobs)
+    assert [f.title for f in drawn] == ["figure 0", "replayed 1", "figure 2", "replayed 3"]
+    if not FORKS:
+        assert replayer is None
+        return
+    replayer_pids = {drawn[1].caption, drawn[3].caption}
+    assert len(replayer_pids) == 1  # one process drew both
+    assert replayer_pids.isdisjoint({drawn[0].caption, drawn[2].caption, str(os.getpid())})
+
+
+@pytest.mark.slow
+def test_drawing_prints_nothing_under_lrbenchs_signal_handlers() -> None:
+    """The children inherit lrbench's SIGTERM handler (SIGTERM -> interrupt): a pool that
+    terminated its idle children printed their tracebacks on the terminal."""
+    script = (
+        "import signal, functools\n"
+        "from lrbench import entry\n"
+        "from lrbench.report import drawing, plots\n"
+        "signal.signal(signal.SIGTERM, entry._terminated)\n"
+        "job = functools.partial(plots.Figure, None, 't', 'c')\n"
+        "for _ in range(20):\n"
+        "    with drawing.Drawing() as drawer:\n"
+        "        assert len(drawer.draw([job] * 5)[0]) == 5\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+@pytest.mark.slow
+def test_the_report_process_never_imports_torch(results: Path, tmp_path: Path) -> None:
+    """What makes `lrbench report` start fast: only its replayer imports torch."""
+    script = (
+        "import sys\n"
+        "from lrbench.report.build import build_report\n"
+        f"report = build_report({str(results / 'lrbench.journal')!r}, "
+        f"__import__('pathlib').Path({str(tmp_path)!r}))\n"
+        "assert any('learning-rates' in p.name for p in report.figures), report.figures\n"
+        "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
