@@ -5,8 +5,8 @@ Two kinds of process draw, both forked:
 - **The replayer**, forked before the storage is read (``Drawing``). The LR figures replay
   each best trial's schedule on torch's schedulers, and importing torch takes ~1.4 s: the
   replayer does it while the parent reads and ranks, when the second core is idle
-  otherwise. It then draws every LR figure, sent to it pickled (a study's frames pickle
-  in about a millisecond).
+  otherwise. It then draws every LR figure, one task per study: the study's frames
+  arrive pickled once (~1 ms), and replay once for both of its LR figures.
 - **The drawers**, forked once the frames are ranked (``Drawing.draw``), one per CPU.
   They inherit the figures to draw, frames included, without pickling anything, and
   draw all the others.
@@ -77,16 +77,22 @@ class Drawing:
         global _PENDING
         if self.replayer is None:
             return [job() for job in jobs], meanwhile()
-        replaying = [i for i, job in enumerate(jobs) if replays(job)]
-        rest = [i for i in range(len(jobs)) if i not in replaying]
+        by_frames: dict[int, list[int]] = {}  # the LR figures, per study
+        for i, job in enumerate(jobs):
+            if replays(job):
+                by_frames.setdefault(id(_frames_of(job)), []).append(i)
+        replay_tasks = list(by_frames.values())
+        rest = [i for i in range(len(jobs)) if not replays(jobs[i])]
         _PENDING = jobs
         drawers = _pool(min(max(len(rest), 1), os.cpu_count() or 1), _quiet_child)
         try:
-            replayed = self.replayer.map_async(_call, [jobs[i] for i in replaying],
-                                                chunksize=1)
+            replayed = self.replayer.map_async(
+                _call_all, [[jobs[i] for i in task] for task in replay_tasks], chunksize=1)
             drawn = drawers.map_async(_draw_pending, rest, chunksize=1)
             parents = meanwhile()
-            figures = dict(zip(rest, drawn.get())) | dict(zip(replaying, replayed.get()))
+            figures = dict(zip(rest, drawn.get()))
+            for task, task_figures in zip(replay_tasks, replayed.get()):
+                figures.update(zip(task, task_figures))
         except BaseException:
             drawers.terminate()
             raise
@@ -118,8 +124,14 @@ def replays(job: Job) -> bool:
     return getattr(job, "func", None) in plots.LR_FIGURES
 
 
-def _call(job: Job) -> plots.Figure:
-    return job()
+def _frames_of(job: Job) -> Any:
+    """What a figure job draws from: its first argument (a study's frames)."""
+    args = getattr(job, "args", ())
+    return args[0] if args else job
+
+
+def _call_all(jobs: list[Job]) -> list[plots.Figure]:
+    return [job() for job in jobs]
 
 
 def _draw_pending(index: int) -> plots.Figure:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.distributions import CategoricalDistribution
@@ -390,20 +391,23 @@ def time_to_target(frames: ReportFrames, targets: tuple[float, ...]) -> pd.DataF
     as "the last epoch".
     """
     runs = pd.concat([best_per_family(frames.trials), completed(frames.trials, "confirm")])
+    # Each run's curve, found in one pass (a mask over all epochs per run cost seconds on
+    # a study of a few hundred runs); rows stay in epoch order within a curve.
+    curves = dict(iter(frames.epochs.groupby(["study", "number", "role"], sort=False))) \
+        if len(frames.epochs) else {}
     rows = []
     for run in runs.itertuples():
-        curve = frames.epochs[(frames.epochs["study"] == run.study)
-                              & (frames.epochs["number"] == run.number)
-                              & (frames.epochs["role"] == run.role)]
+        curve = curves.get((run.study, run.number, run.role), frames.epochs.iloc[:0])
+        accuracy = curve["val_accuracy"].to_numpy(dtype=float)
+        best = float(curve["val_accuracy"].max()) if len(curve) else math.nan
         for target in targets:
-            hit = curve[curve["val_accuracy"] >= target]
-            first = hit.iloc[0] if len(hit) else None
+            hits = np.flatnonzero(accuracy >= target)
+            first = curve.iloc[hits[0]] if len(hits) else None
             rows.append({"study": run.study, "family": run.family, "number": run.number,
                          "role": run.role, "target": target, "reached": first is not None,
                          "epoch": float(first["epoch"]) if first is not None else math.nan,
                          "seconds": float(first["seconds"]) if first is not None else math.nan,
-                         "best_val_accuracy": float(curve["val_accuracy"].max())
-                         if len(curve) else math.nan})
+                         "best_val_accuracy": best})
     return pd.DataFrame(rows, columns=["study", "family", "number", "role", "target", "reached",
                                        "epoch", "seconds", "best_val_accuracy"])
 
@@ -470,7 +474,9 @@ def importances(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
         if len(group) < MIN_TRIALS_FOR_IMPORTANCE or not searched:
             continue
         sub = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler())
-        sub.add_trials(group)
+        # Only what the evaluator reads: adding a stored trial deep-copies its records too.
+        sub.add_trials([optuna.trial.create_trial(params=t.params, distributions=t.distributions,
+                                                  value=t.value) for t in group])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = optuna.importance.get_param_importances(

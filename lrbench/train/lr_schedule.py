@@ -118,12 +118,17 @@ def lr_trace(spec: ScheduleSpec, ctx: ScheduleContext, base_lr: float,
     schedule = LRSchedule(optimizer, spec, ctx)
     trace = []
     for epoch in range(ctx.epochs):
-        lrs = []
-        for _ in range(ctx.steps_per_epoch):
-            lrs.append(schedule.lr)
+        if schedule.constant_this_epoch():  # one LR all epoch: no need to step each batch
+            trace.append([schedule.lr] * ctx.steps_per_epoch)
             optimizer.step()
-            schedule.after_batch()
-        trace.append(lrs)
+            schedule.skip_batches(ctx.steps_per_epoch)
+        else:
+            lrs = []
+            for _ in range(ctx.steps_per_epoch):
+                lrs.append(schedule.lr)
+                optimizer.step()
+                schedule.after_batch()
+            trace.append(lrs)
         if metrics is not None:
             schedule.after_epoch(val_accuracy=metrics[epoch], val_loss=metrics[epoch])
         else:  # a metric that always improves: the plateau never triggers

@@ -38,8 +38,7 @@ def test_figures_come_back_in_order_drawn_by_children_while_the_parent_works() -
     assert drawing._PENDING == []  # nothing left behind for a later fork
 
 
-def test_the_lr_figures_are_drawn_by_the_replayer_alone(monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
+def test_the_lr_figures_are_drawn_by_the_replayer_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replaying schedules imports torch (~1.4 s): one process, started before the
     storage is read, draws every LR figure; the drawers draw the rest."""
     assert drawing.replays(partial(plots.learning_rates, None, Path("a")))
