@@ -16,6 +16,10 @@ shared MNIST data (the older checkout reads it too: the records only gained fiel
 Then each round times ``lrbench report`` from each checkout on that storage, in
 alternating order, from outside (the command's wall time: start-up, reading, drawing,
 writing), and prints the page's size. The targets: <= 10 s and <= 3 MB on 2 cores.
+
+``--storage JOURNAL --study NAME ...`` times the report of a storage built elsewhere
+instead, e.g. the fair-comparison issue's own three studies (benchmarks/README.md says
+how that one was built: full Fashion-MNIST, about 10 minutes of sweeps).
 """
 
 from __future__ import annotations
@@ -71,12 +75,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="build the storage in this folder once, and "
                         "reuse it on later runs (to profile the report on it)")
+    parser.add_argument("--storage", type=Path, help="time the report of this journal "
+                        "instead of building one")
+    parser.add_argument("--study", action="append", default=[],
+                        help="with --storage: a study to report (repeatable; default all)")
     args = parser.parse_args()
     checkouts = {"before": args.before.resolve(), "after": REPO}
     with tempfile.TemporaryDirectory(prefix="lrbench-report-") as tmp:
         home = args.keep or Path(tmp)
         results = str(home / "results")
-        if not (home / "results" / "lrbench.journal").exists():
+        where = ["--results", results]
+        if args.storage:
+            where = ["--storage", str(args.storage.resolve())]
+            where += [option for name in args.study for option in ("--study", name)]
+        elif not (home / "results" / "lrbench.journal").exists():
             data = sample(home / "data")
             for sweep, confirm in STUDIES:
                 for command in (sweep, confirm):
@@ -87,17 +99,18 @@ def main() -> None:
             order = list(checkouts) if round_ % 2 == 0 else list(checkouts)[::-1]
             for name in order:
                 out = Path(tmp) / f"out-{name}"
-                seconds = lrbench(checkouts[name], "report", "--results", results,
-                                  "--out", str(out))
+                seconds = lrbench(checkouts[name], "report", *where, "--out", str(out))
                 times[name].append(seconds)
                 sizes[name] = (out / "index.html").stat().st_size
                 print(f"round {round_ + 1} {name:<6} report {seconds:5.1f} s, page "
                       f"{sizes[name] / 2**20:.2f} MiB")
     best = {name: min(values) for name, values in times.items()}
+    worst = {name: max(values) for name, values in times.items()}
     print(f"best of {args.rounds}: before {best['before']:.1f} s ({sizes['before'] / 2**20:.2f} "
           f"MiB), after {best['after']:.1f} s ({sizes['after'] / 2**20:.2f} MiB): "
           f"{best['before'] / best['after']:.2f}x faster, {sizes['before'] / sizes['after']:.2f}x "
-          f"smaller; targets <= 10 s and <= 3 MB")
+          f"smaller; slowest: before {worst['before']:.1f} s, after {worst['after']:.1f} s; "
+          f"targets <= 10 s and <= 3 MB")
 
 
 if __name__ == "__main__":

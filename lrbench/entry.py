@@ -1,15 +1,17 @@
 """The ``lrbench`` console script's first lines: signals before the heavy imports.
 
-Importing the command line pulls in torch and Optuna (seconds). A Ctrl-C or SIGTERM in
-that time must end the command with 130 or 143, like at any other moment, not with an
-import traceback, and not with an abort: an interrupt raised while torch's C++ start-up
-code calls back into Python cannot pass through it ("terminate called after throwing an
-instance of 'pybind11::error_already_set'", SIGABRT). So the imports run with both
-signals held, and one that came in ends the command as soon as they are done.
+Importing the command line pulls in Optuna, and a command that trains (``sweep``,
+``confirm``) torch too (seconds; ``report`` and ``list`` never import torch). A Ctrl-C
+or SIGTERM in that time must end the command with 130 or 143, like at any other moment,
+not with an import traceback, and not with an abort: an interrupt raised while torch's
+C++ start-up code calls back into Python cannot pass through it ("terminate called after
+throwing an instance of 'pybind11::error_already_set'", SIGABRT). So the imports run with
+both signals held, and one that came in ends the command as soon as they are done.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
@@ -43,11 +45,21 @@ class _HeldSignals:
         return self.received[0] if self.received else None
 
 
+# The commands that train, and the module that imports what they train with (torch).
+TRAINING_COMMANDS = ("sweep", "confirm")
+TRAINING_MODULE = "lrbench.sweep.run"
+
+
+def trains(args: list[str]) -> bool:
+    """Whether these arguments train: a sweep or confirm that is not a request for help."""
+    return (bool(args) and args[0] in TRAINING_COMMANDS
+            and not any(a in ("-h", "--help") for a in args))
+
+
 def starts_local_slots(args: list[str]) -> bool:
-    """Whether these arguments run slots on this machine: a sweep or confirm that is not
-    for a cluster and not a request for help. (A wrong guess only costs a process.)"""
-    return (bool(args) and args[0] in ("sweep", "confirm")
-            and not any(a in ("-h", "--help") or a.startswith("--cluster") for a in args)
+    """Whether these arguments run slots on this machine: a command that trains, not on
+    a cluster. (A wrong guess only costs a process.)"""
+    return (trains(args) and not any(a.startswith("--cluster") for a in args)
             and not os.environ.get("LRBENCH_CLUSTER"))
 
 
@@ -61,6 +73,8 @@ def main() -> None:
             workers.start_early()
             discard_early_worker = workers.discard_early
         from lrbench.cli import main as cli_main
+        if trains(sys.argv[1:]):  # torch, here while the signals are held (the CLI would
+            importlib.import_module(TRAINING_MODULE)  # import it later, when it trains)
     finally:
         signum = held.release()
     if signum is not None:

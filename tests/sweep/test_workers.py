@@ -13,7 +13,7 @@ import pytest
 from conftest import DATA, NEEDS_MNIST, start_lrbench
 from test_study import write_sweep
 
-from lrbench.entry import starts_local_slots
+from lrbench.entry import starts_local_slots, trains
 from lrbench.store import record
 from lrbench.store.storage import open_storage
 from lrbench.sweep import study as st
@@ -35,6 +35,14 @@ def test_which_commands_start_a_worker_early(monkeypatch):
         assert not starts_local_slots(args), args
     monkeypatch.setenv("LRBENCH_CLUSTER", "tcp://h:8786")
     assert not starts_local_slots(["sweep", "step"])
+
+
+def test_only_commands_that_train_import_torch_before_the_signals_are_released() -> None:
+    """A sweep on a cluster trains too (torch, signals held); a report never imports it."""
+    assert trains(["sweep", "step", "--cluster", "tcp://h:8786"])
+    assert trains(["confirm", "all"])
+    for args in ([], ["report"], ["list"], ["sweep", "--help"], ["confirm", "all", "-h"]):
+        assert not trains(args), args
 
 
 def _slot_children() -> set[int]:
