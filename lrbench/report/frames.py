@@ -455,8 +455,8 @@ def replay_lr_steps(frames: ReportFrames) -> pd.DataFrame:
 def importances(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
     """Optuna's PED-ANOVA importances: over all trials, then within each family.
 
-    Named, not left to Optuna's default: that was fANOVA before Optuna 5 (which needs
-    scikit-learn) and PED-ANOVA since, and the page says which it shows.
+    The evaluator is named, not left to Optuna's default, which was fANOVA (it needs
+    scikit-learn) before Optuna 5 and is PED-ANOVA since: the page says which it shows.
     Over all trials only the parameters every trial has (schedule, lr, warm-up) can be
     assessed; each family's own parameters are assessed on that family's trials.
     """
