@@ -3,6 +3,7 @@ replayer, and nothing printed or left behind."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -56,6 +57,23 @@ def test_the_lr_figures_are_drawn_by_the_replayer_alone(monkeypatch: pytest.Monk
     replayer_pids = {drawn[1].caption, drawn[3].caption}
     assert len(replayer_pids) == 1  # one process drew both
     assert replayer_pids.isdisjoint({drawn[0].caption, drawn[2].caption, str(os.getpid())})
+
+
+def broken(index: int) -> plots.Figure:
+    raise ValueError(f"figure {index} broke")
+
+
+@pytest.mark.parametrize("replayed_too", [False, True], ids=["drawer", "replayer"])
+def test_a_figure_that_fails_raises_here_and_leaves_no_process(
+        monkeypatch: pytest.MonkeyPatch, replayed_too: bool) -> None:
+    if replayed_too:  # the broken figure is an LR figure: the replayer draws it
+        monkeypatch.setattr(plots, "LR_FIGURES", (broken,))
+    before = set(multiprocessing.active_children())  # (other tests' pools, if any)
+    with pytest.raises(ValueError, match="figure 1 broke"):
+        with drawing.Drawing() as drawer:
+            drawer.draw([partial(figure, 0), partial(broken, 1), partial(figure, 2)])
+    assert set(multiprocessing.active_children()) <= before
+    assert drawing._PENDING == []
 
 
 @pytest.mark.slow
