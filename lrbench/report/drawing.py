@@ -78,11 +78,13 @@ class Drawing:
         if self.replayer is None:
             return [job() for job in jobs], meanwhile()
         by_frames: dict[int, list[int]] = {}  # the LR figures, per study
+        rest = []  # every other figure
         for i, job in enumerate(jobs):
             if replays(job):
                 by_frames.setdefault(id(_frames_of(job)), []).append(i)
+            else:
+                rest.append(i)
         replay_tasks = list(by_frames.values())
-        rest = [i for i in range(len(jobs)) if not replays(jobs[i])]
         _PENDING = jobs
         drawers = _pool(min(max(len(rest), 1), os.cpu_count() or 1), _quiet_child)
         try:

@@ -120,7 +120,7 @@ def lr_trace(spec: ScheduleSpec, ctx: ScheduleContext, base_lr: float,
     for epoch in range(ctx.epochs):
         if schedule.constant_this_epoch():  # one LR all epoch: no need to step each batch
             trace.append([schedule.lr] * ctx.steps_per_epoch)
-            optimizer.step()
+            optimizer.step()  # (a no-op: torch warns of a scheduler stepped before it)
             schedule.skip_batches(ctx.steps_per_epoch)
         else:
             lrs = []
