@@ -49,6 +49,7 @@ from lrbench.store.record import (
     failed_record,
     plan_attrs,
     plan_of,
+    record_of,
     trained_seeds,
     write_record,
 )
@@ -241,6 +242,9 @@ def process_alive(pid: int, started: float) -> bool:
         return False
 
 
+DIED_REASON = "its worker process died or was interrupted; re-queued"
+
+
 def recover_stale_trials(study: optuna.Study,
                          dead: Collection[tuple[str, int]] = ()) -> list[int]:
     """Fail trials left RUNNING by dead workers and queue their configs again.
@@ -255,13 +259,21 @@ def recover_stale_trials(study: optuna.Study,
         try:
             # Optuna has no public setter for another process's trial attributes.
             write_record(study, trial._trial_id, failed_record(
-                trial, "its worker process died or was interrupted; re-queued"))
+                trial, DIED_REASON))
             study.tell(trial.number, state=TrialState.FAIL)
         except (RuntimeError, ValueError):  # another sweep recovered it first
             continue
         requeue(study, trial)
         recovered.append(trial.number)
     return recovered
+
+
+def requeued_trials_of(study: optuna.Study, host: str, pid: int) -> list[int]:
+    """The trials the process ``pid`` on ``host`` held when it died, now re-queued by
+    whoever recovered them first (the parent, or another slot as it asked)."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if (claim := claim_of(t)) is not None and (claim.host, claim.pid) == (host, pid)
+            and (record := record_of(t)) is not None and record.reason == DIED_REASON]
 
 
 def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> None:

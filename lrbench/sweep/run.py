@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import socket
 import tempfile
 import time
 from collections import Counter
@@ -34,7 +35,7 @@ from optuna.trial import TrialState
 
 from lrbench.errors import LockTimeout, StorageError, UserError, signal_of
 from lrbench.store import data_identity, outage
-from lrbench.store.claims import claim_lock, recover_stale_trials
+from lrbench.store.claims import claim_lock, recover_stale_trials, requeued_trials_of
 from lrbench.store.picks import best_per_family
 from lrbench.store.schema import start_run
 from lrbench.store.storage import is_url, open_storage, shown, storage_location
@@ -366,10 +367,13 @@ def _slot_ended(starter: _Starter, end: SlotEnd, study: optuna.Study,
     recovered = _recover(study, outcome.storage, starter.pool.dead)
     outcome.recovered += recovered
     if end.process.killed:
-        slot = end.process.job.slot
+        slot, pid = end.process.job.slot, end.process.killed_pid
+        # Another slot may have re-queued them first, as it asked for its next trial.
+        held = sorted(set(recovered) | set(
+            requeued_trials_of(study, socket.gethostname(), pid) if pid is not None else ()))
         outcome.notices.append(
             f"slot {slot.index} ({slot.device}) {end.process.killed}: killed it; "
-            + (f"re-queued its trials {recovered}" if recovered else "it held no trial")
+            + (f"re-queued its trials {held}" if held else "it held no trial")
             + ("" if starter.pool.stopping else "; a new slot takes its place"))
         starter.notice(outcome.notices[-1])
     if (not starter.pool.stopping and end.process.restarts < MAX_RESTARTS

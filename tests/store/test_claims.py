@@ -302,6 +302,23 @@ def test_dead_local_worker_trial_is_failed_and_requeued(journal: str):
     assert asked.system_attrs["fixed_params"] == old.params
 
 
+def test_a_dead_workers_trials_are_found_whoever_re_queued_them(journal: str):
+    """The parent names a killed slot's trials even when another slot's ask re-queued
+    them first (it once said "it held no trial"); a trial of the same process that failed
+    on its own, and another process's, are not among them."""
+    host, pid = socket.gethostname(), dead_pid()
+    study = reopen(journal)
+    own_failure = running_trial(study, host=host, pid=pid, pid_started=1_000_000.0)
+    record.write_record(study, study.trials[own_failure]._trial_id,
+                        record.failed_record(study.trials[own_failure], "a NaN loss"))
+    study.tell(own_failure, state=TrialState.FAIL)
+    held = running_trial(study, host=host, pid=pid, pid_started=1_000_000.0)
+    other = running_trial(study, host=host, pid=dead_pid(), pid_started=1_000_000.0)
+    assert claims.requeued_trials_of(reopen(journal), host, pid) == []  # none re-queued yet
+    assert sorted(claims.recover_stale_trials(reopen(journal))) == [held, other]  # "another slot"
+    assert claims.requeued_trials_of(reopen(journal), host, pid) == [held]
+
+
 def test_live_local_worker_trial_is_left_running(journal: str):
     study = reopen(journal)
     trial = study.ask()

@@ -41,6 +41,7 @@ class SlotProcess:
     restarts: int = 0
     pace: Pace | None = None  # a local worker's progress, as seen here
     killed: str = ""  # why this parent killed its worker, if it did
+    killed_pid: int | None = None  # the worker it killed (its progress file is gone by the end)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class SlotPool:
         """End a slot's worker now (SIGKILL: a stopped process takes no other signal);
         its trials are recovered once it ends as dead."""
         pid = process.pace.pid() if process.pace is not None else None
-        process.killed = why
+        process.killed, process.killed_pid = why, pid
         if pid is not None:
             self.dead.add((socket.gethostname(), pid))  # (a zombie until loky reaps it)
             with contextlib.suppress(ProcessLookupError):
