@@ -88,7 +88,11 @@ class ReportFrames:
     # read. Replaying imports torch (~1.4 s), which only a process drawing an LR figure
     # needs.
     replayed_lr_steps: pd.DataFrame | None = None
-    importances: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Optuna's parameter importances (``importances``): None until first read, from each
+    # study's search trials. Only the process drawing the importance figure needs them,
+    # and computing them before the drawing processes fork kept both cores waiting.
+    computed_importances: pd.DataFrame | None = None
+    search_trials: dict[str, list[FrozenTrial]] = field(default_factory=dict, repr=False)
     # (study, role, number) -> Optuna's params, with their types (a frame turns ints
     # of a column holding NaN into floats, and a scheduler wants its ints back).
     params: dict[tuple[str, str, int], dict[str, Any]] = field(default_factory=dict)
@@ -109,6 +113,14 @@ class ReportFrames:
             self.replayed_lr_steps = replay_lr_steps(self)
         return self.replayed_lr_steps
 
+    @property
+    def importances(self) -> pd.DataFrame:
+        if self.computed_importances is None:
+            self.computed_importances = pd.concat(
+                [importances(study, trials) for study, trials in self.search_trials.items()]
+                or [importances("", [])], ignore_index=True)
+        return self.computed_importances
+
     def study(self, name: str) -> ReportFrames:
         """The frames of one study (its confirm runs included): made once per trials
         frame, so the study's page and a comparison share it (and its cached ranking)."""
@@ -120,11 +132,14 @@ class ReportFrames:
             return df[df["study"] == name].reset_index(drop=True) if len(df) else df
         one = ReportFrames([s for s in self.studies if s.name == name], pick(self.trials),
                            pick(self.epochs), pick(self.space),
-                           importances=pick(self.importances),
+                           search_trials={k: v for k, v in self.search_trials.items()
+                                          if k == name},
                            params={k: v for k, v in self.params.items() if k[0] == name},
                            warnings=self.warnings)
         if self.replayed_lr_steps is not None:
             one.replayed_lr_steps = pick(self.replayed_lr_steps)
+        if self.computed_importances is not None:
+            one.computed_importances = pick(self.computed_importances)
         self.cache[("study", name)] = (self.trials, one)
         return one
 
@@ -151,7 +166,8 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
     trial_rows: list[dict[str, Any]] = []
     epoch_rows: list[dict[str, Any]] = []
     space_rows: list[dict[str, Any]] = []
-    infos, importance_frames = [], []
+    infos = []
+    search_trials: dict[str, list[FrozenTrial]] = {}
     raw_params: dict[tuple[str, str, int], dict[str, Any]] = {}
     for name in studies or sweeps:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -164,16 +180,14 @@ def load(location: str, studies: list[str] | None = None) -> ReportFrames:
         trials = study.get_trials(deepcopy=False)
         space_rows.extend(_space_rows(name, trials))
         # the search trials on the study's data, as every other figure's
-        importance_frames.append(importances(name, [t for role, t, _ in kept
-                                                    if role == "search"]))
+        search_trials[name] = [t for role, t, _ in kept if role == "search"]
     trials_df = _typed_trials(pd.DataFrame(trial_rows))
     epochs_df = pd.DataFrame(epoch_rows, columns=["study", "number", "role", "family",
                                                   *CURVE_KEYS])
     frames = ReportFrames(infos, trials_df, epochs_df,
                           pd.DataFrame(space_rows, columns=["study", "family", "param", "low",
                                                             "high", "log", "choices"]),
-                          importances=pd.concat(importance_frames, ignore_index=True),
-                          params=raw_params)
+                          search_trials=search_trials, params=raw_params)
     frames.warnings = storage_warnings(location, infos)
     return frames
 

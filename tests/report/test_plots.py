@@ -265,7 +265,7 @@ def keep(frames: ReportFrames, rows: pd.Series) -> ReportFrames:
         frames, trials=trials, epochs=epochs,
         space=frames.space[frames.space["family"].isin(families)],
         replayed_lr_steps=frames.lr_steps[frames.lr_steps["family"].isin(families)],
-        importances=frames.importances[frames.importances["scope"].isin(families)])
+        computed_importances=frames.importances[frames.importances["scope"].isin(families)])
 
 
 def single_family(frames: ReportFrames) -> ReportFrames:
@@ -281,7 +281,7 @@ def one_trial(frames: ReportFrames) -> ReportFrames:
 def none_completed(frames: ReportFrames, state: str) -> ReportFrames:
     trials = frames.trials.assign(state=state, status=state)
     return dataclasses.replace(frames, trials=trials, replayed_lr_steps=frames.lr_steps.iloc[:0],
-                               importances=frames.importances.iloc[:0])
+                               computed_importances=frames.importances.iloc[:0])
 
 
 def diverged(frames: ReportFrames) -> ReportFrames:
@@ -308,7 +308,7 @@ VARIANTS = {
     "pruned": lambda f: none_completed(f, "pruned"),
     "empty": lambda f: dataclasses.replace(f, trials=f.trials.iloc[:0], epochs=f.epochs.iloc[:0],
                                            replayed_lr_steps=pd.DataFrame(),
-                                           importances=pd.DataFrame()),
+                                           computed_importances=pd.DataFrame()),
     "single family": single_family,
     "one trial": one_trial,
     "diverged": diverged,
@@ -341,7 +341,7 @@ def test_no_searched_parameter_says_so_and_has_no_edges(swept: ReportFrames,
 def test_no_importances_still_draws_the_history_with_a_note(swept: ReportFrames,
                                                             tmp_path: Path) -> None:
     figure = plots.importance_and_history(
-        dataclasses.replace(swept, importances=pd.DataFrame()), tmp_path / "i.png")
+        dataclasses.replace(swept, computed_importances=pd.DataFrame()), tmp_path / "i.png")
     assert_png(figure.path)
     assert "No parameter importances" in figure.note
 

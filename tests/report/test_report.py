@@ -203,6 +203,19 @@ def test_importances_cover_searched_parameters(frames: frames_module.ReportFrame
     assert all(p.startswith(f"{s}.") for s, p in zip(within["scope"], within["param"]))
 
 
+def test_importances_are_computed_on_first_read_and_a_study_shares_them(results: Path) -> None:
+    """Loading leaves them to the process that draws their figure; one study's are its
+    rows of the whole storage's, read before or after picking the study."""
+    loaded = frames_module.load(str(results / "lrbench.journal"))
+    assert loaded.computed_importances is None
+    early = loaded.study("smoke").importances  # computed for that study alone
+    assert loaded.computed_importances is None
+    everything = loaded.importances
+    assert {"smoke", "dlwizard"} == set(everything["study"])
+    pd.testing.assert_frame_equal(early, everything[everything["study"] == "smoke"]
+                                  .reset_index(drop=True))
+
+
 def test_unknown_study_missing_and_empty_storage_are_user_errors(tmp_path: Path,
                                                                  results: Path) -> None:
     with pytest.raises(UserError, match="no lrbench storage"):
