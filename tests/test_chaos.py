@@ -156,13 +156,18 @@ def test_sigterm_to_the_whole_group_leaves_nothing_running(tmp_path: Path) -> No
 
 
 def test_kill_9_of_the_parent_takes_its_workers_down_too(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"  # where the workers' progress files are
+    temp.mkdir()
     proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
-                   results=tmp_path)
+                   results=tmp_path, env={"TMPDIR": str(temp)})
     workers = workers_of(proc, 2)
     wait_for_running_trial(tmp_path, "smoke")
+    assert list(temp.glob("lrbench-worker-*"))  # (else the last check is vacuous)
     proc.kill()
     proc.communicate(timeout=30)
     assert_gone(workers)  # they stopped themselves: no orphan trains the study alone
+    # ... and removed their progress files, which their parent could not
+    assert not list(temp.glob("lrbench-worker-*"))
     assert_resume_finishes(tmp_path, 30)
 
 

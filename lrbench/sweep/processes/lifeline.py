@@ -22,6 +22,7 @@ worker unpickles its job (and imports torch).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -59,9 +60,14 @@ def init_worker(stop_event: Any, parent_pid: int, progress_file: str | None = No
 
 
 def _watch_parent(parent_pid: int) -> None:
+    global _progress_file
     while os.getppid() == parent_pid:  # a dead parent's children are re-parented
         time.sleep(POLL_SECONDS)
     _stopping.set()
+    progress_file, _progress_file = _progress_file, None  # no one is left to read it,
+    if progress_file is not None:                          # or to remove it
+        with contextlib.suppress(OSError):
+            os.unlink(progress_file)
     time.sleep(GRACE_SECONDS)
     os._exit(70)  # still here: abandon the epoch rather than outlive the sweep
 
