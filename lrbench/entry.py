@@ -1,12 +1,12 @@
 """The ``lrbench`` console script's first lines: signals before the heavy imports.
 
 Importing the command line pulls in Optuna, and a command that trains (``sweep``,
-``confirm``) torch too (seconds; ``report`` and ``list`` never import torch). A Ctrl-C
-or SIGTERM in that time must end the command with 130 or 143, like at any other moment,
-not with an import traceback, and not with an abort: an interrupt raised while torch's
-C++ start-up code calls back into Python cannot pass through it ("terminate called after
-throwing an instance of 'pybind11::error_already_set'", SIGABRT). So the imports run with
-both signals held, and one that came in ends the command as soon as they are done.
+``confirm``) the sweep machinery too (a second). A Ctrl-C or SIGTERM in that time must
+end the command with 130 or 143, like at any other moment, not with an import traceback.
+So the imports run with both signals held, and one that came in ends the command as soon
+as they are done. torch is not among them: only a slot's process trains, and a sweep's
+parent imports torch only for a GPU or a user's model (``lrbench.torch_import``, which
+holds the signals the same way).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class _HeldSignals:
         return self.received[0] if self.received else None
 
 
-# The commands that train, and the module that imports what they train with (torch).
+# The commands that train, and the module that imports what they run with.
 TRAINING_COMMANDS = ("sweep", "confirm")
 TRAINING_MODULE = "lrbench.sweep.run"
 
@@ -73,8 +73,8 @@ def main() -> None:
             workers.start_early()
             discard_early_worker = workers.discard_early
         from lrbench.cli import main as cli_main
-        if trains(sys.argv[1:]):  # torch, here while the signals are held (the CLI would
-            importlib.import_module(TRAINING_MODULE)  # import it later, when it trains)
+        if trains(sys.argv[1:]):  # here while the signals are held (the CLI would import
+            importlib.import_module(TRAINING_MODULE)  # it later, when it trains)
     finally:
         signum = held.release()
     if signum is not None:

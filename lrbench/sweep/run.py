@@ -53,10 +53,10 @@ from lrbench.sweep.processes.cluster import (
 from lrbench.sweep.processes.pool import SlotEnd, SlotPool
 from lrbench.sweep.processes.stuck import DEFAULT_FLOOR_SECONDS
 from lrbench.sweep.protocol import spent_failures
-from lrbench.sweep.slot import SlotJob, SlotReport, TooManyFailures
+from lrbench.sweep.slot_job import SlotJob, SlotReport, TooManyFailures
 from lrbench.sweep.study import counted_trials, open_study
+from lrbench.torch_import import import_torch
 from lrbench.train import data
-from lrbench.train.stacked import unstackable
 from lrbench.train.workload import add_import_root, check_model, is_import_path
 
 MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is given up
@@ -149,6 +149,7 @@ def run_sweep(config: SweepConfig, *, results_dir: str | Path = "results",
     check_loss_against_data(config, arrays.loss)
     identity = data_identity.identity_of(arrays, config.validation_size)  # checks the split
     if is_import_path(config.model) or not arrays.built_in:  # the pair must fit together
+        import_torch()  # (a built-in model on built-in data needs no torch here)
         check_model(config.model, arrays.examples(2), arrays.num_classes, config.source,
                     config.loss)
     fallback = engine_fallback(config, arrays, engine)
@@ -221,6 +222,9 @@ def engine_fallback(config: SweepConfig, arrays: data.DatasetArrays, engine: str
     Said once: on the terminal, and in the study's run options for the page."""
     if engine == "sequential" or not is_import_path(config.model):
         return ""  # the built-in models all stack
+    import_torch()
+    from lrbench.train.stacked import unstackable
+
     reason = unstackable(config.model, arrays.examples(2), arrays.num_classes)
     if not reason:
         return ""

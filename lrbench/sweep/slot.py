@@ -20,7 +20,6 @@ its trials and re-queues them, so an interrupted sweep loses no configuration.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import resource
@@ -49,11 +48,11 @@ from lrbench.store.record import (
 from lrbench.store.storage import open_storage
 from lrbench.sweep import protocol
 from lrbench.sweep.choice import batch_trials, fuse_update
-from lrbench.sweep.config import SweepConfig
 from lrbench.sweep.devices import Slot, configure_process
 from lrbench.sweep.processes import lifeline
 from lrbench.sweep.pruning import stack_pruner
 from lrbench.sweep.sampling import asking
+from lrbench.sweep.slot_job import SlotJob, SlotReport, TooManyFailures
 from lrbench.sweep.study import (
     counted_trials,
     make_pruner,
@@ -61,7 +60,7 @@ from lrbench.sweep.study import (
     trial_spec,
 )
 from lrbench.train.batched import EpochRow, Stack, group_key
-from lrbench.train.data import DatasetArrays, split_to_device
+from lrbench.train.data import split_to_device
 from lrbench.train.sequential import train_trial
 from lrbench.train.trial import TrialResult, TrialSpec
 from lrbench.train.workload import add_import_root, is_import_path, their_traceback
@@ -77,50 +76,8 @@ HEARTBEAT_SECONDS = 60.0
 ASK_CHUNK = 0.25
 
 
-class TooManyFailures(RuntimeError):
-    """A slot whose trials keep raising: a bug or a broken device, not bad luck.
-    ``detail``: the user's traceback when the error came from their model."""
-
-    def __init__(self, message: str, detail: str = "") -> None:
-        super().__init__(message, detail)  # both in args: they survive pickling
-        self.message, self.detail = message, detail
-
-    def __str__(self) -> str:
-        return self.message
-
-
 class StopRequested(Exception):
     """The sweep is stopping (Ctrl-C, SIGTERM, parent gone): abandon the trial, re-queue it."""
-
-
-@dataclass(frozen=True)
-class SlotJob:
-    slot: Slot
-    config: SweepConfig
-    storage: str  # URL or journal path: each process opens its own connection
-    arrays: DatasetArrays  # read once by the parent: workers never import torchvision
-    sampler_seed: int = 0  # this slot process's own (lrbench.sweep.seeds.sampler_seed)
-    engine: str = "sequential"  # "sequential" or "batched", already resolved for this slot
-    batch_trials: int | None = None  # trials in flight per slot; None: sized in the worker
-    slots: int = 1  # slots on this kind of device: the auto-sized K is a share of the trials
-    tf32: bool = False  # batched engine on a GPU: TF32 matmuls (faster, 10-bit mantissas)
-    data_fingerprint: str = ""  # of ``arrays``, computed once by the parent
-    storage_wait: float = outage.DEFAULT_WAIT_SECONDS  # --storage-wait (lrbench.store.outage)
-
-
-@dataclass
-class SlotReport:
-    slot: Slot
-    engine: str = "sequential"
-    batch_trials: int = 1
-    trials: int = 0
-    failed: int = 0
-    interrupted: bool = False
-    recovered: list[int] = dataclasses.field(default_factory=list)  # dead workers' trials
-    data_seconds: float = 0.0  # loading the data set onto the device, once per slot
-    train_seconds: float = 0.0  # wall time inside the engine (a batch counts once)
-    peak_rss_mb: float = 0.0  # the worker process's peak resident memory
-    peak_gpu_mb: float = 0.0  # torch's peak allocated CUDA memory, on a GPU slot
 
 
 def run_slot(job: SlotJob) -> SlotReport:

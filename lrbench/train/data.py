@@ -1,8 +1,8 @@
 """Data sets: a name and a data dir in, tensors on a device out.
 
-Reading is left to torchvision's dataset classes (they parse the IDX files);
-this module only decides *where* the files come from, splits off a validation
-set, and moves everything to the worker's device once. A user's data set, named by an
+This module decides *where* the files come from (torchvision only downloads them), reads
+the IDX files with numpy, splits off a validation set, and moves everything to the
+worker's device once. A user's data set, named by an
 import path, comes from their loader instead (``lrbench.train.workload``).
 """
 
@@ -18,7 +18,7 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from torchvision.datasets import MNIST
 
 from lrbench.errors import DataNotFoundError, UserError
+from lrbench.torch_import import import_torch
 from lrbench.train import workload
 
 log = logging.getLogger(__name__)
@@ -58,16 +59,23 @@ KNOWN_GZ_DIRS: dict[str, list[Path]] = {
 INSTALL_HINTS = {"fashion-mnist": "on Debian/Ubuntu: apt-get install dataset-fashion-mnist"}
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: comparing tensors field by field is ambiguous
+# A built-in data set's arrays are numpy's: the parent of a sweep reads them, checks them,
+# fingerprints them and sends them to its slots without importing torch (~1.4 s of CPU);
+# ``split_to_device`` makes them tensors in the slot. A user's loader returns tensors.
+Array = Union["np.ndarray", "torch.Tensor"]
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: comparing arrays field by field is ambiguous
 class DatasetArrays:
-    """A data set's CPU tensors, exactly as stored in its IDX files (or as a user's loader
-    returned them: then "images" are any inputs, one row per example)."""
+    """A data set's arrays on the CPU, exactly as stored in its IDX files (numpy), or as a
+    user's loader returned them (tensors: then "images" are any inputs, one row per
+    example)."""
 
     name: str  # a built-in's name (DATASETS), or the user's loader's import path
-    train_images: torch.Tensor  # uint8 [N, 28, 28] for the built-ins
-    train_labels: torch.Tensor  # int64 [N]; a regression's float targets [N, D]
-    test_images: torch.Tensor  # uint8 [M, 28, 28] for the built-ins
-    test_labels: torch.Tensor  # int64 [M]
+    train_images: Array  # uint8 [N, 28, 28] for the built-ins
+    train_labels: Array  # int64 [N]; a regression's float targets [N, D]
+    test_images: Array  # uint8 [M, 28, 28] for the built-ins
+    test_labels: Array  # int64 [M]
     root: Path  # the torchvision root the files were read from; a loader's module file
     num_classes: int = 10  # a regression's outputs, D
 
@@ -75,7 +83,7 @@ class DatasetArrays:
     def loss(self) -> str:
         """What its labels are for: class labels for cross-entropy, float targets for the
         mean squared error (lrbench.train.losses)."""
-        return "mse" if self.train_labels.is_floating_point() else "cross_entropy"
+        return "mse" if _is_float(self.train_labels) else "cross_entropy"
 
     @property
     def built_in(self) -> bool:
@@ -84,7 +92,20 @@ class DatasetArrays:
     def examples(self, count: int) -> torch.Tensor:
         """The first ``count`` training inputs as a model sees them (flattened built-in
         images, scaled to [0, 1])."""
-        return model_input(_as_rows(self, self.train_images[:count]))
+        return model_input(tensor(_as_rows(self, self.train_images[:count])))
+
+
+def tensor(array: Array) -> torch.Tensor:
+    """``array`` as a CPU tensor, sharing its memory (a numpy array of the built-ins)."""
+    import torch
+
+    return torch.as_tensor(array)
+
+
+def _is_float(array: Array) -> bool:
+    if isinstance(array, np.ndarray):
+        return bool(np.issubdtype(array.dtype, np.floating))
+    return bool(array.is_floating_point())
 
 
 def _as_rows(arrays: DatasetArrays, inputs: torch.Tensor) -> torch.Tensor:
@@ -158,7 +179,7 @@ def dataset_class(dataset: str) -> type[MNIST]:
     return getattr(torchvision.datasets, folder)
 
 
-def _read_idx(path: Path, dims: int) -> torch.Tensor:
+def _read_idx(path: Path, dims: int) -> np.ndarray:
     """An IDX file of unsigned bytes with ``dims`` dimensions (images 3, labels 1).
 
     Read with numpy rather than torchvision: importing torchvision costs a sweep seconds,
@@ -169,26 +190,22 @@ def _read_idx(path: Path, dims: int) -> torch.Tensor:
     if len(raw) < header or raw[:3] != b"\x00\x00\x08" or raw[3] != dims:
         raise UserError(f"{path}: not valid IDX files (expected an IDX header for unsigned "
                         f"bytes in {dims} dimensions, found {raw[:4].hex() or 'nothing'})")
-    import torch
-
     shape = struct.unpack(f">{dims}I", raw[4:header])
     if len(raw) - header != math.prod(shape):
         raise UserError(f"{path}: not valid IDX files (its header says {shape}, "
                         f"{math.prod(shape):,} bytes, but it holds {len(raw) - header:,})")
-    return torch.from_numpy(np.frombuffer(raw, np.uint8, offset=header).reshape(shape).copy())
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(shape).copy()
 
 
 def _read(dataset: str, root: Path) -> DatasetArrays:
     """Read both splits from a root known to hold the four files."""
-    import torch
-
     raw = _raw_dir(root, _folder(dataset))
     arrays = DatasetArrays(
         name=dataset,
         train_images=_read_idx(raw / "train-images-idx3-ubyte", 3),
-        train_labels=_read_idx(raw / "train-labels-idx1-ubyte", 1).to(torch.int64),
+        train_labels=_read_idx(raw / "train-labels-idx1-ubyte", 1).astype(np.int64),
         test_images=_read_idx(raw / "t10k-images-idx3-ubyte", 3),
-        test_labels=_read_idx(raw / "t10k-labels-idx1-ubyte", 1).to(torch.int64),
+        test_labels=_read_idx(raw / "t10k-labels-idx1-ubyte", 1).astype(np.int64),
         root=root,
         num_classes=NUM_CLASSES,
     )
@@ -206,13 +223,13 @@ def check_arrays(arrays: DatasetArrays, raw: Path) -> None:
                                   ("t10k", arrays.test_images, arrays.test_labels)):
         image_file = raw / f"{split}-images-idx3-ubyte"
         label_file = raw / f"{split}-labels-idx1-ubyte"
-        if images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28):
             raise UserError(f"{image_file}: images are {tuple(images.shape[1:])}, "
                             f"not 28x28")
         if len(images) != len(labels):
             raise UserError(f"{label_file} holds {len(labels):,} labels, but {image_file} "
                             f"holds {len(images):,} images: they must pair up")
-        bad = ((labels < 0) | (labels >= arrays.num_classes)).nonzero()
+        bad = np.flatnonzero((labels < 0) | (labels >= arrays.num_classes))
         if len(bad):
             index = int(bad[0])
             raise UserError(f"{label_file}: label {int(labels[index])} at index {index} is "
@@ -274,6 +291,7 @@ def load_arrays(
     and ``source`` (the sweep file) is named in its errors.
     """
     if workload.is_import_path(dataset):
+        import_torch()  # (their loader makes tensors)
         return workload.load_user_data(dataset, source)
     folder = _folder(dataset)
     source = "--data-dir" if data_dir is not None else DATA_DIR_ENV
@@ -319,10 +337,11 @@ def fingerprint(arrays: DatasetArrays) -> str:
     """A short digest of the images and labels exactly as read (shapes included): two
     folders of "MNIST" holding different images never share one. SHA-256, 16 hex digits."""
     digest = hashlib.sha256()
-    for tensor in (arrays.train_images, arrays.train_labels, arrays.test_images,
-                   arrays.test_labels):
-        digest.update(repr(tuple(tensor.shape)).encode())
-        digest.update(tensor.contiguous().numpy().tobytes())
+    for array in (arrays.train_images, arrays.train_labels, arrays.test_images,
+                  arrays.test_labels):
+        digest.update(repr(tuple(array.shape)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes() if isinstance(array, np.ndarray)
+                      else array.contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -356,21 +375,22 @@ def split_to_device(
 
     n = len(arrays.train_images)
     n_val = validation_count(validation_size, n)
-    images = _as_rows(arrays, arrays.train_images)
+    train_labels = tensor(arrays.train_labels)
+    images = _as_rows(arrays, tensor(arrays.train_images))
     # A CPU generator makes the split the same on every device and machine.
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
 
-    test_x = _as_rows(arrays, arrays.test_images).to(device)
-    test_y = arrays.test_labels.to(device)
+    test_x = _as_rows(arrays, tensor(arrays.test_images)).to(device)
+    test_y = tensor(arrays.test_labels).to(device)
     train_x = images[train_idx].to(device)
     if n_val == 0:
         val_x, val_y = test_x, test_y
     else:
-        val_x, val_y = images[val_idx].to(device), arrays.train_labels[val_idx].to(device)
+        val_x, val_y = images[val_idx].to(device), train_labels[val_idx].to(device)
     return DeviceData(
         train_x=train_x,
-        train_y=arrays.train_labels[train_idx].to(device),
+        train_y=train_labels[train_idx].to(device),
         val_x=val_x,
         val_y=val_y,
         test_x=test_x,

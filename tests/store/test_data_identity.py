@@ -9,7 +9,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import run_lrbench, small_mnist
+import torch
+from conftest import DATA, require_mnist, run_lrbench, small_mnist
 
 from lrbench.store import data_identity
 from lrbench.store.data_identity import DataIdentity
@@ -17,6 +18,21 @@ from lrbench.store.record import record_of
 from lrbench.store.schema import confirm_study_name
 from lrbench.store.storage import open_storage
 from lrbench.train import data
+
+
+def test_the_shared_samples_fingerprint_is_the_one_studies_recorded() -> None:
+    """Reading the IDX files into numpy instead of tensors changed no fingerprint: studies
+    recorded before (d9cedb5d7735fa55, by 9dbd7d0's tensor reader) take this data still,
+    and a user's loader, which returns tensors, fingerprints the same data the same."""
+    require_mnist()
+    arrays = data.load_arrays("mnist", DATA)
+    assert data.fingerprint(arrays) == "d9cedb5d7735fa55"
+    as_tensors = dataclasses.replace(
+        arrays, train_images=torch.as_tensor(arrays.train_images),
+        train_labels=torch.as_tensor(arrays.train_labels),
+        test_images=torch.as_tensor(arrays.test_images),
+        test_labels=torch.as_tensor(arrays.test_labels))
+    assert data.fingerprint(as_tensors) == "d9cedb5d7735fa55"
 
 
 def test_fingerprint_tells_two_samples_of_one_data_set_apart(tmp_path: Path) -> None:

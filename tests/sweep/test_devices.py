@@ -5,6 +5,9 @@ The visible GPUs are monkeypatched, so every case runs on a CPU-only machine.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from lrbench.errors import UserError
@@ -84,3 +87,30 @@ def test_bad_device_names_the_value(gpus, device, gpu_names, names):
 def test_workers_below_one_is_refused(gpus, workers):
     with pytest.raises(UserError, match=f"--workers must be >= 1, but got {workers}"):
         plan_slots("cpu", workers, 2)
+
+
+def test_cpu_alone_never_counts_gpus(monkeypatch) -> None:
+    """Counting them would import torch in the sweep's parent on a GPU machine."""
+    def counted() -> list[str]:
+        raise AssertionError("--device cpu counted the GPUs")
+    monkeypatch.setattr(devices, "gpus", counted)
+    assert layout(plan_slots("cpu", workers=2)) == [("cpu", 1), ("cpu", 1)]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the driver paths are Linux's")
+def test_without_a_gpu_driver_there_is_no_gpu_and_torch_is_not_imported(tmp_path) -> None:
+    """On Linux with none of the driver's paths, ``gpus`` answers without torch; with one
+    of them (a file standing in for it here), it asks torch."""
+    script = (
+        "import sys\n"
+        "from lrbench.sweep import devices\n"
+        "devices.GPU_DRIVER_PATHS = (sys.argv[1],)\n"
+        "print(devices.gpus(), 'torch' in sys.modules)\n")
+    absent = subprocess.run([sys.executable, "-c", script, str(tmp_path / "nvidiactl")],
+                            capture_output=True, text=True, timeout=120, check=True)
+    assert absent.stdout.split() == ["[]", "False"]
+    (tmp_path / "nvidiactl").touch()
+    present = subprocess.run([sys.executable, "-c", script, str(tmp_path / "nvidiactl")],
+                             capture_output=True, text=True, timeout=120, check=True)
+    assert present.stdout.split()[-1] == "True"  # torch counted them (none on this machine)

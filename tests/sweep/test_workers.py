@@ -37,8 +37,8 @@ def test_which_commands_start_a_worker_early(monkeypatch):
     assert not starts_local_slots(["sweep", "step"])
 
 
-def test_only_commands_that_train_import_torch_before_the_signals_are_released() -> None:
-    """A sweep on a cluster trains too (torch, signals held); a report never imports it."""
+def test_only_commands_that_train_import_the_sweep_machinery_with_signals_held() -> None:
+    """A sweep on a cluster trains too (signals held); a report never imports it."""
     assert trains(["sweep", "step", "--cluster", "tcp://h:8786"])
     assert trains(["confirm", "all"])
     for args in ([], ["report"], ["list"], ["sweep", "--help"], ["confirm", "all", "-h"]):

@@ -43,18 +43,21 @@ def write_set(folder: Path, arrays: dict[str, np.ndarray], gz: bool = False) -> 
 
 
 def assert_matches(arrays: data.DatasetArrays, expected: dict[str, np.ndarray]) -> None:
-    assert arrays.train_images.dtype == torch.uint8
-    assert arrays.train_labels.dtype == torch.int64
-    assert arrays.test_images.dtype == torch.uint8
-    assert arrays.test_labels.dtype == torch.int64
+    # numpy, as read (a sweep's parent never imports torch for them), in the IDX types
+    assert all(isinstance(a, np.ndarray) for a in (arrays.train_images, arrays.train_labels,
+                                                   arrays.test_images, arrays.test_labels))
+    assert arrays.train_images.dtype == np.uint8
+    assert arrays.train_labels.dtype == np.int64
+    assert arrays.test_images.dtype == np.uint8
+    assert arrays.test_labels.dtype == np.int64
     pairs = [
         (arrays.train_images, "train-images-idx3-ubyte"),
         (arrays.train_labels, "train-labels-idx1-ubyte"),
         (arrays.test_images, "t10k-images-idx3-ubyte"),
         (arrays.test_labels, "t10k-labels-idx1-ubyte"),
     ]
-    for tensor, name in pairs:
-        np.testing.assert_array_equal(tensor.numpy(), expected[name])
+    for array, name in pairs:
+        np.testing.assert_array_equal(array, expected[name])
 
 
 @pytest.fixture(autouse=True)
@@ -245,7 +248,7 @@ def test_split_sizes_disjoint_and_complete(arrays):
     # Labels travel with their images (label = index % 10 by construction).
     assert d.train_y.tolist() == [i % 10 for i in train_ids]
     assert d.val_y.tolist() == [i % 10 for i in val_ids]
-    assert torch.equal(d.train_x[0], arrays.train_images[train_ids[0]].flatten())
+    assert torch.equal(d.train_x[0], torch.as_tensor(arrays.train_images[train_ids[0]]).flatten())
 
 
 def test_split_is_deterministic_per_seed(arrays):
@@ -299,4 +302,4 @@ def test_shared_mnist_loads():
     assert arrays.train_images.shape == (5000, 28, 28)
     assert arrays.test_images.shape == (10000, 28, 28)
     assert arrays.num_classes == 10
-    assert sorted(arrays.test_labels.unique().tolist()) == list(range(10))
+    assert np.unique(arrays.test_labels).tolist() == list(range(10))

@@ -39,7 +39,7 @@ from lrbench.errors import UserError
 from lrbench.sweep.devices import Slot
 from lrbench.sweep.processes import lifeline
 from lrbench.sweep.processes.pool import SlotEnd, SlotProcess
-from lrbench.sweep.slot import SlotJob, SlotReport, run_slot
+from lrbench.sweep.slot_job import SlotJob, SlotReport, run_in_worker
 from lrbench.train.data import DatasetArrays
 
 CONNECT_TIMEOUT_SECONDS = 10
@@ -160,7 +160,7 @@ def _run_on_worker(job: SlotJob, arrays: DatasetArrays, control: str) -> SlotRep
     source = _Control(control)
     lifeline.watch(source)
     try:
-        return run_slot(dataclasses.replace(job, arrays=arrays))
+        return run_in_worker(dataclasses.replace(job, arrays=arrays))
     finally:
         lifeline.unwatch(source)
 

@@ -28,7 +28,7 @@ from joblib.externals.loky import ProcessPoolExecutor
 
 from lrbench.sweep.processes import stuck, workers
 from lrbench.sweep.processes.stuck import DEFAULT_FLOOR_SECONDS, Pace
-from lrbench.sweep.slot import SlotJob, SlotReport, run_slot
+from lrbench.sweep.slot_job import SlotJob, SlotReport, run_in_worker
 
 
 @dataclass
@@ -70,7 +70,7 @@ class SlotPool:
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
         worker = self._spare.pop() if self._spare else workers.spawn(self._stop_event)
         with workers.born_ignoring_signals():  # a new worker is spawned inside submit
-            future = worker.executor.submit(run_slot, job)
+            future = worker.executor.submit(run_in_worker, job)
         process = SlotProcess(job, worker.executor, future, restarts,
                               Pace(worker.progress_file, self.stuck_after))
         self.running.append(process)

@@ -1,11 +1,10 @@
 """Local worker processes: how one is born, and the first one born early.
 
-A slot's worker imports torch and Optuna before it trains its first trial (~1.5 s), and
-so does the parent before it can plan the slots (~1.4 s). One after the other, that was
-~3 s before the first trial of every ``lrbench sweep``. ``start_early`` (called by the
-console script, before its own heavy imports) starts the first worker at once, so the
-two import side by side; the first slot to start takes it (``take_early``), and
-``discard_early`` ends it if no slot does (a user error, nothing to train).
+A slot's worker imports torch and Optuna before it trains its first trial (~2 s), while
+the parent imports Optuna and reads the data. ``start_early`` (called by the console
+script, before its own imports) starts the first worker at once, so the two import side
+by side; the first slot to start takes it (``take_early``), and ``discard_early`` ends it
+if no slot does (a user error, nothing to train).
 
 Each worker is a one-process loky executor. Workers are born with Ctrl-C and SIGTERM
 ignored (signal dispositions set to "ignore" survive exec, and Python keeps an
@@ -34,8 +33,8 @@ from joblib.externals.loky.backend.context import get_context
 
 from lrbench.sweep.processes import lifeline, stuck
 
-# What a slot's job needs imported; unpickling the job would import it anyway.
-SLOT_MODULE = "lrbench.sweep.processes.pool"
+# What a slot imports to train (torch among it), while the parent reads the data.
+SLOT_MODULE = "lrbench.sweep.slot"
 
 
 @dataclass
@@ -68,8 +67,14 @@ def spawn(stop_event: Any, warm_up: bool = False) -> Worker:
                                    initargs=(stop_event, os.getpid(), progress_file))
     if warm_up:
         with born_ignoring_signals():  # loky spawns the process inside submit
-            executor.submit(importlib.import_module, SLOT_MODULE)
+            executor.submit(warm_up_slot)
     return Worker(executor, stop_event, progress_file)
+
+
+def warm_up_slot() -> None:
+    """Import what a slot trains with, returning nothing: the module itself would travel
+    back to the parent, which would import it too (torch with it)."""
+    importlib.import_module(SLOT_MODULE)
 
 
 @contextlib.contextmanager
