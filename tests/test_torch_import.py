@@ -17,9 +17,11 @@ def run_python(script: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_a_ctrl_c_during_the_import_is_raised_once_torch_is_in() -> None:
-    """Not inside torch's start-up (an abort there), not lost: after the import."""
+    """Not inside torch's start-up (an abort there), not lost: after the import. (Python's
+    own handler is set first: a process started from a test may inherit SIGINT ignored.)"""
     done = run_python(
         "import os, signal, sys, threading\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from lrbench.torch_import import import_torch\n"
         "threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
         "try:\n"

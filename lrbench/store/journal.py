@@ -268,6 +268,12 @@ class BatchedAppends:
         raise NotImplementedError
 
 
+def gone_mid_sweep(path: Path, replaced: bool = False) -> str:
+    return (f"journal {path} was {'replaced' if replaced else 'deleted or moved'} mid-sweep: "
+            f"nothing more can be written to it; put it back, then run the same command to "
+            f"resume")
+
+
 class SafeJournalBackend(BatchedAppends, JournalFileBackend):
     """``JournalFileBackend`` whose appends never follow a torn tail and never leave one."""
 
@@ -285,10 +291,7 @@ class SafeJournalBackend(BatchedAppends, JournalFileBackend):
         except FileNotFoundError:
             inode = None
         if inode != self._inode:
-            raise StorageError(
-                f"journal {self.path} was {'deleted or moved' if inode is None else 'replaced'}"
-                f" mid-sweep: nothing more can be written to it; put it back, then run the "
-                f"same command to resume")
+            raise StorageError(gone_mid_sweep(self.path, replaced=inode is not None))
 
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         self._same_file()

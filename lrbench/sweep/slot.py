@@ -27,13 +27,14 @@ import time
 import traceback
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
 from lrbench.errors import StorageError
-from lrbench.store import outage
+from lrbench.store import journal, outage
 from lrbench.store.claims import claim_lock, new_claim, recover_stale_trials, requeue
 from lrbench.store.record import (
     Cell,
@@ -45,7 +46,7 @@ from lrbench.store.record import (
     write_claim,
     write_end,
 )
-from lrbench.store.storage import open_storage
+from lrbench.store.storage import is_url, open_storage
 from lrbench.sweep import protocol
 from lrbench.sweep.choice import batch_trials, fuse_update
 from lrbench.sweep.devices import Slot, configure_process
@@ -113,6 +114,11 @@ class _Slot:
         configure_process(job.slot)
         add_import_root(self.config.workload_root)  # a user's model module, as the parent found it
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        if not is_url(job.storage) and not Path(job.storage).exists():
+            # The parent made it: moved since. Opening it would make an empty one there
+            # (Optuna's journal creates its file), which every other slot then takes for
+            # a replacement of theirs.
+            raise StorageError(journal.gone_mid_sweep(Path(job.storage)))
         self.study = optuna.load_study(study_name=self.config.study,
                                        storage=open_storage(job.storage, waits=True),
                                        sampler=make_sampler(self.config, job.sampler_seed),

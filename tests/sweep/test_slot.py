@@ -15,6 +15,7 @@ from conftest import DATA, require_mnist
 from optuna.trial import TrialState
 from test_study import write_sweep
 
+from lrbench.errors import StorageError
 from lrbench.store import claims, record
 from lrbench.store.storage import open_storage
 from lrbench.sweep import slot as worker
@@ -159,6 +160,17 @@ def test_a_trial_recovered_by_another_process_while_asked_is_skipped(
     trials = stored(slot_job).trials
     assert Counter(t.state for t in trials) == {TrialState.COMPLETE: 2, TrialState.FAIL: 1}
     assert record.plan_of(trials[1]).requeued_from == 0  # its configuration, trained
+
+
+def test_a_slot_starting_after_the_journal_was_moved_says_so_and_makes_no_new_one(
+        slot_job: SlotJob):
+    """It once made an empty journal where the moved one had been, and the other slots
+    then called theirs replaced."""
+    moved = Path(slot_job.storage).with_name("moved.journal")
+    Path(slot_job.storage).rename(moved)
+    with pytest.raises(StorageError, match="was deleted or moved mid-sweep"):
+        run_slot(slot_job)
+    assert not Path(slot_job.storage).exists()
 
 
 def test_run_slot_asked_to_stop_runs_nothing(slot_job: SlotJob):
