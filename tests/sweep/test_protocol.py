@@ -23,7 +23,8 @@ from lrbench.sweep.devices import Slot
 from lrbench.sweep.processes import lifeline
 from lrbench.sweep.pruning import StackMedian
 from lrbench.sweep.sampling import BatchTPESampler, asking
-from lrbench.sweep.slot import SlotJob, run_slot
+from lrbench.sweep.slot import run_slot
+from lrbench.sweep.slot_job import SlotJob
 from lrbench.train.data import load_arrays
 
 REPO = Path(__file__).resolve().parents[2]

@@ -22,7 +22,8 @@ from lrbench.sweep import slot as worker
 from lrbench.sweep import study as st
 from lrbench.sweep.devices import Slot
 from lrbench.sweep.processes import lifeline
-from lrbench.sweep.slot import SlotJob, run_slot
+from lrbench.sweep.slot import run_slot
+from lrbench.sweep.slot_job import SlotJob
 from lrbench.train.data import load_arrays
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -20,7 +20,7 @@ from lrbench.sweep import study as st
 from lrbench.sweep.devices import Slot
 from lrbench.sweep.processes import workers
 from lrbench.sweep.processes.pool import SlotPool
-from lrbench.sweep.slot import SlotJob
+from lrbench.sweep.slot_job import SlotJob
 from lrbench.train.data import load_arrays
 
 

@@ -18,7 +18,7 @@ from conftest import mnist_subset
 from lrbench.sweep import config as cfg
 from lrbench.sweep.config import OptimizerConfig
 from lrbench.sweep.devices import Slot
-from lrbench.sweep.slot import SlotJob
+from lrbench.sweep.slot_job import SlotJob
 from lrbench.train import sequential
 from lrbench.train.data import DatasetArrays, DeviceData
 from lrbench.train.lr_schedule import lr_trace
