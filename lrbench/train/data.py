@@ -2,8 +2,8 @@
 
 This module decides *where* the files come from (torchvision only downloads them), reads
 the IDX files with numpy, splits off a validation set, and moves everything to the
-worker's device once. A user's data set, named by an
-import path, comes from their loader instead (``lrbench.train.workload``).
+worker's device once. A user's data set, named by an import path, comes from their
+loader instead (``lrbench.train.workload``).
 """
 
 from __future__ import annotations
