@@ -50,10 +50,10 @@ if TYPE_CHECKING:
 
     from lrbench.sweep.run import SweepOutcome
 
-# The sweep machinery (lrbench.sweep.run and what it starts) imports torch, ~1.4 s: it is
-# imported by the functions that train, so `report`, `list` and every user error skip it
-# (for `sweep` and `confirm` the console script imports it first, with signals held:
-# lrbench.entry).
+# The sweep machinery (lrbench.sweep.run and what it starts: Optuna's samplers, the
+# storages) is imported by the functions that train, so `report`, `list` and every user
+# error skip it (for `sweep` and `confirm` the console script imports it first, with
+# signals held: lrbench.entry). torch is imported by the slots' processes alone.
 
 # emoji=False: "--device cuda:-1" must not print a thumbs-down for ":-1".
 console = Console(emoji=False)

@@ -45,6 +45,7 @@ PARAM_PREFIX = "param:"
 # seed's FNN lands in 10 epochs, and a stricter one.
 DEFAULT_TARGETS = {"mnist": (0.97, 0.98), "fashion-mnist": (0.85, 0.88), "kmnist": (0.90, 0.95)}
 MIN_TRIALS_FOR_IMPORTANCE = 4  # importances of fewer completed trials are noise
+IMPORTANCE_COLUMNS = ["study", "scope", "param", "importance"]
 # A run that ends below twice chance (10 classes: 20%) trained without learning; runs at
 # 16-19% were counted as neither diverged nor failed before it had a status of its own.
 CHANCE = 0.1
@@ -118,7 +119,7 @@ class ReportFrames:
         if self.computed_importances is None:
             self.computed_importances = pd.concat(
                 [importances(study, trials) for study, trials in self.search_trials.items()]
-                or [importances("", [])], ignore_index=True)
+                or [pd.DataFrame(columns=IMPORTANCE_COLUMNS)], ignore_index=True)
         return self.computed_importances
 
     def study(self, name: str) -> ReportFrames:
@@ -498,7 +499,7 @@ def importances(study: str, trials: list[FrozenTrial]) -> pd.DataFrame:
                 params=sorted(searched))
         rows += [{"study": study, "scope": scope, "param": p, "importance": v}
                  for p, v in result.items()]
-    return pd.DataFrame(rows, columns=["study", "scope", "param", "importance"])
+    return pd.DataFrame(rows, columns=IMPORTANCE_COLUMNS)
 
 
 def export_csv(frames: ReportFrames, folder: Path) -> list[Path]:

@@ -17,7 +17,7 @@ real work (an epoch, an ask) on the worker's progress file, and a worker that ma
 nothing for too long is stuck (``lrbench.sweep.processes.stuck``).
 
 This module imports nothing heavy: it runs as the worker's initializer, before the
-worker unpickles its job (and imports torch).
+worker runs its job (and imports torch).
 """
 
 from __future__ import annotations
