@@ -16,7 +16,10 @@ from lrbench.report import budget, compare
 from lrbench.report.frames import ReportFrames
 from lrbench.report.plots import (
     NO_COMPLETED,
+    TITLE_ROOM,
     WIDTH,
+    X_LABEL_ROOM,
+    Y_LABEL_ROOM,
     Figure,
     family_markers,
     family_order,
@@ -110,5 +113,11 @@ def _draw_budgets(table: pd.DataFrame, order: list[str], score: str = "accuracy"
     for ax in list(axes.flat)[len(panels):]:
         ax.set_axis_off()
     legend_above(fig, [legend_marker(f, palette[f], markers[f], "-") for f in order])
-    fig.tight_layout()
+    # Fixed margins, not tight_layout, whose measuring is a second draw of the figure: room
+    # for the labels left of and below the panels, and for their titles (the legend goes
+    # above the figure, in the canvas's overhang: plots.render crops to what is drawn).
+    height = fig.get_figheight()
+    fig.subplots_adjust(left=Y_LABEL_ROOM / WIDTH, right=1, bottom=X_LABEL_ROOM / height,
+                        top=1 - TITLE_ROOM / height,
+                        wspace=0.3, hspace=0.45)
     return fig

@@ -65,7 +65,14 @@ WIDTH = 11.0  # inches: the page's ~1,100 px content width at 100 px per inch
 COL_WRAP = 4  # facets per row: 11 families -> 3 rows of ~270 px panels
 PANEL_HEIGHT = 2.3  # inches per facet row
 TITLE_ROOM = 0.3  # inches above a figure's first row of panels, for their titles
-OVERHANG = 1.5  # inches around a figure where legends and labels may still be drawn
+Y_LABEL_ROOM = 0.75  # inches left of a panel for its y tick labels and y label
+X_LABEL_ROOM = 0.5  # inches below a panel for its x tick labels and x label
+# Inches around a figure where its legends and labels may still be drawn: the most any
+# figure uses is ~0.7 (a row of panels' y labels). Every inch costs: the canvas is
+# cleared, copied and compared with its background pixel by pixel, and at 1.5 inches
+# that was ~0.8 s of the benchmark page's ~15 s of drawing.
+OVERHANG = 1.0
+WIDE_OVERHANG = 4.0  # the canvas for a figure that reached the edge of OVERHANG's
 CROP_PAD = 0.1  # inches of background left around a drawn figure (savefig's pad_inches)
 CONFIRM_COLOUR = "black"
 EDGE_MARGIN = 0.05  # an optimum within 5% of its range's end may lie outside the range
@@ -295,18 +302,15 @@ def _drawn_image(fig: Any) -> Image.Image:
     What ``savefig(bbox_inches="tight")`` gives, in one draw instead of two: "tight"
     draws the figure once to measure it, then again to save it, and measuring (every
     tick label's extent) costs as much again. Here the figure is drawn once onto a canvas
-    ``OVERHANG`` inches larger on every side (legends and titles may sit outside the
+    ``OVERHANG`` inches larger on every side (legends and labels may sit outside the
     figure), as raw pixels (encoding a PNG only to decode it again was a quarter of the
-    report's CPU), and the background around the drawing is cut off.
+    report's CPU), and the background around the drawing is cut off. A drawing that
+    reaches the canvas's edge may go on beyond it: it is drawn again on a canvas
+    ``WIDE_OVERHANG`` inches larger (rare: a figure's legend taller than ``OVERHANG``).
     """
-    width, height = fig.get_size_inches()
-    area = Bbox([[-OVERHANG, -OVERHANG], [width + OVERHANG, height + OVERHANG]])
-    raw = io.BytesIO()
-    fig.savefig(raw, format="rgba", dpi=DPI, bbox_inches=area)
-    image = _rgba_image(raw.getbuffer(), area.width * DPI, area.height * DPI)
-    background = Image.new("RGBA", image.size, image.getpixel((0, 0)))
-    # (on RGBA, getbbox looks at alpha alone by default, and the figure is opaque)
-    drawn = ImageChops.difference(image, background).getbbox(alpha_only=False)
+    image, drawn = _drawn_pixels(fig, OVERHANG)
+    if drawn is not None and _touches_edge(drawn, image.size):
+        image, drawn = _drawn_pixels(fig, WIDE_OVERHANG)
     if drawn is None:
         return image.convert("RGB")
     pad = round(CROP_PAD * DPI)
@@ -314,6 +318,25 @@ def _drawn_image(fig: Any) -> Image.Image:
     return image.crop((max(left - pad, 0), max(top - pad, 0),
                        min(right + pad, image.width), min(bottom + pad, image.height))
                       ).convert("RGB")
+
+
+def _drawn_pixels(fig: Any, overhang: float
+                  ) -> tuple[Image.Image, tuple[int, int, int, int] | None]:
+    """The figure drawn on a canvas ``overhang`` inches larger on every side, and the
+    box (left, top, right, bottom) of what differs from the background (None: nothing)."""
+    width, height = fig.get_size_inches()
+    area = Bbox([[-overhang, -overhang], [width + overhang, height + overhang]])
+    raw = io.BytesIO()
+    fig.savefig(raw, format="rgba", dpi=DPI, bbox_inches=area)
+    image = _rgba_image(raw.getbuffer(), area.width * DPI, area.height * DPI)
+    background = Image.new("RGBA", image.size, image.getpixel((0, 0)))
+    # (on RGBA, getbbox looks at alpha alone by default, and the figure is opaque)
+    return image, ImageChops.difference(image, background).getbbox(alpha_only=False)
+
+
+def _touches_edge(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
+    left, top, right, bottom = box
+    return left == 0 or top == 0 or right == size[0] or bottom == size[1]
 
 
 def _rgba_image(buffer: memoryview, width: float, height: float) -> Image.Image:
@@ -864,27 +887,41 @@ def _importance_data(frames: ReportFrames, order: list[str]) -> pd.DataFrame:
 
 def _draw_importance_history(tried: pd.DataFrame, bars: pd.DataFrame, order: list[str],
                              ylim: tuple[float, float], metric: Metric = ACCURACY) -> Any:
-    history_height, bars_height = 3.4, 0.6 + 0.22 * len(bars)
-    fig, axes = plt.subplots(2 if len(bars) else 1, 1, squeeze=False,
-                             figsize=(WIDTH, history_height + (bars_height if len(bars) else 0)),
-                             height_ratios=[history_height, bars_height] if len(bars) else None)
-    palette = family_palette(order)
-    _draw_history(axes[0][0], tried, palette, ylim, metric)
+    history_height, bars_height = 3.4, (0.6 + 0.22 * len(bars)) if len(bars) else 0.0
+    fig = plt.figure(figsize=(WIDTH, history_height + bars_height))
+    history = fig.add_axes((0, 0, 1, 1))  # both panels placed below, once measured
+    legend = _draw_history(history, tried, family_palette(order), ylim, metric)
+    importance = None
     if len(bars):
         colours = {**family_palette(bars["scope"]), "all families": (0.45, 0.45, 0.45)}
-        ax = axes[1][0]
+        importance = fig.add_axes((0, 0, 1, 1))
         rows = range(len(bars))
-        ax.barh(rows, bars["importance"], color=[colours[s] for s in bars["scope"]])
-        ax.set_yticks(rows, bars["label"])
-        ax.set_ylim(len(bars) - 0.5, -0.5)  # the first bar on top
-        ax.set(xlabel="importance (PED-ANOVA, sums to 1 per scope)", ylabel="")
-        ax.tick_params(axis="y", labelsize="small")
-    fig.tight_layout()
+        importance.barh(rows, bars["importance"], color=[colours[s] for s in bars["scope"]])
+        importance.set_yticks(rows, bars["label"])
+        importance.set_ylim(len(bars) - 0.5, -0.5)  # the first bar on top
+        importance.set(xlabel="importance (PED-ANOVA, sums to 1 per scope)", ylabel="")
+        importance.tick_params(axis="y", labelsize="small")
+    # Both panels span from right of the bars' labels to left of the history's legend,
+    # the two measured alone: tight_layout measures every artist, in a second draw.
+    renderer = fig.canvas.get_renderer()
+    labels = importance.get_yticklabels() if importance is not None else []
+    widest = max((t.get_window_extent(renderer).width for t in labels), default=0) / fig.dpi
+    left = (widest + 0.1) / WIDTH if labels else 0.0
+    width = 1 - (legend.get_window_extent(renderer).width / fig.dpi + 0.1) / WIDTH - left
+    height = fig.get_figheight()
+    # In inches from the bottom: each panel's x labels below it, 0.3 between the history's
+    # and the bars, 0.1 above the history.
+    history.set_position([left, (bars_height + X_LABEL_ROOM) / height, width,
+                          (history_height - X_LABEL_ROOM - 0.1) / height])
+    if importance is not None:
+        importance.set_position([left, X_LABEL_ROOM / height, width,
+                                 (bars_height - X_LABEL_ROOM - 0.3) / height])
     return fig
 
 
 def _draw_history(ax: Any, tried: pd.DataFrame, palette: dict[str, Any],
-                  ylim: tuple[float, float], metric: Metric = ACCURACY) -> None:
+                  ylim: tuple[float, float], metric: Metric = ACCURACY) -> Any:
+    """Draw the optimisation history on ``ax``; return its legend (right of the axes)."""
     done = tried[tried["state"] == "complete"].sort_values("number")
     pruned = tried[tried["state"] == "pruned"]
     markers = family_markers(palette)
@@ -902,8 +939,8 @@ def _draw_history(ax: Any, tried: pd.DataFrame, palette: dict[str, Any],
     handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor="none",
                        markeredgecolor="0.6", label="pruned (value where it stopped)"),
                 legend_marker("best so far (completed)", "black", "", "-")]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
-              fontsize="small")
+    return ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1),
+                     frameon=False, fontsize="small")
 
 
 # --- 7. time to target ----------------------------------------------------------------

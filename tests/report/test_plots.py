@@ -9,6 +9,7 @@ each family's best trial copied with role 'confirm' and jittered accuracies.
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import math
 import os
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from lrbench.cli import main
 from lrbench.report import frames as frames_module
@@ -159,6 +160,26 @@ def test_draw_all_writes_eight_named_pngs_and_leaks_no_figure(swept: ReportFrame
     again = plots.accuracy_by_family(swept, tmp_path / "again.png")
     assert again.path.read_bytes() == figures[0].path.read_bytes()
     assert plt.get_fignums() == []
+
+
+@pytest.mark.slow
+def test_every_figure_is_drawn_once(swept: ReportFrames, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """One draw per figure: a layout engine (tight_layout) or savefig's "tight" box draws
+    it a second time to measure it, which doubled those figures' time."""
+    from matplotlib.figure import Figure as MplFigure
+
+    from lrbench.report import compare_plots
+
+    draws: list[int] = []
+    real_draw = MplFigure.draw
+    monkeypatch.setattr(MplFigure, "draw", lambda fig, renderer: (
+        draws.append(id(fig)), real_draw(fig, renderer))[1])
+    figures = plots.draw_all(swept, tmp_path, TARGETS, top_k=2, prefix="all")
+    figures.append(compare_plots.study_budgets(swept, tmp_path / "budgets.png"))
+    figures.append(plots.verdict_intervals(swept, tmp_path / "verdict.png"))
+    assert all(f.drawn for f in figures)
+    assert len(draws) == len(set(draws)) == len(figures)
 
 
 @pytest.mark.slow
@@ -352,6 +373,54 @@ def test_all_targets_missed_is_drawn_as_missed_with_a_note(swept: ReportFrames,
     figure = plots.time_to_target(swept, tmp_path / "t.png", (0.999,))
     assert_png(figure.path)
     assert "reached 0.999" in figure.note
+
+
+def drawn_size(image: Image.Image) -> tuple[int, int]:
+    """The size of what differs from the white background: the drawing, without margins
+    (savefig's "tight" box also counts invisible extents, such as a spine's)."""
+    rgb = image.convert("RGB")
+    box = ImageChops.difference(rgb, Image.new("RGB", rgb.size, "white")).getbbox()
+    assert box is not None
+    return box[2] - box[0], box[3] - box[1]
+
+
+def assert_same_size(size: tuple[int, int], reference: tuple[int, int]) -> None:
+    """Equal within 2 pixels (the two are drawn a fraction of a pixel apart, which moves
+    antialiased edges); anything cut off would be short by a whole label or more."""
+    assert all(abs(a - b) <= 2 for a, b in zip(size, reference)), (size, reference)
+
+
+def test_a_figure_reaching_beyond_the_canvas_is_drawn_again_whole() -> None:
+    """A legend above the figure, taller than the canvas's OVERHANG: the drawing reaches
+    the canvas's edge, so it is drawn again on a wider one, and nothing is cut off."""
+    def tall_legend() -> Any:
+        fig, ax = plt.subplots(figsize=(plots.WIDTH, 2))
+        ax.plot([0, 1], [0, 1])
+        rows = round(3 * plots.OVERHANG * 72 / 10)  # ~3x OVERHANG of 10-point lines
+        plots.legend_above(fig, [plots.legend_marker(f"entry {i}", "C0")
+                                 for i in range(rows)], ncol=1)
+        return fig
+
+    fig = tall_legend()
+    image = plots._drawn_image(fig)
+    plt.close(fig)
+    fig = tall_legend()
+    fig.savefig(tight := io.BytesIO(), format="png", dpi=plots.DPI, bbox_inches="tight",
+                pad_inches=plots.CROP_PAD)
+    plt.close(fig)
+    assert image.height > (2 + 2 * plots.OVERHANG) * plots.DPI  # beyond the first canvas
+    assert_same_size(drawn_size(image), drawn_size(Image.open(tight)))
+
+
+def test_a_figure_within_the_canvas_is_cropped_like_savefigs_tight_box() -> None:
+    fig, ax = plt.subplots(figsize=(plots.WIDTH, 3))
+    ax.plot([0, 1], [0, 1])
+    ax.set(xlabel="x", ylabel="y", title="a title")
+    image = plots._drawn_image(fig)
+    fig.savefig(tight := io.BytesIO(), format="png", dpi=plots.DPI, bbox_inches="tight",
+                pad_inches=plots.CROP_PAD)
+    plt.close(fig)
+    assert_same_size(drawn_size(image), drawn_size(Image.open(tight)))
 
 
 def test_each_lr_panel_has_its_own_range_and_the_overlay_is_floored() -> None:
