@@ -18,7 +18,6 @@ import hashlib
 import io
 import math
 import re
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib import MatplotlibDeprecationWarning
+from matplotlib.cbook import boxplot_stats
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import (
@@ -283,13 +282,10 @@ def render(draw: Callable[..., Any], path: Path, *args: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     before = set(plt.get_fignums())
-    random_state = np.random.get_state()
-    np.random.seed(0)  # seaborn's jitter draws from it: the same storage, the same page
     try:
         with _style():
             image = _drawn_image(draw(*args))
     finally:
-        np.random.set_state(random_state)
         for number in set(plt.get_fignums()) - before:
             plt.close(number)
     save_palette_png(image, path)
@@ -393,29 +389,55 @@ def _draw_accuracy(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str]
                    xlim: tuple[float, float], metric: Metric = ACCURACY) -> Any:
     palette = family_palette(order)
     fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.45 * len(order)))
-    common = {"x": "test_accuracy", "y": "family", "order": order, "ax": ax}
-    with warnings.catch_warnings():  # seaborn 0.13.2 passes vert=, deprecated in mpl 3.11
-        warnings.simplefilter("ignore", MatplotlibDeprecationWarning)
-        sns.boxplot(search, hue="family", palette=palette, showfliers=False, width=0.6,
-                    boxprops={"alpha": 0.35}, legend=False, **common)
-    inside = search[search["test_accuracy"] >= xlim[0]]
-    sns.stripplot(inside, hue="family", palette=palette, size=4, jitter=0.2, linewidth=0.5,
-                  edgecolor="white", legend=False, **common)
-    for y, family in enumerate(order):  # off-scale trials: at the edge, marked, counted
-        n = int(((search["family"] == family) & (search["test_accuracy"] < xlim[0])).sum())
-        if n:
-            ax.plot([xlim[0]] * n, [y] * n, marker="<", markersize=7, linestyle="",
+    jitter = np.random.default_rng(0)  # the same storage, the same page
+    for y, family in enumerate(order):
+        values = search.loc[search["family"] == family, "test_accuracy"].to_numpy(float)
+        _draw_box(ax, y, values, palette[family])
+        inside = values[values >= xlim[0]]
+        ax.scatter(inside, y + jitter.uniform(-0.2, 0.2, len(inside)), color=palette[family],
+                   s=16, linewidths=0.5, edgecolors="white", zorder=3)
+        off = len(values) - len(inside)  # off-scale trials: at the edge, marked, counted
+        if off:
+            ax.plot([xlim[0]] * off, [y] * off, marker="<", markersize=7, linestyle="",
                     markerfacecolor="white", color=palette[family], clip_on=False)
-            ax.annotate(f"{n}", (xlim[0], y), xytext=(8, 4), textcoords="offset points",
+            ax.annotate(f"{off}", (xlim[0], y), xytext=(8, 4), textcoords="offset points",
                         fontsize="x-small", color=palette[family])
-    if not confirm.empty:
-        sns.stripplot(confirm, color=CONFIRM_COLOUR, marker="D", size=5, jitter=0.08,
-                      **common)
+        runs = confirm.loc[confirm["family"] == family, "test_accuracy"].to_numpy(float)
+        ax.scatter(runs, y + jitter.uniform(-0.08, 0.08, len(runs)), color=CONFIRM_COLOUR,
+                   marker="D", s=25, linewidths=0, zorder=4)
+    category_axis(ax.yaxis, order)
     ax.set(xlim=xlim, xlabel=f"{metric.axis('test')} (final epoch)", ylabel="")
     legend_above(ax, [Patch(color="0.75", label="search trials: quartiles"),
                  legend_marker("search trial", "0.45"),
                  legend_marker("confirm run (fresh seed)", CONFIRM_COLOUR, "D", size=5)])
     return fig
+
+
+def _draw_box(ax: Any, y: float, values: np.ndarray, colour: Any, height: float = 0.6) -> None:
+    """A horizontal box plot of ``values`` at ``y``: the quartiles as a pale box, the
+    median, and whiskers to the furthest values within 1.5 IQR (matplotlib's numbers,
+    ``boxplot_stats``; fewer artists than ``boxplot``, whose options vary by version)."""
+    if not len(values):
+        return
+    box = boxplot_stats(values)[0]
+    ax.barh(y, box["q3"] - box["q1"], height=height, left=box["q1"], color=colour,
+            alpha=0.35, edgecolor="0.2", linewidth=1)
+    ax.vlines(box["med"], y - height / 2, y + height / 2, color="black", linewidth=1.5)
+    ax.hlines([y, y], [box["whislo"], box["q3"]], [box["q1"], box["whishi"]], color="black",
+              linewidth=1.2)
+    ax.vlines([box["whislo"], box["whishi"]], y - height / 4, y + height / 4, color="black",
+              linewidth=1.2)
+
+
+def category_axis(axis: Any, labels: list[str]) -> None:
+    """A categorical axis as seaborn draws one: a slot per label, the first at the top
+    (or left), no grid lines across the categories."""
+    axis.set_ticks(range(len(labels)), labels)
+    axis.grid(False)
+    if axis.axis_name == "y":
+        axis.axes.set_ylim(len(labels) - 0.5, -0.5)
+    else:
+        axis.axes.set_xlim(-0.5, len(labels) - 0.5)
 
 
 # --- the verdict's figure: each family's score with its interval ------------------------
@@ -997,19 +1019,26 @@ def _draw_targets(search: pd.DataFrame, confirm: pd.DataFrame, order: list[str],
     missed_x = last + 1  # the 'missed' column, one epoch right of the last
     colours = dict(zip(targets, sns.color_palette("crest", len(targets))))
     fig, ax = plt.subplots(figsize=(WIDTH, 1.2 + 0.5 * len(order)))
-    # Bars and strips share seaborn's dodge, so each marker sits on its target's bar.
-    common = {"y": "family", "hue": "target", "order": order, "hue_order": targets,
-              "palette": colours, "legend": False, "ax": ax}
-    reached = search[search["reached"]]
-    if len(reached):
-        sns.barplot(reached, x="epoch", errorbar=None, **common)
-    strip = {**common, "dodge": True, "jitter": False}
-    missed = search[~search["reached"]].assign(epoch=missed_x)
-    for rows, marker, edge in ((missed, "X", "white"), (confirm[confirm["reached"]], "D",
-                                                         CONFIRM_COLOUR)):
-        if len(rows):
-            sns.stripplot(rows, x="epoch", marker=marker, size=8, linewidth=1,
-                          edgecolor=edge, **strip)
+    # One bar per target within each family's slot (0.8 of it), and each marker on its
+    # target's bar.
+    slot = {family: y for y, family in enumerate(order)}
+    height = 0.8 / len(targets)
+
+    def rows_at(table: pd.DataFrame, target: float) -> tuple[pd.DataFrame, np.ndarray]:
+        rows = table[(table["target"] == target) & table["family"].isin(slot)]
+        offset = -0.4 + (targets.index(target) + 0.5) * height
+        return rows, rows["family"].map(slot).to_numpy(float) + offset
+
+    for target in targets:
+        reached, y = rows_at(search[search["reached"]], target)
+        ax.barh(y, reached["epoch"], height=height, color=colours[target])
+        missed, y = rows_at(search[~search["reached"]], target)
+        ax.scatter([missed_x] * len(missed), y, marker="X", s=64, color=colours[target],
+                   linewidths=1, edgecolors="white", zorder=3)
+        means, y = rows_at(confirm[confirm["reached"]], target)
+        ax.scatter(means["epoch"], y, marker="D", s=64, color=colours[target],
+                   linewidths=1, edgecolors=CONFIRM_COLOUR, zorder=3)
+    category_axis(ax.yaxis, order)
     ax.set_xticks([*range(last + 1), missed_x], [*map(str, range(last + 1)), "missed"])
     ax.set(xlim=(0, missed_x + 0.6), xlabel="epoch", ylabel="")
     handles = [Patch(color=colours[t], label=f"val {metric.short} ≥ {t:.4g}") for t in targets]
