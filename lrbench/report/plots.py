@@ -1079,6 +1079,9 @@ def figure_jobs(frames: ReportFrames, folder: Path, targets: tuple[float, ...],
 SEARCH_FIGURES = (sensitivity, importance_and_history)
 # The figures that replay schedules (ReportFrames.lr_steps), and so import torch.
 LR_FIGURES = (learning_rates, learning_rates_overlaid)
+# The figures that take longest to draw (a panel per searched parameter of each family:
+# 1.2-1.5 s each on the benchmark page, against at most 0.75 s for any other).
+SLOWEST_FIGURES = (sensitivity,)
 
 
 def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top_k: int = 3,

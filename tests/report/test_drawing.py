@@ -59,6 +59,26 @@ def test_the_lr_figures_are_drawn_by_the_replayer_alone(monkeypatch: pytest.Monk
     assert replayer_pids.isdisjoint({drawn[0].caption, drawn[2].caption, str(os.getpid())})
 
 
+def test_the_slowest_figures_are_handed_out_first_and_come_back_in_place(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Started last, a slow figure leaves the other drawers idle while it finishes."""
+    assert plots.sensitivity in plots.SLOWEST_FIGURES
+    monkeypatch.setattr(plots, "LR_FIGURES", (replayed,))
+    monkeypatch.setattr(plots, "SLOWEST_FIGURES", (slow,))
+    jobs = [partial(figure, 0), partial(replayed, 1), partial(figure, 2), partial(slow, 3),
+            partial(figure, 4), partial(slow, 5)]
+    assert drawing.drawing_order(jobs) == [3, 5, 0, 2, 4]  # no LR figure: the replayer's
+    with drawing.Drawing() as drawer:
+        drawn, _ = drawer.draw(jobs)
+    assert [f.title for f in drawn] == ["figure 0", "replayed 1", "figure 2", "slow 3",
+                                        "figure 4", "slow 5"]
+
+
+def slow(index: int) -> plots.Figure:
+    """Stands in for one of the slowest figures."""
+    return plots.Figure(None, f"slow {index}", str(os.getpid()))
+
+
 def broken(index: int) -> plots.Figure:
     raise ValueError(f"figure {index} broke")
 
