@@ -128,9 +128,10 @@ def drawing_order(jobs: list[Job]) -> list[int]:
     """The indices of the figures the drawers draw (all but the LR figures), in the order
     they are handed out: the slowest first, as started last, one would leave the other
     drawers idle while it finished (0.3 s of the benchmark page's wall time)."""
+    slowest = {func: rank for rank, func in enumerate(plots.SLOWEST_FIGURES)}
     rest = [i for i, job in enumerate(jobs) if not replays(job)]
-    return sorted(rest, key=lambda i: getattr(jobs[i], "func", None)
-                  not in plots.SLOWEST_FIGURES)
+    return sorted(rest, key=lambda i: slowest.get(getattr(jobs[i], "func", None),
+                                                  len(slowest)))
 
 
 def _frames_of(job: Job) -> Any:

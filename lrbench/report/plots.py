@@ -1079,9 +1079,10 @@ def figure_jobs(frames: ReportFrames, folder: Path, targets: tuple[float, ...],
 SEARCH_FIGURES = (sensitivity, importance_and_history)
 # The figures that replay schedules (ReportFrames.lr_steps), and so import torch.
 LR_FIGURES = (learning_rates, learning_rates_overlaid)
-# The figures that take longest to draw (a panel per searched parameter of each family:
-# 1.2-1.5 s each on the benchmark page, against at most 0.75 s for any other).
-SLOWEST_FIGURES = (sensitivity,)
+# The figures that take longest to draw, slowest first: on the benchmark page, 1.2-1.5 s
+# for a sensitivity figure (a panel per searched parameter of each family), 0.6-0.75 s
+# for an importance figure, at most 0.5 s for any other.
+SLOWEST_FIGURES = (sensitivity, importance_and_history)
 
 
 def draw_all(frames: ReportFrames, folder: Path, targets: tuple[float, ...], top_k: int = 3,
