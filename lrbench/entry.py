@@ -12,6 +12,7 @@ holds the signals the same way).
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -89,3 +90,20 @@ def main() -> None:
         # late Ctrl-C there would print an "ignored exception" traceback and change nothing.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if sys.argv[1:2] == [QUICK_EXIT_COMMAND]:
+        quick_exit()
+
+
+# The command whose process holds nothing to clean up once it is done: its drawing
+# processes are joined and its files closed. Python's own teardown, freeing every object
+# of pandas, matplotlib, scipy and the studies read, took 0.4 s of the report's ~12.
+QUICK_EXIT_COMMAND = "report"
+
+
+def quick_exit() -> None:
+    """Exit with 0 now, without freeing anything (as mypy's ``util.hard_exit`` does):
+    what is buffered for stdout, stderr or a log is written first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -99,6 +99,11 @@ def test_a_user_workload_sweeps_confirms_and_reports(tmp_path: Path):
     page = tmp_path / "page"
     report = run_lrbench("report", "--out", str(page), results=results)
     assert report.returncode == 0, report.stderr
+    # The report leaves without Python's teardown (entry.quick_exit), its piped output
+    # written whole first: the verdict, then the page's line, the last one printed.
+    printed = " ".join(report.stdout.split())  # (rich wraps long lines in a pipe)
+    assert printed.startswith("mine: ") and "index.html" in printed
+    assert printed.endswith("verdict-mine.csv)"), printed
     html = (page / "index.html").read_text()
     assert "blobs_module:blobs: 240 train / 60 validation / 90 test examples" in html
     assert ("# train.model = &#39;blobs_module:mlp&#39;, data.dataset = "
