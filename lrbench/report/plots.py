@@ -36,6 +36,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import (
     FuncFormatter,
+    Locator,
     LogLocator,
     MaxNLocator,
     NullLocator,
@@ -304,6 +305,9 @@ def _drawn_image(fig: Any) -> Image.Image:
     reaches the canvas's edge may go on beyond it: it is drawn again on a canvas
     ``WIDE_OVERHANG`` inches larger (rare: a figure's legend taller than ``OVERHANG``).
     """
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_major_locator(InViewLocator(axis.get_major_locator()))
     image, drawn = _drawn_pixels(fig, OVERHANG)
     if drawn is not None and _touches_edge(drawn, image.size):
         image, drawn = _drawn_pixels(fig, WIDE_OVERHANG)
@@ -314,6 +318,45 @@ def _drawn_image(fig: Any) -> Image.Image:
     return image.crop((max(left - pad, 0), max(top - pad, 0),
                        min(right + pad, image.width), min(bottom + pad, image.height))
                       ).convert("RGB")
+
+
+class InViewLocator(Locator):
+    """Another locator's ticks, less those outside the axis's view.
+
+    Matplotlib builds a tick (two marks, a grid line, two labels: ~0.6 ms) for every
+    position its locator gives, and draws only those in view: the automatic locators give
+    one step beyond each end. On the benchmark page, 1 in 4 of the ~3,100 ticks built
+    were never drawn.
+    """
+
+    def __init__(self, base: Locator) -> None:
+        self.base = base
+
+    def set_axis(self, axis: Any) -> None:
+        super().set_axis(axis)
+        self.base.set_axis(axis)
+
+    def __call__(self) -> np.ndarray:
+        locs = np.asarray(self.base(), dtype=float)
+        if not len(locs):
+            return locs
+        # Compared where they are drawn (log axes), with matplotlib's own slack for a tick
+        # at the very end of the view.
+        scale = self.axis.get_transform()
+        low, high = sorted(scale.transform(np.asarray(self.axis.get_view_interval(), float)))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            at = scale.transform(locs)
+        slack = 1e-10 * (high - low)
+        return locs[(at >= low - slack) & (at <= high + slack)]
+
+    def tick_values(self, vmin: float, vmax: float) -> Any:
+        return self.base.tick_values(vmin, vmax)
+
+    def nonsingular(self, v0: float, v1: float) -> tuple[float, float]:
+        return self.base.nonsingular(v0, v1)
+
+    def view_limits(self, vmin: float, vmax: float) -> tuple[float, float]:
+        return self.base.view_limits(vmin, vmax)
 
 
 def _drawn_pixels(fig: Any, overhang: float

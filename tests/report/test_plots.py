@@ -412,6 +412,28 @@ def test_a_figure_reaching_beyond_the_canvas_is_drawn_again_whole() -> None:
     assert_same_size(drawn_size(image), drawn_size(Image.open(tight)))
 
 
+def test_ticks_outside_the_view_are_not_built_and_the_figure_is_the_same() -> None:
+    def figure(in_view: bool) -> Any:
+        fig, (linear, log) = plt.subplots(1, 2, figsize=(6, 2))
+        linear.plot([0.05, 0.95], [0.13, 0.87])
+        log.loglog([3e-4, 0.7], [2, 900])
+        if in_view:
+            for axis in (linear.xaxis, linear.yaxis, log.xaxis, log.yaxis):
+                axis.set_major_locator(plots.InViewLocator(axis.get_major_locator()))
+        return fig
+
+    drawn, built = {}, {}
+    for in_view in (False, True):
+        fig = figure(in_view)
+        drawn[in_view] = plots._drawn_pixels(fig, plots.OVERHANG)[0].tobytes()
+        built[in_view] = [len(axis.majorTicks) for ax in fig.axes
+                          for axis in (ax.xaxis, ax.yaxis)]
+        plt.close(fig)
+    # on each axis, the automatic locators built a tick beyond the view
+    assert all(0 < n < before for n, before in zip(built[True], built[False]))
+    assert drawn[True] == drawn[False]  # and the ticks in view are the same
+
+
 def test_a_figure_within_the_canvas_is_cropped_like_savefigs_tight_box() -> None:
     fig, ax = plt.subplots(figsize=(plots.WIDTH, 3))
     ax.plot([0, 1], [0, 1])
