@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 from optuna.distributions import CategoricalDistribution
@@ -405,26 +404,29 @@ def time_to_target(frames: ReportFrames, targets: tuple[float, ...]) -> pd.DataF
     A missed target has ``reached=False`` and NaN epochs: it is shown as missed, never
     as "the last epoch".
     """
+    columns = ["study", "family", "number", "role", "target", "reached", "epoch", "seconds",
+               "best_val_accuracy"]
+    keys = ["study", "number", "role"]
     runs = pd.concat([best_per_family(frames.trials), completed(frames.trials, "confirm")])
-    # Each run's curve, found in one pass (a mask over all epochs per run cost seconds on
-    # a study of a few hundred runs); rows stay in epoch order within a curve.
-    curves = dict(iter(frames.epochs.groupby(["study", "number", "role"], sort=False))) \
-        if len(frames.epochs) else {}
-    rows = []
-    for run in runs.itertuples():
-        curve = curves.get((run.study, run.number, run.role), frames.epochs.iloc[:0])
-        accuracy = curve["val_accuracy"].to_numpy(dtype=float)
-        best = float(curve["val_accuracy"].max()) if len(curve) else math.nan
-        for target in targets:
-            hits = np.flatnonzero(accuracy >= target)
-            first = curve.iloc[hits[0]] if len(hits) else None
-            rows.append({"study": run.study, "family": run.family, "number": run.number,
-                         "role": run.role, "target": target, "reached": first is not None,
-                         "epoch": float(first["epoch"]) if first is not None else math.nan,
-                         "seconds": float(first["seconds"]) if first is not None else math.nan,
-                         "best_val_accuracy": best})
-    return pd.DataFrame(rows, columns=["study", "family", "number", "role", "target", "reached",
-                                       "epoch", "seconds", "best_val_accuracy"])
+    runs = runs[["study", "family", "number", "role"]].reset_index(drop=True)
+    if runs.empty:
+        return pd.DataFrame(columns=columns)
+    # The runs' curves only, in one merge (a mask over all epochs per run, or grouping
+    # them all, cost seconds on a study of a few hundred runs); a merge keeps the epochs'
+    # order, so the first row of a run at or above a target is its first epoch there.
+    curves = frames.epochs[[*keys, "epoch", "seconds", "val_accuracy"]] \
+        if len(frames.epochs) else pd.DataFrame(columns=[*keys, "epoch", "seconds",
+                                                         "val_accuracy"])
+    curves = curves.merge(runs[keys].drop_duplicates(), on=keys)
+    best = curves.groupby(keys, sort=False)["val_accuracy"].max().rename("best_val_accuracy")
+    firsts = [curves[curves["val_accuracy"] >= target].drop_duplicates(keys)
+              [[*keys, "epoch", "seconds"]].assign(target=target) for target in targets]
+    table = (runs.merge(pd.DataFrame({"target": list(targets)}), how="cross")
+             .merge(pd.concat(firsts), on=[*keys, "target"], how="left")
+             .merge(best, on=keys, how="left"))
+    table["reached"] = table["epoch"].notna()
+    return table[columns].astype({"epoch": float, "seconds": float,
+                                  "best_val_accuracy": float})
 
 
 def replay_lr_steps(frames: ReportFrames) -> pd.DataFrame:
