@@ -25,16 +25,10 @@ from collections.abc import Callable
 from multiprocessing.pool import Pool
 from typing import Any, TypeVar
 
-from lrbench.report import plots
+from lrbench.report import GC_THRESHOLD, plots
 
 T = TypeVar("T")
 Job = Callable[[], plots.Figure]
-
-# Cyclic garbage collection in a drawing process: matplotlib allocates millions of small
-# objects per figure, and at Python's default threshold (700) the collector took ~9% of
-# the drawing time (benchmarks/README.md). Every object a child inherits from the parent
-# is frozen (never scanned again, and its pages stay shared with the parent).
-DRAWING_GC_THRESHOLD = (50_000, 10, 10)
 
 # Figures waiting to be drawn by forked drawers: set just before forking, so the
 # children inherit them (and the frames they hold) without pickling anything.
@@ -156,9 +150,10 @@ def _start_replayer() -> None:
 def _quiet_child() -> None:
     """A drawing child leaves Ctrl-C to its parent, and dies silently when terminated: it
     inherits lrbench's handlers, which turn SIGTERM into an interrupt with a traceback.
-    It collects garbage less often (``DRAWING_GC_THRESHOLD``)."""
+    It collects garbage less often (``lrbench.report.GC_THRESHOLD``), and never scans
+    what it inherited (frozen: its pages stay shared with the parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # held since the fork (_pool)
     gc.freeze()
-    gc.set_threshold(*DRAWING_GC_THRESHOLD)
+    gc.set_threshold(*GC_THRESHOLD)
