@@ -70,6 +70,7 @@ class Ranking:
     unit: str = "seed"  # what the confirm intervals and tests run over: "seed" or "repeat"
     budgets: dict[str, int] = field(default_factory=dict)  # search trials spent per family
     metric: Metric = ACCURACY  # what the scores are (a regression's: −MSE)
+    has_p_values: bool = True  # whether the standings' p_vs_best were computed (else NaN)
 
     @property
     def order(self) -> list[str]:
@@ -99,19 +100,29 @@ class Ranking:
         return math.sqrt(accuracy * (1 - accuracy) / self.val_size)
 
 
-def ranking_of(frames: ReportFrames) -> Ranking:
+def ranking_of(frames: ReportFrames, p_values: bool = False) -> Ranking:
     """``rank(frames.trials)``, computed once per trials frame: the leaderboard, the
-    verdict and every figure ask for it (its tests cost tens of milliseconds each)."""
+    verdict and every figure ask for it.
+
+    Its p-values only with ``p_values``: each is a numerical integral (~6 ms), and the
+    report ranks every study before its figures can start, which need only the verdicts;
+    the summary asks for them later, while the figures draw (they are then added to the
+    ranking computed before)."""
     cached = frames.cache.get("ranking")
     if cached is None or cached[0] is not frames.trials:  # replaced trials: rank again
-        cached = frames.cache["ranking"] = (frames.trials, rank(frames.trials, frames.metric))
-    return cached[1]
+        ranking = rank(frames.trials, frames.metric, p_values)
+        cached = frames.cache["ranking"] = (frames.trials, ranking)
+    ranking = cached[1]
+    if p_values and not ranking.has_p_values:
+        _test_against_best(ranking, p_values=True)
+    return ranking
 
 
-def rank(trials: pd.DataFrame, metric: Metric = ACCURACY) -> Ranking:
+def rank(trials: pd.DataFrame, metric: Metric = ACCURACY, p_values: bool = True) -> Ranking:
     """One study's families, best first (``trials``: that study's frame, confirm runs in;
     ``metric``: what its scores are, which decides whether single runs have a binomial
-    standard error)."""
+    standard error; ``p_values=False``: the tests' verdicts without their p-values, each
+    a numerical integral, which are then NaN)."""
     best = picks(trials) if len(trials) else trials
     if best.empty:
         return Ranking("none", [], metric=metric)
@@ -139,7 +150,7 @@ def rank(trials: pd.DataFrame, metric: Metric = ACCURACY) -> Ranking:
         for s in standings:
             s.score = s.search_val
         ranking.standings = _ordered(standings)
-    _test_against_best(ranking)
+    _test_against_best(ranking, p_values)
     _against_baseline(ranking)
     return ranking
 
@@ -197,17 +208,18 @@ def _pair(a: Standing, b: Standing) -> tuple[list[float], list[float]]:
     return [a.runs[i] for i in common], [b.runs[i] for i in common]
 
 
-def _test_against_best(ranking: Ranking) -> None:
+def _test_against_best(ranking: Ranking, p_values: bool) -> None:
     ranked = ranking.ranked
+    ranking.has_p_values = p_values
     if not ranked:
         return
     if ranking.basis == "confirm":
-        result = selection.block_test({s.family: s.runs for s in ranked})
+        result = selection.block_test({s.family: s.runs for s in ranked}, with_p=p_values)
         name = f"{selection.PROCEDURE} (blocks: {ranking.unit}s)"
     else:
         result = selection.single_run_test(
             {s.family: s.score for s in ranked},
-            {s.family: ranking.standard_error(s.score) for s in ranked})
+            {s.family: ranking.standard_error(s.score) for s in ranked}, with_p=p_values)
         name = f"{selection.PROCEDURE} (single runs, binomial errors)"
     for s in ranked:
         s.p_vs_best = result.p_values.get(s.family, math.nan)

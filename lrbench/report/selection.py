@@ -79,15 +79,16 @@ def block_test(scores: Mapping[str, Mapping[Hashable, float]], alpha: float = AL
 
 
 def single_run_test(scores: Mapping[str, float], standard_errors: Mapping[str, float],
-                    alpha: float = ALPHA) -> BestTest:
-    """One score per family with a known standard error each (e.g. binomial)."""
+                    alpha: float = ALPHA, with_p: bool = True) -> BestTest:
+    """One score per family with a known standard error each (e.g. binomial);
+    ``with_p`` as for ``block_test``."""
     families = list(scores)
     best = max(families, key=lambda f: scores[f])
     gaps = {f: scores[best] - scores[f] for f in families if f != best}
     # the studentized range compares (gap) / sqrt((se_best^2 + se_i^2) / 2) with q
     errors = {f: math.sqrt((standard_errors[best] ** 2 + standard_errors[f] ** 2) / 2)
               for f in gaps}
-    return _decide(best, gaps, errors, len(families), math.inf, 0, alpha, True)
+    return _decide(best, gaps, errors, len(families), math.inf, 0, alpha, with_p)
 
 
 def by_unit(runs: Mapping[tuple[Hashable, Hashable], float]) -> dict[Hashable, float]:

@@ -132,7 +132,7 @@ def summarise(frames: ReportFrames, targets: tuple[float, ...]) -> StudySummary:
     """One study's leaderboard and verdict (``frames`` holds that study only)."""
     info = frames.studies[0]
     trials = frames.trials
-    ranking = ranking_module.ranking_of(frames)
+    ranking = ranking_module.ranking_of(frames, p_values=True)
     ttt = time_to_target(frames, targets) if ranking.standings else pd.DataFrame()
     ranked = {s.family for s in ranking.ranked}
     rows = []

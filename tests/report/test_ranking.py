@@ -148,3 +148,24 @@ def test_a_one_family_verdict_gives_the_best_configuration_not_a_ranking() -> No
     confirmed = study_frame({"step": (0.926, 0.918)}, {"step": [0.91, 0.915, 0.92]})
     text = summary.verdict("step", ranking.rank(confirmed), confirmed)
     assert "% test accuracy over 3 fresh seeds" in text
+
+
+@pytest.mark.parametrize("confirm", [CONFIRM, {}], ids=["confirm basis", "search basis"])
+def test_the_reports_ranking_adds_its_p_values_only_when_asked(confirm: dict) -> None:
+    """The report ranks every study before its figures start, and they need only the
+    verdicts: the p-values (numerical integrals) come when the summary asks."""
+    trials = study_frame(SEARCH, confirm)
+    frames = ReportFrames([StudyInfo("s", {}, "", {}, 4, 15)], trials, pd.DataFrame(),
+                          pd.DataFrame())
+    full = ranking.rank(trials)
+    quick = ranking.ranking_of(frames)
+    assert not quick.has_p_values and full.has_p_values
+    tested = [s for s in full.ranked if s.test]
+    assert tested and all(not math.isnan(s.p_vs_best) for s in tested)
+    assert all(math.isnan(s.p_vs_best) for s in quick.standings)
+    assert [(s.family, s.tied_with_best) for s in quick.standings] == \
+        [(s.family, s.tied_with_best) for s in full.standings]
+    again = ranking.ranking_of(frames, p_values=True)
+    assert again is quick and again.has_p_values  # the same ranking, completed
+    assert [s.p_vs_best for s in again.standings] == pytest.approx(
+        [s.p_vs_best for s in full.standings], nan_ok=True)
