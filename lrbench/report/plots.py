@@ -304,6 +304,8 @@ def _drawn_image(fig: Any) -> Image.Image:
     report's CPU), and the background around the drawing is cut off. A drawing that
     reaches the canvas's edge may go on beyond it: it is drawn again on a canvas
     ``WIDE_OVERHANG`` inches larger (rare: a figure's legend taller than ``OVERHANG``).
+    Each axis's locator is wrapped first (``InViewLocator``): no tick is built that the
+    view would not show. The figure is for drawing once, then closing.
     """
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
