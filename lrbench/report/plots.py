@@ -42,7 +42,7 @@ from matplotlib.ticker import (
     NullLocator,
 )
 from matplotlib.transforms import Bbox
-from PIL import Image, ImageChops
+from PIL import Image
 
 from lrbench.report import selection, stats
 from lrbench.report.frames import (
@@ -370,9 +370,16 @@ def _drawn_pixels(fig: Any, overhang: float
     raw = io.BytesIO()
     fig.savefig(raw, format="rgba", dpi=DPI, bbox_inches=area)
     image = _rgba_image(raw.getbuffer(), area.width * DPI, area.height * DPI)
-    background = Image.new("RGBA", image.size, image.getpixel((0, 0)))
-    # (on RGBA, getbbox looks at alpha alone by default, and the figure is opaque)
-    return image, ImageChops.difference(image, background).getbbox(alpha_only=False)
+    # The rows and columns with a pixel unlike the first (the background), each pixel
+    # compared as one 32-bit number: a third of the time of Pillow's difference image
+    # and its bounding box.
+    columns, rows = image.size
+    pixels = np.frombuffer(raw.getbuffer(), np.uint32).reshape(rows, columns)
+    differs = pixels != pixels[0, 0]
+    ys, xs = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
+    if not len(ys):
+        return image, None
+    return image, (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
 
 
 def _touches_edge(box: tuple[int, int, int, int], size: tuple[int, int]) -> bool:
