@@ -62,7 +62,7 @@ from lrbench.sweep.study import (
 )
 from lrbench.train.batched import EpochRow, Stack, group_key
 from lrbench.train.data import split_to_device
-from lrbench.train.sequential import train_trial
+from lrbench.train.sequential import prepare_optimizers, train_trial
 from lrbench.train.trial import TrialResult, TrialSpec
 from lrbench.train.workload import add_import_root, is_import_path, their_traceback
 
@@ -258,6 +258,7 @@ class _Slot:
 
 def _sequential_loop(slot: _Slot) -> None:
     """One trial at a time: ask, train, record."""
+    prepare_optimizers()  # before the first trial, not inside it
     while not lifeline.stop_requested():
         got = slot.ask(1)
         if not got:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -255,3 +257,24 @@ def test_records_pickle():
     job_copy = pickle.loads(pickle.dumps(job))
     assert dataclasses.replace(job_copy, arrays=arrays) == job
     assert torch.equal(job_copy.arrays.train_images, images)  # tensors travel by value
+
+
+def test_after_prepare_optimizers_a_first_optimizer_imports_nothing() -> None:
+    """torch's first optimizer imports torch._dynamo (~1.2 s): a sequential slot imports it
+    before its first trial (slot._sequential_loop), so that the trial's time and memory are
+    its own. A fresh process: this one may have imported it already."""
+    script = (
+        "import sys, torch\n"
+        "from lrbench.train.sequential import make_optimizer, prepare_optimizers\n"
+        "from lrbench.sweep.config import OptimizerConfig\n"
+        "def first_optimizer():\n"
+        "    before = set(sys.modules)\n"
+        "    make_optimizer([torch.nn.Parameter(torch.zeros(2))], OptimizerConfig())\n"
+        "    return len(set(sys.modules) - before)\n"
+        "assert 'torch._dynamo' not in sys.modules\n"
+        "prepare_optimizers()\n"
+        "print(first_optimizer())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0"
