@@ -51,6 +51,12 @@ def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, test: bool,
     (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
 
 
+def run_python(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python -c SCRIPT ARGS`` in a fresh process from the repository, output captured."""
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
 def lrbench_command(*args: str, results: Path | None = None,
                     data_dir: Path | None = None) -> list[str]:
     """``python -m lrbench ARGS``, with ``--results`` and ``--data-dir`` when given."""

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import DATA, REPO, require_mnist
-
-
-def run_python(script: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
-                          text=True, timeout=300, cwd=REPO)
+from conftest import DATA, require_mnist, run_python
 
 
 @pytest.mark.slow

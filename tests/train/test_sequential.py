@@ -9,13 +9,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import mnist_subset
+from conftest import mnist_subset, run_python
 
 from lrbench.sweep import config as cfg
 from lrbench.sweep.config import OptimizerConfig
@@ -274,7 +272,6 @@ def test_after_prepare_optimizers_a_first_optimizer_imports_nothing() -> None:
         "assert 'torch._dynamo' not in sys.modules\n"
         "prepare_optimizers()\n"
         "print(first_optimizer())\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
+    done = run_python(script)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "0"
