@@ -83,6 +83,11 @@ def params_seen(results: Path, name: str = "smoke") -> list[str]:
 
 SMOKE = ("sweep", "smoke", "--epochs", "2", "--engine", "sequential")
 
+# The trials of a sweep that is interrupted, then resumed to its count: enough that the
+# fault lands before its end (each trial trains 8 epochs), few enough that the resume,
+# which trains what is left, stays short (30 cost ~13 CPU-seconds more per test).
+RESUMED = 12
+
 
 def assert_stopped_cleanly(results: Path) -> None:
     """Nothing left RUNNING: the interrupted trials (at least the one the signal landed
@@ -128,8 +133,8 @@ def test_torn_tail_then_resume_from_4_to_8_trials_repeats_nothing(tmp_path: Path
 
 
 def test_sigterm_to_the_parent_stops_cleanly_and_leaves_no_orphans(tmp_path: Path) -> None:
-    proc = lrbench("sweep", "smoke", "--trials", "30", "--epochs", "8", "--workers", "2",
-                   "--engine", "sequential", results=tmp_path)
+    proc = lrbench("sweep", "smoke", "--trials", str(RESUMED), "--epochs", "8",
+                   "--workers", "2", "--engine", "sequential", results=tmp_path)
     workers = workers_of(proc, 2)
     # the parent alone, as `kill PID` or a scheduler does
     signal_mid_trial(tmp_path, lambda: proc.send_signal(signal.SIGTERM))
@@ -138,7 +143,7 @@ def test_sigterm_to_the_parent_stops_cleanly_and_leaves_no_orphans(tmp_path: Pat
     assert "Traceback" not in err
     assert_gone(workers)
     assert_stopped_cleanly(tmp_path)
-    assert_resume_finishes(tmp_path, 30)
+    assert_resume_finishes(tmp_path, RESUMED)
 
 
 def test_sigterm_to_the_whole_group_leaves_nothing_running(tmp_path: Path) -> None:
@@ -158,7 +163,7 @@ def test_sigterm_to_the_whole_group_leaves_nothing_running(tmp_path: Path) -> No
 def test_kill_9_of_the_parent_takes_its_workers_down_too(tmp_path: Path) -> None:
     temp = tmp_path / "tmp"  # where the workers' progress files are
     temp.mkdir()
-    proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
+    proc = lrbench(*SMOKE, "--trials", str(RESUMED), "--epochs", "8", "--workers", "2",
                    results=tmp_path, env={"TMPDIR": str(temp)})
     workers = workers_of(proc, 2)
     wait_for_running_trial(tmp_path, "smoke")
@@ -168,7 +173,7 @@ def test_kill_9_of_the_parent_takes_its_workers_down_too(tmp_path: Path) -> None
     assert_gone(workers)  # they stopped themselves: no orphan trains the study alone
     # ... and removed their progress files, which their parent could not
     assert not list(temp.glob("lrbench-worker-*"))
-    assert_resume_finishes(tmp_path, 30)
+    assert_resume_finishes(tmp_path, RESUMED)
 
 
 def test_kill_9_of_one_worker_costs_only_its_trial(tmp_path: Path) -> None:
@@ -237,7 +242,7 @@ def test_a_stopped_worker_is_found_killed_and_replaced(tmp_path: Path, engine: s
 def test_ctrl_c_with_a_stopped_worker_still_ends_within_seconds(tmp_path: Path) -> None:
     """Before: the parent waited on the stopped worker forever, after one Ctrl-C or two,
     and after SIGTERM. Now the slots that do not stop within the grace are killed."""
-    proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
+    proc = lrbench(*SMOKE, "--trials", str(RESUMED), "--epochs", "8", "--workers", "2",
                    results=tmp_path, start_new_session=True)
     workers = workers_of(proc, 2)
     victim, stopped = stop_a_training_worker(tmp_path)
@@ -250,11 +255,11 @@ def test_ctrl_c_with_a_stopped_worker_still_ends_within_seconds(tmp_path: Path) 
     assert_gone(workers)
     trials = load(tmp_path).get_trials()
     assert trials[victim.number].state == TrialState.FAIL  # recorded, and re-queued
-    assert_resume_finishes(tmp_path, 30)
+    assert_resume_finishes(tmp_path, RESUMED)
 
 
 def test_a_second_ctrl_c_with_a_stopped_worker_leaves_at_once(tmp_path: Path) -> None:
-    proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
+    proc = lrbench(*SMOKE, "--trials", str(RESUMED), "--epochs", "8", "--workers", "2",
                    results=tmp_path, start_new_session=True)
     workers = workers_of(proc, 2)
     victim, stopped = stop_a_training_worker(tmp_path)
@@ -272,7 +277,7 @@ def test_a_second_ctrl_c_with_a_stopped_worker_leaves_at_once(tmp_path: Path) ->
     assert "Traceback" not in err, err
     assert_gone(workers, within=5)
     assert load(tmp_path).get_trials()[victim.number].state == TrialState.FAIL
-    assert_resume_finishes(tmp_path, 30)
+    assert_resume_finishes(tmp_path, RESUMED)
 
 
 KILLED_BETWEEN_ASK_AND_CLAIM = textwrap.dedent("""
@@ -322,7 +327,7 @@ def test_ctrl_c_during_start_up_exits_130_without_a_traceback(tmp_path: Path,
 
 
 def test_double_ctrl_c_leaves_at_once_and_the_workers_still_stop(tmp_path: Path) -> None:
-    proc = lrbench(*SMOKE, "--trials", "30", "--epochs", "8", "--workers", "2",
+    proc = lrbench(*SMOKE, "--trials", str(RESUMED), "--epochs", "8", "--workers", "2",
                    results=tmp_path, start_new_session=True)
     workers = workers_of(proc, 2)
     signal_mid_trial(tmp_path, lambda: os.killpg(proc.pid, signal.SIGINT))
@@ -332,7 +337,7 @@ def test_double_ctrl_c_leaves_at_once_and_the_workers_still_stop(tmp_path: Path)
     assert proc.returncode == 130, err
     assert "Traceback" not in err, err
     assert_gone(workers)
-    assert_resume_finishes(tmp_path, 30)
+    assert_resume_finishes(tmp_path, RESUMED)
 
 
 @pytest.fixture
@@ -378,7 +383,7 @@ def one_line_error(err: str) -> str:
 
 def test_a_journal_deleted_mid_sweep_ends_it_in_one_line(tmp_path: Path) -> None:
     """Before: a FileNotFoundError traceback from a worker, exit 1."""
-    proc = lrbench(*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2",
+    proc = lrbench(*SMOKE, "--trials", str(RESUMED), "--epochs", "8", "--workers", "2",
                    results=tmp_path)
     wait_for_running_trial(tmp_path, "smoke")
     path = tmp_path / "lrbench.journal"
@@ -389,13 +394,13 @@ def test_a_journal_deleted_mid_sweep_ends_it_in_one_line(tmp_path: Path) -> None
         f"lrbench: error: journal {path} was deleted or moved mid-sweep: nothing more can be "
         f"written to it; put it back, then run the same command to resume")
     (tmp_path / "moved.journal").rename(path)  # put back: the resume finishes the count
-    assert_resume_finishes(tmp_path, 40)
+    assert_resume_finishes(tmp_path, RESUMED)
 
 
 def test_a_file_system_turned_read_only_mid_sweep_ends_it_in_one_line(
         tmp_path: Path, small_tmpfs: Path) -> None:
     """Before: a PermissionError / OSError traceback, exit 1."""
-    proc = lrbench(*SMOKE, "--trials", "40", "--epochs", "8", "--workers", "2",
+    proc = lrbench(*SMOKE, "--trials", str(RESUMED), "--epochs", "8", "--workers", "2",
                    results=small_tmpfs)
     wait_for_running_trial(small_tmpfs, "smoke")
     deadline = time.monotonic() + 120
@@ -417,7 +422,7 @@ def test_a_file_system_turned_read_only_mid_sweep_ends_it_in_one_line(
     assert states(load(small_tmpfs))[TrialState.COMPLETE] >= 2  # kept, and readable
     roomy = tmp_path / "roomy"
     shutil.copytree(small_tmpfs, roomy)
-    assert_resume_finishes(roomy, 40)
+    assert_resume_finishes(roomy, RESUMED)
 
 
 def limit_memory(process: psutil.Process) -> None:
