@@ -73,7 +73,8 @@ def main() -> None:
     discard_early_worker = _no_early_worker
     try:
         if starts_local_slots(sys.argv[1:]):
-            # The first worker process imports torch while this one does (processes.workers).
+            # The workers' fork server imports torch while this one imports the rest
+            # (processes.workers).
             from lrbench.sweep.processes import workers
             workers.start_early()
             discard_early_worker = workers.discard_early
@@ -89,7 +90,7 @@ def main() -> None:
     try:
         cli_main()
     finally:
-        discard_early_worker()  # if no slot took it (an error, nothing to train)
+        discard_early_worker()  # the fork server, still importing after a user error
         # The command is done and only exiting is left (loky joins its threads at exit): a
         # late Ctrl-C there would print an "ignored exception" traceback and change nothing.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

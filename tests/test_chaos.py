@@ -49,20 +49,25 @@ ORPHAN_DEADLINE = 10.0  # seconds a worker may outlive its parent
 
 
 def workers_of(proc: subprocess.Popen, count: int, timeout: float = 60) -> list[psutil.Process]:
-    """The sweep's worker processes (its Python children), once ``count`` are running."""
+    """The sweep's worker processes (its Python descendants), once ``count`` are running."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         children = [c for c in psutil.Process(proc.pid).children(recursive=True)
-                    if "python" in c.name().lower() and _is_slot(c)]
+                    if "python" in c.name().lower() and _is_slot(c, proc.pid)]
         if len(children) >= count:
             return children
         time.sleep(0.2)
     raise AssertionError(f"fewer than {count} workers started")
 
 
-def _is_slot(process: psutil.Process) -> bool:
+def _is_slot(process: psutil.Process, sweep: int) -> bool:
+    """Not a resource tracker, nor the fork server (the sweep's child that the workers
+    are forked from: they share its command line, and are its children)."""
     try:
-        return "resource_tracker" not in " ".join(process.cmdline())
+        command = " ".join(process.cmdline())
+        if "resource_tracker" in command:
+            return False
+        return "multiprocessing.forkserver" not in command or process.ppid() != sweep
     except psutil.Error:
         return False
 

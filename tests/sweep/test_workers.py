@@ -1,8 +1,9 @@
-"""Tests for lrbench.sweep.processes.workers: the worker started early is the first slot's, and
-one that no slot takes ends with its command."""
+"""Tests for lrbench.sweep.processes.workers: the workers are forked from the fork server
+started early, which imported the slot's modules, and which ends with its command."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -45,60 +46,67 @@ def test_only_commands_that_train_import_the_sweep_machinery_with_signals_held()
         assert not trains(args), args
 
 
-def _slot_children() -> set[int]:
-    """This process's worker processes (loky's resource tracker is not one)."""
-    return {c.pid for c in psutil.Process().children()
-            if "resource_tracker" not in " ".join(c.cmdline())}
+def _fork_server() -> psutil.Process:
+    [server] = [c for c in psutil.Process().children()
+                if "multiprocessing.forkserver" in " ".join(c.cmdline())]
+    return server
 
 
 @pytest.mark.slow
 @NEEDS_MNIST
-def test_the_first_slot_runs_in_the_worker_started_early(tmp_path: Path):
-    config = write_sweep(tmp_path, name="early", trials=2, seed=0, epochs=1,
+def test_the_slots_are_forked_from_the_fork_server_which_imported_torch(tmp_path: Path):
+    config = write_sweep(tmp_path, name="early", trials=4, seed=0, epochs=1,
                          families='["step", "constant"]', validation_size="0.2")
     journal = str(tmp_path / "results" / "lrbench.journal")
     st.open_study(config, open_storage(journal))
-    job = SlotJob(Slot(0, "cpu", 1), config, journal, load_arrays("mnist", DATA))
-    before = _slot_children()
+    data = load_arrays("mnist", DATA)
     workers.start_early()
-    pool = None
     try:
-        [early_pid] = _slot_children() - before
+        server = _fork_server()
         pool = SlotPool()
-        assert workers.take_early() is None  # the pool has it
-        pool.start(job)
+        for index in range(2):
+            pool.start(SlotJob(Slot(index, "cpu", 1), config, journal, data))
+        parents: set[int] = set()
         ends = []
         deadline = time.time() + 120
         while pool.running and time.time() < deadline:
-            ends += pool.wait(1.0)
-        [end] = ends
-        assert end.report is not None and end.report.trials == 2, end.error
+            for process in pool.running:
+                pid = process.pace.pid() if process.pace is not None else None
+                if pid is not None:  # (once the worker has written it)
+                    with contextlib.suppress(psutil.Error):
+                        parents.add(psutil.Process(pid).ppid())
+            ends += pool.wait(0.2)
+        assert sorted(end.report.trials for end in ends if end.report) == [2, 2], ends
+        assert parents == {server.pid}  # forked by the server, not spawned by this process
+        # ... which had imported torch before it forked them
+        assert any("libtorch" in m.path for m in server.memory_maps())
     finally:
-        if pool is not None:
-            pool.close()
         workers.discard_early()
     study = optuna.load_study(study_name="early", storage=open_storage(journal))
-    assert {record.claim_of(t).pid for t in study.trials} == {early_pid}
+    assert len({record.claim_of(t).pid for t in study.trials}) == 2
+    assert not server.is_running()  # discard_early ended it
 
 
 @pytest.mark.slow
-def test_an_early_worker_that_no_slot_takes_ends_with_its_command(tmp_path: Path):
-    """A user error (no data there) exits 2 after the early worker started; nothing of
-    the command's session outlives it."""
+def test_the_fork_server_ends_with_a_command_that_trained_nothing(tmp_path: Path):
+    """A user error (no data there) exits 2 after the fork server started, maybe while
+    it still imports torch; nothing of the command's session outlives it."""
     proc = start_lrbench("sweep", "step", results=tmp_path / "r",
                          data_dir=tmp_path / "nothing", start_new_session=True)
-    seen_worker = False
-    while proc.poll() is None and not seen_worker:
+    seen_server = False
+    while proc.poll() is None and not seen_server:
         try:
-            seen_worker = any("popen_loky" in " ".join(c.cmdline())
+            seen_server = any("multiprocessing.forkserver" in " ".join(c.cmdline())
                               for c in psutil.Process(proc.pid).children())
         except psutil.Error:
             break
         time.sleep(0.05)
+    started = time.monotonic()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert "does not hold dataset 'mnist'" in err and "Traceback" not in err
-    assert seen_worker, "no worker was started early"
+    assert seen_server, "no fork server was started early"
+    assert time.monotonic() - started < 1.0  # its output pipes were not held open by it
     deadline = time.time() + 10
     while time.time() < deadline and _session_members(proc.pid):
         time.sleep(0.2)

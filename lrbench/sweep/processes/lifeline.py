@@ -55,13 +55,31 @@ def init_worker(stop_event: Any, parent_pid: int, progress_file: str | None = No
     show_warnings()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: _stopping.set())
-    threading.Thread(target=_watch_parent, args=(parent_pid,), name="lrbench-lifeline",
-                     daemon=True).start()
+    # born with both blocked (workers.born_ignoring_signals): from here they are handled
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    _let_the_fork_server_end()
+    threading.Thread(target=_watch_parent, args=(parent_pid, os.getppid()),
+                     name="lrbench-lifeline", daemon=True).start()
 
 
-def _watch_parent(parent_pid: int) -> None:
+def _let_the_fork_server_end() -> None:
+    """A worker forked by the fork server (``workers``) holds, as every child of it does,
+    the write end of the pipe by which the server learns that the sweep is gone: closed
+    here, the server ends with the sweep, and this worker is re-parented."""
+    from multiprocessing import forkserver
+    server = forkserver._forkserver
+    if server._forkserver_pid is None and server._forkserver_alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(server._forkserver_alive_fd)
+        server._forkserver_alive_fd = None
+
+
+def _watch_parent(parent_pid: int, starter: int) -> None:
+    """Stop when the sweep's process is gone. ``starter`` started this process: the sweep
+    itself, or the fork server, which ends with it; either way a dead one's children are
+    re-parented. The sweep's pid is checked too: it may have died before this started."""
     global _progress_file
-    while os.getppid() == parent_pid:  # a dead parent's children are re-parented
+    while os.getppid() == starter and _alive(parent_pid):
         time.sleep(POLL_SECONDS)
     _stopping.set()
     progress_file, _progress_file = _progress_file, None  # no one is left to read it,
@@ -70,6 +88,16 @@ def _watch_parent(parent_pid: int) -> None:
             os.unlink(progress_file)
     time.sleep(GRACE_SECONDS)
     os._exit(70)  # still here: abandon the epoch rather than outlive the sweep
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's: not the sweep (its pid was reused)
+        return False
+    return True
 
 
 def watch(source: Callable[[], bool]) -> None:

@@ -4,8 +4,8 @@ Each slot gets its own one-process loky executor, not a place in one shared pool
 breaks a whole pool when one of its processes dies, and the healthy slots' trials died
 with it. Here a dead process costs only its own trials; the caller recovers them and
 starts a replacement. How a worker is born (signals, its lifeline) is
-``lrbench.sweep.processes.workers``; the first slot takes the worker the console script started
-early, if there is one.
+``lrbench.sweep.processes.workers``: each is forked from a server that imported what a
+slot trains with.
 
 A worker that makes no progress for too long (``lrbench.sweep.processes.stuck``) is killed: its
 trials are then recovered like any dead worker's, and a replacement starts. So is every
@@ -59,18 +59,15 @@ class SlotPool:
 
     def __init__(self, stuck_after: float = DEFAULT_FLOOR_SECONDS) -> None:
         self.stuck_after = stuck_after
-        early = workers.take_early()
-        self._stop_event = early.stop_event if early else workers.new_stop_event()
-        self._spare = [early] if early else []  # for the first slot to start
+        self._stop_event = workers.new_stop_event()
         self.running: list[SlotProcess] = []
         # Processes known dead, as (host, pid), for recovering their trials: empty here,
         # where a dead slot's trials are found by its pid (a cluster's pool fills it).
         self.dead: set[tuple[str, int]] = set()
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
-        worker = self._spare.pop() if self._spare else workers.spawn(self._stop_event)
-        with workers.born_ignoring_signals():  # a new worker is spawned inside submit
-            future = worker.executor.submit(run_in_worker, job)
+        worker = workers.spawn(self._stop_event)
+        future = worker.submit(run_in_worker, job)
         process = SlotProcess(job, worker.executor, future, restarts,
                               Pace(worker.progress_file, self.stuck_after))
         self.running.append(process)
@@ -126,11 +123,7 @@ class SlotPool:
         return True
 
     def close(self) -> None:
-        """End the early worker if no slot took it (each slot's executor was shut down
-        as it ended)."""
-        for worker in self._spare:
-            worker.end_unused()
-        self._spare = []
+        """Nothing is left to end: each slot's executor was shut down as it ended."""
 
     def stop(self) -> None:
         self._stop_event.set()

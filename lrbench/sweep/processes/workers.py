@@ -1,39 +1,47 @@
-"""Local worker processes: how one is born, and the first one born early.
+"""Local worker processes: forked from one process that imported the slot's modules.
 
-A slot's worker imports torch and Optuna before it trains its first trial (~2 s), while
-the parent imports Optuna and reads the data. ``start_early`` (called by the console
-script, before its own imports) starts the first worker at once, so the two import side
-by side; the first slot to start takes it (``take_early``), and ``discard_early`` ends it
-if no slot does (a user error, nothing to train).
+A slot's worker needs torch and the slot's modules before it trains (~1.5 s of imports
+each). Instead of every worker importing them, one **fork server** (multiprocessing's
+"forkserver" start method, with the slot's modules preloaded) imports them once, and each
+worker is forked from it: the first slots, and a replacement for a killed one, at the
+cost of a fork. ``start_early`` (called by the console script, before its own imports)
+starts the server, so that it imports while the parent imports Optuna and reads the data.
+`sweep smoke --workers 2` on 2 cores: 5.4-5.8 s -> 3.4-3.6 s (benchmarks/README.md).
 
-Each worker is a one-process loky executor. Workers are born with Ctrl-C and SIGTERM
-ignored (signal dispositions set to "ignore" survive exec, and Python keeps an
-inherited "ignore" for SIGINT), so a signal that lands while a worker is still starting
-cannot kill it with a traceback. Their initializer (``lifeline.init_worker``) then routes
-SIGTERM to a graceful stop and watches the parent. The price: a signal sent to the
-parent in the milliseconds of a spawn is ignored by it too (a blocked mask would keep it
-pending, but loky's spawn does not pass the mask on).
+The server ends with this process: it waits on a pipe from it, whose other copies each
+worker closes (``lifeline``). ``discard_early`` ends it at once when the command is done
+(a user error may end the command while the server is still importing).
+
+Each worker is a one-process loky executor on that context. Workers, and the server, are
+born with Ctrl-C and SIGTERM ignored and blocked (both survive exec and fork), so a signal
+that lands while one is still starting cannot kill it with a traceback. A worker's
+initializer (``lifeline.init_worker``) then routes SIGTERM to a graceful stop, unblocks
+both, and watches the parent. The parent holds both blocked while it starts one, so a
+signal sent to it then is handled just after, not lost. Where there is no fork server
+(Windows), each worker is spawned by loky and imports for itself.
 
 This module imports nothing heavy: the console script uses it before torch is loaded.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
-import importlib
+import multiprocessing
 import os
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import forkserver
 from typing import Any
 
 from joblib.externals.loky import ProcessPoolExecutor
 from joblib.externals.loky.backend.context import get_context
 
-from lrbench.sweep.processes import lifeline, stuck
+from lrbench.sweep.processes import lifeline
 
-# What a slot imports to train (torch among it), while the parent reads the data.
+# What a slot imports to train (torch among it): the fork server imports it once.
 SLOT_MODULE = "lrbench.sweep.slot"
 
 
@@ -46,66 +54,84 @@ class Worker:
     stop_event: Any  # the parent's loky Event: set, every slot stops at its next epoch
     progress_file: str
 
-    def end_unused(self) -> None:
-        """End a worker no slot took: it holds no trial, so nothing is lost."""
-        self.executor.shutdown(wait=False, kill_workers=True)
-        stuck.forget(self.progress_file)
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future:
+        """``fn(*args)`` in the worker, whose process starts inside the first call."""
+        if _context() is not None:  # forked by the server: born with its dispositions
+            # (Not ignoring signals here: this may wait for the server's imports, and a
+            # Ctrl-C then must still count.)
+            return self.executor.submit(fn, *args)
+        with born_ignoring_signals():  # spawned by loky, from this process
+            return self.executor.submit(fn, *args)
 
 
 def new_stop_event() -> Any:
     return get_context("loky").Event()
 
 
-def spawn(stop_event: Any, warm_up: bool = False) -> Worker:
-    """A new worker process tied to ``stop_event`` and to this process.
-
-    ``warm_up``: have it import the slot's modules now, while the caller goes on.
-    """
+def spawn(stop_event: Any) -> Worker:
+    """A new worker process tied to ``stop_event`` and to this process."""
     descriptor, progress_file = tempfile.mkstemp(prefix="lrbench-worker-", suffix=".progress")
     os.close(descriptor)
+    start_early()  # (if not started yet: born ignoring signals, as its children are)
     executor = ProcessPoolExecutor(max_workers=1, initializer=lifeline.init_worker,
-                                   initargs=(stop_event, os.getpid(), progress_file))
-    if warm_up:
-        with born_ignoring_signals():  # loky spawns the process inside submit
-            executor.submit(warm_up_slot)
+                                   initargs=(stop_event, os.getpid(), progress_file),
+                                   context=_context())
     return Worker(executor, stop_event, progress_file)
 
 
-def warm_up_slot() -> None:
-    """Import what a slot trains with, returning nothing: the module itself would travel
-    back to the parent, which would import it too (torch with it)."""
-    importlib.import_module(SLOT_MODULE)
+def _context() -> Any:
+    """The fork server's context, the slot's modules preloaded; loky's without one."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return None  # (loky's own)
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([SLOT_MODULE])
+    return context
+
+
+_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 @contextlib.contextmanager
 def born_ignoring_signals() -> Iterator[None]:
-    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    """Processes started in this block ignore SIGINT and SIGTERM, and hold them blocked
+    until ``lifeline.init_worker`` handles them. Here, one that arrives meanwhile waits:
+    blocked, it is neither lost to the "ignore" nor handled before the block ends."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in _SIGNALS}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-_early: Worker | None = None
+_server_started = False  # by this process, and not ended since (discard_early)
 
 
 def start_early() -> None:
-    """Start the first worker now, importing the slot's modules (see the docstring)."""
-    global _early
-    if _early is None:
-        _early = spawn(new_stop_event(), warm_up=True)
-
-
-def take_early() -> Worker | None:
-    """The early worker, once: for the first slot pool of this process."""
-    global _early
-    worker, _early = _early, None
-    return worker
+    """Start the fork server now, if this process has not: it imports the slot's modules
+    (see the docstring). Once: each call ignores signals for a moment."""
+    global _server_started
+    if _context() is not None and not _server_started:
+        with born_ignoring_signals():
+            forkserver.ensure_running()
+        _server_started = True
 
 
 def discard_early() -> None:
-    """End the early worker if no slot took it."""
-    worker = take_early()
-    if worker is not None:
-        worker.end_unused()
+    """End the fork server, if this process started one: the command is done. (What
+    multiprocessing does on finding its server dead; it keeps no public handle on it.)"""
+    global _server_started
+    _server_started = False
+    server = forkserver._forkserver
+    pid = server._forkserver_pid
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+    with contextlib.suppress(OSError, TypeError):
+        os.close(server._forkserver_alive_fd)
+    server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
