@@ -55,7 +55,7 @@ def _fork_server() -> psutil.Process:
 @pytest.mark.slow
 @NEEDS_MNIST
 def test_the_slots_are_forked_from_the_fork_server_which_imported_torch(tmp_path: Path):
-    config = write_sweep(tmp_path, name="early", trials=4, seed=0, epochs=1,
+    config = write_sweep(tmp_path, name="early", trials=4, seed=0, epochs=2,
                          families='["step", "constant"]', validation_size="0.2")
     journal = str(tmp_path / "results" / "lrbench.journal")
     st.open_study(config, open_storage(journal))
@@ -66,7 +66,7 @@ def test_the_slots_are_forked_from_the_fork_server_which_imported_torch(tmp_path
         pool = SlotPool()
         for index in range(2):
             pool.start(SlotJob(Slot(index, "cpu", 1), config, journal, data))
-        parents: set[int] = set()
+        parent_of: dict[int, int] = {}  # each slot's process -> its parent
         ends = []
         deadline = time.time() + 120
         while pool.running and time.time() < deadline:
@@ -74,16 +74,17 @@ def test_the_slots_are_forked_from_the_fork_server_which_imported_torch(tmp_path
                 pid = process.pace.pid() if process.pace is not None else None
                 if pid is not None:  # (once the worker has written it)
                     with contextlib.suppress(psutil.Error):
-                        parents.add(psutil.Process(pid).ppid())
-            ends += pool.wait(0.2)
-        assert sorted(end.report.trials for end in ends if end.report) == [2, 2], ends
-        assert parents == {server.pid}  # forked by the server, not spawned by this process
+                        parent_of[pid] = psutil.Process(pid).ppid()
+            ends += pool.wait(0.1)
+        assert sum(end.report.trials for end in ends if end.report) == 4, ends
         # ... which had imported torch before it forked them
         assert any("libtorch" in m.path for m in server.memory_maps())
     finally:
         workers.discard_early()
     study = optuna.load_study(study_name="early", storage=open_storage(journal))
-    assert len({record.claim_of(t).pid for t in study.trials}) == 2
+    trained_in = {record.claim_of(t).pid for t in study.trials}
+    # every trial ran in a process forked by the server, not spawned by this one
+    assert trained_in <= set(parent_of) and {parent_of[p] for p in trained_in} == {server.pid}
     assert not server.is_running()  # discard_early ended it
 
 
