@@ -27,7 +27,7 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 def _no_early_worker() -> None:
-    """Nothing to end: no worker was started early."""
+    """Nothing to end: no workers' fork server was started early."""
 
 
 class _HeldSignals:

@@ -25,7 +25,7 @@ from lrbench.sweep.slot_job import SlotJob
 from lrbench.train.data import load_arrays
 
 
-def test_which_commands_start_a_worker_early(monkeypatch):
+def test_which_commands_start_the_workers_fork_server_early(monkeypatch):
     monkeypatch.delenv("LRBENCH_CLUSTER", raising=False)
     for args in (["sweep", "step"], ["sweep", "all", "--workers", "2"],
                  ["confirm", "all", "--seeds", "3"]):

@@ -6,7 +6,8 @@ each). Instead of every worker importing them, one **fork server** (multiprocess
 worker is forked from it: the first slots, and a replacement for a killed one, at the
 cost of a fork. ``start_early`` (called by the console script, before its own imports)
 starts the server, so that it imports while the parent imports Optuna and reads the data.
-`sweep smoke --workers 2` on 2 cores: 5.4-5.8 s -> 3.4-3.6 s (benchmarks/README.md).
+`sweep smoke --workers 2` on 2 cores: 4.1-4.5 s -> 2.5-3.0 s (batched), 5.8-6.4 s ->
+3.5-3.9 s (sequential; benchmarks/README.md).
 
 The server ends with this process: it waits on a pipe from it, whose other copies each
 worker closes (``lifeline``). ``discard_early`` ends it at once when the command is done
@@ -16,9 +17,10 @@ Each worker is a one-process loky executor on that context. Workers, and the ser
 born with Ctrl-C and SIGTERM ignored and blocked (both survive exec and fork), so a signal
 that lands while one is still starting cannot kill it with a traceback. A worker's
 initializer (``lifeline.init_worker``) then routes SIGTERM to a graceful stop, unblocks
-both, and watches the parent. The parent holds both blocked while it starts one, so a
-signal sent to it then is handled just after, not lost. Where there is no fork server
-(Windows), each worker is spawned by loky and imports for itself.
+both, and watches the parent. Where the parent starts a process itself (the server, or a
+worker without one), it holds both blocked meanwhile, so a signal sent to it then is
+handled just after, not lost. Where there is no fork server (Windows), each worker is
+spawned by loky and imports for itself.
 
 This module imports nothing heavy: the console script uses it before torch is loaded.
 """
