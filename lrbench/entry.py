@@ -26,8 +26,8 @@ def _terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
-def _no_early_worker() -> None:
-    """Nothing to end: no workers' fork server was started early."""
+def _no_fork_server() -> None:
+    """Nothing to end: no workers' fork server was started."""
 
 
 class _HeldSignals:
@@ -70,27 +70,27 @@ def main() -> None:
     if sys.argv[1:2] == [REPORT_COMMAND]:
         gc.set_threshold(*GC_THRESHOLD)
     held = _HeldSignals()
-    discard_early_worker = _no_early_worker
+    end_fork_server = _no_fork_server
     try:
         if starts_local_slots(sys.argv[1:]):
             # The workers' fork server imports torch while this one imports the rest
             # (processes.workers).
             from lrbench.sweep.processes import workers
-            workers.start_early()
-            discard_early_worker = workers.discard_early
+            workers.start_fork_server()
+            end_fork_server = workers.end_fork_server
         from lrbench.cli import main as cli_main
         if trains(sys.argv[1:]):  # here while the signals are held (the CLI would import
             importlib.import_module(TRAINING_MODULE)  # it later, when it trains)
     finally:
         signum = held.release()
     if signum is not None:
-        discard_early_worker()
+        end_fork_server()
         print("interrupted", file=sys.stderr)
         sys.exit(exit_code(signum))
     try:
         cli_main()
     finally:
-        discard_early_worker()  # the fork server, still importing after a user error
+        end_fork_server()  # done with it (it may still be importing, after a user error)
         # The command is done and only exiting is left (loky joins its threads at exit): a
         # late Ctrl-C there would print an "ignored exception" traceback and change nothing.
         signal.signal(signal.SIGINT, signal.SIG_IGN)

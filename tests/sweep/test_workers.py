@@ -60,7 +60,7 @@ def test_the_slots_are_forked_from_the_fork_server_which_imported_torch(tmp_path
     journal = str(tmp_path / "results" / "lrbench.journal")
     st.open_study(config, open_storage(journal))
     data = load_arrays("mnist", DATA)
-    workers.start_early()
+    workers.start_fork_server()
     try:
         server = _fork_server()
         pool = SlotPool()
@@ -80,12 +80,12 @@ def test_the_slots_are_forked_from_the_fork_server_which_imported_torch(tmp_path
         # ... which had imported torch before it forked them
         assert any("libtorch" in m.path for m in server.memory_maps())
     finally:
-        workers.discard_early()
+        workers.end_fork_server()
     study = optuna.load_study(study_name="early", storage=open_storage(journal))
     trained_in = {record.claim_of(t).pid for t in study.trials}
     # every trial ran in a process forked by the server, not spawned by this one
     assert trained_in <= set(parent_of) and {parent_of[p] for p in trained_in} == {server.pid}
-    assert not server.is_running()  # discard_early ended it
+    assert not server.is_running()  # end_fork_server ended it
 
 
 @pytest.mark.slow

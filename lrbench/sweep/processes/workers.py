@@ -4,13 +4,13 @@ A slot's worker needs torch and the slot's modules before it trains (~1.5 s of i
 each). Instead of every worker importing them, one **fork server** (multiprocessing's
 "forkserver" start method, with the slot's modules preloaded) imports them once, and each
 worker is forked from it: the first slots, and a replacement for a killed one, at the
-cost of a fork. ``start_early`` (called by the console script, before its own imports)
+cost of a fork. ``start_fork_server`` (called by the console script, before its own imports)
 starts the server, so that it imports while the parent imports Optuna and reads the data.
 `sweep smoke --workers 2` on 2 cores: 4.1-4.5 s -> 2.5-3.0 s (batched), 5.8-6.4 s ->
 3.5-3.9 s (sequential; benchmarks/README.md).
 
 The server ends with this process: it waits on a pipe from it, whose other copies each
-worker closes (``lifeline``). ``discard_early`` ends it at once when the command is done
+worker closes (``lifeline``). ``end_fork_server`` ends it at once when the command is done
 (a user error may end the command while the server is still importing).
 
 Each worker is a one-process loky executor on that context. Workers, and the server, are
@@ -74,7 +74,7 @@ def spawn(stop_event: Any) -> Worker:
     """A new worker process tied to ``stop_event`` and to this process."""
     descriptor, progress_file = tempfile.mkstemp(prefix="lrbench-worker-", suffix=".progress")
     os.close(descriptor)
-    start_early()  # (if not started yet: born ignoring signals, as its children are)
+    start_fork_server()  # (if not started yet: born ignoring signals, as its children are)
     executor = ProcessPoolExecutor(max_workers=1, initializer=lifeline.init_worker,
                                    initargs=(stop_event, os.getpid(), progress_file),
                                    context=_context())
@@ -108,10 +108,10 @@ def born_ignoring_signals() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-_server_started = False  # by this process, and not ended since (discard_early)
+_server_started = False  # by this process, and not ended since (end_fork_server)
 
 
-def start_early() -> None:
+def start_fork_server() -> None:
     """Start the fork server now, if this process has not: it imports the slot's modules
     (see the docstring). Once: each call ignores signals for a moment."""
     global _server_started
@@ -121,7 +121,7 @@ def start_early() -> None:
         _server_started = True
 
 
-def discard_early() -> None:
+def end_fork_server() -> None:
     """End the fork server, if this process started one: the command is done. (What
     multiprocessing does on finding its server dead; it keeps no public handle on it.)"""
     global _server_started
