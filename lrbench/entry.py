@@ -59,6 +59,12 @@ def trains(args: list[str]) -> bool:
             and not any(a in ("-h", "--help") for a in args))
 
 
+def asks_for_sequential(args: list[str]) -> bool:
+    """Whether the command line names the sequential engine (its slots import more)."""
+    return "--engine=sequential" in args or any(
+        flag == "--engine" and value == "sequential" for flag, value in zip(args, args[1:]))
+
+
 def starts_local_slots(args: list[str]) -> bool:
     """Whether these arguments run slots on this machine: a command that trains, not on
     a cluster. (A wrong guess only costs a process.)"""
@@ -76,7 +82,7 @@ def main() -> None:
             # The workers' fork server imports torch while this one imports the rest
             # (processes.workers).
             from lrbench.sweep.processes import workers
-            workers.start_fork_server()
+            workers.start_fork_server(sequential=asks_for_sequential(sys.argv[1:]))
             end_fork_server = workers.end_fork_server
         from lrbench.cli import main as cli_main
         if trains(sys.argv[1:]):  # here while the signals are held (the CLI would import

@@ -14,7 +14,7 @@ import pytest
 from conftest import DATA, NEEDS_MNIST, start_lrbench
 from test_study import write_sweep
 
-from lrbench.entry import starts_local_slots, trains
+from lrbench.entry import asks_for_sequential, starts_local_slots, trains
 from lrbench.store import record
 from lrbench.store.storage import open_storage
 from lrbench.sweep import study as st
@@ -44,6 +44,32 @@ def test_only_commands_that_train_import_the_sweep_machinery_with_signals_held()
     assert trains(["confirm", "all"])
     for args in ([], ["report"], ["list"], ["sweep", "--help"], ["confirm", "all", "-h"]):
         assert not trains(args), args
+
+
+def test_the_sequential_engine_is_read_from_the_command_line() -> None:
+    for args in (["sweep", "step", "--engine", "sequential"],
+                 ["confirm", "all", "--engine=sequential", "--seeds", "3"]):
+        assert asks_for_sequential(args), args
+    for args in (["sweep", "step"], ["sweep", "step", "--engine", "batched"],
+                 ["sweep", "sequential"], ["sweep", "step", "--engine", "auto"]):
+        assert not asks_for_sequential(args), args
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_sequential_engine_s_workers_are_forked_with_its_optimizers_imported(
+        sequential: bool) -> None:
+    """torch's optimizers import torch._dynamo (~1 s of CPU): the server imports it once
+    for a sequential engine's workers, and never for the batched engine's."""
+    workers.start_fork_server(sequential=sequential)
+    try:
+        worker = workers.spawn(workers.new_stop_event())
+        imported = worker.submit(eval, "'torch._dynamo' in __import__('sys').modules")
+        assert imported.result(timeout=120) is sequential
+        assert worker.submit(eval, "__import__('os').getppid()").result() == _fork_server().pid
+        worker.executor.shutdown(wait=True)
+    finally:
+        workers.end_fork_server()
 
 
 def _fork_server() -> psutil.Process:

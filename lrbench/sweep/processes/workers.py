@@ -45,6 +45,10 @@ from lrbench.sweep.processes import lifeline
 
 # What a slot imports to train (torch among it): the fork server imports it once.
 SLOT_MODULE = "lrbench.sweep.slot"
+# What a sequential slot imports before its first trial (``prepare_optimizers``: torch's
+# optimizers import it, ~1 s of CPU). The server imports it too when the command line asks
+# for that engine; the batched engine never needs it.
+SEQUENTIAL_MODULE = "torch._dynamo"
 
 
 @dataclass
@@ -86,7 +90,7 @@ def _context() -> Any:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return None  # (loky's own)
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([SLOT_MODULE])
+    context.set_forkserver_preload(_preloaded)
     return context
 
 
@@ -109,13 +113,18 @@ def born_ignoring_signals() -> Iterator[None]:
 
 
 _server_started = False  # by this process, and not ended since (end_fork_server)
+_preloaded = [SLOT_MODULE]  # what the server imports before it forks
 
 
-def start_fork_server() -> None:
+def start_fork_server(sequential: bool = False) -> None:
     """Start the fork server now, if this process has not: it imports the slot's modules
-    (see the docstring). Once: each call ignores signals for a moment."""
-    global _server_started
-    if _context() is not None and not _server_started:
+    (see the docstring), and SEQUENTIAL_MODULE too for a ``sequential`` engine's slots.
+    Once: each call ignores signals for a moment."""
+    global _server_started, _preloaded
+    if _server_started:
+        return
+    _preloaded = [SLOT_MODULE, *([SEQUENTIAL_MODULE] if sequential else [])]
+    if _context() is not None:
         with born_ignoring_signals():
             forkserver.ensure_running()
         _server_started = True
