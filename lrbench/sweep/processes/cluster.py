@@ -42,7 +42,10 @@ from lrbench.sweep.processes.pool import SlotEnd, SlotProcess
 from lrbench.sweep.slot_job import SlotJob, SlotReport, run_in_worker
 from lrbench.train.data import DatasetArrays
 
-CONNECT_TIMEOUT_SECONDS = 10
+# How long a call to the scheduler may take: connecting, and each question the parent or
+# a slot asks it. LRBENCH_CONNECT_TIMEOUT_SECONDS may set it (a test of an unreachable or
+# lost scheduler need not wait 10 s for the answer that nobody is there).
+CONNECT_TIMEOUT_SECONDS = float(os.environ.get("LRBENCH_CONNECT_TIMEOUT_SECONDS", "10"))
 # No heartbeat from the parent this long (it beats every poll, twice a second): its slots
 # stop. Read in the cluster worker, where LRBENCH_PARENT_GONE_SECONDS may set it (a test
 # that kills the parent need not wait a minute).
@@ -78,7 +81,7 @@ def connect(address: str) -> Any:
         return Client(address, timeout=CONNECT_TIMEOUT_SECONDS, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
         raise UserError(f"--cluster {address}: no Dask scheduler answered there within "
-                        f"{CONNECT_TIMEOUT_SECONDS} s ({type(err).__name__}: {err}); start one "
+                        f"{CONNECT_TIMEOUT_SECONDS:g} s ({type(err).__name__}: {err}); start one "
                         f"with `dask scheduler`, or check the address") from None
 
 
