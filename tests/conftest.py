@@ -3,6 +3,7 @@ fixtures whose real sweeps are slow, so they run once."""
 
 from __future__ import annotations
 
+import compileall
 import dataclasses
 import os
 import struct
@@ -124,6 +125,15 @@ def run_lrbench(*args: str, results: Path | None = None, data_dir: Path | None =
     return subprocess.run(lrbench_command(*args, results=results, data_dir=data_dir),
                           cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Where Python writes no bytecode (PYTHONDONTWRITEBYTECODE, as on this project's
+    machines), each ``lrbench`` process the tests start compiled the lrbench modules it
+    imports anew (0.1-0.3 CPU-s of a smoke sweep's 3.4). Compile them once, before the
+    tests (and pytest-xdist's workers) start: Python reads the cache where it writes none."""
+    if sys.dont_write_bytecode and not hasattr(config, "workerinput"):
+        compileall.compile_dir(REPO / "lrbench", quiet=1)
 
 
 @pytest.fixture(scope="module")

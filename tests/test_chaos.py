@@ -89,9 +89,10 @@ def params_seen(results: Path, name: str = "smoke") -> list[str]:
 SMOKE = ("sweep", "smoke", "--epochs", "2", "--engine", "sequential")
 
 # The trials of a sweep that is interrupted, then resumed to its count: enough that the
-# fault lands before its end (each trial trains 8 epochs), few enough that the resume,
-# which trains what is left, stays short (30 cost ~13 CPU-seconds more per test).
-RESUMED = 12
+# fault lands before its end (each trial trains 8 epochs, and every fault here lands in
+# the first trials or after the second finished one), few enough that the resume, which
+# trains what is left, stays short (12 cost ~3 CPU-seconds more per test, 30 ~16).
+RESUMED = 8
 
 
 def assert_stopped_cleanly(results: Path) -> None:
@@ -347,10 +348,10 @@ def test_double_ctrl_c_leaves_at_once_and_the_workers_still_stop(tmp_path: Path)
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path):
-    """A 256 KiB file system: a journal fills it after ~100 trials (of ~2.5 KB each)."""
+    """A 128 KiB file system: a journal fills it after ~50 trials (of ~2.5 KB each)."""
     mount_point = tmp_path / "disk"
     mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs",
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs",
                               str(mount_point)], capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root and "

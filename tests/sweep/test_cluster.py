@@ -1,14 +1,16 @@
 """Tests for lrbench.sweep.processes.cluster: sweeps whose slots run on a real Dask cluster.
 
-Each cluster test starts a real ``dask scheduler`` and two ``dask worker`` processes
-(one thread each, no nanny, each in its own process group) on 127.0.0.1, and stores the
-study in the PostgreSQL server that .ci/run starts (LRBENCH_TEST_POSTGRES); without
-one they skip; the tests of counting and of a killed worker run on a private Redis
-too (tests/private_redis.py). The processes are killed when the test ends.
+The cluster tests start a real ``dask scheduler`` and two ``dask worker`` processes (one
+thread each, no nanny, each in its own process group) on 127.0.0.1: a test that kills
+one of them starts its own, the others share one. They store the study in the
+PostgreSQL server that .ci/run starts (LRBENCH_TEST_POSTGRES), and skip without one; the
+tests of counting and of a killed worker run on a private Redis too
+(tests/private_redis.py). The processes are killed when their tests are done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import signal
@@ -98,17 +100,18 @@ def _dask(*args: str, log: Path) -> subprocess.Popen:
                                  "LRBENCH_PARENT_GONE_SECONDS": str(PARENT_GONE_SECONDS)})
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def running_cluster(logs: Path) -> Iterator[Cluster]:
+    """A scheduler and two workers on 127.0.0.1, their output in ``logs``; killed after."""
     from distributed import Client
 
     address = f"tcp://127.0.0.1:{free_port()}"
     procs = [_dask("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port",
-                   address.rsplit(":", 1)[1], "--no-dashboard", log=tmp_path / "scheduler.log")]
+                   address.rsplit(":", 1)[1], "--no-dashboard", log=logs / "scheduler.log")]
     try:
         workers = {name: _dask("distributed.cli.dask_worker", address, "--nthreads", "1",
                                "--no-nanny", "--no-dashboard", "--name", name,
-                               log=tmp_path / f"{name}.log") for name in ("w1", "w2")}
+                               log=logs / f"{name}.log") for name in ("w1", "w2")}
         procs += workers.values()
         with Client(address, timeout=60, set_as_default=False) as client:
             client.wait_for_workers(2, timeout=120)
@@ -119,6 +122,22 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         for proc in procs:
             with_group(proc, signal.SIGKILL)
             proc.wait(timeout=30)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster of the test's own, for a test that kills part of it."""
+    with running_cluster(tmp_path) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One cluster for the tests that leave it whole (each asserts that it does): each
+    start costs ~3 s of imports in each of its three processes, and torch in each
+    worker's first slot."""
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as started:
+        yield started
 
 
 @pytest.fixture(params=["postgresql", "redis"])
@@ -195,7 +214,8 @@ def count(trials: list[FrozenTrial], state: TrialState) -> int:
 @pytest.mark.slow
 @NEEDS_MNIST
 def test_a_cluster_sweep_counts_exactly_with_trials_from_both_workers(
-        cluster: Cluster, shared_storage: str, tmp_path: Path):
+        shared_cluster: Cluster, shared_storage: str, tmp_path: Path):
+    cluster = shared_cluster
     name = unique("cluster")
     proc = sweep("--trials", "8", "--storage", shared_storage, "--study", name,
                  "--cluster", cluster.address, results=tmp_path)
@@ -331,7 +351,9 @@ def test_a_lost_scheduler_stops_the_sweep_cleanly_and_a_rerun_resumes(cluster: C
 @pytest.mark.slow
 @NEEDS_MNIST
 @NEEDS_POSTGRES
-def test_sigterm_stops_the_cluster_slots_like_local_ones(cluster: Cluster, tmp_path: Path):
+def test_sigterm_stops_the_cluster_slots_like_local_ones(shared_cluster: Cluster,
+                                                        tmp_path: Path):
+    cluster = shared_cluster
     """SIGTERM to `lrbench sweep` (what Slurm sends): every slot on the cluster re-queues
     its trial at its next epoch, the sweep exits 143, and nothing is left RUNNING."""
     name = unique("cluster-term")
@@ -365,11 +387,12 @@ def test_sigterm_stops_the_cluster_slots_like_local_ones(cluster: Cluster, tmp_p
 @NEEDS_MNIST
 @NEEDS_POSTGRES
 def test_a_killed_parent_stops_its_cluster_slots_at_the_latest_when_its_heartbeat_is_stale(
-        cluster: Cluster, tmp_path: Path):
+        shared_cluster: Cluster, tmp_path: Path):
     """kill -9 of `lrbench sweep`: nobody sets the stop flag. Each slot stops by itself,
     at the latest once the parent's heartbeat is PARENT_GONE_SECONDS old, failing and
     re-queueing the trial it was training (none, if it stopped between trials). Then no
     slot trains the study on alone, and the workers live on."""
+    cluster = shared_cluster
     name = unique("cluster-orphan")
     proc = sweep("--trials", "2000", "--epochs", "4", "--storage", POSTGRES_URL, "--study",
                  name, "--cluster", cluster.address, results=tmp_path)
