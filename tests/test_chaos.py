@@ -403,6 +403,19 @@ def test_a_journal_deleted_mid_sweep_ends_it_in_one_line(tmp_path: Path) -> None
     assert_resume_finishes(tmp_path, RESUMED)
 
 
+def remount_read_only(mount_point: Path, timeout: float = 10) -> None:
+    """Remount it read-only as soon as no file on it is open for writing (the kernel
+    refuses while one is, "mount point is busy": a write of the sweep's, in flight)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remounted = subprocess.run(["mount", "-o", "remount,ro", str(mount_point)],
+                                   capture_output=True, text=True)
+        if remounted.returncode == 0:
+            return
+        assert "busy" in remounted.stderr and time.monotonic() < deadline, remounted.stderr
+        time.sleep(0.01)
+
+
 def test_a_file_system_turned_read_only_mid_sweep_ends_it_in_one_line(
         tmp_path: Path, small_tmpfs: Path) -> None:
     """Before: a PermissionError / OSError traceback, exit 1."""
@@ -412,9 +425,7 @@ def test_a_file_system_turned_read_only_mid_sweep_ends_it_in_one_line(
     deadline = time.monotonic() + 120
     while states(load(small_tmpfs))[TrialState.COMPLETE] < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    remounted = subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)],
-                               capture_output=True, text=True)
-    assert remounted.returncode == 0, remounted.stderr
+    remount_read_only(small_tmpfs)
     try:
         _, err = proc.communicate(timeout=120)
     finally:
