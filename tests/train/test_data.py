@@ -10,7 +10,6 @@ import pytest
 import torch
 from conftest import DATA, idx_bytes, require_mnist
 from PIL import Image
-from torchvision.transforms import ToTensor
 
 from lrbench.errors import DataNotFoundError, UserError
 from lrbench.train import data
@@ -288,6 +287,8 @@ def test_too_large_size_names_training_set_size(arrays):
 
 
 def test_to_float_matches_totensor_bit_exact():
+    from torchvision.transforms import ToTensor  # (1.5 s: here, not in every collection)
+
     pixels = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
     pixels[0, :3] = [0, 1, 255]
     expected = ToTensor()(Image.fromarray(pixels, mode="L"))  # [1, 28, 28] float32
