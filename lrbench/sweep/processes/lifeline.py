@@ -6,8 +6,10 @@ epoch), where it fails and re-queues its trials so nothing is lost:
 - the parent sets the shared stop event (Ctrl-C or SIGTERM reached the parent);
 - SIGTERM reaches the worker itself (Slurm signals every process of a job);
 - the parent is gone, whatever killed it: a watchdog thread sees the worker re-parented.
-  If the worker has not finished ``GRACE_SECONDS`` later (a long epoch), it exits hard;
-  its trials stay RUNNING under a dead PID, and the next sweep recovers them.
+  The worker leaves once its slot has stopped, or at once if its slot had ended
+  (``run_as_slot``: nobody is left to take a result). If it has not ``GRACE_SECONDS``
+  later (a long epoch), it exits hard; its trials stay RUNNING under a dead PID, and the
+  next sweep recovers them.
 
 Ctrl-C is ignored here: a terminal sends it to the whole process group, and it is the
 parent's to turn into the stop event.
@@ -38,6 +40,8 @@ POLL_SECONDS = 0.5
 
 _stop_event: Any = None  # the parent's multiprocessing Event, shared with every slot
 _stopping = threading.Event()  # this process's own reasons: SIGTERM, parent gone
+_parent_gone = threading.Event()
+_in_slot = threading.Event()  # the worker runs its slot now (``run_as_slot``)
 # Cluster slots' (threads of a Dask worker, one per GPU it declares): the parent's control.
 _stop_sources: list[Callable[[], bool]] = []
 _progress_file: str | None = None  # this worker's, where the parent reads its progress
@@ -81,13 +85,29 @@ def _watch_parent(parent_pid: int, starter: int) -> None:
     global _progress_file
     while os.getppid() == starter and _alive(parent_pid):
         time.sleep(POLL_SECONDS)
+    _parent_gone.set()
     _stopping.set()
     progress_file, _progress_file = _progress_file, None  # no one is left to read it,
     if progress_file is not None:                          # or to remove it
         with contextlib.suppress(OSError):
             os.unlink(progress_file)
+    if not _in_slot.is_set():  # its slot had ended: it waited for the next one
+        os._exit(70)
     time.sleep(GRACE_SECONDS)
     os._exit(70)  # still here: abandon the epoch rather than outlive the sweep
+
+
+def run_as_slot(job: Callable[..., Any], *args: Any) -> Any:
+    """``job(*args)``, the slot this worker runs. If the sweep died meanwhile, the slot has
+    stopped (failing and re-queueing its trials) and nobody waits for its result: the
+    worker leaves at once, instead of idling until the watchdog's hard exit."""
+    _in_slot.set()
+    try:
+        return job(*args)
+    finally:
+        _in_slot.clear()
+        if _parent_gone.is_set():
+            os._exit(70)
 
 
 def _alive(pid: int) -> bool:

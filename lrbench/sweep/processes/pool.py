@@ -26,7 +26,7 @@ from typing import Any
 
 from joblib.externals.loky import ProcessPoolExecutor
 
-from lrbench.sweep.processes import stuck, workers
+from lrbench.sweep.processes import lifeline, stuck, workers
 from lrbench.sweep.processes.stuck import DEFAULT_FLOOR_SECONDS, Pace
 from lrbench.sweep.slot_job import SlotJob, SlotReport, run_in_worker
 
@@ -67,7 +67,7 @@ class SlotPool:
 
     def start(self, job: SlotJob, restarts: int = 0) -> SlotProcess:
         worker = workers.spawn(self._stop_event)
-        future = worker.submit(run_in_worker, job)
+        future = worker.submit(lifeline.run_as_slot, run_in_worker, job)
         process = SlotProcess(job, worker.executor, future, restarts,
                               Pace(worker.progress_file, self.stuck_after))
         self.running.append(process)
