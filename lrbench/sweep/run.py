@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import socket
 import tempfile
 import time
@@ -63,7 +64,9 @@ MAX_RESTARTS = 3  # a slot whose process keeps dying (out of memory, say) is giv
 MAX_IDLE_ROUNDS = 2  # rounds in a row that finish no trial: the sweep cannot get further
 POLL_SECONDS = 0.5
 RECOVER_EVERY_SECONDS = 5.0  # while waiting on other sweeps' trials
-STOP_GRACE_SECONDS = 10.0  # after Ctrl-C or SIGTERM: slots not stopped by then are killed
+# After Ctrl-C or SIGTERM: slots not stopped by then are killed. LRBENCH_STOP_GRACE_SECONDS
+# may set it (a test of a slot that never stops need not wait 10 s for it).
+STOP_GRACE_SECONDS = float(os.environ.get("LRBENCH_STOP_GRACE_SECONDS", "10"))
 PARENT_LOCK_SECONDS = 2.0  # the parent's longest wait for the claim lock
 
 
