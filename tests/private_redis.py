@@ -27,18 +27,21 @@ class Server:
     port: int
     persistent: bool = True  # an append-only file: a restart keeps what it had synced
     fsync: str = "always"  # when it syncs that file: every write, or "everysec"
+    password: str | None = None  # required of every client (requirepass), if given
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        login = f":{self.password}@" if self.password else ""
+        return f"redis://{login}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         persistence = (["--appendonly", "yes", "--appendfsync", self.fsync] if self.persistent
                        else ["--appendonly", "no"])
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.folder), "--save", "", *persistence],
+             "--dir", str(self.folder), "--save", "", *persistence,
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not self._answers():
@@ -66,18 +69,20 @@ class Server:
         import redis
 
         try:
-            with redis.Redis(port=self.port, socket_connect_timeout=0.2) as client:
+            with redis.Redis(port=self.port, password=self.password,
+                             socket_connect_timeout=0.2) as client:
                 return bool(client.ping())
         except redis.exceptions.RedisError:
             return False
 
 
 @contextlib.contextmanager
-def private_server(persistent: bool = True, fsync: str = "always") -> Iterator[Server]:
+def private_server(persistent: bool = True, fsync: str = "always",
+                   password: str | None = None) -> Iterator[Server]:
     """A fresh server, running; killed and deleted afterwards. Tests sync every write, so
     a killed server keeps all; ``fsync="everysec"`` is Redis's default, for benchmarks."""
     running = Server(Path(tempfile.mkdtemp(prefix="lrbench-redis-")), free_port(), persistent,
-                     fsync)
+                     fsync, password)
     running.start()
     try:
         yield running
