@@ -40,7 +40,7 @@ POLL_SECONDS = 0.5
 
 _stop_event: Any = None  # the parent's multiprocessing Event, shared with every slot
 _stopping = threading.Event()  # this process's own reasons: SIGTERM, parent gone
-_parent_gone = threading.Event()
+_parent_gone = threading.Event()  # the watchdog saw the sweep's process gone
 _in_slot = threading.Event()  # the worker runs its slot now (``run_as_slot``)
 # Cluster slots' (threads of a Dask worker, one per GPU it declares): the parent's control.
 _stop_sources: list[Callable[[], bool]] = []
