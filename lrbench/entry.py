@@ -87,6 +87,9 @@ def main() -> None:
         from lrbench.cli import main as cli_main
         if trains(sys.argv[1:]):  # here while the signals are held (the CLI would import
             importlib.import_module(TRAINING_MODULE)  # it later, when it trains)
+    except BaseException:  # (a bad LRBENCH_* wait exits while these modules load)
+        end_fork_server()
+        raise
     finally:
         signum = held.release()
     if signum is not None:

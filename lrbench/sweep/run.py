@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import socket
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from lrbench import environment
 from lrbench.errors import LockTimeout, StorageError, UserError, signal_of
 from lrbench.store import data_identity, outage
 from lrbench.store.claims import claim_lock, recover_stale_trials, requeued_trials_of
@@ -66,7 +66,7 @@ POLL_SECONDS = 0.5
 RECOVER_EVERY_SECONDS = 5.0  # while waiting on other sweeps' trials
 # After Ctrl-C or SIGTERM: slots not stopped by then are killed. LRBENCH_STOP_GRACE_SECONDS
 # may set it (a test of a slot that never stops need not wait 10 s for it).
-STOP_GRACE_SECONDS = float(os.environ.get("LRBENCH_STOP_GRACE_SECONDS", "10"))
+STOP_GRACE_SECONDS = environment.seconds("LRBENCH_STOP_GRACE_SECONDS", 10)
 PARENT_LOCK_SECONDS = 2.0  # the parent's longest wait for the claim lock
 
 

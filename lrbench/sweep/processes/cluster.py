@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from lrbench import environment
 from lrbench.errors import UserError
 from lrbench.sweep.devices import Slot
 from lrbench.sweep.processes import lifeline
@@ -45,11 +46,11 @@ from lrbench.train.data import DatasetArrays
 # How long a call to the scheduler may take: connecting, and each question the parent or
 # a slot asks it. LRBENCH_CONNECT_TIMEOUT_SECONDS may set it (a test of an unreachable or
 # lost scheduler need not wait 10 s for the answer that nobody is there).
-CONNECT_TIMEOUT_SECONDS = float(os.environ.get("LRBENCH_CONNECT_TIMEOUT_SECONDS", "10"))
+CONNECT_TIMEOUT_SECONDS = environment.seconds("LRBENCH_CONNECT_TIMEOUT_SECONDS", 10)
 # No heartbeat from the parent this long (it beats every poll, twice a second): its slots
 # stop. Read in the cluster worker, where LRBENCH_PARENT_GONE_SECONDS may set it (a test
 # that kills the parent need not wait a minute).
-PARENT_GONE_SECONDS = float(os.environ.get("LRBENCH_PARENT_GONE_SECONDS", "60"))
+PARENT_GONE_SECONDS = environment.seconds("LRBENCH_PARENT_GONE_SECONDS", 60)
 CHECK_EVERY_SECONDS = 1.0  # a slot reads the control variable at most this often
 SCHEDULER_LOST_SECONDS = 15.0  # the parent waits this long for a reconnect, then stops
 
