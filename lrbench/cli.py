@@ -307,8 +307,8 @@ def _why_short(outcome: SweepOutcome) -> str:
         "; run the same command to try again")
 
 
-# What the closing table needs (pandas, scipy.stats): ~0.8 s to import, which the parent
-# does while its slots train instead of after them.
+# What the closing table needs (pandas, ~0.25 s to import; not scipy.stats, see
+# lrbench.report.normal_range), which the parent imports while its slots train.
 _BEST_TABLE_MODULES = ("lrbench.report.frames", "lrbench.report.ranking",
                        "lrbench.report.summary")
 
@@ -327,7 +327,7 @@ def _import_in_background(modules: tuple[str, ...]) -> None:
 def _print_best(study: optuna.Study) -> None:
     """The study's families in the report's one ranking, narrow enough for 80 columns:
     the parameters go on lines of their own under the table."""
-    from lrbench.report.frames import trials_of  # pandas and scipy: only where used
+    from lrbench.report.frames import trials_of  # pandas: only where used
     from lrbench.report.metric import metric_of
     from lrbench.report.ranking import rank
     from lrbench.report.summary import versus_best
@@ -463,7 +463,7 @@ def _confirm_one(study_name: str, *, seeds: int, numbers: tuple[int, ...],
 
 def _print_confirmed(study: optuna.Study, winners: dict[str, optuna.trial.FrozenTrial]) -> None:
     from lrbench.report.metric import metric_of
-    from lrbench.report.stats import mean_ci  # scipy: only where it is used
+    from lrbench.report.stats import mean_ci
 
     m = metric_of(config_of(study))
     runs: dict[int, list[optuna.trial.FrozenTrial]] = {}

@@ -19,11 +19,11 @@ are *tied with the best*.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from lrbench.report import selection, stats
 from lrbench.report.frames import ReportFrames, picks
@@ -239,7 +239,7 @@ def _against_baseline(ranking: Ranking) -> None:
             s.vs_baseline = _difference_ci(s, base)
         else:
             se = math.hypot(ranking.standard_error(s.score), ranking.standard_error(base.score))
-            half = scipy_stats.norm.ppf(0.5 + stats.CONFIDENCE / 2) * se
+            half = statistics.NormalDist().inv_cdf(0.5 + stats.CONFIDENCE / 2) * se
             s.vs_baseline = stats.Interval(s.score - base.score, half, 1)
 
 
@@ -254,5 +254,5 @@ def _difference_ci(a: Standing, b: Standing) -> stats.Interval:
     va, vb = np.var(xa, ddof=1) / len(xa), np.var(xb, ddof=1) / len(xb)
     dof = (va + vb) ** 2 / (va ** 2 / (len(xa) - 1) + vb ** 2 / (len(xb) - 1)) \
         if va + vb > 0 else len(xa) + len(xb) - 2
-    half = float(scipy_stats.t.ppf(0.5 + stats.CONFIDENCE / 2, dof) * math.sqrt(va + vb))
+    half = stats.t_quantile(0.5 + stats.CONFIDENCE / 2, dof) * math.sqrt(va + vb)
     return stats.Interval(a.confirm.mean - b.confirm.mean, half, min(len(xa), len(xb)))
