@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import compileall
 import dataclasses
+import fcntl
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -181,14 +183,32 @@ def small_mnist(root: Path, n_train: int, n_test: int, folder: str = "MNIST",
 
 
 @pytest.fixture(scope="session")
-def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def results(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
     """A results folder from real runs of the command line, on the MNIST sample.
 
     ``smoke`` (9 trials x 3 epochs) with 3 confirm seeds per family, and the tutorial's
-    five runs (``dlwizard``), through worker processes and the journal storage.
+    five runs (``dlwizard``), through worker processes and the journal storage. Under
+    pytest-xdist, the first worker to ask makes it (~15 CPU-s) while the other waits, and
+    each worker gets a copy of its own: its tests write reports into it.
     """
     require_mnist()
-    folder = tmp_path_factory.mktemp("results")
+    if worker_id == "master":  # not under xdist
+        return _make_results(tmp_path_factory.mktemp("results"))
+    run_root = tmp_path_factory.getbasetemp().parent  # this run's, shared by its workers
+    made = run_root / "results"
+    with open(run_root / "results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (run_root / "results.made").is_file():  # (not made, or a failed try)
+            shutil.rmtree(made, ignore_errors=True)
+            _make_results(made)
+            (run_root / "results.made").touch()
+    copy = tmp_path_factory.mktemp("results")
+    shutil.copytree(made, copy, dirs_exist_ok=True)
+    return copy
+
+
+def _make_results(folder: Path) -> Path:
+    folder.mkdir(exist_ok=True)
     for args in (("sweep", "smoke", "--trials", "9", "--epochs", "3", "--workers", "2"),
                  ("confirm", "smoke", "--seeds", str(CONFIRM_SEEDS), "--workers", "2"),
                  ("sweep", "dlwizard", "--workers", "2")):
