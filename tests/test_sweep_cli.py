@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
+import psutil
 import pytest
 from conftest import DATA, NEEDS_MNIST, REPO, run_lrbench, start_lrbench
 from optuna.trial import TrialState
@@ -190,8 +191,16 @@ def test_two_concurrent_sweeps_share_one_study_without_losing_trials(tmp_path: P
     args = ("sweep", "smoke", "--trials", "20", "--epochs", "3", "--workers", "1",
             "--engine", "sequential")
     first = lrbench(*args, results=tmp_path)
-    wait_for_running_trial(tmp_path, "smoke")  # the second joins a study already at work
+    # The second joins a study already at work. The first's worker waits, stopped in its
+    # trial, until the second's trains too: its 20 short trials (~3 s) were once all done
+    # before the second had started its worker.
+    held = psutil.Process(record.claim_of(wait_for_running_trial(tmp_path, "smoke")).pid)
+    held.suspend()
     second = lrbench(*args, results=tmp_path)
+    try:
+        wait_for_slots_at_work(tmp_path, "smoke", slots=2)
+    finally:
+        held.resume()
     for proc in (first, second):
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
