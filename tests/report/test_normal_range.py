@@ -22,8 +22,8 @@ def test_two_means_match_the_closed_form_far_into_the_tail(q: float):
     assert normal_range.sf(q, 2) == pytest.approx(math.erfc(q / 2), rel=1e-12)
 
 
-@pytest.mark.parametrize("k", [3, 4, 5, 8, 11, 16, 30])
-@pytest.mark.parametrize("q", [0.05, 0.5, 1.0, 2.0, 3.3, 4.0, 5.0, 7.0])
+@pytest.mark.parametrize("k", [3, 5, 11, 16])
+@pytest.mark.parametrize("q", [0.05, 1.0, 2.0, 3.3, 5.0, 7.0])
 def test_the_tail_matches_scipys_studentized_range(k: int, q: float):
     # (scipy computes the tail as 1 - cdf: beyond q = 7 its own error exceeds 1e-9)
     assert normal_range.sf(q, k) == pytest.approx(
@@ -49,6 +49,7 @@ def test_edges_and_bad_arguments():
         normal_range.critical(1.5, 3)
 
 
+@pytest.mark.slow  # a whole process
 def test_a_sweeps_closing_table_modules_leave_scipy_stats_unimported():
     """What this module is for: the closing table's imports stay ~0.55 s of CPU lighter."""
     script = ("import sys, lrbench.cli, lrbench.report.frames, lrbench.report.ranking, "
