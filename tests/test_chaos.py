@@ -51,13 +51,27 @@ ORPHAN_DEADLINE = 10.0  # seconds a worker may outlive its parent
 def workers_of(proc: subprocess.Popen, count: int, timeout: float = 60) -> list[psutil.Process]:
     """The sweep's worker processes (its Python descendants), once ``count`` are running."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while time.time() < deadline and proc.poll() is None:
         children = [c for c in psutil.Process(proc.pid).children(recursive=True)
                     if "python" in c.name().lower() and _is_slot(c, proc.pid)]
         if len(children) >= count:
             return children
         time.sleep(0.2)
-    raise AssertionError(f"fewer than {count} workers started")
+    raise AssertionError(f"fewer than {count} workers started in {timeout:.0f} s: "
+                         f"{_descendants(proc)}")
+
+
+def _descendants(proc: subprocess.Popen) -> str:
+    """What the sweep's process tree looks like now, for a failure's message."""
+    if proc.poll() is not None:
+        _, err = proc.communicate(timeout=30)
+        return f"the sweep ended (exit {proc.returncode}): {err[-2000:]}"
+    seen = []
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            seen.append(f"{child.pid} (parent {child.ppid()}, {child.status()}): "
+                        f"{' '.join(child.cmdline())[:120]}")
+    return "the sweep runs; its processes: " + ("; ".join(seen) or "none")
 
 
 def _is_slot(process: psutil.Process, sweep: int) -> bool:
