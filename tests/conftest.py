@@ -61,10 +61,12 @@ def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, test: bool,
     (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
 
 
-def run_python(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """``python -c SCRIPT ARGS`` in a fresh process from the repository, output captured."""
+def run_python(script: str, *args: str, timeout: float = 300,
+               env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -c SCRIPT ARGS`` in a fresh process from the repository, output captured
+    (``env`` adds to the environment)."""
     return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+                          text=True, timeout=timeout, cwd=REPO, env={**os.environ, **(env or {})})
 
 
 def lrbench_command(*args: str, results: Path | None = None,

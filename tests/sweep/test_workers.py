@@ -11,7 +11,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from conftest import DATA, NEEDS_MNIST, start_lrbench
+from conftest import DATA, NEEDS_MNIST, run_lrbench, run_python, start_lrbench
 from test_study import write_sweep
 
 from lrbench.entry import asks_for_sequential, starts_local_slots, trains
@@ -159,3 +159,45 @@ def _session_members(sid: int) -> list[int]:
         except (ProcessLookupError, PermissionError, psutil.Error):
             continue
     return members
+
+
+SOCKET_FOLDER = """
+import multiprocessing.util, socket, tempfile
+from lrbench.sweep.processes import workers
+workers._socket_folder_within_reach()
+folder = multiprocessing.util.get_temp_dir()
+with socket.socket(socket.AF_UNIX) as listener:  # what the fork server binds there
+    listener.bind(tempfile.mktemp(prefix="listener-", dir=folder))
+print(folder)
+"""
+
+
+@pytest.mark.parametrize("length", [40, 76, 120])
+def test_the_fork_servers_socket_folder_fits_a_unix_socket_whatever_tmpdir(
+        tmp_path: Path, length: int):
+    """A TMPDIR of over 75 characters made the server's socket path too long for a Unix
+    socket (107 bytes): the folder then goes under /tmp. A shorter TMPDIR is kept."""
+    tmpdir = tmp_path / ("t" * max(1, length - len(str(tmp_path)) - 1))
+    tmpdir.mkdir()
+    assert len(str(tmpdir)) >= length
+    done = run_python(SOCKET_FOLDER, env={"TMPDIR": str(tmpdir)})
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip())
+    expected = tmpdir if len(str(tmpdir)) <= 75 else Path(workers.SHORT_TEMP)
+    assert folder.parent == expected and folder.name.startswith("pymp-")
+    assert not folder.exists()  # removed at exit, as multiprocessing does
+
+
+@pytest.mark.slow
+@NEEDS_MNIST
+def test_a_sweep_runs_with_a_long_tmpdir(tmp_path: Path):
+    """Before: a traceback ending in `OSError: AF_UNIX path too long`. A full test run
+    found it: a chaos test's TMPDIR, inside its tmp_path, grew past 75 characters once
+    pytest's numbered folders reached /tmp/pytest-of-root/pytest-100."""
+    tmpdir = tmp_path / ("t" * 100)
+    tmpdir.mkdir()
+    done = run_lrbench("sweep", "smoke", "--trials", "2", "--epochs", "1", "--workers", "1",
+                       results=tmp_path / "results", data_dir=DATA,
+                       env={"TMPDIR": str(tmpdir)})
+    assert done.returncode == 0, done.stderr
+    assert "2/2 trials finished" in " ".join(done.stdout.split())

@@ -125,9 +125,34 @@ def start_fork_server(sequential: bool = False) -> None:
         return
     _preloaded = [SLOT_MODULE, *([SEQUENTIAL_MODULE] if sequential else [])]
     if _context() is not None:
+        _socket_folder_within_reach()
         with born_ignoring_signals():
             forkserver.ensure_running()
         _server_started = True
+
+
+# A Unix socket's path holds at most 107 bytes. multiprocessing binds the fork server's
+# at $TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX, so a TMPDIR of more than 75 characters (a
+# cluster job's scratch folder, a test's tmp_path) ended every sweep with "OSError: AF_UNIX
+# path too long". Python 3.14 falls back to /tmp itself (CPython gh-132124); so does this.
+SOCKET_PATH_MAX = 107
+SOCKET_IN_TEMP = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
+SHORT_TEMP = "/tmp"
+
+
+def _socket_folder_within_reach() -> None:
+    """Make multiprocessing's temporary folder (where the server's socket goes) under /tmp
+    when the one under TMPDIR would make the socket's path too long. It is made once per
+    process and kept: this runs before the server's socket is bound."""
+    from multiprocessing import util
+
+    if len(tempfile.gettempdir()) + SOCKET_IN_TEMP <= SOCKET_PATH_MAX:
+        return
+    long_temp, tempfile.tempdir = tempfile.tempdir, SHORT_TEMP
+    try:
+        util.get_temp_dir()  # made now, under /tmp (removed at exit, as multiprocessing does)
+    finally:
+        tempfile.tempdir = long_temp
 
 
 def end_fork_server() -> None:
