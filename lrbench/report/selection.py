@@ -120,8 +120,8 @@ def critical_range(families: int, dof: float, alpha: float = ALPHA) -> float:
 
 def range_sf(q: float, families: int, dof: float) -> float:
     """The studentized range's upper tail at q. Single runs (infinite dof) take it from
-    ``normal_range``: every sweep's closing table runs their test, and scipy.stats would
-    cost it ~0.55 s of CPU to import."""
+    ``normal_range``, which spares every sweep's closing table (it runs their test) the
+    import of scipy.stats."""
     if math.isinf(dof):
         return normal_range.sf(q, families)
     from scipy import stats

@@ -46,8 +46,8 @@ def mean_ci(values: Sequence[float]) -> Interval:
 
 def t_quantile(p: float, dof: float) -> float:
     """Student's t quantile. scipy.stats is imported here, where confirm runs need it, not
-    with this module: every sweep's closing table imports this module, and most have no
-    confirm runs (scipy.stats costs ~0.55 s of CPU to import)."""
+    with this module, which every sweep's closing table imports (most have no confirm
+    runs; lrbench.report.normal_range says what the import costs)."""
     from scipy import stats
 
     return float(stats.t.ppf(p, dof))

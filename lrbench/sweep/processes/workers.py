@@ -134,7 +134,8 @@ def start_fork_server(sequential: bool = False) -> None:
 # A Unix socket's path holds at most 107 bytes. multiprocessing binds the fork server's
 # at $TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX, so a TMPDIR of more than 75 characters (a
 # cluster job's scratch folder, a test's tmp_path) ended every sweep with "OSError: AF_UNIX
-# path too long". Python 3.14 falls back to /tmp itself (CPython gh-132124); so does this.
+# path too long". Newer Pythons fall back to /tmp themselves (CPython gh-132124); so does
+# this, on any.
 SOCKET_PATH_MAX = 107
 SOCKET_IN_TEMP = len("/pymp-XXXXXXXX/listener-XXXXXXXX")
 SHORT_TEMP = "/tmp"
@@ -146,7 +147,7 @@ def _socket_folder_within_reach() -> None:
     process and kept: this runs before the server's socket is bound."""
     from multiprocessing import util
 
-    if len(tempfile.gettempdir()) + SOCKET_IN_TEMP <= SOCKET_PATH_MAX:
+    if len(os.fsencode(tempfile.gettempdir())) + SOCKET_IN_TEMP <= SOCKET_PATH_MAX:
         return
     long_temp, tempfile.tempdir = tempfile.tempdir, SHORT_TEMP
     try:
