@@ -307,7 +307,7 @@ def _why_short(outcome: SweepOutcome) -> str:
         "; run the same command to try again")
 
 
-# What the closing table needs (pandas, ~0.25 s to import; not scipy.stats, see
+# What the closing table needs (pandas among it; not scipy.stats, see
 # lrbench.report.normal_range), which the parent imports while its slots train.
 _BEST_TABLE_MODULES = ("lrbench.report.frames", "lrbench.report.ranking",
                        "lrbench.report.summary")
